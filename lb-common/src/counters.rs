@@ -1,0 +1,84 @@
+//! Per-CPU counters: packets and bytes per outcome. Every packet the datapath does not forward
+//! has a [`Reason`]; the COUNTERS array holds one [`Counter`] per reason plus one for forwarded.
+
+use core::mem::size_of;
+
+/// Packets and bytes, summed over CPUs by userspace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(size_of::<Counter>() == 16);
+
+/// What the datapath does with a packet it does not forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand it to the kernel stack (`XDP_PASS`): not ours to balance.
+    Pass,
+    /// Drop it (`XDP_DROP`): ours, but it cannot be forwarded.
+    Drop,
+}
+
+macro_rules! reasons {
+    ($( $(#[doc = $doc:literal])* $name:ident = $idx:literal, $verdict:ident, $label:literal; )*) => {
+        /// Why a packet was not forwarded. The discriminant is its COUNTERS slot; slot 0 is
+        /// [`Reason::FORWARDED_SLOT`].
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Reason {
+            $( $(#[doc = $doc])* $name = $idx, )*
+        }
+
+        impl Reason {
+            /// Every reason, in slot order.
+            pub const ALL: &'static [Reason] = &[$(Reason::$name),*];
+
+            /// Pass to the kernel or drop.
+            #[inline(always)]
+            pub const fn verdict(self) -> Verdict {
+                match self { $(Reason::$name => Verdict::$verdict,)* }
+            }
+
+            /// Short name used by `lbctl stats` and metrics.
+            pub const fn label(self) -> &'static str {
+                match self { $(Reason::$name => $label,)* }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// Not IPv4 or IPv6 (ARP, LLDP, VLAN-tagged, ...).
+    NotIp = 1, Pass, "pass_not_ip";
+    /// IP, but the destination address/port/protocol is not a VIP.
+    NotVip = 2, Pass, "pass_not_vip";
+    /// To a VIP address but neither TCP nor UDP, or IPv6 with extension headers (ICMP, ...).
+    NotTcpUdp = 3, Pass, "pass_not_tcp_udp";
+    /// An IP fragment: no L4 ports to balance on; the kernel reassembles or rejects it.
+    Fragment = 4, Pass, "pass_fragment";
+    /// A header runs past the end of the frame.
+    Truncated = 5, Drop, "drop_truncated";
+    /// IPv4 header length under 20 bytes, or the version field disagrees with the EtherType.
+    BadIpHeader = 6, Drop, "drop_bad_ip_header";
+    /// The VIP has no real to send to (none configured or all removed).
+    NoReal = 7, Drop, "drop_no_real";
+    /// The VIP's entry names a mode this program does not implement (a map written by a
+    /// newer control plane).
+    UnknownMode = 8, Drop, "drop_unknown_mode";
+}
+
+impl Reason {
+    /// COUNTERS slot of forwarded packets.
+    pub const FORWARDED_SLOT: u32 = 0;
+
+    #[inline(always)]
+    pub const fn slot(self) -> u32 {
+        self as u32
+    }
+}
+
+/// Length of the COUNTERS array: the forwarded slot and one per reason.
+pub const COUNTER_SLOTS: u32 = 9;
+const _: () = assert!(COUNTER_SLOTS as usize == Reason::ALL.len() + 1);

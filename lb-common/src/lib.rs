@@ -1,0 +1,33 @@
+//! Types shared by the XDP datapath (`lb-ebpf`) and the control plane (`lb-userspace`).
+//!
+//! Everything that crosses the kernel/user boundary is defined here once: `#[repr(C)]`,
+//! explicit padding, addresses and ports as network-order byte arrays behind accessors, no
+//! `bool`/`enum`/`Option` inside map values, and a compile-time size assertion per type.
+//! With the `user` feature the types implement `aya::Pod` so userspace can put them in maps.
+#![no_std]
+
+mod counters;
+mod maps;
+
+pub use counters::{Counter, Reason, Verdict, COUNTER_SLOTS};
+pub use maps::{
+    Family, RealEntry, VipKey, VipMeta, FLOW_HASH_SEED, MAX_REALS, MAX_VIPS, MODE_DSR, PROTO_TCP,
+    PROTO_UDP, RING_SIZE,
+};
+
+/// Map names, shared by the object (`#[map]`/`#[btf_map]` statics) and userspace lookups.
+pub mod map_names {
+    pub const VIPS: &str = "VIPS";
+    pub const REALS: &str = "REALS";
+    pub const RINGS: &str = "RINGS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const VIP_COUNTERS: &str = "VIP_COUNTERS";
+}
+
+/// Program names in the object.
+pub mod program_names {
+    /// The load balancer.
+    pub const LB: &str = "lb_xdp";
+    /// Passes every frame; attached to veth peers so XDP_TX frames are accepted.
+    pub const PASS: &str = "lb_pass";
+}

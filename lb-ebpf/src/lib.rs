@@ -1,0 +1,22 @@
+//! The XDP datapath, as a pipeline of stages: `parse → lookup → schedule → rewrite → emit`.
+//!
+//! The stages that touch only packet bytes (`packet`, `parse`, `hash`, `rewrite`) are plain
+//! functions over a byte range, so they compile and are tested on the host against
+//! etherparse-built frames. The stages that touch maps (`lookup`, `schedule`, `emit`) are
+//! proven by the `BPF_PROG_TEST_RUN` fixtures in the `tests` crate.
+#![cfg_attr(not(test), no_std)]
+
+pub mod hash;
+pub mod headers;
+pub mod packet;
+pub mod parse;
+pub mod rewrite;
+
+#[cfg(target_arch = "bpf")]
+pub mod emit;
+#[cfg(target_arch = "bpf")]
+pub mod lookup;
+#[cfg(target_arch = "bpf")]
+pub mod maps;
+#[cfg(target_arch = "bpf")]
+pub mod schedule;

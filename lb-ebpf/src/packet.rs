@@ -1,0 +1,43 @@
+//! The one way the datapath touches packet bytes: a bounds-checked pointer into the frame.
+
+use core::mem::size_of;
+
+use lb_common::Reason;
+
+/// The frame as the XDP context gives it: `[start, end)`.
+#[derive(Clone, Copy)]
+pub struct Packet {
+    start: usize,
+    end: usize,
+}
+
+impl Packet {
+    /// # Safety
+    /// `start..end` must be one readable and writable byte range that outlives the `Packet`
+    /// (the XDP `data`/`data_end` pair, or a host test's buffer).
+    #[inline(always)]
+    pub unsafe fn new(start: usize, end: usize) -> Self {
+        Self { start, end }
+    }
+
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+
+    /// A pointer to a `T` at `offset`, or [`Reason::Truncated`] when it would reach past the
+    /// frame. The comparison is written against `end` the way the verifier tracks packet bounds.
+    #[inline(always)]
+    pub fn ptr_at<T>(&self, offset: usize) -> Result<*mut T, Reason> {
+        let at = self.start + offset;
+        if at + size_of::<T>() > self.end {
+            return Err(Reason::Truncated);
+        }
+        Ok(at as *mut T)
+    }
+}

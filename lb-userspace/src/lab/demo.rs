@@ -1,0 +1,118 @@
+//! `lbctl demo`: the DSR lab, driven with real TCP connections, and what happened.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context as _, Result};
+use lb_common::Reason;
+
+use super::{drive_tcp, Lab, CLIENT_ADDR, LB_ADDR, VIP_ADDR, VIP_PORT};
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// TCP connections the client makes to the VIP.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub requests: u32,
+}
+
+/// What the demo observed; printed by [`run`], checked by the tests.
+#[derive(Debug)]
+pub struct DemoFacts {
+    pub requests: usize,
+    pub answered: usize,
+    pub per_real: BTreeMap<String, usize>,
+    pub client_addrs_seen: Vec<String>,
+    pub lb_forwarded: u64,
+    pub lb_not_vip: u64,
+}
+
+pub fn run(args: &DemoArgs) -> Result<()> {
+    let lbctl = std::env::current_exe().context("locating the lbctl binary")?;
+    println!("lbctl demo: DSR (direct server return) on real packets\n");
+    let mut lab = Lab::dsr(3).context("building the lab (needs root, iproute2 and ethtool)")?;
+    let reals = lab.real_addrs();
+    println!("lab (network namespaces joined by a Linux bridge, 198.18.0.0/24):");
+    println!("  client {CLIENT_ADDR}  ->  VIP {VIP_ADDR}:{VIP_PORT}/tcp (routed via the LB)");
+    println!("  lb     {LB_ADDR}   XDP on eth0, VIP on lo");
+    for (i, r) in reals.iter().enumerate() {
+        println!(
+            "  r{}     {r}  VIP on lo, arp_ignore=1 arp_announce=2, TCP server on the VIP",
+            i + 1
+        );
+    }
+    let mut lb_args = vec![
+        "--mode".into(),
+        "dsr".into(),
+        "--vip".into(),
+        format!("{VIP_ADDR}:{VIP_PORT}/tcp"),
+    ];
+    for r in &reals {
+        lb_args.extend(["--real".into(), r.to_string()]);
+    }
+    println!("\n$ lbctl attach eth0 {}", lb_args.join(" "));
+    lab.start_lb(&lbctl, &lb_args)?;
+    let facts = observe(&lab, args.requests as usize)?;
+    lab.stop_lb()?;
+    print_facts(&facts);
+    println!(
+        "\nlbctl detached on SIGTERM; XDP still attached to the LB's eth0: {}",
+        lab.lb_xdp_attached()?
+    );
+    if facts.answered != facts.requests {
+        bail!(
+            "{} of {} requests were not answered",
+            facts.requests - facts.answered,
+            facts.requests
+        );
+    }
+    Ok(())
+}
+
+/// Drives `requests` connections through a lab whose balancer runs, and reads the counters.
+pub fn observe(lab: &Lab, requests: usize) -> Result<DemoFacts> {
+    let results = drive_tcp(&lab.client, Lab::vip(), requests)?;
+    let mut per_real = BTreeMap::new();
+    let mut seen = Vec::new();
+    for reply in results.iter().flatten() {
+        *per_real.entry(reply.real.clone()).or_insert(0) += 1;
+        let addr = reply.client_seen.to_string();
+        if !seen.contains(&addr) {
+            seen.push(addr);
+        }
+    }
+    let stats = lab.lb_stats()?;
+    Ok(DemoFacts {
+        requests,
+        answered: results.iter().filter(|r| r.is_ok()).count(),
+        per_real,
+        client_addrs_seen: seen,
+        lb_forwarded: stats.counters.forwarded.packets,
+        lb_not_vip: stats.counters.reason(Reason::NotVip).packets,
+    })
+}
+
+fn print_facts(f: &DemoFacts) {
+    println!(
+        "\nclient -> VIP: {} TCP connections, {} answered",
+        f.requests, f.answered
+    );
+    println!("spread over the reals:");
+    for (real, n) in &f.per_real {
+        println!(
+            "  {real}: {n:>5}  ({:.0}%)",
+            *n as f64 * 100.0 / f.requests as f64
+        );
+    }
+    println!(
+        "client address the reals saw: {}  (DSR leaves the IP header alone)",
+        f.client_addrs_seen.join(", ")
+    );
+    println!(
+        "at the LB: {} packets to the VIP forwarded (only Ethernet addresses rewritten),",
+        f.lb_forwarded
+    );
+    println!(
+        "           {} packets to other destinations: the replies went from the reals",
+        f.lb_not_vip
+    );
+    println!("           straight to the client without crossing the LB.");
+}

@@ -1,0 +1,14 @@
+//! A lab of network namespaces on 198.18.0.0/15, used by the end-to-end tests and by
+//! `lbctl demo` alike: one implementation, so the demo shows what the tests prove.
+//!
+//! Every namespace is an RAII guard; dropping the [`Lab`] stops the balancer process and the
+//! servers and deletes the namespaces, also when a test panics half-way.
+
+pub mod demo;
+mod netns;
+mod servers;
+mod topology;
+
+pub use netns::{unique_prefix, Netns, NsThread};
+pub use servers::{drive_tcp, Reply, Server};
+pub use topology::{Lab, LbProcess, CLIENT_ADDR, LB_ADDR, REAL_ADDRS, VIP_ADDR, VIP_PORT};

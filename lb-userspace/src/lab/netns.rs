@@ -1,0 +1,148 @@
+//! A network namespace that exists as long as its guard.
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    process::{Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+pub struct Netns {
+    name: String,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A prefix unique to this process and call, so labs of parallel tests never collide.
+pub fn unique_prefix() -> String {
+    format!(
+        "lbl{}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn check(cmd: &mut Command) -> Result<Output> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+impl Netns {
+    /// Creates the namespace with loopback up and IPv6 off (the IPv4 lab stays free of
+    /// neighbour-discovery chatter, so counters count only what the tests send).
+    pub fn create(name: &str) -> Result<Self> {
+        check(Command::new("ip").args(["netns", "add", name]))
+            .context("creating a network namespace needs root and iproute2")?;
+        let ns = Self {
+            name: name.to_owned(),
+        };
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n NAME ARGS...`
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        let out = check(Command::new("ip").arg("-n").arg(&self.name).args(args))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs a program inside the namespace and returns its standard output.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Result<String> {
+        let out = check(self.command(program).args(args))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A command that will run inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        self.exec("sysctl", &["-qw", &format!("{key}={value}")])
+            .map(drop)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace: sockets it opens live there.
+    pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Result<R> {
+        self.spawn(f)?.join()
+    }
+
+    /// Starts `f` on a thread inside this namespace. `f` never runs anywhere else: when the
+    /// namespace cannot be entered, this returns the error and `f` is dropped unrun.
+    pub fn spawn<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<NsThread<R>> {
+        let file = File::open(format!("/run/netns/{}", self.name))
+            .with_context(|| format!("opening namespace {}", self.name))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            // SAFETY: setns changes this thread only; the fd is a valid namespace file.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                let _ = tx.send(Err(std::io::Error::last_os_error()));
+                return None;
+            }
+            let _ = tx.send(Ok(()));
+            Some(f())
+        });
+        rx.recv()
+            .map_err(|_| anyhow!("the thread for namespace {} died", self.name))?
+            .with_context(|| format!("entering namespace {}", self.name))?;
+        Ok(NsThread {
+            handle,
+            ns: self.name.clone(),
+        })
+    }
+}
+
+/// A thread running inside a namespace.
+pub struct NsThread<R> {
+    handle: std::thread::JoinHandle<Option<R>>,
+    ns: String,
+}
+
+impl<R> NsThread<R> {
+    pub fn join(self) -> Result<R> {
+        match self.handle.join() {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(anyhow!("could not enter namespace {}", self.ns)),
+            Err(_) => Err(anyhow!("a thread in namespace {} panicked", self.ns)),
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let status = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!(
+                "warning: could not delete network namespace {}; remove it with `ip netns del {}`",
+                self.name, self.name
+            );
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The lab's real servers and client: plain sockets opened inside the namespaces.
+//!
+//! Protocol: the client sends one line; the server answers `NAME CLIENT-ADDRESS` (the address
+//! it saw the connection come from) and closes. That one line proves which real answered and
+//! what each mode does to the client's address.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, Context as _, Result};
+
+use super::Netns;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A TCP server in a real's namespace; stops when dropped.
+pub struct Server {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Listens on `addr` inside `ns` and answers every connection with `name`.
+    pub fn start_tcp(ns: &Netns, name: &str, addr: SocketAddr) -> Result<Self> {
+        let listener = ns
+            .run(move || TcpListener::bind(addr))?
+            .with_context(|| format!("binding {addr} in {}", ns.name()))?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let name = name.to_owned();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, peer)) => answer(stream, &name, peer.ip()),
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops accepting; what is already accepted has been answered.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn answer(stream: TcpStream, name: &str, peer: IpAddr) {
+    // A client that misbehaves only costs itself: errors end this connection, nothing else.
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let mut line = String::new();
+    let mut reader = BufReader::new(&stream);
+    if reader.read_line(&mut line).is_ok() {
+        let _ = (&stream).write_all(format!("{name} {peer}\n").as_bytes());
+    }
+}
+
+/// One answered request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Name of the real that answered.
+    pub real: String,
+    /// The client address that real saw.
+    pub client_seen: IpAddr,
+}
+
+/// Makes `count` TCP connections from `ns` to `target`, one request each, one after another.
+/// Each element is the reply or why there was none.
+pub fn drive_tcp(
+    ns: &Netns,
+    target: SocketAddr,
+    count: usize,
+) -> Result<Vec<Result<Reply, String>>> {
+    ns.run(move || {
+        (0..count)
+            .map(|i| request(target, i).map_err(|e| format!("{e:#}")))
+            .collect()
+    })
+}
+
+fn request(target: SocketAddr, i: usize) -> Result<Reply> {
+    let start = Instant::now();
+    let mut s =
+        TcpStream::connect_timeout(&target, IO_TIMEOUT).with_context(|| format!("connect #{i}"))?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.write_all(format!("request {i}\n").as_bytes())
+        .context("send")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .with_context(|| format!("reply #{i} after {:?}", start.elapsed()))?;
+    let mut words = text.split_whitespace();
+    let (Some(real), Some(seen)) = (words.next(), words.next()) else {
+        return Err(anyhow!("malformed reply {text:?}"));
+    };
+    Ok(Reply {
+        real: real.to_owned(),
+        client_seen: seen.parse().context("client address in reply")?,
+    })
+}

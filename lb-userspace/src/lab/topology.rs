@@ -1,0 +1,270 @@
+//! The DSR lab: client, LB and reals on one Linux bridge, which lives in its own namespace.
+//!
+//! ```text
+//!   client 198.18.0.100 ─┐
+//!   lb     198.18.0.1  ──┤ br0 (switch namespace)     VIP 198.18.100.10 on lb's and the reals' lo;
+//!   r1..rN 198.18.0.11.. ┘                            the client routes the VIP via the lb
+//! ```
+
+use std::{
+    fs::File,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use super::{netns::unique_prefix, Netns, Server};
+use crate::{datapath::Datapath, stats::Stats};
+
+pub const LB_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+pub const REAL_ADDRS: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(198, 18, 0, 11),
+    Ipv4Addr::new(198, 18, 0, 12),
+    Ipv4Addr::new(198, 18, 0, 13),
+];
+pub const VIP_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
+pub const VIP_PORT: u16 = 80;
+const SUBNET_LEN: &str = "24";
+/// Every host's interface is called this inside its namespace.
+pub const HOST_IFACE: &str = "eth0";
+
+/// A running lab. Field order is drop order: processes and servers stop before the
+/// namespaces they live in are deleted.
+pub struct Lab {
+    lb_process: Option<LbProcess>,
+    pub servers: Vec<Server>,
+    /// Holds the pass program on the LB's switch port (veth needs it to accept XDP_TX).
+    _switch_port_xdp: Datapath,
+    pub client: Netns,
+    pub lb: Netns,
+    pub reals: Vec<Netns>,
+    pub switch: Netns,
+}
+
+/// Connects `host` to the switch with a veth pair: `eth0` in the host, `port` on the bridge.
+fn plug(switch: &Netns, host: &Netns, port: &str, addr: Ipv4Addr) -> Result<()> {
+    switch.ip(&[
+        "link",
+        "add",
+        port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        HOST_IFACE,
+        "netns",
+        host.name(),
+    ])?;
+    switch.ip(&["link", "set", port, "master", "br0", "up"])?;
+    host.ip(&[
+        "addr",
+        "add",
+        &format!("{addr}/{SUBNET_LEN}"),
+        "dev",
+        HOST_IFACE,
+    ])?;
+    host.ip(&["link", "set", HOST_IFACE, "up"])?;
+    // veth leaves TX checksums to be completed later; XDP-forwarded frames would arrive with
+    // partial checksums and be dropped. A real NIC delivers complete ones.
+    host.exec("ethtool", &["-K", HOST_IFACE, "tx", "off"])
+        .context("ethtool is needed by the lab (apt-get install ethtool)")?;
+    Ok(())
+}
+
+impl Lab {
+    /// Builds the DSR lab with `n_reals` reals (1..=3) and starts a TCP server on the VIP in
+    /// each real (named r1, r2, ...). The balancer is not started yet: see [`Lab::start_lb`].
+    pub fn dsr(n_reals: usize) -> Result<Self> {
+        if !(1..=REAL_ADDRS.len()).contains(&n_reals) {
+            bail!("the lab has room for 1 to {} reals", REAL_ADDRS.len());
+        }
+        let p = unique_prefix();
+        let switch = Netns::create(&format!("{p}-sw"))?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+
+        let client = Netns::create(&format!("{p}-client"))?;
+        plug(&switch, &client, "client", CLIENT_ADDR)?;
+        client.ip(&[
+            "route",
+            "add",
+            &format!("{VIP_ADDR}/32"),
+            "via",
+            &LB_ADDR.to_string(),
+        ])?;
+
+        let lb = Netns::create(&format!("{p}-lb"))?;
+        plug(&switch, &lb, "lb", LB_ADDR)?;
+        lb.ip(&["addr", "add", &format!("{VIP_ADDR}/32"), "dev", "lo"])?;
+        let switch_port_xdp = switch.run(|| -> Result<Datapath> {
+            let mut dp = Datapath::load()?;
+            dp.attach_pass("lb")?;
+            Ok(dp)
+        })??;
+
+        let mut reals = Vec::new();
+        for (i, addr) in REAL_ADDRS.iter().take(n_reals).enumerate() {
+            let real = Netns::create(&format!("{p}-r{}", i + 1))?;
+            plug(&switch, &real, &format!("r{}", i + 1), *addr)?;
+            configure_dsr_real(&real)?;
+            reals.push(real);
+        }
+        let mut servers = Vec::new();
+        for (i, real) in reals.iter().enumerate() {
+            servers.push(Server::start_tcp(
+                real,
+                &format!("r{}", i + 1),
+                Self::vip(),
+            )?);
+        }
+        Ok(Self {
+            lb_process: None,
+            servers,
+            _switch_port_xdp: switch_port_xdp,
+            client,
+            lb,
+            reals,
+            switch,
+        })
+    }
+
+    pub fn vip() -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(VIP_ADDR), VIP_PORT)
+    }
+
+    /// The reals' addresses, as `--real` arguments want them.
+    pub fn real_addrs(&self) -> Vec<Ipv4Addr> {
+        REAL_ADDRS.iter().take(self.reals.len()).copied().collect()
+    }
+
+    /// Runs `lbctl attach eth0 ARGS...` in the LB namespace and waits until the program is
+    /// attached (its maps are filled before it attaches, so attached means serving).
+    pub fn start_lb(&mut self, lbctl: &Path, args: &[String]) -> Result<()> {
+        if self.lb_process.is_some() {
+            bail!("the lab's balancer is already running");
+        }
+        let log_path = std::env::temp_dir().join(format!("{}.lbctl.log", self.lb.name()));
+        let log =
+            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let child = self
+            .lb
+            .command(&lbctl.display().to_string())
+            .args(["attach", HOST_IFACE])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", lbctl.display()))?;
+        let mut process = LbProcess { child, log_path };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = process.child.try_wait()? {
+                bail!(
+                    "lbctl exited ({status}) before attaching:\n{}",
+                    process.log()
+                );
+            }
+            if self.lb_xdp_attached()? {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("lbctl did not attach within 20s:\n{}", process.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.lb_process = Some(process);
+        Ok(())
+    }
+
+    /// Sends SIGTERM to the balancer and waits for it; returns its log.
+    pub fn stop_lb(&mut self) -> Result<String> {
+        let Some(mut process) = self.lb_process.take() else {
+            bail!("the lab's balancer is not running")
+        };
+        let status = process.terminate()?;
+        let log = process.log();
+        if !status.success() {
+            bail!("lbctl exited with {status}:\n{log}");
+        }
+        Ok(log)
+    }
+
+    /// Whether an XDP program is attached to the LB's interface.
+    pub fn lb_xdp_attached(&self) -> Result<bool> {
+        Ok(self.lb.ip(&["link", "show", HOST_IFACE])?.contains(" xdp"))
+    }
+
+    /// The balancer's counters, read the way `lbctl stats eth0` reads them.
+    pub fn lb_stats(&self) -> Result<Stats> {
+        self.lb.run(|| -> Result<Stats> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(crate::stats::read_attached(HOST_IFACE))
+        })?
+    }
+
+    pub fn lb_log(&self) -> String {
+        self.lb_process
+            .as_ref()
+            .map(LbProcess::log)
+            .unwrap_or_default()
+    }
+}
+
+/// What a real needs for DSR: the VIP on loopback, and no ARP answers for it (the LB owns the
+/// VIP on the wire).
+fn configure_dsr_real(real: &Netns) -> Result<()> {
+    real.ip(&["addr", "add", &format!("{VIP_ADDR}/32"), "dev", "lo"])?;
+    for iface in ["all", HOST_IFACE] {
+        real.sysctl(&format!("net.ipv4.conf.{iface}.arp_ignore"), "1")?;
+        real.sysctl(&format!("net.ipv4.conf.{iface}.arp_announce"), "2")?;
+    }
+    Ok(())
+}
+
+/// An `lbctl attach` process; terminated on drop.
+pub struct LbProcess {
+    child: Child,
+    log_path: PathBuf,
+}
+
+impl LbProcess {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        // `ip netns exec` execs lbctl, so the child pid is lbctl's.
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!(
+                    "lbctl ignored SIGTERM for 10s and was killed:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for LbProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.terminate();
+        }
+        let _ = std::fs::remove_file(&self.log_path);
+    }
+}

@@ -1,0 +1,13 @@
+//! lbctl's control plane: loads the embedded XDP object, fills its maps through domain verbs,
+//! resolves reals' MAC addresses from the kernel, and reads counters back.
+
+pub mod datapath;
+pub mod lab;
+pub mod neigh;
+pub mod ring;
+pub mod spec;
+pub mod stats;
+
+/// The eBPF object built from lb-ebpf, embedded so lbctl is one binary.
+pub static LB_EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));

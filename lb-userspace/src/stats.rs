@@ -1,0 +1,144 @@
+//! Counters: summing per-CPU slots, finding the maps of a program attached to an interface,
+//! and the `lbctl stats` table.
+
+use std::{borrow::Borrow, fmt};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::maps::{HashMap, Map, MapData, MapInfo, PerCpuArray};
+use lb_common::{map_names, Counter, Reason, VipKey, VipMeta};
+
+use crate::spec::VipSpec;
+
+/// The global counters: forwarded, then one row per reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CounterTable {
+    pub forwarded: Counter,
+    pub reasons: Vec<(Reason, Counter)>,
+}
+
+impl CounterTable {
+    pub fn read<T: Borrow<MapData>>(map: &PerCpuArray<T, Counter>) -> Result<Self> {
+        let forwarded = sum_slot(map, Reason::FORWARDED_SLOT)?;
+        let mut reasons = Vec::with_capacity(Reason::ALL.len());
+        for r in Reason::ALL {
+            reasons.push((*r, sum_slot(map, r.slot())?));
+        }
+        Ok(Self { forwarded, reasons })
+    }
+
+    pub fn reason(&self, reason: Reason) -> Counter {
+        self.reasons
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map(|(_, c)| *c)
+            .unwrap_or_default()
+    }
+}
+
+pub fn sum_slot<T: Borrow<MapData>>(map: &PerCpuArray<T, Counter>, slot: u32) -> Result<Counter> {
+    let values = map
+        .get(&slot, 0)
+        .with_context(|| format!("reading counter slot {slot}"))?;
+    Ok(values.iter().fold(Counter::default(), |acc, c| Counter {
+        packets: acc.packets + c.packets,
+        bytes: acc.bytes + c.bytes,
+    }))
+}
+
+/// Forwarded packets of one VIP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipRow {
+    pub vip: String,
+    pub forwarded: Counter,
+}
+
+/// What `lbctl stats` shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stats {
+    pub prog_id: u32,
+    pub counters: CounterTable,
+    pub vips: Vec<VipRow>,
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{:<24} {:>12} {:>14}", "COUNTER", "PACKETS", "BYTES")?;
+        let row = |f: &mut fmt::Formatter<'_>, name: &str, c: &Counter| {
+            writeln!(f, "{name:<24} {:>12} {:>14}", c.packets, c.bytes)
+        };
+        row(f, "forwarded", &self.counters.forwarded)?;
+        for (r, c) in &self.counters.reasons {
+            row(f, r.label(), c)?;
+        }
+        if !self.vips.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "{:<32} {:>12} {:>14}", "VIP", "FORWARDED", "BYTES")?;
+            for v in &self.vips {
+                writeln!(
+                    f,
+                    "{:<32} {:>12} {:>14}",
+                    v.vip, v.forwarded.packets, v.forwarded.bytes
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the counters of the lbctl program attached to `iface`, found through the kernel (the
+/// interface's XDP program id, then that program's maps), so it works from any process.
+pub async fn read_attached(iface: &str) -> Result<Stats> {
+    let prog_id = crate::neigh::xdp_prog_id(iface).await?.ok_or_else(|| {
+        anyhow!("no XDP program is attached to {iface}: start one with `lbctl attach {iface} ...`")
+    })?;
+    let prog = aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .find(|p| p.id() == prog_id)
+        .ok_or_else(|| anyhow!("XDP program {prog_id} on {iface} disappeared"))?;
+    if prog.name_as_str() != Some(lb_common::program_names::LB) {
+        bail!(
+            "the XDP program on {iface} is {:?}, not lbctl's",
+            prog.name_as_str().unwrap_or("?")
+        );
+    }
+    let mut counters = None;
+    let mut vip_counters = None;
+    let mut vips = None;
+    for id in prog.map_ids()?.unwrap_or_default() {
+        let name = MapInfo::from_id(id)?.name_as_str().map(str::to_owned);
+        let open = || -> Result<Map> { Ok(Map::from_map_data(MapData::from_id(id)?)?) };
+        match name.as_deref() {
+            Some(map_names::COUNTERS) => {
+                counters = Some(PerCpuArray::<_, Counter>::try_from(open()?)?)
+            }
+            Some(map_names::VIP_COUNTERS) => {
+                vip_counters = Some(PerCpuArray::<_, Counter>::try_from(open()?)?)
+            }
+            Some(map_names::VIPS) => vips = Some(HashMap::<_, VipKey, VipMeta>::try_from(open()?)?),
+            _ => {}
+        }
+    }
+    let (Some(counters), Some(vip_counters), Some(vips)) = (counters, vip_counters, vips) else {
+        bail!(
+            "program {prog_id} on {iface} lacks lbctl's maps: was it built from another version?"
+        );
+    };
+    let mut rows = Vec::new();
+    for entry in vips.iter() {
+        let (key, meta) = entry?;
+        rows.push(VipRow {
+            vip: vip_label(&key),
+            forwarded: sum_slot(&vip_counters, meta.vip_id)?,
+        });
+    }
+    rows.sort_by(|a, b| a.vip.cmp(&b.vip));
+    Ok(Stats {
+        prog_id,
+        counters: CounterTable::read(&counters)?,
+        vips: rows,
+    })
+}
+
+fn vip_label(key: &VipKey) -> String {
+    VipSpec::from_key(key).map_or_else(|| format!("{key:?}"), |v| v.to_string())
+}
