@@ -122,6 +122,11 @@ pub async fn resolve_macs(
                 break mac;
             }
             if tokio::time::Instant::now() >= deadline {
+                // Take back the entry this call added: a failed attach leaves nothing behind.
+                let mut del = handle.neighbours().add(ifindex, addr).message_mut().clone();
+                del.attributes
+                    .retain(|a| matches!(a, NeighbourAttribute::Destination(_)));
+                let _ = handle.neighbours().del(del).execute().await;
                 return Err(anyhow!(
                     "real {addr} did not answer ARP/ND on {iface} within {timeout:?}: is it up, and on the same L2 segment as {iface}?"
                 ));

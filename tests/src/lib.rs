@@ -1,1 +1,86 @@
+//! Helpers shared by the root-requiring tests.
 
+use std::path::PathBuf;
+
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+/// Fails the test with instructions unless it runs as root (BPF and namespaces need it).
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "these tests load XDP programs and create network namespaces: run them as root (`sudo cargo xtask test`)");
+}
+
+/// The `lbctl` binary built next to this test executable (`cargo xtask test` builds it).
+pub fn lbctl() -> PathBuf {
+    if let Some(p) = std::env::var_os("LBCTL") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let bin = profile_dir.join("lbctl");
+    assert!(bin.exists(), "{} is missing: build it with `cargo build -p lb-userspace --bin lbctl` (cargo xtask test does), or set LBCTL", bin.display());
+    bin
+}
+
+/// Asserts that every checksum in `frame` (IPv4 header, TCP/UDP over IPv4 or IPv6) is right,
+/// as an independent parser computes them.
+pub fn assert_checksums_valid(frame: &[u8]) {
+    let p = SlicedPacket::from_ethernet(frame).expect("frame parses");
+    let payload_of = |t: &TransportSlice| match t {
+        TransportSlice::Tcp(t) => t.payload().to_vec(),
+        TransportSlice::Udp(u) => u.payload().to_vec(),
+        _ => Vec::new(),
+    };
+    match (&p.net, &p.transport) {
+        (Some(NetSlice::Ipv4(ip)), t) => {
+            let h = ip.header().to_header();
+            assert_eq!(
+                h.header_checksum,
+                h.calc_header_checksum(),
+                "IPv4 header checksum"
+            );
+            match t {
+                Some(TransportSlice::Tcp(tcp)) => {
+                    let want = tcp
+                        .to_header()
+                        .calc_checksum_ipv4(&h, &payload_of(t.as_ref().unwrap()))
+                        .unwrap();
+                    assert_eq!(tcp.checksum(), want, "TCP checksum");
+                }
+                Some(TransportSlice::Udp(udp)) if udp.checksum() != 0 => {
+                    let want = udp
+                        .to_header()
+                        .calc_checksum_ipv4(&h, &payload_of(t.as_ref().unwrap()))
+                        .unwrap();
+                    assert_eq!(udp.checksum(), want, "UDP checksum");
+                }
+                _ => {}
+            }
+        }
+        (Some(NetSlice::Ipv6(ip)), t) => {
+            let h = ip.header().to_header();
+            match t {
+                Some(TransportSlice::Tcp(tcp)) => {
+                    let want = tcp
+                        .to_header()
+                        .calc_checksum_ipv6(&h, &payload_of(t.as_ref().unwrap()))
+                        .unwrap();
+                    assert_eq!(tcp.checksum(), want, "TCP checksum");
+                }
+                Some(TransportSlice::Udp(udp)) => {
+                    let want = udp
+                        .to_header()
+                        .calc_checksum_ipv6(&h, &payload_of(t.as_ref().unwrap()))
+                        .unwrap();
+                    assert_eq!(udp.checksum(), want, "UDP checksum");
+                }
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+}

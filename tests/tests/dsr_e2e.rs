@@ -1,0 +1,174 @@
+//! DSR end to end: a lab of network namespaces, `lbctl attach` in the LB namespace, real TCP
+//! connections from the client to the VIP.
+
+use lb_common::Reason;
+use lb_userspace::lab::{demo::observe, Lab, CLIENT_ADDR, VIP_ADDR, VIP_PORT};
+use tests::{lbctl, require_root};
+
+fn dsr_args(lab: &Lab) -> Vec<String> {
+    let mut args = vec![
+        "--mode".into(),
+        "dsr".into(),
+        "--vip".into(),
+        format!("{VIP_ADDR}:{VIP_PORT}/tcp"),
+    ];
+    for r in lab.real_addrs() {
+        args.extend(["--real".into(), r.to_string()]);
+    }
+    args
+}
+
+#[test]
+fn dsr_answers_300_connections_spread_over_three_reals_with_replies_bypassing_the_lb() {
+    require_root();
+    let mut lab = Lab::dsr(3).unwrap();
+    lab.start_lb(&lbctl(), &dsr_args(&lab)).unwrap();
+
+    let facts = observe(&lab, 300).unwrap();
+    let log = lab.lb_log();
+    assert_eq!(
+        facts.answered, 300,
+        "every connection answered; lbctl log:\n{log}"
+    );
+    assert_eq!(facts.per_real.len(), 3, "{:?}", facts.per_real);
+    for (real, n) in &facts.per_real {
+        assert!(
+            (60..=138).contains(n),
+            "{real} got {n} of 300 (must be 20%..46%): {:?}",
+            facts.per_real
+        );
+    }
+    // DSR leaves the IP header alone: every real saw the true client.
+    assert_eq!(facts.client_addrs_seen, vec![CLIENT_ADDR.to_string()]);
+    // Client→VIP packets crossed the LB: at least SYN, ACK, request and FIN per connection.
+    assert!(
+        facts.lb_forwarded >= 300 * 4,
+        "forwarded {}",
+        facts.lb_forwarded
+    );
+    // Replies did not: each would reach the LB as a packet to a non-VIP destination, and there
+    // would be at least three per connection (SYN-ACK, reply, FIN).
+    assert!(
+        facts.lb_not_vip < 10,
+        "the LB saw {} non-VIP packets: replies crossed it",
+        facts.lb_not_vip
+    );
+
+    // `lbctl stats` shows the same, from another process.
+    let table = lab
+        .lb
+        .exec(&lbctl().display().to_string(), &["stats", "eth0"])
+        .unwrap();
+    let forwarded_row = table
+        .lines()
+        .find(|l| l.starts_with("forwarded"))
+        .unwrap_or_default()
+        .to_owned();
+    let n: u64 = forwarded_row
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(n >= facts.lb_forwarded, "lbctl stats:\n{table}");
+    assert!(
+        table.contains(&format!("{VIP_ADDR}:{VIP_PORT}/tcp")),
+        "lbctl stats lists the VIP:\n{table}"
+    );
+    for r in Reason::ALL {
+        assert!(
+            table.contains(r.label()),
+            "lbctl stats lists {}:\n{table}",
+            r.label()
+        );
+    }
+
+    // SIGTERM detaches cleanly.
+    lab.stop_lb().unwrap();
+    assert!(
+        !lab.lb_xdp_attached().unwrap(),
+        "XDP left attached after SIGTERM"
+    );
+}
+
+#[test]
+fn rejected_attach_changes_nothing() {
+    require_root();
+    let lab = Lab::dsr(1).unwrap();
+    let lbctl = lbctl().display().to_string();
+    let attempt = |args: &[&str]| {
+        let out = lab
+            .lb
+            .command(&lbctl)
+            .arg("attach")
+            .arg("eth0")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert!(
+            !lab.lb_xdp_attached().unwrap(),
+            "{args:?} left XDP attached"
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let vip = format!("{VIP_ADDR}:{VIP_PORT}/tcp");
+
+    let err = attempt(&["--vip", "198.18.100.10:80", "--real", "198.18.0.11"]);
+    assert!(err.contains("ADDRESS:PORT/PROTO"), "{err}");
+    let err = attempt(&["--vip", &vip, "--real", "2001:2::11"]);
+    assert!(err.contains("different IP families"), "{err}");
+    let err = attempt(&[
+        "--vip",
+        &vip,
+        "--real",
+        "198.18.0.11",
+        "--real",
+        "198.18.0.11",
+    ]);
+    assert!(err.contains("listed twice"), "{err}");
+    // A real nobody answers for: reported, and the balancer never attaches.
+    let err = attempt(&[
+        "--vip",
+        &vip,
+        "--real",
+        "198.18.0.99",
+        "--resolve-timeout",
+        "1",
+    ]);
+    assert!(
+        err.contains("198.18.0.99") && err.contains("did not answer"),
+        "{err}"
+    );
+    let neigh = lab.lb.ip(&["neigh", "show", "198.18.0.99"]).unwrap();
+    assert!(
+        neigh.trim().is_empty(),
+        "the failed attach left a neighbour entry: {neigh}"
+    );
+    let err = attempt(&["--vip", &vip, "--real", "198.18.0.11", "--mode", "bogus"]);
+    assert!(err.contains("bogus"), "{err}");
+    let out = lab
+        .lb
+        .command(&lbctl)
+        .args(["attach", "nosuch0", "--vip", &vip, "--real", "198.18.0.11"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nosuch0 does not exist"));
+}
+
+#[test]
+fn stats_without_a_balancer_says_what_to_do() {
+    require_root();
+    let lab = Lab::dsr(1).unwrap();
+    let out = lab
+        .lb
+        .command(&lbctl().display().to_string())
+        .args(["stats", "eth0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no XDP program is attached to eth0") && err.contains("lbctl attach"),
+        "{err}"
+    );
+}

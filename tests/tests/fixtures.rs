@@ -1,0 +1,378 @@
+//! The datapath on crafted frames through BPF_PROG_TEST_RUN: for each row, the input frame
+//! (built with etherparse), the expected XDP action, the expected output bytes, and the one
+//! counter that must move. The map seed is the same for every row (see `seeded`).
+
+use std::net::IpAddr;
+
+use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
+use lb_common::Reason;
+use lb_userspace::{
+    datapath::{Datapath, Real},
+    spec::{Mode, VipSpec},
+    stats::CounterTable,
+};
+use tests::{assert_checksums_valid, require_root};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x64];
+const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const REAL_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+const CLIENT: [u8; 4] = [198, 18, 0, 100];
+const VIP: [u8; 4] = [198, 18, 100, 10];
+const VIP_EMPTY: [u8; 4] = [198, 18, 100, 11];
+const CLIENT6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64];
+const VIP6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+
+fn vip(s: &str) -> VipSpec {
+    s.parse().unwrap()
+}
+
+/// The seed: dsr VIPs 198.18.100.10:80/tcp, :53/udp and [2001:2::10]:80/tcp with one real
+/// each (so the output is exact), and 198.18.100.11:80/tcp with none.
+fn seeded() -> Datapath {
+    require_root();
+    let mut dp = Datapath::load().expect("load");
+    let real4 = Real {
+        addr: "198.18.0.11".parse().unwrap(),
+        mac: REAL_MAC,
+    };
+    let real6 = Real {
+        addr: "2001:2::11".parse().unwrap(),
+        mac: REAL_MAC,
+    };
+    for (v, reals) in [
+        ("198.18.100.10:80/tcp", vec![real4]),
+        ("198.18.100.10:53/udp", vec![real4]),
+        ("[2001:2::10]:80/tcp", vec![real6]),
+        ("198.18.100.11:80/tcp", vec![]),
+    ] {
+        dp.add_vip(vip(v), Mode::Dsr).unwrap();
+        dp.set_reals(&vip(v), &reals).unwrap();
+    }
+    dp
+}
+
+fn eth() -> etherparse::PacketBuilderStep<etherparse::Ethernet2Header> {
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+}
+
+fn build<B>(write: impl FnOnce(&mut Vec<u8>) -> B) -> Vec<u8> {
+    let mut v = Vec::new();
+    write(&mut v);
+    v
+}
+
+fn tcp4(dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    build(|v| {
+        eth()
+            .ipv4(CLIENT, dst, 64)
+            .tcp(40000, dport, 7, 64240)
+            .write(v, payload)
+            .unwrap()
+    })
+}
+
+fn udp4(dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    build(|v| {
+        eth()
+            .ipv4(CLIENT, dst, 64)
+            .udp(40000, dport)
+            .write(v, payload)
+            .unwrap()
+    })
+}
+
+/// The same frame as it leaves in DSR: to the real's MAC, from the LB's.
+fn dsr_out(frame: &[u8]) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    out[..6].copy_from_slice(&REAL_MAC);
+    out[6..12].copy_from_slice(&LB_MAC);
+    out
+}
+
+enum Counted {
+    Forwarded,
+    Because(Reason),
+}
+
+struct Row {
+    name: &'static str,
+    frame: Vec<u8>,
+    action: u32,
+    /// `None`: the frame must leave unchanged.
+    output: Option<Vec<u8>>,
+    counted: Counted,
+}
+
+fn rows() -> Vec<Row> {
+    let tcp = tcp4(VIP, 80, b"GET / HTTP/1.0\r\n\r\n");
+    let tcp_odd = tcp4(VIP, 80, b"odd");
+    let udp = udp4(VIP, 53, b"query");
+    let tcp_opts = build(|v| {
+        let mut ip = Ipv4Header::new(0, 64, IpNumber::TCP, CLIENT, VIP).unwrap();
+        ip.options = [1u8, 1, 1, 0][..].try_into().unwrap();
+        eth()
+            .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+            .tcp(40001, 80, 1, 1000)
+            .options(&[
+                etherparse::TcpOptionElement::MaximumSegmentSize(1460),
+                etherparse::TcpOptionElement::Noop,
+            ])
+            .unwrap()
+            .write(v, b"x")
+            .unwrap()
+    });
+    let tcp6 = build(|v| {
+        eth()
+            .ipv6(CLIENT6, VIP6, 64)
+            .tcp(40000, 80, 1, 1000)
+            .write(v, b"v6")
+            .unwrap()
+    });
+    let mut arp = tcp.clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    let icmp = build(|v| {
+        eth()
+            .ipv4(CLIENT, VIP, 64)
+            .icmpv4_echo_request(1, 1)
+            .write(v, b"ping")
+            .unwrap()
+    });
+    let mut fragment = udp.clone();
+    fragment[20] = 0x20; // MF
+    let mut bad_ihl = tcp.clone();
+    bad_ihl[14] = 0x44;
+
+    use Counted::*;
+    vec![
+        Row {
+            name: "tcp to vip: dsr rewrites MACs only",
+            output: Some(dsr_out(&tcp)),
+            frame: tcp,
+            action: XDP_TX,
+            counted: Forwarded,
+        },
+        Row {
+            name: "tcp odd payload length",
+            output: Some(dsr_out(&tcp_odd)),
+            frame: tcp_odd,
+            action: XDP_TX,
+            counted: Forwarded,
+        },
+        Row {
+            name: "udp to vip",
+            output: Some(dsr_out(&udp)),
+            frame: udp.clone(),
+            action: XDP_TX,
+            counted: Forwarded,
+        },
+        Row {
+            name: "ipv4 options and tcp options",
+            output: Some(dsr_out(&tcp_opts)),
+            frame: tcp_opts,
+            action: XDP_TX,
+            counted: Forwarded,
+        },
+        Row {
+            name: "tcp to ipv6 vip",
+            output: Some(dsr_out(&tcp6)),
+            frame: tcp6,
+            action: XDP_TX,
+            counted: Forwarded,
+        },
+        Row {
+            name: "vip address, other port",
+            frame: tcp4(VIP, 81, b""),
+            action: XDP_PASS,
+            output: None,
+            counted: Because(Reason::NotVip),
+        },
+        Row {
+            name: "vip port, other protocol",
+            frame: udp4(VIP, 80, b""),
+            action: XDP_PASS,
+            output: None,
+            counted: Because(Reason::NotVip),
+        },
+        Row {
+            name: "not a vip address",
+            frame: tcp4([198, 18, 0, 1], 80, b""),
+            action: XDP_PASS,
+            output: None,
+            counted: Because(Reason::NotVip),
+        },
+        Row {
+            name: "arp",
+            frame: arp,
+            action: XDP_PASS,
+            output: None,
+            counted: Because(Reason::NotIp),
+        },
+        Row {
+            name: "icmp to vip",
+            frame: icmp,
+            action: XDP_PASS,
+            output: None,
+            counted: Because(Reason::NotTcpUdp),
+        },
+        Row {
+            name: "fragment to vip",
+            frame: fragment,
+            action: XDP_PASS,
+            output: None,
+            counted: Because(Reason::Fragment),
+        },
+        Row {
+            name: "ports cut off",
+            frame: udp[..36].to_vec(),
+            action: XDP_DROP,
+            output: None,
+            counted: Because(Reason::Truncated),
+        },
+        Row {
+            name: "ihl below 5",
+            frame: bad_ihl,
+            action: XDP_DROP,
+            output: None,
+            counted: Because(Reason::BadIpHeader),
+        },
+        Row {
+            name: "vip without reals",
+            frame: tcp4(VIP_EMPTY, 80, b""),
+            action: XDP_DROP,
+            output: None,
+            counted: Because(Reason::NoReal),
+        },
+    ]
+}
+
+fn delta(before: &CounterTable, after: &CounterTable) -> Vec<(String, u64, u64)> {
+    let mut moved = Vec::new();
+    let f = |n: &str, b: &lb_common::Counter, a: &lb_common::Counter, moved: &mut Vec<_>| {
+        if a != b {
+            moved.push((n.to_owned(), a.packets - b.packets, a.bytes - b.bytes));
+        }
+    };
+    f("forwarded", &before.forwarded, &after.forwarded, &mut moved);
+    for ((r, b), (_, a)) in before.reasons.iter().zip(&after.reasons) {
+        f(r.label(), b, a, &mut moved);
+    }
+    moved
+}
+
+#[test]
+fn fixture_table() {
+    let dp = seeded();
+    for row in rows() {
+        let before = dp.counters().unwrap();
+        let (action, out) = dp.run_frame(&row.frame).unwrap();
+        assert_eq!(action, row.action, "{}: action", row.name);
+        let want = row.output.clone().unwrap_or_else(|| row.frame.clone());
+        assert_eq!(out, want, "{}: output bytes", row.name);
+        if action == XDP_TX {
+            assert_checksums_valid(&out);
+        }
+        let label = match row.counted {
+            Counted::Forwarded => "forwarded",
+            Counted::Because(r) => r.label(),
+        };
+        let moved = delta(&before, &dp.counters().unwrap());
+        assert_eq!(
+            moved,
+            vec![(label.to_owned(), 1, row.frame.len() as u64)],
+            "{}: counters",
+            row.name
+        );
+    }
+}
+
+#[test]
+fn per_vip_counters_count_forwarded_packets() {
+    let dp = seeded();
+    for _ in 0..3 {
+        dp.run_frame(&tcp4(VIP, 80, b"a")).unwrap();
+    }
+    dp.run_frame(&udp4(VIP, 53, b"b")).unwrap();
+    assert_eq!(
+        dp.vip_forwarded(&vip("198.18.100.10:80/tcp"))
+            .unwrap()
+            .packets,
+        3
+    );
+    assert_eq!(
+        dp.vip_forwarded(&vip("198.18.100.10:53/udp"))
+            .unwrap()
+            .packets,
+        1
+    );
+    assert_eq!(
+        dp.vip_forwarded(&vip("198.18.100.11:80/tcp"))
+            .unwrap()
+            .packets,
+        0
+    );
+}
+
+#[test]
+fn flows_spread_over_reals_and_each_flow_sticks_to_one() {
+    require_root();
+    let mut dp = Datapath::load().unwrap();
+    let v = vip("198.18.100.10:80/tcp");
+    let reals: Vec<Real> = (1..=3u8)
+        .map(|i| Real {
+            addr: IpAddr::from([198, 18, 0, 10 + i]),
+            mac: [0x02, 0, 0, 0, 0, 0x0a + i],
+        })
+        .collect();
+    dp.add_vip(v, Mode::Dsr).unwrap();
+    dp.set_reals(&v, &reals).unwrap();
+    let mut per_real = [0usize; 3];
+    for sport in 0..3000u16 {
+        let frame = build(|w| {
+            eth()
+                .ipv4(CLIENT, VIP, 64)
+                .tcp(20000 + sport, 80, 1, 1000)
+                .write(w, b"")
+                .unwrap()
+        });
+        let (action, out) = dp.run_frame(&frame).unwrap();
+        assert_eq!(action, XDP_TX);
+        let i = reals
+            .iter()
+            .position(|r| r.mac == out[..6])
+            .expect("output goes to one of the reals");
+        per_real[i] += 1;
+        let (_, again) = dp.run_frame(&frame).unwrap();
+        assert_eq!(again[..6], out[..6], "the same flow goes to the same real");
+    }
+    for n in per_real {
+        assert!(
+            (850..=1150).contains(&n),
+            "3000 flows over 3 reals: {per_real:?}"
+        );
+    }
+}
+
+#[test]
+fn replacing_the_reals_takes_effect_for_new_packets() {
+    let mut dp = seeded();
+    let v = vip("198.18.100.11:80/tcp");
+    let frame = tcp4(VIP_EMPTY, 80, b"");
+    assert_eq!(dp.run_frame(&frame).unwrap().0, XDP_DROP);
+    let mac = [0x02, 0, 0, 0, 0, 0x0c];
+    dp.set_reals(
+        &v,
+        &[Real {
+            addr: "198.18.0.12".parse().unwrap(),
+            mac,
+        }],
+    )
+    .unwrap();
+    let (action, out) = dp.run_frame(&frame).unwrap();
+    assert_eq!((action, &out[..6]), (XDP_TX, &mac[..]));
+    dp.set_reals(&v, &[]).unwrap();
+    assert_eq!(dp.run_frame(&frame).unwrap().0, XDP_DROP);
+}

@@ -1,0 +1,78 @@
+//! `cargo xtask`: set up the toolchain, build, test, run the demo.
+//!
+//! Every command first runs `setup`, which installs only what is missing, so a fresh machine
+//! needs nothing but `cargo xtask demo` or `cargo xtask test` (as root).
+
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (idempotent): nightly rust-src, LLVM 22
+    /// development packages, bpf-linker 0.13, iproute2 and ethtool; mount bpffs.
+    Setup,
+    /// Build lbctl (release), with the eBPF object embedded.
+    Build,
+    /// Run every test tier: host unit tests, BPF_PROG_TEST_RUN fixtures and network-namespace
+    /// end-to-end tests (needs root).
+    Test {
+        /// Extra arguments for `cargo test`, e.g. a test name filter.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build lbctl and run `lbctl demo` (needs root): the lab, on real packets.
+    Demo {
+        /// Arguments for `lbctl demo`, e.g. `--requests 300`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    setup::ensure()?;
+    match cli.command {
+        Cmd::Setup => Ok(()),
+        Cmd::Build => {
+            run(cargo().args(["build", "--release", "-p", "lb-userspace", "--bin", "lbctl"]))
+        }
+        Cmd::Test { args } => {
+            // The end-to-end tests run the real binary, built in the same profile.
+            run(cargo().args(["build", "-p", "lb-userspace", "--bin", "lbctl"]))?;
+            run(cargo().args(["test", "--workspace"]).args(&args))
+        }
+        Cmd::Demo { args } => {
+            run(cargo().args(["build", "--release", "-p", "lb-userspace", "--bin", "lbctl"]))?;
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let target = std::env::var("CARGO_TARGET_DIR")
+                .map(Into::into)
+                .unwrap_or_else(|_| root.join("target"));
+            run(Command::new(target.join("release/lbctl"))
+                .arg("demo")
+                .args(&args))
+        }
+    }
+}
