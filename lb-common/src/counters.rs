@@ -82,3 +82,32 @@ impl Reason {
 /// Length of the COUNTERS array: the forwarded slot and one per reason.
 pub const COUNTER_SLOTS: u32 = 9;
 const _: () = assert!(COUNTER_SLOTS as usize == Reason::ALL.len() + 1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_fill_the_slots_after_forwarded_once_each() {
+        let slots: [u32; COUNTER_SLOTS as usize - 1] =
+            core::array::from_fn(|i| Reason::ALL[i].slot());
+        for (i, s) in slots.iter().enumerate() {
+            assert_eq!(*s, i as u32 + 1, "{:?}", Reason::ALL[i]);
+            assert_ne!(*s, Reason::FORWARDED_SLOT);
+        }
+    }
+
+    #[test]
+    fn labels_are_unique_and_say_the_verdict() {
+        for (i, a) in Reason::ALL.iter().enumerate() {
+            for b in &Reason::ALL[i + 1..] {
+                assert_ne!(a.label(), b.label());
+            }
+            let prefix = match a.verdict() {
+                Verdict::Pass => "pass_",
+                Verdict::Drop => "drop_",
+            };
+            assert!(a.label().starts_with(prefix), "{}", a.label());
+        }
+    }
+}

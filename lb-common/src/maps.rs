@@ -169,3 +169,32 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::Counter {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vip_key_holds_wire_order_and_zero_extends_ipv4() {
+        let k = VipKey::v4([198, 18, 100, 10], 0x1f90, PROTO_TCP);
+        assert_eq!(
+            k,
+            VipKey::from_wire(
+                [198, 18, 100, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                [0x1f, 0x90],
+                6,
+                4
+            )
+        );
+        assert_eq!((k.port(), k.family()), (8080, Family::V4 as u8));
+    }
+
+    #[test]
+    fn real_entry_slot_zero_is_unused() {
+        // An all-zero REALS slot (what id 0 and unfilled slots hold) must read as unused.
+        // SAFETY: RealEntry is plain bytes; all-zero is a valid value.
+        let zero: RealEntry = unsafe { core::mem::zeroed() };
+        assert!(!zero.in_use());
+        assert!(RealEntry::v4([1, 2, 3, 4], [2; 6]).in_use());
+    }
+}

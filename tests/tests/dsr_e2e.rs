@@ -172,3 +172,34 @@ fn stats_without_a_balancer_says_what_to_do() {
         "{err}"
     );
 }
+
+#[test]
+fn attach_falls_back_to_generic_xdp_when_the_driver_has_no_native_support() {
+    require_root();
+    use lb_userspace::{
+        datapath::{AttachMode, Datapath},
+        lab::Netns,
+    };
+    let ns = Netns::create(&format!("{}-generic", lb_userspace::lab::unique_prefix())).unwrap();
+    // A Linux bridge has no native XDP.
+    ns.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
+    ns.ip(&["link", "set", "br0", "up"]).unwrap();
+    let dp = ns
+        .run(|| {
+            let mut dp = Datapath::load()?;
+            let mode = dp.attach("br0")?;
+            anyhow::Ok((dp, mode))
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(dp.1, AttachMode::Generic);
+    assert!(ns
+        .ip(&["link", "show", "br0"])
+        .unwrap()
+        .contains("xdpgeneric"));
+    drop(dp);
+    assert!(
+        !ns.ip(&["link", "show", "br0"]).unwrap().contains("xdp"),
+        "detached on drop"
+    );
+}
