@@ -17,7 +17,7 @@ const _: () = assert!(size_of::<Counter>() == 16);
 pub enum Verdict {
     /// Hand it to the kernel stack (`XDP_PASS`): not ours to balance.
     Pass,
-    /// Drop it (`XDP_DROP`): ours, but it cannot be forwarded.
+    /// Drop it (`XDP_DROP`): malformed, or for a VIP but impossible to forward.
     Drop,
 }
 
@@ -54,19 +54,25 @@ reasons! {
     NotIp = 1, Pass, "pass_not_ip";
     /// IP, but the destination address/port/protocol is not a VIP.
     NotVip = 2, Pass, "pass_not_vip";
-    /// To a VIP address but neither TCP nor UDP, or IPv6 with extension headers (ICMP, ...).
+    /// IP but neither TCP nor UDP (ICMP, ...), or IPv6 whose first extension header is not a
+    /// fragment header. Checked before the VIP lookup, so it counts such packets to any address.
     NotTcpUdp = 3, Pass, "pass_not_tcp_udp";
-    /// An IP fragment: no L4 ports to balance on; the kernel reassembles or rejects it.
+    /// An IP fragment, to any address: without L4 ports it cannot be balanced. The kernel gets
+    /// it; fragments to a VIP therefore end at the LB's own stack, not at a real.
     Fragment = 4, Pass, "pass_fragment";
-    /// A header runs past the end of the frame.
+    /// A header, or the IPv4 total length, runs past the end of the frame.
     Truncated = 5, Drop, "drop_truncated";
-    /// IPv4 header length under 20 bytes, or the version field disagrees with the EtherType.
+    /// IPv4 header length under 20 bytes, a total length shorter than the headers, or a
+    /// version field that disagrees with the EtherType.
     BadIpHeader = 6, Drop, "drop_bad_ip_header";
     /// The VIP has no real to send to (none configured or all removed).
     NoReal = 7, Drop, "drop_no_real";
     /// The VIP's entry names a mode this program does not implement (a map written by a
     /// newer control plane).
     UnknownMode = 8, Drop, "drop_unknown_mode";
+    /// For a VIP, but the frame's destination MAC is not this interface's (flooded unknown
+    /// unicast, broadcast, multicast, promiscuous capture): another host's to handle.
+    NotForUs = 9, Pass, "pass_not_for_us";
 }
 
 impl Reason {
@@ -80,8 +86,7 @@ impl Reason {
 }
 
 /// Length of the COUNTERS array: the forwarded slot and one per reason.
-pub const COUNTER_SLOTS: u32 = 9;
-const _: () = assert!(COUNTER_SLOTS as usize == Reason::ALL.len() + 1);
+pub const COUNTER_SLOTS: u32 = Reason::ALL.len() as u32 + 1;
 
 #[cfg(test)]
 mod tests {

@@ -11,8 +11,8 @@ mod maps;
 
 pub use counters::{Counter, Reason, Verdict, COUNTER_SLOTS};
 pub use maps::{
-    Family, RealEntry, VipKey, VipMeta, FLOW_HASH_SEED, MAX_REALS, MAX_VIPS, MODE_DSR, PROTO_TCP,
-    PROTO_UDP, RING_SIZE,
+    Family, IfaceConfig, RealEntry, VipKey, VipMeta, CONFIG_SLOTS, FLOW_HASH_SEED, MAX_REALS,
+    MAX_VIPS, MODE_DSR, PROTO_TCP, PROTO_UDP, RING_SIZE,
 };
 
 /// Map names, shared by the object (`#[map]`/`#[btf_map]` statics) and userspace lookups.
@@ -22,6 +22,7 @@ pub mod map_names {
     pub const RINGS: &str = "RINGS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const VIP_COUNTERS: &str = "VIP_COUNTERS";
+    pub const CONFIG: &str = "CONFIG";
 }
 
 /// Program names in the object.

@@ -6,14 +6,17 @@ use core::mem::size_of;
 pub const MAX_VIPS: u32 = 512;
 /// Most reals across all VIPs (REALS array length).
 pub const MAX_REALS: u32 = 4096;
-/// Slots in each VIP's lookup ring. A prime, so every real count spreads evenly-ish and so the
-/// consistent-hashing builder that comes with the schedulers can use it unchanged.
+/// Slots in each VIP's lookup ring. A prime, as Maglev's table construction requires, so the
+/// consistent-hashing builder that comes with the schedulers fills the same ring.
 pub const RING_SIZE: u32 = 65537;
 /// Seed of the flow hash. Fixed, so two LBs with the same config pick the same real for a flow.
-pub const FLOW_HASH_SEED: u32 = 0x1b87_3593;
+pub const FLOW_HASH_SEED: u32 = 0x5eed_1b01;
 
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+
+/// Slots of the CONFIG array.
+pub const CONFIG_SLOTS: u32 = 1;
 
 /// Forwarding mode of a VIP: direct server return, destination MAC rewrite only.
 pub const MODE_DSR: u8 = 1;
@@ -24,6 +27,21 @@ pub enum Family {
     V4 = 4,
     V6 = 6,
 }
+
+/// An IPv4 address as maps hold it: the first 4 of 16 bytes, the rest zero.
+const fn v4_in_16(a: [u8; 4]) -> [u8; 16] {
+    [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+}
+
+/// Value of the CONFIG array: facts about the interface the program is attached to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceConfig {
+    /// The interface's MAC: VIP frames must be addressed to it, and leave from it.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<IfaceConfig>() == 8);
 
 /// Key of the VIPS map: destination address, port and protocol of a virtual service.
 /// IPv4 addresses occupy the first 4 bytes of `addr`, the rest zero.
@@ -39,13 +57,8 @@ const _: () = assert!(size_of::<VipKey>() == 20);
 
 impl VipKey {
     pub const fn v4(addr: [u8; 4], port: u16, proto: u8) -> Self {
-        let mut a = [0u8; 16];
-        a[0] = addr[0];
-        a[1] = addr[1];
-        a[2] = addr[2];
-        a[3] = addr[3];
         Self {
-            addr: a,
+            addr: v4_in_16(addr),
             port: port.to_be_bytes(),
             proto,
             family: Family::V4 as u8,
@@ -122,13 +135,8 @@ const _: () = assert!(size_of::<RealEntry>() == 24);
 
 impl RealEntry {
     pub const fn v4(addr: [u8; 4], mac: [u8; 6]) -> Self {
-        let mut a = [0u8; 16];
-        a[0] = addr[0];
-        a[1] = addr[1];
-        a[2] = addr[2];
-        a[3] = addr[3];
         Self {
-            addr: a,
+            addr: v4_in_16(addr),
             mac,
             family: Family::V4 as u8,
             in_use: 1,
@@ -168,6 +176,8 @@ mod pod {
     unsafe impl aya::Pod for super::RealEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::Counter {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IfaceConfig {}
 }
 
 #[cfg(test)]

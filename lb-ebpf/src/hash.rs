@@ -20,6 +20,8 @@ pub struct FlowKey {
     pub _pad: [u8; 3],
 }
 
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
 impl FlowKey {
     #[inline(always)]
     pub fn hash(&self, seed: u32) -> u32 {
@@ -81,6 +83,7 @@ mod tests {
         let mut x: u32 = 0x1234_5678;
         for _ in 0..2000 {
             let mut key = FlowKey::default();
+            // SAFETY: FlowKey is 40 plain bytes (asserted above).
             let bytes: &mut [u8; 40] = unsafe { &mut *(&mut key as *mut FlowKey as *mut [u8; 40]) };
             for b in bytes.iter_mut() {
                 x ^= x << 13;

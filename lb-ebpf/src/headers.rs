@@ -4,6 +4,11 @@ pub const ETH_P_IPV4: [u8; 2] = [0x08, 0x00];
 pub const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
 pub const IPPROTO_FRAGMENT: u8 = 44;
 
+const _: () = assert!(core::mem::size_of::<EthHdr>() == 14);
+const _: () = assert!(core::mem::size_of::<Ipv4Hdr>() == 20);
+const _: () = assert!(core::mem::size_of::<Ipv6Hdr>() == 40);
+const _: () = assert!(core::mem::size_of::<L4Ports>() == 4);
+
 #[repr(C)]
 pub struct EthHdr {
     pub dst: [u8; 6],

@@ -21,12 +21,12 @@ mod programs {
     #[inline(always)]
     fn balance(pkt: &Packet) -> Result<u32, Reason> {
         let parsed = parse::parse(pkt)?;
-        let vip = lookup::vip(&parsed)?;
-        let real = schedule::real(&parsed, &vip)?;
-        match vip.mode {
-            MODE_DSR => rewrite::dsr(pkt, real.mac())?,
-            _ => return Err(Reason::UnknownMode),
+        let (vip, iface) = lookup::vip(&parsed)?;
+        if vip.mode != MODE_DSR {
+            return Err(Reason::UnknownMode);
         }
+        let real = schedule::real(&parsed, &vip)?;
+        rewrite::dsr(pkt, iface.mac, real.mac())?;
         Ok(vip.vip_id)
     }
 

@@ -5,8 +5,13 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    Counter, RealEntry, VipKey, VipMeta, COUNTER_SLOTS, MAX_REALS, MAX_VIPS, RING_SIZE,
+    Counter, IfaceConfig, RealEntry, VipKey, VipMeta, CONFIG_SLOTS, COUNTER_SLOTS, MAX_REALS,
+    MAX_VIPS, RING_SIZE,
 };
+
+/// Slot 0: the attached interface (its MAC), written by userspace before attaching.
+#[btf_map]
+pub static CONFIG: Array<IfaceConfig, { CONFIG_SLOTS as usize }> = Array::new();
 
 /// Virtual services: (address, port, protocol) → id and mode.
 #[btf_map]

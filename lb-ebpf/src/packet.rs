@@ -21,13 +21,9 @@ impl Packet {
     }
 
     #[inline(always)]
+    #[expect(clippy::len_without_is_empty, reason = "frames reaching XDP are never empty")]
     pub fn len(&self) -> usize {
         self.end - self.start
-    }
-
-    #[inline(always)]
-    pub fn is_empty(&self) -> bool {
-        self.end == self.start
     }
 
     /// A pointer to a `T` at `offset`, or [`Reason::Truncated`] when it would reach past the

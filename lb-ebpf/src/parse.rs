@@ -12,6 +12,8 @@ pub const ETH_LEN: usize = core::mem::size_of::<EthHdr>();
 
 /// What the later stages need to know about a TCP/UDP packet.
 pub struct Parsed {
+    /// Destination MAC: whether the frame was addressed to this interface.
+    pub dst_mac: [u8; 6],
     /// `Family` as u8.
     pub family: u8,
     /// Offset of the L4 header.
@@ -24,17 +26,18 @@ pub struct Parsed {
 pub fn parse(pkt: &Packet) -> Result<Parsed, Reason> {
     // SAFETY: ptr_at checked that an EthHdr fits in the frame.
     let eth = unsafe { &*pkt.ptr_at::<EthHdr>(0)? };
+    let dst_mac = eth.dst;
     if eth.ether_type == ETH_P_IPV4 {
-        parse_v4(pkt)
+        parse_v4(pkt, dst_mac)
     } else if eth.ether_type == ETH_P_IPV6 {
-        parse_v6(pkt)
+        parse_v6(pkt, dst_mac)
     } else {
         Err(Reason::NotIp)
     }
 }
 
 #[inline(always)]
-fn parse_v4(pkt: &Packet) -> Result<Parsed, Reason> {
+fn parse_v4(pkt: &Packet, dst_mac: [u8; 6]) -> Result<Parsed, Reason> {
     // SAFETY: ptr_at checked that an Ipv4Hdr fits after the Ethernet header.
     let ip = unsafe { &*pkt.ptr_at::<Ipv4Hdr>(ETH_LEN)? };
     let ihl = (ip.ver_ihl & 0x0f) as usize;
@@ -49,7 +52,18 @@ fn parse_v4(pkt: &Packet) -> Result<Parsed, Reason> {
     }
     let l4_off = ETH_LEN + ihl * 4;
     // SAFETY: ptr_at checked that the ports fit after the (option-carrying) IPv4 header.
+    // This check comes before the total-length checks below on purpose: were it after, the
+    // compiler could prove it redundant from them and drop it, and the verifier, which does
+    // not trust lengths read from the packet, would reject the read.
     let ports = unsafe { &*pkt.ptr_at::<L4Ports>(l4_off)? };
+    let tot_len = u16::from_be_bytes(ip.tot_len) as usize;
+    if tot_len < ihl * 4 {
+        return Err(Reason::BadIpHeader);
+    }
+    // Bytes past the IP datagram are Ethernet padding; ports must not come from there.
+    if ETH_LEN + tot_len > pkt.len() || tot_len < ihl * 4 + core::mem::size_of::<L4Ports>() {
+        return Err(Reason::Truncated);
+    }
     let mut flow = FlowKey {
         proto: ip.proto,
         sport: ports.src,
@@ -59,6 +73,7 @@ fn parse_v4(pkt: &Packet) -> Result<Parsed, Reason> {
     flow.src[..4].copy_from_slice(&ip.src);
     flow.dst[..4].copy_from_slice(&ip.dst);
     Ok(Parsed {
+        dst_mac,
         family: Family::V4 as u8,
         l4_off,
         flow,
@@ -66,7 +81,7 @@ fn parse_v4(pkt: &Packet) -> Result<Parsed, Reason> {
 }
 
 #[inline(always)]
-fn parse_v6(pkt: &Packet) -> Result<Parsed, Reason> {
+fn parse_v6(pkt: &Packet, dst_mac: [u8; 6]) -> Result<Parsed, Reason> {
     // SAFETY: ptr_at checked that an Ipv6Hdr fits after the Ethernet header.
     let ip = unsafe { &*pkt.ptr_at::<Ipv6Hdr>(ETH_LEN)? };
     if ip.vtc_flow[0] >> 4 != 6 {
@@ -90,6 +105,7 @@ fn parse_v6(pkt: &Packet) -> Result<Parsed, Reason> {
         _pad: [0; 3],
     };
     Ok(Parsed {
+        dst_mac,
         family: Family::V6 as u8,
         l4_off,
         flow,
@@ -126,6 +142,7 @@ mod tests {
         let mut f = tcp_v4(b"hi");
         let p = run(&mut f).unwrap();
         assert_eq!(p.family, 4);
+        assert_eq!(p.dst_mac, MAC_B);
         assert_eq!(p.l4_off, 34);
         assert_eq!(&p.flow.src[..4], &[198, 18, 0, 100]);
         assert_eq!(&p.flow.dst[..4], &[198, 18, 100, 10]);
@@ -181,13 +198,23 @@ mod tests {
     #[test]
     fn reasons() {
         let full = tcp_v4(b"");
-        // Every cut inside the Ethernet, IP or port bytes is Truncated.
-        for cut in [0, 13, 14, 33, 35, 37] {
+        // Every cut inside the Ethernet header, the IP header or the datagram is Truncated.
+        for cut in [0, 13, 14, 33, 35, 37, 38, full.len() - 1] {
             let mut f = full[..cut].to_vec();
             assert_eq!(run(&mut f).err(), Some(Reason::Truncated), "cut at {cut}");
         }
-        // 38 bytes: the ports are complete, which is all the datapath reads.
-        assert!(run(&mut full[..38].to_vec()).is_ok());
+        // Ethernet padding after the datagram is ignored.
+        let mut padded = full.clone();
+        padded.extend_from_slice(&[0; 6]);
+        assert!(run(&mut padded).is_ok());
+        // A total length that ends inside the ports: they would come from padding.
+        let mut short_total = full.clone();
+        short_total[16..18].copy_from_slice(&22u16.to_be_bytes());
+        assert_eq!(run(&mut short_total).err(), Some(Reason::Truncated));
+        // A total length shorter than the IP header itself.
+        let mut tiny_total = full.clone();
+        tiny_total[16..18].copy_from_slice(&19u16.to_be_bytes());
+        assert_eq!(run(&mut tiny_total).err(), Some(Reason::BadIpHeader));
 
         let mut arp = full.clone();
         arp[12..14].copy_from_slice(&[0x08, 0x06]);

@@ -1,7 +1,10 @@
 //! The loaded XDP object and the only code that knows its map names. Everything else speaks
 //! in verbs: `add_vip`, `set_reals`, `attach`, `counters`.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
@@ -10,7 +13,8 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    map_names, program_names, Counter, RealEntry, VipMeta, MAX_REALS, MAX_VIPS, RING_SIZE,
+    map_names, program_names, Counter, IfaceConfig, RealEntry, VipMeta, MAX_REALS, MAX_VIPS,
+    RING_SIZE,
 };
 use tracing::warn;
 
@@ -41,7 +45,8 @@ impl Real {
 pub enum AttachMode {
     /// In the driver (native XDP).
     Native,
-    /// In the kernel's generic path, because the driver lacks native XDP.
+    /// In the kernel's generic path, because the native attach failed (most often: the
+    /// driver has no XDP support).
     Generic,
 }
 
@@ -55,7 +60,10 @@ pub struct Datapath {
     rings: ArrayOfMaps<MapData, Ring>,
     counters: PerCpuArray<MapData, Counter>,
     vip_counters: PerCpuArray<MapData, Counter>,
+    config: Array<MapData, IfaceConfig>,
     vip_ids: BTreeMap<VipSpec, u32>,
+    /// The reals of each VIP, as last set.
+    vip_reals: BTreeMap<VipSpec, Vec<Real>>,
     real_ids: BTreeMap<Real, u32>,
 }
 
@@ -90,8 +98,10 @@ impl Datapath {
             rings: take(&mut ebpf, map_names::RINGS)?,
             counters: take(&mut ebpf, map_names::COUNTERS)?,
             vip_counters: take(&mut ebpf, map_names::VIP_COUNTERS)?,
+            config: take(&mut ebpf, map_names::CONFIG)?,
             ebpf,
             vip_ids: BTreeMap::new(),
+            vip_reals: BTreeMap::new(),
             real_ids: BTreeMap::new(),
         })
     }
@@ -102,8 +112,9 @@ impl Datapath {
         if self.vip_ids.contains_key(&vip) {
             bail!("VIP {vip} is already configured");
         }
+        let used: BTreeSet<u32> = self.vip_ids.values().copied().collect();
         let vip_id = (0..MAX_VIPS)
-            .find(|id| !self.vip_ids.values().any(|used| used == id))
+            .find(|id| !used.contains(id))
             .ok_or_else(|| anyhow!("cannot add {vip}: all {MAX_VIPS} VIP slots are in use"))?;
         // The ring goes in before the VIP entry, so no packet ever finds a VIP without one.
         self.install_ring(vip_id, &ring::striped(&[], RING_SIZE))?;
@@ -114,7 +125,8 @@ impl Datapath {
         Ok(vip_id)
     }
 
-    /// Replaces the set of reals of `vip`. New flows hash over the new set at once.
+    /// Replaces the set of reals of `vip`. Packets hash over the new set at once; the ring is
+    /// striped, not consistent, so flows of unchanged reals may move too (until Maglev).
     pub fn set_reals(&mut self, vip: &VipSpec, reals: &[Real]) -> Result<()> {
         let vip_id = *self
             .vip_ids
@@ -124,7 +136,19 @@ impl Datapath {
         for real in reals {
             ids.push(self.real_id(real)?);
         }
-        self.install_ring(vip_id, &ring::striped(&ids, RING_SIZE))
+        let installed = self.install_ring(vip_id, &ring::striped(&ids, RING_SIZE));
+        if installed.is_ok() {
+            self.vip_reals.insert(*vip, reals.to_vec());
+        }
+        self.free_unused_real_ids();
+        installed
+    }
+
+    /// Returns the ids of reals no VIP uses any more to the pool. Their REALS slots keep
+    /// their contents until reused, so a packet still holding an old ring finds a real.
+    fn free_unused_real_ids(&mut self) {
+        let in_use: BTreeSet<Real> = self.vip_reals.values().flatten().copied().collect();
+        self.real_ids.retain(|real, _| in_use.contains(real));
     }
 
     fn real_id(&mut self, real: &Real) -> Result<u32> {
@@ -132,8 +156,9 @@ impl Datapath {
             return Ok(*id);
         }
         // Id 0 stays empty: it is what an unfilled ring slot points at.
+        let used: BTreeSet<u32> = self.real_ids.values().copied().collect();
         let id = (1..MAX_REALS)
-            .find(|id| !self.real_ids.values().any(|used| used == id))
+            .find(|id| !used.contains(id))
             .ok_or_else(|| {
                 anyhow!(
                     "cannot add real {}: all {} real slots are in use",
@@ -166,6 +191,7 @@ impl Datapath {
     /// Attaches the balancer to `iface`: natively when the driver can, else in generic mode
     /// with a warning. Detached again when the `Datapath` is dropped.
     pub fn attach(&mut self, iface: &str) -> Result<AttachMode> {
+        self.set_local_mac(crate::iface::mac(iface)?)?;
         let prog = self.program(program_names::LB)?;
         match prog.attach(iface, XdpMode::Driver) {
             Ok(_) => Ok(AttachMode::Native),
@@ -176,6 +202,14 @@ impl Datapath {
                 Ok(AttachMode::Generic)
             }
         }
+    }
+
+    /// The MAC of the interface the balancer serves: VIP frames must be addressed to it and
+    /// leave from it. `attach` sets it from the interface.
+    pub fn set_local_mac(&mut self, mac: [u8; 6]) -> Result<()> {
+        self.config
+            .set(0, IfaceConfig { mac, _pad: [0; 2] }, 0)
+            .context("writing CONFIG")
     }
 
     /// Attaches the pass-everything program to `iface`: what a veth peer needs to accept the

@@ -2,6 +2,7 @@
 //! resolves reals' MAC addresses from the kernel, and reads counters back.
 
 pub mod datapath;
+pub mod iface;
 pub mod lab;
 pub mod neigh;
 pub mod ring;

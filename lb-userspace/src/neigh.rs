@@ -26,7 +26,13 @@ async fn link_attributes(handle: &Handle, iface: &str) -> Result<(u32, Vec<LinkA
     let mut links = handle.link().get().match_name(iface.to_owned()).execute();
     match links.try_next().await {
         Ok(Some(msg)) => Ok((msg.header.index, msg.attributes)),
-        Ok(None) | Err(_) => bail!("interface {iface} does not exist (see `ip link`)"),
+        Ok(None) => bail!("interface {iface} does not exist (see `ip link`)"),
+        Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ENODEV => {
+            bail!("interface {iface} does not exist (see `ip link`)")
+        }
+        Err(e) => Err(anyhow!(e)).with_context(|| {
+            format!("asking the kernel about interface {iface} (lbctl needs root)")
+        }),
     }
 }
 
@@ -36,7 +42,10 @@ pub async fn xdp_prog_id(iface: &str) -> Result<Option<u32>> {
     let (_, attrs) = link_attributes(&handle, iface).await?;
     Ok(attrs.iter().find_map(|a| match a {
         LinkAttribute::Xdp(xdp) => xdp.iter().find_map(|x| match x {
-            LinkXdp::ProgId(id) if *id != 0 => Some(*id),
+            // One mode attached: ProgId; several: only the per-mode ids are reported.
+            LinkXdp::ProgId(id) | LinkXdp::DrvProgId(id) | LinkXdp::SkbProgId(id) if *id != 0 => {
+                Some(*id)
+            }
             _ => None,
         }),
         _ => None,
@@ -90,50 +99,94 @@ async fn lookup(handle: &Handle, ifindex: u32, addr: IpAddr) -> Result<Option<[u
     Ok(None)
 }
 
+/// Neighbour entries that `resolve_macs` added, to take back when what they were for fails.
+#[must_use = "remove() them when the attach they were added for fails"]
+pub struct AddedNeighbours {
+    handle: Handle,
+    ifindex: u32,
+    addrs: Vec<IpAddr>,
+}
+
+impl AddedNeighbours {
+    pub async fn remove(self) {
+        for addr in self.addrs {
+            let mut msg = self
+                .handle
+                .neighbours()
+                .add(self.ifindex, addr)
+                .message_mut()
+                .clone();
+            msg.attributes
+                .retain(|a| matches!(a, NeighbourAttribute::Destination(_)));
+            if let Err(e) = self.handle.neighbours().del(msg).execute().await {
+                tracing::warn!(%addr, error = %e, "could not remove the neighbour entry lbctl added; `ip neigh del` it by hand");
+            }
+        }
+    }
+}
+
 /// The MAC address of each of `addrs` on `iface`, from the kernel's neighbour table. A missing
-/// entry is added as a *managed* neighbour, which the kernel resolves (ARP/ND) and keeps fresh.
+/// entry is added as a *managed* neighbour, which the kernel resolves (ARP/ND) and keeps
+/// fresh; the entries added are returned so a failed attach can remove them. On error, this
+/// removes them itself.
 pub async fn resolve_macs(
     iface: &str,
     addrs: &[IpAddr],
     timeout: Duration,
-) -> Result<Vec<[u8; 6]>> {
+) -> Result<(Vec<[u8; 6]>, AddedNeighbours)> {
     let handle = connect()?;
     let (ifindex, _) = link_attributes(&handle, iface).await?;
+    let mut added = AddedNeighbours {
+        handle: handle.clone(),
+        ifindex,
+        addrs: Vec::new(),
+    };
     let mut macs = Vec::with_capacity(addrs.len());
     for &addr in addrs {
-        if let Some(mac) = lookup(&handle, ifindex, addr).await? {
-            macs.push(mac);
-            continue;
+        match resolve_one(&handle, iface, ifindex, addr, timeout, &mut added).await {
+            Ok(mac) => macs.push(mac),
+            Err(e) => {
+                added.remove().await;
+                return Err(e);
+            }
         }
-        let mut req = handle
-            .neighbours()
-            .add(ifindex, addr)
-            .state(NeighbourState::None)
-            .replace();
-        req.message_mut()
-            .attributes
-            .push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
-        req.execute()
-            .await
-            .with_context(|| format!("asking the kernel to resolve {addr} on {iface}"))?;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mac = loop {
-            if let Some(mac) = lookup(&handle, ifindex, addr).await? {
-                break mac;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                // Take back the entry this call added: a failed attach leaves nothing behind.
-                let mut del = handle.neighbours().add(ifindex, addr).message_mut().clone();
-                del.attributes
-                    .retain(|a| matches!(a, NeighbourAttribute::Destination(_)));
-                let _ = handle.neighbours().del(del).execute().await;
-                return Err(anyhow!(
-                    "real {addr} did not answer ARP/ND on {iface} within {timeout:?}: is it up, and on the same L2 segment as {iface}?"
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        macs.push(mac);
     }
-    Ok(macs)
+    Ok((macs, added))
+}
+
+async fn resolve_one(
+    handle: &Handle,
+    iface: &str,
+    ifindex: u32,
+    addr: IpAddr,
+    timeout: Duration,
+    added: &mut AddedNeighbours,
+) -> Result<[u8; 6]> {
+    if let Some(mac) = lookup(handle, ifindex, addr).await? {
+        return Ok(mac);
+    }
+    let mut req = handle
+        .neighbours()
+        .add(ifindex, addr)
+        .state(NeighbourState::None)
+        .replace();
+    req.message_mut()
+        .attributes
+        .push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
+    req.execute()
+        .await
+        .with_context(|| format!("asking the kernel to resolve {addr} on {iface}"))?;
+    added.addrs.push(addr);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(mac) = lookup(handle, ifindex, addr).await? {
+            return Ok(mac);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(anyhow!(
+                "real {addr} did not answer ARP/ND on {iface} within {timeout:?}: is it up, and on the same L2 segment as {iface}?"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

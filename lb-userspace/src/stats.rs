@@ -91,10 +91,17 @@ pub async fn read_attached(iface: &str) -> Result<Stats> {
     let prog_id = crate::neigh::xdp_prog_id(iface).await?.ok_or_else(|| {
         anyhow!("no XDP program is attached to {iface}: start one with `lbctl attach {iface} ...`")
     })?;
-    let prog = aya::programs::loaded_programs()
-        .filter_map(|p| p.ok())
-        .find(|p| p.id() == prog_id)
-        .ok_or_else(|| anyhow!("XDP program {prog_id} on {iface} disappeared"))?;
+    let mut found = None;
+    for prog in aya::programs::loaded_programs() {
+        let prog = prog.context("listing BPF programs (lbctl stats needs root)")?;
+        if prog.id() == prog_id {
+            found = Some(prog);
+            break;
+        }
+    }
+    let prog = found.ok_or_else(|| {
+        anyhow!("XDP program {prog_id} on {iface} disappeared: was lbctl just stopped?")
+    })?;
     if prog.name_as_str() != Some(lb_common::program_names::LB) {
         bail!(
             "the XDP program on {iface} is {:?}, not lbctl's",
@@ -104,8 +111,14 @@ pub async fn read_attached(iface: &str) -> Result<Stats> {
     let mut counters = None;
     let mut vip_counters = None;
     let mut vips = None;
-    for id in prog.map_ids()?.unwrap_or_default() {
-        let name = MapInfo::from_id(id)?.name_as_str().map(str::to_owned);
+    let map_ids = prog
+        .map_ids()
+        .context("reading the program's map ids (needs root)")?;
+    for id in map_ids.unwrap_or_default() {
+        let name = MapInfo::from_id(id)
+            .with_context(|| format!("reading map {id} of program {prog_id}"))?
+            .name_as_str()
+            .map(str::to_owned);
         let open = || -> Result<Map> { Ok(Map::from_map_data(MapData::from_id(id)?)?) };
         match name.as_deref() {
             Some(map_names::COUNTERS) => {

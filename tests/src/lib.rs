@@ -81,6 +81,6 @@ pub fn assert_checksums_valid(frame: &[u8]) {
                 _ => {}
             }
         }
-        _ => {}
+        (net, _) => panic!("not an IPv4/IPv6 frame: {net:?}"),
     }
 }

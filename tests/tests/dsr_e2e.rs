@@ -109,7 +109,14 @@ fn rejected_attach_changes_nothing() {
             !lab.lb_xdp_attached().unwrap(),
             "{args:?} left XDP attached"
         );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        // lbctl has exited by now (which detaches anything); its log says whether it had
+        // attached before failing.
+        assert!(
+            !err.contains("attached;"),
+            "{args:?} attached before failing:\n{err}"
+        );
+        err
     };
     let vip = format!("{VIP_ADDR}:{VIP_PORT}/tcp");
 
@@ -126,10 +133,15 @@ fn rejected_attach_changes_nothing() {
         "198.18.0.11",
     ]);
     assert!(err.contains("listed twice"), "{err}");
-    // A real nobody answers for: reported, and the balancer never attaches.
+    let err = attempt(&["--vip", &vip, "--vip", &vip, "--real", "198.18.0.11"]);
+    assert!(err.contains("VIP is listed twice"), "{err}");
+    // A real nobody answers for: reported, the balancer never attaches, and the neighbour
+    // entries lbctl added (also the one for the real that did answer) are gone again.
     let err = attempt(&[
         "--vip",
         &vip,
+        "--real",
+        "198.18.0.11",
         "--real",
         "198.18.0.99",
         "--resolve-timeout",
@@ -139,10 +151,10 @@ fn rejected_attach_changes_nothing() {
         err.contains("198.18.0.99") && err.contains("did not answer"),
         "{err}"
     );
-    let neigh = lab.lb.ip(&["neigh", "show", "198.18.0.99"]).unwrap();
+    let neigh = lab.lb.ip(&["neigh", "show", "dev", "eth0"]).unwrap();
     assert!(
-        neigh.trim().is_empty(),
-        "the failed attach left a neighbour entry: {neigh}"
+        !neigh.contains("198.18.0.99") && !neigh.contains("198.18.0.11"),
+        "the failed attach left neighbour entries: {neigh}"
     );
     let err = attempt(&["--vip", &vip, "--real", "198.18.0.11", "--mode", "bogus"]);
     assert!(err.contains("bogus"), "{err}");

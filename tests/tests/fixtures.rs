@@ -35,6 +35,7 @@ fn vip(s: &str) -> VipSpec {
 fn seeded() -> Datapath {
     require_root();
     let mut dp = Datapath::load().expect("load");
+    dp.set_local_mac(LB_MAC).unwrap();
     let real4 = Real {
         addr: "198.18.0.11".parse().unwrap(),
         mac: REAL_MAC,
@@ -145,6 +146,39 @@ fn rows() -> Vec<Row> {
     fragment[20] = 0x20; // MF
     let mut bad_ihl = tcp.clone();
     bad_ihl[14] = 0x44;
+    let mut to_other_host = tcp.clone();
+    to_other_host[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x0d]);
+    let mut broadcast = tcp.clone();
+    broadcast[..6].copy_from_slice(&[0xff; 6]);
+    let vlan = build(|v| {
+        PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+            .single_vlan(etherparse::VlanId::try_new(7).unwrap())
+            .ipv4(CLIENT, VIP, 64)
+            .tcp(40000, 80, 1, 1000)
+            .write(v, b"")
+            .unwrap()
+    });
+    let tcp6_other = build(|v| {
+        let mut dst = VIP6;
+        dst[15] = 0x99;
+        eth()
+            .ipv6(CLIENT6, dst, 64)
+            .tcp(40000, 80, 1, 1000)
+            .write(v, b"")
+            .unwrap()
+    });
+    let mut frag6 = build(|v| {
+        eth()
+            .ipv6(CLIENT6, VIP6, 64)
+            .udp(40000, 80)
+            .write(v, b"")
+            .unwrap()
+    });
+    frag6[20] = 44; // next header: fragment
+    let mut long_total = tcp.clone();
+    let claimed = u16::from_be_bytes([long_total[16], long_total[17]]) + 1;
+    long_total[16..18].copy_from_slice(&claimed.to_be_bytes());
+    long_total[24..26].copy_from_slice(&[0, 0]);
 
     use Counted::*;
     vec![
@@ -240,6 +274,48 @@ fn rows() -> Vec<Row> {
             counted: Because(Reason::BadIpHeader),
         },
         Row {
+            name: "vip frame to another host's MAC",
+            frame: to_other_host,
+            action: XDP_PASS,
+            output: None,
+            counted: Because(Reason::NotForUs),
+        },
+        Row {
+            name: "vip frame to broadcast",
+            frame: broadcast,
+            action: XDP_PASS,
+            output: None,
+            counted: Because(Reason::NotForUs),
+        },
+        Row {
+            name: "vlan tagged",
+            frame: vlan,
+            action: XDP_PASS,
+            output: None,
+            counted: Because(Reason::NotIp),
+        },
+        Row {
+            name: "ipv6 not a vip",
+            frame: tcp6_other,
+            action: XDP_PASS,
+            output: None,
+            counted: Because(Reason::NotVip),
+        },
+        Row {
+            name: "ipv6 fragment",
+            frame: frag6,
+            action: XDP_PASS,
+            output: None,
+            counted: Because(Reason::Fragment),
+        },
+        Row {
+            name: "ipv4 total length past the frame",
+            frame: long_total,
+            action: XDP_DROP,
+            output: None,
+            counted: Because(Reason::Truncated),
+        },
+        Row {
             name: "vip without reals",
             frame: tcp4(VIP_EMPTY, 80, b""),
             action: XDP_DROP,
@@ -320,6 +396,7 @@ fn per_vip_counters_count_forwarded_packets() {
 fn flows_spread_over_reals_and_each_flow_sticks_to_one() {
     require_root();
     let mut dp = Datapath::load().unwrap();
+    dp.set_local_mac(LB_MAC).unwrap();
     let v = vip("198.18.100.10:80/tcp");
     let reals: Vec<Real> = (1..=3u8)
         .map(|i| Real {

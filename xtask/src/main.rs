@@ -51,6 +51,12 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     setup::ensure()?;
@@ -62,15 +68,15 @@ fn main() -> Result<()> {
         Cmd::Test { args } => {
             // The end-to-end tests run the real binary, built in the same profile.
             run(cargo().args(["build", "-p", "lb-userspace", "--bin", "lbctl"]))?;
-            run(cargo().args(["test", "--workspace"]).args(&args))
+            let lbctl = target_dir().join("debug/lbctl");
+            run(cargo()
+                .args(["test", "--workspace"])
+                .args(&args)
+                .env("LBCTL", lbctl))
         }
         Cmd::Demo { args } => {
             run(cargo().args(["build", "--release", "-p", "lb-userspace", "--bin", "lbctl"]))?;
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let target = std::env::var("CARGO_TARGET_DIR")
-                .map(Into::into)
-                .unwrap_or_else(|_| root.join("target"));
-            run(Command::new(target.join("release/lbctl"))
+            run(Command::new(target_dir().join("release/lbctl"))
                 .arg("demo")
                 .args(&args))
         }

@@ -91,22 +91,13 @@ fn main() -> ExitCode {
 }
 
 async fn attach(args: AttachArgs) -> Result<()> {
-    // Everything is checked before the kernel is touched.
-    for real in &args.reals {
-        for vip in &args.vips {
-            if real.is_ipv4() != vip.addr.is_ipv4() {
-                bail!("real {real} and VIP {vip} are of different IP families; use reals of the VIP's family");
-            }
-        }
-    }
-    let mut unique = args.reals.clone();
-    unique.sort();
-    unique.dedup();
-    if unique.len() != args.reals.len() {
-        bail!("a real is listed twice; list each real once");
-    }
+    // Signals first: a Ctrl-C during set-up is handled (after it) instead of killing lbctl
+    // half-way with neighbour entries added.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    validate(&args)?;
 
-    let macs = neigh::resolve_macs(
+    let (macs, added) = neigh::resolve_macs(
         &args.iface,
         &args.reals,
         Duration::from_secs(args.resolve_timeout),
@@ -121,13 +112,13 @@ async fn attach(args: AttachArgs) -> Result<()> {
             mac: *mac,
         })
         .collect();
-
-    let mut dp = Datapath::load()?;
-    for vip in &args.vips {
-        dp.add_vip(*vip, args.mode)?;
-        dp.set_reals(vip, &reals)?;
-    }
-    let how = dp.attach(&args.iface)?;
+    let (dp, how) = match serve(&args, &reals) {
+        Ok(served) => served,
+        Err(e) => {
+            added.remove().await;
+            return Err(e);
+        }
+    };
     for r in &reals {
         info!(real = %r.addr, mac = %fmt_mac(&r.mac), "real");
     }
@@ -140,8 +131,6 @@ async fn attach(args: AttachArgs) -> Result<()> {
         "attached; forwarding until SIGINT/SIGTERM"
     );
 
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     tokio::select! {
         _ = term.recv() => info!("SIGTERM"),
         _ = int.recv() => info!("SIGINT"),
@@ -150,6 +139,40 @@ async fn attach(args: AttachArgs) -> Result<()> {
     drop(dp);
     info!(iface = %args.iface, forwarded = counters.forwarded.packets, "detached");
     Ok(())
+}
+
+/// Everything that can be checked before the kernel is touched.
+fn validate(args: &AttachArgs) -> Result<()> {
+    for real in &args.reals {
+        for vip in &args.vips {
+            if real.is_ipv4() != vip.addr.is_ipv4() {
+                bail!("real {real} and VIP {vip} are of different IP families; use reals of the VIP's family");
+            }
+        }
+    }
+    if has_duplicates(&args.reals) {
+        bail!("a real is listed twice; list each real once");
+    }
+    if has_duplicates(&args.vips) {
+        bail!("a VIP is listed twice; list each VIP once");
+    }
+    Ok(())
+}
+
+fn has_duplicates<T: Ord>(items: &[T]) -> bool {
+    let unique: std::collections::BTreeSet<&T> = items.iter().collect();
+    unique.len() != items.len()
+}
+
+/// Loads the datapath, configures every VIP and attaches.
+fn serve(args: &AttachArgs, reals: &[Real]) -> Result<(Datapath, AttachMode)> {
+    let mut dp = Datapath::load()?;
+    for vip in &args.vips {
+        dp.add_vip(*vip, args.mode)?;
+        dp.set_reals(vip, reals)?;
+    }
+    let how = dp.attach(&args.iface)?;
+    Ok((dp, how))
 }
 
 fn fmt_mac(m: &[u8; 6]) -> String {

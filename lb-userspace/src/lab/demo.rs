@@ -23,6 +23,8 @@ pub struct DemoFacts {
     pub client_addrs_seen: Vec<String>,
     pub lb_forwarded: u64,
     pub lb_not_vip: u64,
+    /// Why the first unanswered request failed.
+    pub first_error: Option<String>,
 }
 
 pub fn run(args: &DemoArgs) -> Result<()> {
@@ -59,9 +61,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     );
     if facts.answered != facts.requests {
         bail!(
-            "{} of {} requests were not answered",
+            "{} of {} requests were not answered; the first: {}",
             facts.requests - facts.answered,
-            facts.requests
+            facts.requests,
+            facts.first_error.as_deref().unwrap_or("?")
         );
     }
     Ok(())
@@ -87,6 +90,7 @@ pub fn observe(lab: &Lab, requests: usize) -> Result<DemoFacts> {
         client_addrs_seen: seen,
         lb_forwarded: stats.counters.forwarded.packets,
         lb_not_vip: stats.counters.reason(Reason::NotVip).packets,
+        first_error: results.iter().find_map(|r| r.as_ref().err().cloned()),
     })
 }
 
