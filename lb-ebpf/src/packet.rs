@@ -21,7 +21,10 @@ impl Packet {
     }
 
     #[inline(always)]
-    #[expect(clippy::len_without_is_empty, reason = "frames reaching XDP are never empty")]
+    #[expect(
+        clippy::len_without_is_empty,
+        reason = "frames reaching XDP are never empty"
+    )]
     pub fn len(&self) -> usize {
         self.end - self.start
     }
