@@ -73,10 +73,16 @@ reasons! {
     /// For a VIP, but the frame's destination MAC is not this interface's (flooded unknown
     /// unicast, broadcast, multicast, promiscuous capture): another host's to handle.
     NotForUs = 9, Pass, "pass_not_for_us";
+    /// Tunnel mode: the packet plus the outer header would exceed the interface MTU.
+    TooBig = 10, Drop, "drop_too_big";
+    /// Tunnel mode: no room in front of the frame for the outer header.
+    NoHeadroom = 11, Drop, "drop_no_headroom";
+    /// Decap program: not an IP-in-IP/6in4 packet (ordinary traffic of the real).
+    NotTunnelled = 12, Pass, "pass_not_tunnelled";
 }
 
 impl Reason {
-    /// COUNTERS slot of forwarded packets.
+    /// COUNTERS slot of forwarded packets (decapsulated ones, in the decap program).
     pub const FORWARDED_SLOT: u32 = 0;
 
     #[inline(always)]

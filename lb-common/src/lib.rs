@@ -12,7 +12,7 @@ mod maps;
 pub use counters::{Counter, Reason, Verdict, COUNTER_SLOTS};
 pub use maps::{
     Family, IfaceConfig, RealEntry, VipKey, VipMeta, CONFIG_SLOTS, FLOW_HASH_SEED, MAX_REALS,
-    MAX_VIPS, MODE_DSR, PROTO_TCP, PROTO_UDP, RING_SIZE,
+    MAX_VIPS, MODE_DSR, MODE_TUNNEL, PROTO_TCP, PROTO_UDP, RING_SIZE,
 };
 
 /// Map names, shared by the object (`#[map]`/`#[btf_map]` statics) and userspace lookups.
@@ -31,4 +31,6 @@ pub mod program_names {
     pub const LB: &str = "lb_xdp";
     /// Passes every frame; attached to veth peers so XDP_TX frames are accepted.
     pub const PASS: &str = "lb_pass";
+    /// Runs on real servers of tunnel-mode VIPs: strips the LB's outer IPv4 header.
+    pub const DECAP: &str = "lb_decap";
 }

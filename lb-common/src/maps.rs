@@ -20,6 +20,8 @@ pub const CONFIG_SLOTS: u32 = 1;
 
 /// Forwarding mode of a VIP: direct server return, destination MAC rewrite only.
 pub const MODE_DSR: u8 = 1;
+/// Forwarding mode of a VIP: IP-in-IP (6in4 for IPv6 VIPs) to the real, which decapsulates.
+pub const MODE_TUNNEL: u8 = 2;
 
 /// Address family as stored in maps (`VipKey::family`, `RealEntry::family`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,9 +41,13 @@ const fn v4_in_16(a: [u8; 4]) -> [u8; 16] {
 pub struct IfaceConfig {
     /// The interface's MAC: VIP frames must be addressed to it, and leave from it.
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// The interface's MTU: the largest IP packet it sends.
+    pub mtu: u16,
+    /// The interface's IPv4 address: the tunnel source on the LB, the address tunnelled
+    /// packets must be sent to on a real. All zero when it has none.
+    pub ipv4: [u8; 4],
 }
-const _: () = assert!(size_of::<IfaceConfig>() == 8);
+const _: () = assert!(size_of::<IfaceConfig>() == 12);
 
 /// Key of the VIPS map: destination address, port and protocol of a virtual service.
 /// IPv4 addresses occupy the first 4 bytes of `addr`, the rest zero.

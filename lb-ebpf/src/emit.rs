@@ -19,6 +19,13 @@ pub fn forwarded(vip_id: u32, bytes: usize) -> u32 {
     XDP_TX
 }
 
+/// The decap program stripped the outer header: the inner packet goes up the stack.
+#[inline(always)]
+pub fn decapsulated(bytes: usize) -> u32 {
+    bump_global(Reason::FORWARDED_SLOT, bytes);
+    XDP_PASS
+}
+
 /// The one place a reason becomes an XDP action.
 #[inline(always)]
 pub fn not_forwarded(reason: Reason, bytes: usize) -> u32 {

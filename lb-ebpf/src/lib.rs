@@ -6,6 +6,8 @@
 //! proven by the `BPF_PROG_TEST_RUN` fixtures in the `tests` crate.
 #![cfg_attr(not(test), no_std)]
 
+pub mod csum;
+pub mod decap;
 pub mod hash;
 pub mod headers;
 pub mod packet;

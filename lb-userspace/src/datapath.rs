@@ -65,6 +65,8 @@ pub struct Datapath {
     /// The reals of each VIP, as last set.
     vip_reals: BTreeMap<VipSpec, Vec<Real>>,
     real_ids: BTreeMap<Real, u32>,
+    /// The modes in use, to check the interface when attaching.
+    vip_modes: BTreeSet<Mode>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -84,7 +86,7 @@ impl Datapath {
         let mut ebpf = Ebpf::load(crate::LB_EBPF_OBJECT).context(
             "loading the eBPF object failed: lbctl needs root (CAP_BPF + CAP_NET_ADMIN) and a kernel with BTF",
         )?;
-        for name in [program_names::LB, program_names::PASS] {
+        for name in [program_names::LB, program_names::PASS, program_names::DECAP] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("the eBPF object has no program {name}"))?
@@ -103,6 +105,7 @@ impl Datapath {
             vip_ids: BTreeMap::new(),
             vip_reals: BTreeMap::new(),
             real_ids: BTreeMap::new(),
+            vip_modes: BTreeSet::new(),
         })
     }
 
@@ -122,6 +125,7 @@ impl Datapath {
             .insert(vip.key(), VipMeta::new(vip_id, mode.code()), 0)
             .context("writing VIPS")?;
         self.vip_ids.insert(vip, vip_id);
+        self.vip_modes.insert(mode);
         Ok(vip_id)
     }
 
@@ -191,8 +195,29 @@ impl Datapath {
     /// Attaches the balancer to `iface`: natively when the driver can, else in generic mode
     /// with a warning. Detached again when the `Datapath` is dropped.
     pub fn attach(&mut self, iface: &str) -> Result<AttachMode> {
-        self.set_local_mac(crate::iface::mac(iface)?)?;
-        let prog = self.program(program_names::LB)?;
+        let config = crate::iface::config(iface)?;
+        if config.ipv4 == [0; 4] && self.vip_modes.contains(&Mode::Tunnel) {
+            bail!("tunnel mode sends from an IPv4 address of {iface}, and it has none: add one (`ip addr add ... dev {iface}`)");
+        }
+        self.set_interface(config)?;
+        self.attach_program(program_names::LB, iface)
+    }
+
+    /// Attaches the decapsulation program, for a real server of tunnel-mode VIPs: IP-in-IP
+    /// sent to the interface's IPv4 address is unwrapped and passed up the stack.
+    pub fn attach_decap(&mut self, iface: &str) -> Result<AttachMode> {
+        let config = crate::iface::config(iface)?;
+        if config.ipv4 == [0; 4] {
+            bail!(
+                "{iface} has no IPv4 address: decap accepts tunnels sent to it, so add one first"
+            );
+        }
+        self.set_interface(config)?;
+        self.attach_program(program_names::DECAP, iface)
+    }
+
+    fn attach_program(&mut self, name: &str, iface: &str) -> Result<AttachMode> {
+        let prog = self.program(name)?;
         match prog.attach(iface, XdpMode::Driver) {
             Ok(_) => Ok(AttachMode::Native),
             Err(native) => {
@@ -204,12 +229,10 @@ impl Datapath {
         }
     }
 
-    /// The MAC of the interface the balancer serves: VIP frames must be addressed to it and
-    /// leave from it. `attach` sets it from the interface.
-    pub fn set_local_mac(&mut self, mac: [u8; 6]) -> Result<()> {
-        self.config
-            .set(0, IfaceConfig { mac, _pad: [0; 2] }, 0)
-            .context("writing CONFIG")
+    /// Facts about the interface the program serves (MAC, MTU, IPv4 address): VIP frames must
+    /// be addressed to its MAC and leave from it. The attach verbs set them from the interface.
+    pub fn set_interface(&mut self, config: IfaceConfig) -> Result<()> {
+        self.config.set(0, config, 0).context("writing CONFIG")
     }
 
     /// Attaches the pass-everything program to `iface`: what a veth peer needs to accept the
@@ -232,10 +255,19 @@ impl Datapath {
     /// Runs the balancer once on `frame` with BPF_PROG_TEST_RUN: the XDP action and the frame
     /// as it would leave.
     pub fn run_frame(&self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+        self.run_program(program_names::LB, frame)
+    }
+
+    /// Runs the decap program once on `frame`, as [`Datapath::run_frame`] does the balancer.
+    pub fn run_decap_frame(&self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+        self.run_program(program_names::DECAP, frame)
+    }
+
+    fn run_program(&self, name: &str, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
         let prog: &Xdp = self
             .ebpf
-            .program(program_names::LB)
-            .ok_or_else(|| anyhow!("no program {}", program_names::LB))?
+            .program(name)
+            .ok_or_else(|| anyhow!("no program {name}"))?
             .try_into()?;
         let mut out = vec![0u8; frame.len() + 256];
         let res = prog.test_run(TestRunOptions {

@@ -2,7 +2,7 @@
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
-use lb_common::{VipKey, MODE_DSR, PROTO_TCP, PROTO_UDP};
+use lb_common::{VipKey, MODE_DSR, MODE_TUNNEL, PROTO_TCP, PROTO_UDP};
 
 /// L4 protocol of a VIP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -114,16 +114,21 @@ impl FromStr for VipSpec {
 }
 
 /// Forwarding mode of a VIP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Mode {
     /// Direct server return: only the destination MAC is rewritten; reals answer clients directly.
     Dsr,
+    /// IP-in-IP to the real, which strips the outer header (`lbctl decap attach` on the real)
+    /// and answers clients directly. Reals may be a routed hop away in principle; the next
+    /// hop's MAC is the real's own for now, so they share the LB's segment.
+    Tunnel,
 }
 
 impl Mode {
     pub fn code(self) -> u8 {
         match self {
             Mode::Dsr => MODE_DSR,
+            Mode::Tunnel => MODE_TUNNEL,
         }
     }
 }

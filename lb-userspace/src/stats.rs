@@ -102,7 +102,11 @@ pub async fn read_attached(iface: &str) -> Result<Stats> {
     let prog = found.ok_or_else(|| {
         anyhow!("XDP program {prog_id} on {iface} disappeared: was lbctl just stopped?")
     })?;
-    if prog.name_as_str() != Some(lb_common::program_names::LB) {
+    let ours = [
+        lb_common::program_names::LB,
+        lb_common::program_names::DECAP,
+    ];
+    if !prog.name_as_str().is_some_and(|n| ours.contains(&n)) {
         bail!(
             "the XDP program on {iface} is {:?}, not lbctl's",
             prog.name_as_str().unwrap_or("?")
@@ -131,18 +135,19 @@ pub async fn read_attached(iface: &str) -> Result<Stats> {
             _ => {}
         }
     }
-    let (Some(counters), Some(vip_counters), Some(vips)) = (counters, vip_counters, vips) else {
-        bail!(
-            "program {prog_id} on {iface} lacks lbctl's maps: was it built from another version?"
-        );
+    let Some(counters) = counters else {
+        bail!("program {prog_id} on {iface} lacks lbctl's counters: was it built from another version?");
     };
     let mut rows = Vec::new();
-    for entry in vips.iter() {
-        let (key, meta) = entry?;
-        rows.push(VipRow {
-            vip: vip_label(&key),
-            forwarded: sum_slot(&vip_counters, meta.vip_id)?,
-        });
+    // The balancer has VIPs; the decap program on a real has only counters.
+    if let (Some(vips), Some(vip_counters)) = (vips, vip_counters) {
+        for entry in vips.iter() {
+            let (key, meta) = entry?;
+            rows.push(VipRow {
+                vip: vip_label(&key),
+                forwarded: sum_slot(&vip_counters, meta.vip_id)?,
+            });
+        }
     }
     rows.sort_by(|a, b| a.vip.cmp(&b.vip));
     Ok(Stats {

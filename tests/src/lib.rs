@@ -26,6 +26,21 @@ pub fn lbctl() -> PathBuf {
     bin
 }
 
+/// `lbctl attach` arguments serving the lab's VIP over all its reals in `mode`.
+pub fn attach_args(lab: &lb_userspace::lab::Lab, mode: &str) -> Vec<String> {
+    use lb_userspace::lab::{VIP_ADDR, VIP_PORT};
+    let mut args = vec![
+        "--mode".into(),
+        mode.into(),
+        "--vip".into(),
+        format!("{VIP_ADDR}:{VIP_PORT}/tcp"),
+    ];
+    for r in lab.real_addrs() {
+        args.extend(["--real".into(), r.to_string()]);
+    }
+    args
+}
+
 /// Asserts that every checksum in `frame` (IPv4 header, TCP/UDP over IPv4 or IPv6) is right,
 /// as an independent parser computes them.
 pub fn assert_checksums_valid(frame: &[u8]) {

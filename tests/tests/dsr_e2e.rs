@@ -3,26 +3,13 @@
 
 use lb_common::Reason;
 use lb_userspace::lab::{demo::observe, Lab, CLIENT_ADDR, VIP_ADDR, VIP_PORT};
-use tests::{lbctl, require_root};
-
-fn dsr_args(lab: &Lab) -> Vec<String> {
-    let mut args = vec![
-        "--mode".into(),
-        "dsr".into(),
-        "--vip".into(),
-        format!("{VIP_ADDR}:{VIP_PORT}/tcp"),
-    ];
-    for r in lab.real_addrs() {
-        args.extend(["--real".into(), r.to_string()]);
-    }
-    args
-}
+use tests::{attach_args, lbctl, require_root};
 
 #[test]
 fn dsr_answers_300_connections_spread_over_three_reals_with_replies_bypassing_the_lb() {
     require_root();
-    let mut lab = Lab::dsr(3).unwrap();
-    lab.start_lb(&lbctl(), &dsr_args(&lab)).unwrap();
+    let mut lab = Lab::one_segment(3).unwrap();
+    lab.start_lb(&lbctl(), &attach_args(&lab, "dsr")).unwrap();
 
     let facts = observe(&lab, 300).unwrap();
     let log = lab.lb_log();
@@ -93,7 +80,7 @@ fn dsr_answers_300_connections_spread_over_three_reals_with_replies_bypassing_th
 #[test]
 fn rejected_attach_changes_nothing() {
     require_root();
-    let lab = Lab::dsr(1).unwrap();
+    let lab = Lab::one_segment(1).unwrap();
     let lbctl = lbctl().display().to_string();
     let attempt = |args: &[&str]| {
         let out = lab
@@ -170,7 +157,7 @@ fn rejected_attach_changes_nothing() {
 #[test]
 fn stats_without_a_balancer_says_what_to_do() {
     require_root();
-    let lab = Lab::dsr(1).unwrap();
+    let lab = Lab::one_segment(1).unwrap();
     let out = lab
         .lb
         .command(&lbctl().display().to_string())

@@ -4,8 +4,8 @@
 
 use std::net::IpAddr;
 
-use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
-use lb_common::Reason;
+use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder};
+use lb_common::{IfaceConfig, Reason};
 use lb_userspace::{
     datapath::{Datapath, Real},
     spec::{Mode, VipSpec},
@@ -24,18 +24,32 @@ const CLIENT: [u8; 4] = [198, 18, 0, 100];
 const VIP: [u8; 4] = [198, 18, 100, 10];
 const VIP_EMPTY: [u8; 4] = [198, 18, 100, 11];
 const CLIENT6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64];
+const LB_IP: [u8; 4] = [198, 18, 0, 1];
+const REAL_IP: [u8; 4] = [198, 18, 0, 11];
+const VIP_TUNNEL: [u8; 4] = [198, 18, 100, 12];
+const VIP6_TUNNEL: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12];
+const MTU: u16 = 1500;
 const VIP6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
 
 fn vip(s: &str) -> VipSpec {
     s.parse().unwrap()
 }
 
-/// The seed: dsr VIPs 198.18.100.10:80/tcp, :53/udp and [2001:2::10]:80/tcp with one real
+fn lb_iface() -> IfaceConfig {
+    IfaceConfig {
+        mac: LB_MAC,
+        mtu: MTU,
+        ipv4: LB_IP,
+    }
+}
+
+/// The seed: tunnel VIPs 198.18.100.12:80/tcp and [2001:2::12]:80/tcp (6in4) over one IPv4
+/// real; dsr VIPs 198.18.100.10:80/tcp, :53/udp and [2001:2::10]:80/tcp with one real
 /// each (so the output is exact), and 198.18.100.11:80/tcp with none.
 fn seeded() -> Datapath {
     require_root();
     let mut dp = Datapath::load().expect("load");
-    dp.set_local_mac(LB_MAC).unwrap();
+    dp.set_interface(lb_iface()).unwrap();
     let real4 = Real {
         addr: "198.18.0.11".parse().unwrap(),
         mac: REAL_MAC,
@@ -52,6 +66,10 @@ fn seeded() -> Datapath {
     ] {
         dp.add_vip(vip(v), Mode::Dsr).unwrap();
         dp.set_reals(&vip(v), &reals).unwrap();
+    }
+    for v in ["198.18.100.12:80/tcp", "[2001:2::12]:80/tcp"] {
+        dp.add_vip(vip(v), Mode::Tunnel).unwrap();
+        dp.set_reals(&vip(v), &[real4]).unwrap();
     }
     dp
 }
@@ -91,6 +109,26 @@ fn dsr_out(frame: &[u8]) -> Vec<u8> {
     let mut out = frame.to_vec();
     out[..6].copy_from_slice(&REAL_MAC);
     out[6..12].copy_from_slice(&LB_MAC);
+    out
+}
+
+/// The same frame as it leaves in tunnel mode: new Ethernet header to the real, outer IPv4
+/// header from the LB to the real (protocol 4, or 41 for IPv6 inside), DF set.
+fn ipip_out(frame: &[u8], proto: u8) -> Vec<u8> {
+    let inner = &frame[14..];
+    let mut h = Ipv4Header::new(inner.len() as u16, 64, IpNumber(proto), LB_IP, REAL_IP).unwrap();
+    h.dont_fragment = true;
+    h.header_checksum = h.calc_header_checksum();
+    let mut out = Vec::new();
+    Ethernet2Header {
+        source: LB_MAC,
+        destination: REAL_MAC,
+        ether_type: EtherType::IPV4,
+    }
+    .write(&mut out)
+    .unwrap();
+    h.write(&mut out).unwrap();
+    out.extend_from_slice(inner);
     out
 }
 
@@ -180,8 +218,48 @@ fn rows() -> Vec<Row> {
     long_total[16..18].copy_from_slice(&claimed.to_be_bytes());
     long_total[24..26].copy_from_slice(&[0, 0]);
 
+    let tunnel = tcp4(VIP_TUNNEL, 80, b"GET / HTTP/1.0\r\n\r\n");
+    let tunnel6 = build(|v| {
+        eth()
+            .ipv6(CLIENT6, VIP6_TUNNEL, 64)
+            .tcp(40000, 80, 1, 1000)
+            .write(v, b"v6")
+            .unwrap()
+    });
+    // Inner packets of exactly MTU - 20 bytes fit; one byte more does not.
+    let fits = tcp4(VIP_TUNNEL, 80, &vec![b'x'; MTU as usize - 20 - 40]);
+    let too_big = tcp4(VIP_TUNNEL, 80, &vec![b'x'; MTU as usize - 20 - 40 + 1]);
+
     use Counted::*;
     vec![
+        Row {
+            name: "tcp to tunnel vip: ip-in-ip to the real",
+            output: Some(ipip_out(&tunnel, 4)),
+            frame: tunnel,
+            action: XDP_TX,
+            counted: Forwarded,
+        },
+        Row {
+            name: "tcp to ipv6 tunnel vip: 6in4",
+            output: Some(ipip_out(&tunnel6, 41)),
+            frame: tunnel6,
+            action: XDP_TX,
+            counted: Forwarded,
+        },
+        Row {
+            name: "tunnel: inner packet of mtu - 20 fits",
+            output: Some(ipip_out(&fits, 4)),
+            frame: fits,
+            action: XDP_TX,
+            counted: Forwarded,
+        },
+        Row {
+            name: "tunnel: one byte more is too big",
+            frame: too_big,
+            action: XDP_DROP,
+            output: None,
+            counted: Because(Reason::TooBig),
+        },
         Row {
             name: "tcp to vip: dsr rewrites MACs only",
             output: Some(dsr_out(&tcp)),
@@ -396,7 +474,7 @@ fn per_vip_counters_count_forwarded_packets() {
 fn flows_spread_over_reals_and_each_flow_sticks_to_one() {
     require_root();
     let mut dp = Datapath::load().unwrap();
-    dp.set_local_mac(LB_MAC).unwrap();
+    dp.set_interface(lb_iface()).unwrap();
     let v = vip("198.18.100.10:80/tcp");
     let reals: Vec<Real> = (1..=3u8)
         .map(|i| Real {
@@ -452,4 +530,87 @@ fn replacing_the_reals_takes_effect_for_new_packets() {
     assert_eq!((action, &out[..6]), (XDP_TX, &mac[..]));
     dp.set_reals(&v, &[]).unwrap();
     assert_eq!(dp.run_frame(&frame).unwrap().0, XDP_DROP);
+}
+
+/// The decap program on a real (198.18.0.11): the LB's tunnel output becomes the client's
+/// original packet again; everything else passes untouched.
+#[test]
+fn decap_table() {
+    require_root();
+    let lb = seeded();
+    let mut real = Datapath::load().unwrap();
+    real.set_interface(IfaceConfig {
+        mac: REAL_MAC,
+        mtu: MTU,
+        ipv4: REAL_IP,
+    })
+    .unwrap();
+
+    let original = tcp4(VIP_TUNNEL, 80, b"GET / HTTP/1.0\r\n\r\n");
+    let (action, tunnelled) = lb.run_frame(&original).unwrap();
+    assert_eq!(action, XDP_TX);
+    let mut restored = original.clone();
+    restored[..6].copy_from_slice(&REAL_MAC);
+    restored[6..12].copy_from_slice(&LB_MAC);
+
+    let mut to_other = tunnelled.clone();
+    to_other[14 + 19] = 12; // outer destination 198.18.0.12
+    let mut arp = original.clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    let rows: Vec<(&str, Vec<u8>, Option<Vec<u8>>, &str)> = vec![
+        (
+            "lb's tunnel output: the client's packet again",
+            tunnelled.clone(),
+            Some(restored),
+            "forwarded",
+        ),
+        (
+            "6in4: the inner ipv6 packet",
+            ipip_out(
+                &build(|v| {
+                    eth()
+                        .ipv6(CLIENT6, VIP6_TUNNEL, 64)
+                        .tcp(1, 80, 1, 1000)
+                        .write(v, b"")
+                        .unwrap()
+                }),
+                41,
+            ),
+            None,
+            "forwarded",
+        ),
+        (
+            "tunnel to another host",
+            to_other,
+            None,
+            Reason::NotForUs.label(),
+        ),
+        (
+            "plain tcp",
+            original.clone(),
+            None,
+            Reason::NotTunnelled.label(),
+        ),
+        ("arp", arp, None, Reason::NotIp.label()),
+    ];
+    for (name, frame, want, counter) in rows {
+        let before = real.counters().unwrap();
+        let (action, out) = real.run_decap_frame(&frame).unwrap();
+        assert_eq!(action, XDP_PASS, "{name}: action");
+        match (counter, want) {
+            ("forwarded", Some(want)) => assert_eq!(out, want, "{name}: output"),
+            ("forwarded", None) => {
+                assert_eq!(out.len(), frame.len() - 20, "{name}: outer header removed");
+                assert_eq!(out[12..14], [0x86, 0xdd], "{name}: inner ethertype");
+                assert_eq!(out[14..], frame[34..], "{name}: inner packet");
+            }
+            _ => assert_eq!(out, frame, "{name}: untouched"),
+        }
+        let moved = delta(&before, &real.counters().unwrap());
+        assert_eq!(
+            moved,
+            vec![(counter.to_owned(), 1, frame.len() as u64)],
+            "{name}: counters"
+        );
+    }
 }

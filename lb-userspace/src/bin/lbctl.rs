@@ -33,9 +33,23 @@ enum Command {
         /// Interface the balancer is attached to.
         iface: String,
     },
+    /// On a real server of tunnel-mode VIPs: unwrap the LB's IP-in-IP packets.
+    #[command(subcommand)]
+    Decap(DecapCommand),
     /// Build a lab of network namespaces (client, LB, three reals), balance real TCP
     /// connections through it and print what happened. Needs root; leaves nothing behind.
     Demo(lb_userspace::lab::demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum DecapCommand {
+    /// Attach the decapsulation program to an interface and keep it there until
+    /// SIGINT/SIGTERM: IP-in-IP (and 6in4) sent to the interface's IPv4 address is stripped
+    /// of its outer header and passed up the stack; all other traffic passes untouched.
+    Attach {
+        /// Interface the tunnelled packets arrive on.
+        iface: String,
+    },
 }
 
 #[derive(Args)]
@@ -79,6 +93,7 @@ fn main() -> ExitCode {
         Command::Stats { iface } => {
             rt.block_on(async { stats::read_attached(&iface).await.map(|s| print!("{s}")) })
         }
+        Command::Decap(DecapCommand::Attach { iface }) => rt.block_on(decap(&iface)),
         Command::Demo(args) => lb_userspace::lab::demo::run(&args),
     };
     match result {
@@ -141,8 +156,33 @@ async fn attach(args: AttachArgs) -> Result<()> {
     Ok(())
 }
 
+async fn decap(iface: &str) -> Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut dp = Datapath::load()?;
+    let how = dp.attach_decap(iface)?;
+    info!(
+        %iface,
+        xdp = match how { AttachMode::Native => "native", AttachMode::Generic => "generic" },
+        "attached; decapsulating until SIGINT/SIGTERM"
+    );
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM"),
+        _ = int.recv() => info!("SIGINT"),
+    }
+    let counters = dp.counters()?;
+    drop(dp);
+    info!(%iface, decapsulated = counters.forwarded.packets, "detached");
+    Ok(())
+}
+
 /// Everything that can be checked before the kernel is touched.
 fn validate(args: &AttachArgs) -> Result<()> {
+    if args.mode == Mode::Tunnel {
+        if let Some(v6) = args.vips.iter().find(|v| v.addr.is_ipv6()) {
+            bail!("VIP {v6}: tunnel mode supports IPv4 VIPs for now; use dsr for IPv6");
+        }
+    }
     for real in &args.reals {
         for vip in &args.vips {
             if real.is_ipv4() != vip.addr.is_ipv4() {

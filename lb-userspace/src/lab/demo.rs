@@ -1,4 +1,5 @@
-//! `lbctl demo`: the DSR lab, driven with real TCP connections, and what happened.
+//! `lbctl demo`: the lab, driven with real TCP connections in one forwarding mode, and what
+//! happened.
 
 use std::collections::BTreeMap;
 
@@ -6,12 +7,16 @@ use anyhow::{bail, Context as _, Result};
 use lb_common::Reason;
 
 use super::{drive_tcp, Lab, CLIENT_ADDR, LB_ADDR, VIP_ADDR, VIP_PORT};
+use crate::spec::Mode;
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
     /// TCP connections the client makes to the VIP.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=5000))]
     pub requests: u32,
+    /// Forwarding mode of the VIP.
+    #[arg(long, value_enum, default_value_t = Mode::Dsr)]
+    pub mode: Mode,
 }
 
 /// What the demo observed; printed by [`run`], checked by the tests.
@@ -27,10 +32,21 @@ pub struct DemoFacts {
     pub first_error: Option<String>,
 }
 
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Dsr => "dsr",
+        Mode::Tunnel => "tunnel",
+    }
+}
+
 pub fn run(args: &DemoArgs) -> Result<()> {
     let lbctl = std::env::current_exe().context("locating the lbctl binary")?;
-    println!("lbctl demo: DSR (direct server return) on real packets\n");
-    let mut lab = Lab::dsr(3).context("building the lab (needs root, iproute2 and ethtool)")?;
+    match args.mode {
+        Mode::Dsr => println!("lbctl demo: dsr (direct server return) on real packets\n"),
+        Mode::Tunnel => println!("lbctl demo: tunnel (IP-in-IP to the reals) on real packets\n"),
+    }
+    let mut lab =
+        Lab::one_segment(3).context("building the lab (needs root, iproute2 and ethtool)")?;
     let reals = lab.real_addrs();
     println!("lab (network namespaces joined by a Linux bridge, 198.18.0.0/24):");
     println!("  client {CLIENT_ADDR}  ->  VIP {VIP_ADDR}:{VIP_PORT}/tcp (routed via the LB)");
@@ -43,18 +59,33 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     }
     let mut lb_args = vec![
         "--mode".into(),
-        "dsr".into(),
+        mode_name(args.mode).into(),
         "--vip".into(),
         format!("{VIP_ADDR}:{VIP_PORT}/tcp"),
     ];
     for r in &reals {
         lb_args.extend(["--real".into(), r.to_string()]);
     }
-    println!("\n$ lbctl attach eth0 {}", lb_args.join(" "));
+    if args.mode == Mode::Tunnel {
+        println!("\n$ lbctl decap attach eth0     # on every real: unwraps IP-in-IP sent to it");
+        lab.start_decap(&lbctl)?;
+    }
+    println!(
+        "$ lbctl attach eth0 {}        # on the lb",
+        lb_args.join(" ")
+    );
     lab.start_lb(&lbctl, &lb_args)?;
     let facts = observe(&lab, args.requests as usize)?;
+    let decapsulated = match args.mode {
+        Mode::Tunnel => Some(
+            (0..reals.len())
+                .map(|i| lab.real_stats(i).map(|s| s.counters.forwarded.packets))
+                .sum::<Result<u64>>()?,
+        ),
+        Mode::Dsr => None,
+    };
     lab.stop_lb()?;
-    print_facts(&facts);
+    print_facts(&facts, args.mode, decapsulated);
     println!(
         "\nlbctl detached on SIGTERM; XDP still attached to the LB's eth0: {}",
         lab.lb_xdp_attached()?
@@ -94,9 +125,10 @@ pub fn observe(lab: &Lab, requests: usize) -> Result<DemoFacts> {
     })
 }
 
-fn print_facts(f: &DemoFacts) {
+fn print_facts(f: &DemoFacts, mode: Mode, decapsulated: Option<u64>) {
     println!(
-        "\nclient -> VIP: {} TCP connections, {} answered",
+        "
+client -> VIP: {} TCP connections, {} answered",
         f.requests, f.answered
     );
     println!("spread over the reals:");
@@ -106,14 +138,25 @@ fn print_facts(f: &DemoFacts) {
             *n as f64 * 100.0 / f.requests as f64
         );
     }
+    let why = match mode {
+        Mode::Dsr => "DSR leaves the IP header alone",
+        Mode::Tunnel => "the inner packet is the client's own",
+    };
     println!(
-        "client address the reals saw: {}  (DSR leaves the IP header alone)",
+        "client address the reals saw: {}  ({why})",
         f.client_addrs_seen.join(", ")
     );
+    let how = match mode {
+        Mode::Dsr => "only Ethernet addresses rewritten",
+        Mode::Tunnel => "each wrapped in an outer IPv4 header, lb -> real",
+    };
     println!(
-        "at the LB: {} packets to the VIP forwarded (only Ethernet addresses rewritten),",
+        "at the LB: {} packets to the VIP forwarded ({how}),",
         f.lb_forwarded
     );
+    if let Some(d) = decapsulated {
+        println!("at the reals: {d} packets unwrapped by the decap program,");
+    }
     println!(
         "           {} packets to other destinations: the replies went from the reals",
         f.lb_not_vip

@@ -1,4 +1,5 @@
-//! The DSR lab: client, LB and reals on one Linux bridge, which lives in its own namespace.
+//! The one-segment lab of dsr and tunnel mode: client, LB and reals on one Linux bridge, which
+//! lives in its own namespace.
 //!
 //! ```text
 //!   client 198.18.0.100 ─┐
@@ -36,6 +37,8 @@ pub const HOST_IFACE: &str = "eth0";
 /// namespaces they live in are deleted.
 pub struct Lab {
     lb_process: Option<LbProcess>,
+    /// `lbctl decap attach eth0` in each real, for tunnel mode.
+    decaps: Vec<LbProcess>,
     pub servers: Vec<Server>,
     /// Holds the pass program on the LB's switch port (veth needs it to accept XDP_TX).
     _switch_port_xdp: Datapath,
@@ -76,9 +79,10 @@ fn plug(switch: &Netns, host: &Netns, port: &str, addr: Ipv4Addr) -> Result<()> 
 }
 
 impl Lab {
-    /// Builds the DSR lab with `n_reals` reals (1..=3) and starts a TCP server on the VIP in
-    /// each real (named r1, r2, ...). The balancer is not started yet: see [`Lab::start_lb`].
-    pub fn dsr(n_reals: usize) -> Result<Self> {
+    /// Builds the lab with `n_reals` reals (1..=3), each holding the VIP on `lo` as dsr and
+    /// tunnel mode need, and starts a TCP server on the VIP in each (named r1, r2, ...). The
+    /// balancer is not started yet: see [`Lab::start_lb`] (and [`Lab::start_decap`] for tunnel).
+    pub fn one_segment(n_reals: usize) -> Result<Self> {
         if !(1..=REAL_ADDRS.len()).contains(&n_reals) {
             bail!("the lab has room for 1 to {} reals", REAL_ADDRS.len());
         }
@@ -110,7 +114,7 @@ impl Lab {
         for (i, addr) in REAL_ADDRS.iter().take(n_reals).enumerate() {
             let real = Netns::create(&format!("{p}-r{}", i + 1))?;
             plug(&switch, &real, &format!("r{}", i + 1), *addr)?;
-            configure_dsr_real(&real)?;
+            configure_direct_return(&real)?;
             reals.push(real);
         }
         let mut servers = Vec::new();
@@ -123,6 +127,7 @@ impl Lab {
         }
         Ok(Self {
             lb_process: None,
+            decaps: Vec::new(),
             servers,
             _switch_port_xdp: switch_port_xdp,
             client,
@@ -147,37 +152,22 @@ impl Lab {
         if self.lb_process.is_some() {
             bail!("the lab's balancer is already running");
         }
-        let log_path = std::env::temp_dir().join(format!("{}.lbctl.log", self.lb.name()));
-        let log =
-            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-        let child = self
-            .lb
-            .command(&lbctl.display().to_string())
-            .args(["attach", HOST_IFACE])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", lbctl.display()))?;
-        let mut process = LbProcess { child, log_path };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = process.child.try_wait()? {
-                bail!(
-                    "lbctl exited ({status}) before attaching:\n{}",
-                    process.log()
-                );
-            }
-            if self.lb_xdp_attached()? {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("lbctl did not attach within 20s:\n{}", process.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let mut full = vec!["attach".to_owned(), HOST_IFACE.to_owned()];
+        full.extend_from_slice(args);
+        self.lb_process = Some(spawn_lbctl(&self.lb, lbctl, &full)?);
+        Ok(())
+    }
+
+    /// Runs `lbctl decap attach eth0` in every real and waits until each is attached.
+    pub fn start_decap(&mut self, lbctl: &Path) -> Result<()> {
+        let args = [
+            "decap".to_owned(),
+            "attach".to_owned(),
+            HOST_IFACE.to_owned(),
+        ];
+        for real in &self.reals {
+            self.decaps.push(spawn_lbctl(real, lbctl, &args)?);
         }
-        self.lb_process = Some(process);
         Ok(())
     }
 
@@ -196,17 +186,18 @@ impl Lab {
 
     /// Whether an XDP program is attached to the LB's interface.
     pub fn lb_xdp_attached(&self) -> Result<bool> {
-        Ok(self.lb.ip(&["link", "show", HOST_IFACE])?.contains(" xdp"))
+        xdp_attached(&self.lb)
     }
 
     /// The balancer's counters, read the way `lbctl stats eth0` reads them.
     pub fn lb_stats(&self) -> Result<Stats> {
-        self.lb.run(|| -> Result<Stats> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(crate::stats::read_attached(HOST_IFACE))
-        })?
+        stats_in(&self.lb)
+    }
+
+    /// The counters of the XDP program on real `i` (0-based): the decap program's, in tunnel
+    /// mode, where "forwarded" counts decapsulated packets.
+    pub fn real_stats(&self, i: usize) -> Result<Stats> {
+        stats_in(self.reals.get(i).context("no such real")?)
     }
 
     pub fn lb_log(&self) -> String {
@@ -217,9 +208,60 @@ impl Lab {
     }
 }
 
-/// What a real needs for DSR: the VIP on loopback, and no ARP answers for it (the LB owns the
-/// VIP on the wire).
-fn configure_dsr_real(real: &Netns) -> Result<()> {
+fn xdp_attached(ns: &Netns) -> Result<bool> {
+    Ok(ns.ip(&["link", "show", HOST_IFACE])?.contains(" xdp"))
+}
+
+fn stats_in(ns: &Netns) -> Result<Stats> {
+    ns.run(|| -> Result<Stats> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(crate::stats::read_attached(HOST_IFACE))
+    })?
+}
+
+/// Runs `lbctl ARGS...` in `ns`, logging to a file, and waits until an XDP program is attached
+/// to the namespace's eth0.
+fn spawn_lbctl(ns: &Netns, lbctl: &Path, args: &[String]) -> Result<LbProcess> {
+    let log_path = std::env::temp_dir().join(format!("{}.{}.log", ns.name(), args[0]));
+    let log =
+        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let child = ns
+        .command(&lbctl.display().to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", lbctl.display()))?;
+    let mut process = LbProcess { child, log_path };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = process.child.try_wait()? {
+            bail!(
+                "`lbctl {}` exited ({status}) before attaching:\n{}",
+                args.join(" "),
+                process.log()
+            );
+        }
+        if xdp_attached(ns)? {
+            return Ok(process);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "`lbctl {}` did not attach within 20s:\n{}",
+                args.join(" "),
+                process.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What a real answering clients directly (dsr, tunnel) needs: the VIP on loopback, and no
+/// ARP answers for it (the LB owns the VIP on the wire).
+fn configure_direct_return(real: &Netns) -> Result<()> {
     real.ip(&["addr", "add", &format!("{VIP_ADDR}/32"), "dev", "lo"])?;
     for iface in ["all", HOST_IFACE] {
         real.sysctl(&format!("net.ipv4.conf.{iface}.arp_ignore"), "1")?;

@@ -1,0 +1,92 @@
+//! Tunnel mode end to end: the LB wraps client→VIP packets in IP-in-IP to the reals, which run
+//! `lbctl decap attach eth0`, unwrap them and answer the client directly.
+
+use lb_userspace::lab::{demo::observe, Lab, CLIENT_ADDR};
+use tests::{attach_args, lbctl, require_root};
+
+#[test]
+fn tunnel_delivers_every_packet_through_ipip_and_the_reals_answer_directly() {
+    require_root();
+    let mut lab = Lab::one_segment(3).unwrap();
+    lab.start_decap(&lbctl()).unwrap();
+    lab.start_lb(&lbctl(), &attach_args(&lab, "tunnel"))
+        .unwrap();
+
+    let facts = observe(&lab, 150).unwrap();
+    assert_eq!(
+        facts.answered,
+        150,
+        "first failure: {:?}; lbctl log:\n{}",
+        facts.first_error,
+        lab.lb_log()
+    );
+    assert_eq!(facts.per_real.len(), 3, "{:?}", facts.per_real);
+    for (real, n) in &facts.per_real {
+        assert!(
+            (30..=69).contains(n),
+            "{real} got {n} of 150 (must be 20%..46%): {:?}",
+            facts.per_real
+        );
+    }
+    // The inner packet is the client's own: the reals saw the true client address.
+    assert_eq!(facts.client_addrs_seen, vec![CLIENT_ADDR.to_string()]);
+    // Every packet the LB encapsulated was decapsulated by a real, none lost or left wrapped.
+    let decapsulated: u64 = (0..3)
+        .map(|i| lab.real_stats(i).unwrap().counters.forwarded.packets)
+        .sum();
+    assert!(
+        facts.lb_forwarded >= 150 * 4,
+        "forwarded {}",
+        facts.lb_forwarded
+    );
+    assert_eq!(
+        decapsulated, facts.lb_forwarded,
+        "encapsulated at the LB vs decapsulated at the reals"
+    );
+    // The replies went straight to the client.
+    assert!(
+        facts.lb_not_vip < 10,
+        "the LB saw {} non-VIP packets: replies crossed it",
+        facts.lb_not_vip
+    );
+    lab.stop_lb().unwrap();
+}
+
+#[test]
+fn without_decap_on_the_reals_nothing_is_answered() {
+    require_root();
+    let mut lab = Lab::one_segment(1).unwrap();
+    lab.start_lb(&lbctl(), &attach_args(&lab, "tunnel"))
+        .unwrap();
+    let facts = observe(&lab, 1).unwrap();
+    // A real without the decap program gets IP-in-IP it cannot open (no ipip module here).
+    assert_eq!(facts.answered, 0, "{facts:?}");
+    assert!(
+        facts.lb_forwarded >= 1,
+        "the SYN was encapsulated and sent: {facts:?}"
+    );
+}
+
+#[test]
+fn tunnel_mode_refuses_ipv6_vips_for_now() {
+    require_root();
+    let lab = Lab::one_segment(1).unwrap();
+    let out = lab
+        .lb
+        .command(&lbctl().display().to_string())
+        .args([
+            "attach",
+            "eth0",
+            "--mode",
+            "tunnel",
+            "--vip",
+            "[2001:2::10]:80/tcp",
+            "--real",
+            "2001:2::11",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tunnel mode supports IPv4 VIPs"), "{err}");
+}
