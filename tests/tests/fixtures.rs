@@ -557,7 +557,9 @@ fn decap_table() {
     to_other[14 + 19] = 12; // outer destination 198.18.0.12
     let mut arp = original.clone();
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
-    let rows: Vec<(&str, Vec<u8>, Option<Vec<u8>>, &str)> = vec![
+    // (name, frame, exact output when decapsulated, counter that moves)
+    type DecapRow<'a> = (&'a str, Vec<u8>, Option<Vec<u8>>, &'a str);
+    let rows: Vec<DecapRow> = vec![
         (
             "lb's tunnel output: the client's packet again",
             tunnelled.clone(),
