@@ -19,6 +19,8 @@ pub enum Verdict {
     Pass,
     /// Drop it (`XDP_DROP`): malformed, or for a VIP but impossible to forward.
     Drop,
+    /// Send back what the datapath wrote in its place (`XDP_TX`): an ICMP error to the sender.
+    Tx,
 }
 
 macro_rules! reasons {
@@ -73,12 +75,17 @@ reasons! {
     /// For a VIP, but the frame's destination MAC is not this interface's (flooded unknown
     /// unicast, broadcast, multicast, promiscuous capture): another host's to handle.
     NotForUs = 9, Pass, "pass_not_for_us";
-    /// Tunnel mode: the packet plus the outer header would exceed the interface MTU.
+    /// Tunnel mode: the packet plus the outer header would exceed the interface MTU, and no
+    /// ICMP can help: DF clear (the sender allows fragmentation, which XDP cannot do), IPv4
+    /// options, or an IPv6 packet (ICMPv6 "packet too big" is not sent yet).
     TooBig = 10, Drop, "drop_too_big";
     /// Tunnel mode: no room in front of the frame for the outer header.
     NoHeadroom = 11, Drop, "drop_no_headroom";
     /// Decap program: not an IP-in-IP/6in4 packet (ordinary traffic of the real).
     NotTunnelled = 12, Pass, "pass_not_tunnelled";
+    /// Tunnel mode: too big once wrapped; answered with ICMP "fragmentation needed" carrying
+    /// the MTU that fits, so the sender's path-MTU discovery adapts.
+    IcmpTooBig = 13, Tx, "tx_icmp_too_big";
 }
 
 impl Reason {
@@ -117,6 +124,7 @@ mod tests {
             let prefix = match a.verdict() {
                 Verdict::Pass => "pass_",
                 Verdict::Drop => "drop_",
+                Verdict::Tx => "tx_",
             };
             assert!(a.label().starts_with(prefix), "{}", a.label());
         }

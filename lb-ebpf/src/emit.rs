@@ -33,6 +33,7 @@ pub fn not_forwarded(reason: Reason, bytes: usize) -> u32 {
     match reason.verdict() {
         Verdict::Pass => XDP_PASS,
         Verdict::Drop => XDP_DROP,
+        Verdict::Tx => XDP_TX,
     }
 }
 

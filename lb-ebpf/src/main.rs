@@ -4,12 +4,14 @@
 #[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::{
-        bindings::xdp_action::XDP_PASS, helpers::bpf_xdp_adjust_head, macros::xdp,
+        bindings::xdp_action::XDP_PASS,
+        helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+        macros::xdp,
         programs::XdpContext,
     };
     use lb_common::{Reason, MODE_DSR, MODE_TUNNEL};
     use lb_ebpf::{
-        decap, emit, lookup,
+        decap, emit, icmp, lookup,
         maps::CONFIG,
         packet::Packet,
         parse::{self, ETH_LEN},
@@ -43,7 +45,17 @@ mod programs {
         }
         let inner_len = pkt.len() - ETH_LEN;
         if inner_len + decap::OUTER_LEN > iface.mtu as usize {
-            return Err(Reason::TooBig);
+            if parsed.family != lb_common::Family::V4 as u8 {
+                return Err(Reason::TooBig);
+            }
+            let fits = iface.mtu - decap::OUTER_LEN as u16;
+            icmp::write_too_big(&pkt, iface.mac, iface.ipv4, fits)?;
+            let shrink = icmp::TOO_BIG_FRAME_LEN as i32 - pkt.len() as i32;
+            // SAFETY: adjust_tail on our own context; no packet pointer is used afterwards.
+            if unsafe { bpf_xdp_adjust_tail(ctx.ctx, shrink) } != 0 {
+                return Err(Reason::TooBig);
+            }
+            return Err(Reason::IcmpTooBig);
         }
         // SAFETY: adjust_head on our own context; every packet pointer is re-derived below.
         if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(decap::OUTER_LEN as i32)) } != 0 {

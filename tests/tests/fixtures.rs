@@ -132,6 +132,25 @@ fn ipip_out(frame: &[u8], proto: u8) -> Vec<u8> {
     out
 }
 
+/// The LB's answer to a DF packet that would be too big once tunnelled: ICMP "fragmentation
+/// needed" from the LB to the client, announcing MTU - 20, quoting the IP header and 8 bytes.
+fn icmp_too_big(frame: &[u8]) -> Vec<u8> {
+    let icmp = etherparse::Icmpv4Type::DestinationUnreachable(
+        etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+            next_hop_mtu: MTU - 20,
+        },
+    );
+    let mut ip = Ipv4Header::new(0, 64, IpNumber::ICMP, LB_IP, CLIENT).unwrap();
+    ip.dont_fragment = false;
+    build(|v| {
+        PacketBuilder::ethernet2(LB_MAC, CLIENT_MAC)
+            .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+            .icmpv4(icmp)
+            .write(v, &frame[14..42])
+            .unwrap()
+    })
+}
+
 enum Counted {
     Forwarded,
     Because(Reason),
@@ -229,6 +248,22 @@ fn rows() -> Vec<Row> {
     // Inner packets of exactly MTU - 20 bytes fit; one byte more does not.
     let fits = tcp4(VIP_TUNNEL, 80, &vec![b'x'; MTU as usize - 20 - 40]);
     let too_big = tcp4(VIP_TUNNEL, 80, &vec![b'x'; MTU as usize - 20 - 40 + 1]);
+    let too_big_no_df = build(|v| {
+        let mut ip = Ipv4Header::new(0, 64, IpNumber::TCP, CLIENT, VIP_TUNNEL).unwrap();
+        ip.dont_fragment = false;
+        eth()
+            .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+            .tcp(40000, 80, 7, 64240)
+            .write(v, &vec![b'x'; MTU as usize - 20 - 40 + 1])
+            .unwrap()
+    });
+    let too_big6 = build(|v| {
+        eth()
+            .ipv6(CLIENT6, VIP6_TUNNEL, 64)
+            .tcp(40000, 80, 1, 1000)
+            .write(v, &vec![b'x'; MTU as usize - 20 - 60 + 1])
+            .unwrap()
+    });
 
     use Counted::*;
     vec![
@@ -254,8 +289,22 @@ fn rows() -> Vec<Row> {
             counted: Forwarded,
         },
         Row {
-            name: "tunnel: one byte more is too big",
+            name: "tunnel: one byte more is too big: icmp fragmentation needed back",
+            output: Some(icmp_too_big(&too_big)),
             frame: too_big,
+            action: XDP_TX,
+            counted: Because(Reason::IcmpTooBig),
+        },
+        Row {
+            name: "tunnel: too big without DF: dropped",
+            frame: too_big_no_df,
+            action: XDP_DROP,
+            output: None,
+            counted: Because(Reason::TooBig),
+        },
+        Row {
+            name: "tunnel: ipv6 too big: dropped (no icmpv6 yet)",
+            frame: too_big6,
             action: XDP_DROP,
             output: None,
             counted: Because(Reason::TooBig),

@@ -1,7 +1,8 @@
 //! Tunnel mode end to end: the LB wraps client→VIP packets in IP-in-IP to the reals, which run
 //! `lbctl decap attach eth0`, unwrap them and answer the client directly.
 
-use lb_userspace::lab::{demo::observe, Lab, CLIENT_ADDR};
+use lb_common::Reason;
+use lb_userspace::lab::{demo::observe, drive_tcp_padded, Lab, CLIENT_ADDR};
 use tests::{attach_args, lbctl, require_root};
 
 #[test]
@@ -89,4 +90,26 @@ fn tunnel_mode_refuses_ipv6_vips_for_now() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tunnel mode supports IPv4 VIPs"), "{err}");
+}
+
+#[test]
+fn tunnel_answers_too_big_packets_with_icmp_so_large_requests_get_through() {
+    require_root();
+    let mut lab = Lab::one_segment(1).unwrap();
+    lab.start_decap(&lbctl()).unwrap();
+    lab.start_lb(&lbctl(), &attach_args(&lab, "tunnel"))
+        .unwrap();
+    // 6000-byte requests: the client's full-size segments (1500-byte packets) do not fit once
+    // wrapped; the LB says so with ICMP, the client's TCP shrinks its segments and resends.
+    let replies = drive_tcp_padded(&lab.client, Lab::vip(), 5, 6000).unwrap();
+    for r in &replies {
+        assert!(r.is_ok(), "{replies:?}\nlbctl log:\n{}", lab.lb_log());
+    }
+    let stats = lab.lb_stats().unwrap();
+    assert!(
+        stats.counters.reason(Reason::IcmpTooBig).packets >= 1,
+        "{stats}"
+    );
+    assert_eq!(stats.counters.reason(Reason::TooBig).packets, 0, "{stats}");
+    lab.stop_lb().unwrap();
 }

@@ -10,5 +10,5 @@ mod servers;
 mod topology;
 
 pub use netns::{unique_prefix, Netns, NsThread};
-pub use servers::{drive_tcp, Reply, Server};
+pub use servers::{drive_tcp, drive_tcp_padded, Reply, Server};
 pub use topology::{Lab, LbProcess, CLIENT_ADDR, LB_ADDR, REAL_ADDRS, VIP_ADDR, VIP_PORT};

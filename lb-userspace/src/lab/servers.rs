@@ -93,19 +93,30 @@ pub fn drive_tcp(
     target: SocketAddr,
     count: usize,
 ) -> Result<Vec<Result<Reply, String>>> {
+    drive_tcp_padded(ns, target, count, 0)
+}
+
+/// As [`drive_tcp`], with `padding` extra bytes in each request (larger than one segment, to
+/// exercise path-MTU handling).
+pub fn drive_tcp_padded(
+    ns: &Netns,
+    target: SocketAddr,
+    count: usize,
+    padding: usize,
+) -> Result<Vec<Result<Reply, String>>> {
     ns.run(move || {
         (0..count)
-            .map(|i| request(target, i).map_err(|e| format!("{e:#}")))
+            .map(|i| request(target, i, padding).map_err(|e| format!("{e:#}")))
             .collect()
     })
 }
 
-fn request(target: SocketAddr, i: usize) -> Result<Reply> {
+fn request(target: SocketAddr, i: usize, padding: usize) -> Result<Reply> {
     let start = Instant::now();
     let mut s =
         TcpStream::connect_timeout(&target, IO_TIMEOUT).with_context(|| format!("connect #{i}"))?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;
-    s.write_all(format!("request {i}\n").as_bytes())
+    s.write_all(format!("request {i} {}\n", "x".repeat(padding)).as_bytes())
         .context("send")?;
     let mut text = String::new();
     s.read_to_string(&mut text)

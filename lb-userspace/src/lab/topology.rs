@@ -71,10 +71,14 @@ fn plug(switch: &Netns, host: &Netns, port: &str, addr: Ipv4Addr) -> Result<()> 
         HOST_IFACE,
     ])?;
     host.ip(&["link", "set", HOST_IFACE, "up"])?;
-    // veth leaves TX checksums to be completed later; XDP-forwarded frames would arrive with
-    // partial checksums and be dropped. A real NIC delivers complete ones.
-    host.exec("ethtool", &["-K", HOST_IFACE, "tx", "off"])
-        .context("ethtool is needed by the lab (apt-get install ethtool)")?;
+    // Make veth behave like a NIC on the wire: complete TX checksums (veth leaves them partial,
+    // and XDP-forwarded frames would be dropped for it), and no segmentation offload, so every
+    // frame is at most one MTU, as the path-MTU tests assume.
+    host.exec(
+        "ethtool",
+        &["-K", HOST_IFACE, "tx", "off", "tso", "off", "gso", "off"],
+    )
+    .context("ethtool is needed by the lab (apt-get install ethtool)")?;
     Ok(())
 }
 
