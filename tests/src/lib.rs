@@ -1,5 +1,7 @@
 //! Helpers shared by the root-requiring tests.
 
+pub mod fixture;
+
 use std::path::PathBuf;
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
