@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::run;
 
-/// Debian packages: LLVM 22 for bpf-linker, iproute2 and ethtool for the lab.
+/// Debian packages: LLVM 22 for bpf-linker; iproute2, ethtool and procps (sysctl) for the lab.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
