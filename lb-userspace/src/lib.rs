@@ -6,6 +6,7 @@ pub mod iface;
 pub mod lab;
 pub mod neigh;
 pub mod ring;
+pub mod route;
 pub mod spec;
 pub mod stats;
 

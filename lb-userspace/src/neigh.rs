@@ -16,13 +16,16 @@ use rtnetlink::{
     Handle,
 };
 
-fn connect() -> Result<Handle> {
+pub(crate) fn connect() -> Result<Handle> {
     let (conn, handle, _) = rtnetlink::new_connection().context("opening an rtnetlink socket")?;
     tokio::spawn(conn);
     Ok(handle)
 }
 
-async fn link_attributes(handle: &Handle, iface: &str) -> Result<(u32, Vec<LinkAttribute>)> {
+pub(crate) async fn link_attributes(
+    handle: &Handle,
+    iface: &str,
+) -> Result<(u32, Vec<LinkAttribute>)> {
     let mut links = handle.link().get().match_name(iface.to_owned()).execute();
     match links.try_next().await {
         Ok(Some(msg)) => Ok((msg.header.index, msg.attributes)),
@@ -184,7 +187,7 @@ async fn resolve_one(
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(anyhow!(
-                "real {addr} did not answer ARP/ND on {iface} within {timeout:?}: is it up, and on the same L2 segment as {iface}?"
+                "{addr} did not answer ARP/ND on {iface} within {timeout:?}: is it up, and on the same L2 segment as {iface}?"
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

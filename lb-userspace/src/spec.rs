@@ -117,10 +117,10 @@ impl FromStr for VipSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Mode {
     /// Direct server return: only the destination MAC is rewritten; reals answer clients directly.
+    /// Reals must be on the LB interface's segment.
     Dsr,
     /// IP-in-IP to the real, which strips the outer header (`lbctl decap attach` on the real)
-    /// and answers clients directly. Reals may be a routed hop away in principle; the next
-    /// hop's MAC is the real's own for now, so they share the LB's segment.
+    /// and answers clients directly. Reals may be on the segment or behind routers.
     Tunnel,
 }
 

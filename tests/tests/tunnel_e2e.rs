@@ -2,7 +2,7 @@
 //! `lbctl decap attach eth0`, unwrap them and answer the client directly.
 
 use lb_common::Reason;
-use lb_userspace::lab::{demo::observe, drive_tcp_padded, Lab, CLIENT_ADDR};
+use lb_userspace::lab::{demo::observe, drive_tcp_padded, Lab, CLIENT_ADDR, ROUTER_ADDRS};
 use tests::{attach_args, lbctl, require_root};
 
 #[test]
@@ -112,4 +112,62 @@ fn tunnel_answers_too_big_packets_with_icmp_so_large_requests_get_through() {
     );
     assert_eq!(stats.counters.reason(Reason::TooBig).packets, 0, "{stats}");
     lab.stop_lb().unwrap();
+}
+
+#[test]
+fn tunnel_reaches_reals_behind_a_router() {
+    require_root();
+    let mut lab = Lab::routed(3).unwrap();
+    lab.start_decap(&lbctl()).unwrap();
+    lab.start_lb(&lbctl(), &attach_args(&lab, "tunnel"))
+        .unwrap();
+    let facts = observe(&lab, 90).unwrap();
+    assert_eq!(
+        facts.answered,
+        90,
+        "first failure: {:?}; lbctl log:\n{}",
+        facts.first_error,
+        lab.lb_log()
+    );
+    assert_eq!(facts.per_real.len(), 3, "{:?}", facts.per_real);
+    assert_eq!(facts.client_addrs_seen, vec![CLIENT_ADDR.to_string()]);
+    let decapsulated: u64 = (0..3)
+        .map(|i| lab.real_stats(i).unwrap().counters.forwarded.packets)
+        .sum();
+    assert_eq!(
+        decapsulated, facts.lb_forwarded,
+        "encapsulated at the LB vs decapsulated at the reals"
+    );
+    // The LB sent to the router's MAC: it resolved the router, and never a real.
+    let neigh = lab.lb.ip(&["neigh", "show", "dev", "eth0"]).unwrap();
+    assert!(neigh.contains(&ROUTER_ADDRS[0].to_string()), "{neigh}");
+    for real in lab.real_addrs() {
+        assert!(
+            !neigh.contains(&real.to_string()),
+            "{real} is not on the LB's segment: {neigh}"
+        );
+    }
+    lab.stop_lb().unwrap();
+}
+
+#[test]
+fn dsr_refuses_reals_behind_a_router() {
+    require_root();
+    let lab = Lab::routed(1).unwrap();
+    let mut args = attach_args(&lab, "dsr");
+    args.insert(0, "eth0".into());
+    args.insert(0, "attach".into());
+    let out = lab
+        .lb
+        .command(&lbctl().display().to_string())
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("routed via {}", ROUTER_ADDRS[0])) && err.contains("--mode tunnel"),
+        "{err}"
+    );
+    assert!(!lab.lb_xdp_attached().unwrap());
 }

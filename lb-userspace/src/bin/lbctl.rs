@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use lb_userspace::{
     datapath::{AttachMode, Datapath, Real},
     neigh,
+    route::{self, NextHop},
     spec::{Mode, VipSpec},
     stats,
 };
@@ -112,19 +113,47 @@ async fn attach(args: AttachArgs) -> Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     validate(&args)?;
 
+    // Frames go to each real's next hop: the real itself on the segment, else its gateway.
+    let hops = route::next_hops(&args.iface, &args.reals).await?;
+    if args.mode == Mode::Dsr {
+        if let Some((real, hop)) = args
+            .reals
+            .iter()
+            .zip(&hops)
+            .find(|(_, h)| matches!(h, NextHop::Via(_)))
+        {
+            bail!(
+                "dsr needs reals on {}'s segment, but {real} is routed via {}: use --mode tunnel for routed reals",
+                args.iface,
+                hop.addr()
+            );
+        }
+    }
+    let mut hop_addrs: Vec<IpAddr> = Vec::new();
+    for hop in &hops {
+        if !hop_addrs.contains(&hop.addr()) {
+            hop_addrs.push(hop.addr());
+        }
+    }
     let (macs, added) = neigh::resolve_macs(
         &args.iface,
-        &args.reals,
+        &hop_addrs,
         Duration::from_secs(args.resolve_timeout),
     )
     .await?;
     let reals: Vec<Real> = args
         .reals
         .iter()
-        .zip(&macs)
-        .map(|(addr, mac)| Real {
-            addr: *addr,
-            mac: *mac,
+        .zip(&hops)
+        .map(|(addr, hop)| {
+            let i = hop_addrs
+                .iter()
+                .position(|a| *a == hop.addr())
+                .unwrap_or_default();
+            Real {
+                addr: *addr,
+                mac: macs[i],
+            }
         })
         .collect();
     let (dp, how) = match serve(&args, &reals) {

@@ -11,4 +11,7 @@ mod topology;
 
 pub use netns::{unique_prefix, Netns, NsThread};
 pub use servers::{drive_tcp, drive_tcp_padded, Reply, Server};
-pub use topology::{Lab, LbProcess, CLIENT_ADDR, LB_ADDR, REAL_ADDRS, VIP_ADDR, VIP_PORT};
+pub use topology::{
+    Lab, LbProcess, CLIENT_ADDR, LB_ADDR, REAL_ADDRS, ROUTED_REAL_ADDRS, ROUTER_ADDRS, VIP_ADDR,
+    VIP_PORT,
+};

@@ -27,6 +27,19 @@ pub const REAL_ADDRS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(198, 18, 0, 12),
     Ipv4Addr::new(198, 18, 0, 13),
 ];
+/// Reals of the routed lab, on 198.18.1.0/24.
+pub const ROUTED_REAL_ADDRS: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(198, 18, 1, 11),
+    Ipv4Addr::new(198, 18, 1, 12),
+    Ipv4Addr::new(198, 18, 1, 13),
+];
+/// The reals' subnet in the routed lab.
+const ROUTED_SUBNET: &str = "198.18.1.0/24";
+/// The router of the routed lab: on the LB's segment, and on the reals'.
+pub const ROUTER_ADDRS: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(198, 18, 0, 254),
+    Ipv4Addr::new(198, 18, 1, 254),
+];
 pub const VIP_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
 pub const VIP_PORT: u16 = 80;
 const SUBNET_LEN: &str = "24";
@@ -45,11 +58,22 @@ pub struct Lab {
     pub client: Netns,
     pub lb: Netns,
     pub reals: Vec<Netns>,
+    real_addrs: Vec<Ipv4Addr>,
+    /// Between the LB's segment and the reals', in the routed lab.
+    pub router: Option<Netns>,
     pub switch: Netns,
 }
 
-/// Connects `host` to the switch with a veth pair: `eth0` in the host, `port` on the bridge.
-fn plug(switch: &Netns, host: &Netns, port: &str, addr: Ipv4Addr) -> Result<()> {
+/// Connects `host` to bridge `bridge` of the switch with a veth pair: `iface` in the host,
+/// `port` on the bridge.
+fn plug(
+    switch: &Netns,
+    bridge: &str,
+    host: &Netns,
+    port: &str,
+    iface: &str,
+    addr: Ipv4Addr,
+) -> Result<()> {
     switch.ip(&[
         "link",
         "add",
@@ -58,25 +82,19 @@ fn plug(switch: &Netns, host: &Netns, port: &str, addr: Ipv4Addr) -> Result<()> 
         "veth",
         "peer",
         "name",
-        HOST_IFACE,
+        iface,
         "netns",
         host.name(),
     ])?;
-    switch.ip(&["link", "set", port, "master", "br0", "up"])?;
-    host.ip(&[
-        "addr",
-        "add",
-        &format!("{addr}/{SUBNET_LEN}"),
-        "dev",
-        HOST_IFACE,
-    ])?;
-    host.ip(&["link", "set", HOST_IFACE, "up"])?;
+    switch.ip(&["link", "set", port, "master", bridge, "up"])?;
+    host.ip(&["addr", "add", &format!("{addr}/{SUBNET_LEN}"), "dev", iface])?;
+    host.ip(&["link", "set", iface, "up"])?;
     // Make veth behave like a NIC on the wire: complete TX checksums (veth leaves them partial,
     // and XDP-forwarded frames would be dropped for it), and no segmentation offload, so every
     // frame is at most one MTU, as the path-MTU tests assume.
     host.exec(
         "ethtool",
-        &["-K", HOST_IFACE, "tx", "off", "tso", "off", "gso", "off"],
+        &["-K", iface, "tx", "off", "tso", "off", "gso", "off"],
     )
     .context("ethtool is needed by the lab (apt-get install ethtool)")?;
     Ok(())
@@ -87,16 +105,30 @@ impl Lab {
     /// tunnel mode need, and starts a TCP server on the VIP in each (named r1, r2, ...). The
     /// balancer is not started yet: see [`Lab::start_lb`] (and [`Lab::start_decap`] for tunnel).
     pub fn one_segment(n_reals: usize) -> Result<Self> {
+        Self::build(n_reals, false)
+    }
+
+    /// As [`Lab::one_segment`], but the reals sit on 198.18.1.0/24 behind a router namespace
+    /// (198.18.0.254 / 198.18.1.254, on a second bridge): the topology of routed tunnel reals.
+    /// The LB routes 198.18.1.0/24 via the router; the reals' default route is the router.
+    pub fn routed(n_reals: usize) -> Result<Self> {
+        Self::build(n_reals, true)
+    }
+
+    fn build(n_reals: usize, routed: bool) -> Result<Self> {
         if !(1..=REAL_ADDRS.len()).contains(&n_reals) {
             bail!("the lab has room for 1 to {} reals", REAL_ADDRS.len());
         }
         let p = unique_prefix();
         let switch = Netns::create(&format!("{p}-sw"))?;
-        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
-        switch.ip(&["link", "set", "br0", "up"])?;
+        let bridges: &[&str] = if routed { &["br0", "br1"] } else { &["br0"] };
+        for bridge in bridges {
+            switch.ip(&["link", "add", bridge, "type", "bridge"])?;
+            switch.ip(&["link", "set", bridge, "up"])?;
+        }
 
         let client = Netns::create(&format!("{p}-client"))?;
-        plug(&switch, &client, "client", CLIENT_ADDR)?;
+        plug(&switch, "br0", &client, "client", HOST_IFACE, CLIENT_ADDR)?;
         client.ip(&[
             "route",
             "add",
@@ -106,7 +138,7 @@ impl Lab {
         ])?;
 
         let lb = Netns::create(&format!("{p}-lb"))?;
-        plug(&switch, &lb, "lb", LB_ADDR)?;
+        plug(&switch, "br0", &lb, "lb", HOST_IFACE, LB_ADDR)?;
         lb.ip(&["addr", "add", &format!("{VIP_ADDR}/32"), "dev", "lo"])?;
         let switch_port_xdp = switch.run(|| -> Result<Datapath> {
             let mut dp = Datapath::load()?;
@@ -114,10 +146,54 @@ impl Lab {
             Ok(dp)
         })??;
 
+        let router = if routed {
+            let router = Netns::create(&format!("{p}-router"))?;
+            plug(
+                &switch,
+                "br0",
+                &router,
+                "router-a",
+                HOST_IFACE,
+                ROUTER_ADDRS[0],
+            )?;
+            plug(&switch, "br1", &router, "router-b", "eth1", ROUTER_ADDRS[1])?;
+            router.sysctl("net.ipv4.ip_forward", "1")?;
+            lb.ip(&[
+                "route",
+                "add",
+                ROUTED_SUBNET,
+                "via",
+                &ROUTER_ADDRS[0].to_string(),
+            ])?;
+            Some(router)
+        } else {
+            None
+        };
+        let (bridge, addrs) = if routed {
+            ("br1", ROUTED_REAL_ADDRS)
+        } else {
+            ("br0", REAL_ADDRS)
+        };
         let mut reals = Vec::new();
-        for (i, addr) in REAL_ADDRS.iter().take(n_reals).enumerate() {
+        for (i, addr) in addrs.iter().take(n_reals).enumerate() {
             let real = Netns::create(&format!("{p}-r{}", i + 1))?;
-            plug(&switch, &real, &format!("r{}", i + 1), *addr)?;
+            plug(
+                &switch,
+                bridge,
+                &real,
+                &format!("r{}", i + 1),
+                HOST_IFACE,
+                *addr,
+            )?;
+            if routed {
+                real.ip(&[
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &ROUTER_ADDRS[1].to_string(),
+                ])?;
+            }
             configure_direct_return(&real)?;
             reals.push(real);
         }
@@ -137,6 +213,8 @@ impl Lab {
             client,
             lb,
             reals,
+            real_addrs: addrs.iter().take(n_reals).copied().collect(),
+            router,
             switch,
         })
     }
@@ -147,7 +225,7 @@ impl Lab {
 
     /// The reals' addresses, as `--real` arguments want them.
     pub fn real_addrs(&self) -> Vec<Ipv4Addr> {
-        REAL_ADDRS.iter().take(self.reals.len()).copied().collect()
+        self.real_addrs.clone()
     }
 
     /// Runs `lbctl attach eth0 ARGS...` in the LB namespace and waits until the program is
