@@ -2,6 +2,10 @@
 use anyhow::{anyhow, Context as _};
 use aya_build::{Package, Toolchain};
 
+/// The nightly that builds the eBPF crate, pinned: its LLVM must be the one bpf-linker was
+/// built against (22), and a moving `nightly` would break the build the day it moves on.
+const NIGHTLY: &str = include_str!("../lb-ebpf/nightly-toolchain").trim_ascii();
+
 fn main() -> anyhow::Result<()> {
     let meta = cargo_metadata::MetadataCommand::new()
         .no_deps()
@@ -23,6 +27,6 @@ fn main() -> anyhow::Result<()> {
             root_dir,
             ..Default::default()
         }],
-        Toolchain::default(),
+        Toolchain::Custom(NIGHTLY),
     )
 }

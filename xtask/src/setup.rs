@@ -15,6 +15,7 @@ const APT_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "iproute2",
     "ethtool",
+    "procps",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
@@ -53,12 +54,17 @@ fn apt_packages() -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
+/// The pinned nightly of the eBPF build (see lb-userspace/build.rs).
+const NIGHTLY: &str = include_str!("../../lb-ebpf/nightly-toolchain").trim_ascii();
+
+/// The pinned nightly with rust-src, installed by its dated name, so a newer `nightly` (with
+/// an LLVM that bpf-linker cannot read) never takes its place.
 fn nightly_rust_src() -> Result<()> {
     let installed = output(Command::new("rustup").args([
         "component",
         "list",
         "--toolchain",
-        "nightly",
+        NIGHTLY,
         "--installed",
     ]));
     if installed
@@ -67,11 +73,13 @@ fn nightly_rust_src() -> Result<()> {
     {
         return Ok(());
     }
-    eprintln!("xtask setup: adding rust-src to the nightly toolchain (the eBPF crate builds core from source)");
+    eprintln!(
+        "xtask setup: installing {NIGHTLY} with rust-src (the eBPF crate builds core from source)"
+    );
     run(Command::new("rustup").args([
         "toolchain",
         "install",
-        "nightly",
+        NIGHTLY,
         "--profile",
         "minimal",
         "--component",
