@@ -12,6 +12,17 @@ pub struct Counter {
 }
 const _: () = assert!(size_of::<Counter>() == 16);
 
+/// Value of VIP_COUNTERS: what one VIP forwarded, per direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipCounters {
+    /// Client → real (and ICMP errors about requests).
+    pub requests: Counter,
+    /// Real → client, through the LB: nat, router and one-arm only.
+    pub replies: Counter,
+}
+const _: () = assert!(size_of::<VipCounters>() == 32);
+
 /// What the datapath does with a packet it does not forward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -69,8 +80,8 @@ reasons! {
     BadIpHeader = 6, Drop, "drop_bad_ip_header";
     /// The VIP has no real to send to (none configured or all removed).
     NoReal = 7, Drop, "drop_no_real";
-    /// The VIP's entry names a mode this program does not implement (a map written by a
-    /// newer control plane).
+    /// The VIP's entry names a mode this program does not implement for the packet's
+    /// family (a map written by a newer control plane).
     UnknownMode = 8, Drop, "drop_unknown_mode";
     /// For a VIP, but the frame's destination MAC is not this interface's (flooded unknown
     /// unicast, broadcast, multicast, promiscuous capture): another host's to handle.
@@ -86,11 +97,32 @@ reasons! {
     /// Tunnel mode: too big once wrapped; answered with ICMP "fragmentation needed" carrying
     /// the MTU that fits, so the sender's path-MTU discovery adapts.
     IcmpTooBig = 13, Tx, "tx_icmp_too_big";
+    /// A reply of a stateful VIP (from a nat/router real's service port, or to a one-arm SNAT
+    /// address) that matches no flow: expired, evicted, or older than the LB. The kernel gets
+    /// it and answers as for any packet it has no socket for.
+    NoFlow = 14, Pass, "pass_no_flow";
+    /// One-arm: no free source port in the VIP's SNAT pool (within the tries allowed) for a
+    /// new flow. Add pool addresses or widen the port range.
+    SnatExhausted = 15, Drop, "drop_snat_exhausted";
+    /// The reply tuple of a new flow belongs to another live flow: two VIPs share a real and
+    /// port, and one client used the same source port towards both. The real could not tell
+    /// them apart, so the new one is refused.
+    FlowClash = 16, Drop, "drop_flow_clash";
+    /// The flow table refused an insert (out of memory).
+    FlowInsert = 17, Drop, "drop_flow_insert_failed";
+    /// Router mode: the TTL would reach zero; answered with ICMP "time exceeded".
+    IcmpTtlExceeded = 18, Tx, "tx_icmp_ttl_exceeded";
+    /// Router mode: the TTL would reach zero, and no ICMP can be sent (IPv4 options, or no
+    /// IPv4 address on the interface).
+    TtlExpired = 19, Drop, "drop_ttl_expired";
 }
 
 impl Reason {
-    /// COUNTERS slot of forwarded packets (decapsulated ones, in the decap program).
+    /// COUNTERS slot of forwarded requests (client → real; decapsulated packets, in the decap
+    /// program).
     pub const FORWARDED_SLOT: u32 = 0;
+    /// COUNTERS slot of forwarded replies (real → client through the LB), after the reasons.
+    pub const REPLIES_SLOT: u32 = Reason::ALL.len() as u32 + 1;
 
     #[inline(always)]
     pub const fn slot(self) -> u32 {
@@ -98,8 +130,8 @@ impl Reason {
     }
 }
 
-/// Length of the COUNTERS array: the forwarded slot and one per reason.
-pub const COUNTER_SLOTS: u32 = Reason::ALL.len() as u32 + 1;
+/// Length of the COUNTERS array: the forwarded slot, one per reason, the replies slot.
+pub const COUNTER_SLOTS: u32 = Reason::ALL.len() as u32 + 2;
 
 #[cfg(test)]
 mod tests {
@@ -107,12 +139,14 @@ mod tests {
 
     #[test]
     fn reasons_fill_the_slots_after_forwarded_once_each() {
-        let slots: [u32; COUNTER_SLOTS as usize - 1] =
+        let slots: [u32; COUNTER_SLOTS as usize - 2] =
             core::array::from_fn(|i| Reason::ALL[i].slot());
         for (i, s) in slots.iter().enumerate() {
             assert_eq!(*s, i as u32 + 1, "{:?}", Reason::ALL[i]);
             assert_ne!(*s, Reason::FORWARDED_SLOT);
+            assert_ne!(*s, Reason::REPLIES_SLOT);
         }
+        assert_eq!(Reason::REPLIES_SLOT, COUNTER_SLOTS - 1);
     }
 
     #[test]

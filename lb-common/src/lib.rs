@@ -4,16 +4,13 @@
 //! explicit padding, addresses and ports as network-order byte arrays behind accessors, no
 //! `bool`/`enum`/`Option` inside map values, and a compile-time size assertion per type.
 //! With the `user` feature the types implement `aya::Pod` so userspace can put them in maps.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 mod counters;
 mod maps;
 
-pub use counters::{Counter, Reason, Verdict, COUNTER_SLOTS};
-pub use maps::{
-    Family, IfaceConfig, RealEntry, VipKey, VipMeta, CONFIG_SLOTS, FLOW_HASH_SEED, MAX_REALS,
-    MAX_VIPS, MODE_DSR, MODE_TUNNEL, PROTO_TCP, PROTO_UDP, RING_SIZE,
-};
+pub use counters::{Counter, Reason, Verdict, VipCounters, COUNTER_SLOTS};
+pub use maps::*;
 
 /// Map names, shared by the object (`#[map]`/`#[btf_map]` statics) and userspace lookups.
 pub mod map_names {
@@ -22,7 +19,12 @@ pub mod map_names {
     pub const RINGS: &str = "RINGS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const VIP_COUNTERS: &str = "VIP_COUNTERS";
-    pub const CONFIG: &str = "CONFIG";
+    pub const IFACES: &str = "IFACES";
+    pub const SETTINGS: &str = "SETTINGS";
+    pub const FLOWS: &str = "FLOWS";
+    pub const SNAT_POOLS: &str = "SNAT_POOLS";
+    pub const SNAT_CURSOR: &str = "SNAT_CURSOR";
+    pub const ENDPOINTS: &str = "ENDPOINTS";
 }
 
 /// Program names in the object.

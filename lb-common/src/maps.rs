@@ -15,13 +15,34 @@ pub const FLOW_HASH_SEED: u32 = 0x5eed_1b01;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
-/// Slots of the CONFIG array.
-pub const CONFIG_SLOTS: u32 = 1;
+/// Most interfaces one program is attached to (IFACES capacity).
+pub const MAX_IFACES: u32 = 64;
+/// Flows the flow table holds before the least recently used are evicted. Each flow of a
+/// stateful mode (nat, router, one-arm) takes two entries, one per direction.
+pub const MAX_FLOWS: u32 = 262_144;
+/// Entries of ENDPOINTS: the service endpoints of nat/router reals and SNAT pool addresses.
+pub const MAX_ENDPOINTS: u32 = 8192;
+/// Most addresses in one VIP's SNAT pool.
+pub const MAX_POOL_ADDRS: usize = 8;
+/// How many ports the one-arm allocator tries before it gives up on a new flow.
+pub const SNAT_TRIES: u32 = 16;
 
 /// Forwarding mode of a VIP: direct server return, destination MAC rewrite only.
 pub const MODE_DSR: u8 = 1;
 /// Forwarding mode of a VIP: IP-in-IP (6in4 for IPv6 VIPs) to the real, which decapsulates.
 pub const MODE_TUNNEL: u8 = 2;
+/// Forwarding mode of a VIP: destination address (and port) to the real, MACs of a bridge;
+/// replies cross the LB and get the VIP back as source.
+pub const MODE_NAT: u8 = 3;
+/// As [`MODE_NAT`], as an L3 hop: source MAC of the egress interface, TTL decremented.
+pub const MODE_ROUTER: u8 = 4;
+/// Full NAT: destination to the real, source to an address:port of the VIP's SNAT pool.
+pub const MODE_ONE_ARM: u8 = 5;
+
+/// Whether a mode keeps per-flow state for the replies that cross the LB.
+pub const fn mode_is_stateful(mode: u8) -> bool {
+    mode == MODE_NAT || mode == MODE_ROUTER || mode == MODE_ONE_ARM
+}
 
 /// Address family as stored in maps (`VipKey::family`, `RealEntry::family`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,11 +56,12 @@ const fn v4_in_16(a: [u8; 4]) -> [u8; 16] {
     [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 }
 
-/// Value of the CONFIG array: facts about the interface the program is attached to.
+/// Value of the IFACES map (key: ifindex): facts about an interface the program is attached to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IfaceConfig {
-    /// The interface's MAC: VIP frames must be addressed to it, and leave from it.
+    /// The MAC the LB has on this interface (its bridge's, when it is a bridge port): VIP
+    /// frames must be addressed to it, and frames the LB sends as an L3 hop leave from it.
     pub mac: [u8; 6],
     /// The interface's MTU: the largest IP packet it sends.
     pub mtu: u16,
@@ -52,7 +74,7 @@ const _: () = assert!(size_of::<IfaceConfig>() == 12);
 /// Key of the VIPS map: destination address, port and protocol of a virtual service.
 /// IPv4 addresses occupy the first 4 bytes of `addr`, the rest zero.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct VipKey {
     addr: [u8; 16],
     port: [u8; 2],
@@ -105,57 +127,278 @@ impl VipKey {
     }
 }
 
+/// Value of the SETTINGS array (one slot): program-wide facts userspace writes once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Number of possible CPUs: the one-arm allocator splits each SNAT port range among them.
+    pub cpus: u32,
+    /// Non-zero when a stateful VIP (nat, router, one-arm) exists: only then do packets that
+    /// are not for a VIP get looked up as replies.
+    pub stateful: u32,
+}
+const _: () = assert!(size_of::<Settings>() == 8);
+
+/// Idle timeouts of a VIP's flows, in seconds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP flow without FIN or RST seen.
+    pub tcp: u32,
+    /// TCP flow after a FIN.
+    pub tcp_fin: u32,
+    pub udp: u32,
+}
+const _: () = assert!(size_of::<Timeouts>() == 12);
+
+impl Timeouts {
+    /// Linux conntrack's defaults: established TCP 5 days, TIME_WAIT 120 s, UDP 30 s.
+    pub const DEFAULT: Self = Self {
+        tcp: 432_000,
+        tcp_fin: 120,
+        udp: 30,
+    };
+}
+
 /// Value of the VIPS map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VipMeta {
-    /// Index into RINGS and VIP_COUNTERS.
+    /// Index into RINGS, SNAT_POOLS and VIP_COUNTERS.
     pub vip_id: u32,
     /// One of the `MODE_*` constants.
     pub mode: u8,
     pub _pad: [u8; 3],
+    pub timeouts: Timeouts,
 }
-const _: () = assert!(size_of::<VipMeta>() == 8);
+const _: () = assert!(size_of::<VipMeta>() == 20);
 
 impl VipMeta {
-    pub const fn new(vip_id: u32, mode: u8) -> Self {
+    pub const fn new(vip_id: u32, mode: u8, timeouts: Timeouts) -> Self {
         Self {
             vip_id,
             mode,
             _pad: [0; 3],
+            timeouts,
         }
     }
 }
 
-/// Value of the REALS array: one backend server.
+/// Value of the SNAT_POOLS array (index: VIP id): where one-arm flows get their source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnatPool {
+    /// Pool addresses (IPv4 in the first 4 bytes); the first `count` are used.
+    pub addrs: [[u8; 16]; MAX_POOL_ADDRS],
+    pub count: u32,
+    /// Inclusive port range, host order; userspace checks it has a port per CPU at least.
+    pub port_min: u16,
+    pub port_max: u16,
+}
+const _: () = assert!(size_of::<SnatPool>() == 136);
+
+impl SnatPool {
+    pub const EMPTY: Self = Self {
+        addrs: [[0; 16]; MAX_POOL_ADDRS],
+        count: 0,
+        port_min: 0,
+        port_max: 0,
+    };
+
+    /// The slice of `[port_min, port_max]` that CPU `cpu` of `cpus` allocates from, as
+    /// (first port, number of ports). Slices are disjoint, so two CPUs never hand out the same
+    /// port, and cover the range but for at most `cpus - 1` ports at its end.
+    pub const fn cpu_slice(&self, cpu: u32, cpus: u32) -> (u32, u32) {
+        let size = self.port_max as u32 + 1 - self.port_min as u32;
+        let cpus = if cpus == 0 { 1 } else { cpus };
+        let span = size / cpus;
+        (self.port_min as u32 + (cpu % cpus) * span, span)
+    }
+}
+
+/// Key of the FLOWS map, and what the flow hash is computed over: a packet's addresses,
+/// ports and protocol in wire order. IPv4 addresses are zero-extended to 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u8,
+    /// `Family` as u8, so an IPv4 flow never equals an IPv6 one with the same bytes.
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<FlowKey>() == 40);
+
+impl FlowKey {
+    /// The key of the packets that answer this one: addresses and ports swapped.
+    #[inline(always)]
+    pub const fn reversed(&self) -> Self {
+        Self {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            family: self.family,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// `Flow::flags`: this entry translates replies (real → client), not requests.
+pub const FLOW_REPLY: u8 = 1;
+/// `Flow::flags`: write `src_mac` (the LB is an L3 hop); without it the source MAC stays.
+pub const FLOW_SET_SRC_MAC: u8 = 2;
+/// `Flow::flags`: decrement the TTL (router mode).
+pub const FLOW_DEC_TTL: u8 = 4;
+/// `Flow::flags`: a FIN was seen; the entry lives `timeouts.tcp_fin` after its last packet.
+pub const FLOW_CLOSING: u8 = 8;
+
+/// Value of the FLOWS map: how to rewrite the packets of one direction of a flow. Every
+/// stateful flow has two entries; each one's key reversed and rewritten gives the other's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// Source and destination address to write.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Source and destination port to write.
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub dst_mac: [u8; 6],
+    /// Written only with [`FLOW_SET_SRC_MAC`].
+    pub src_mac: [u8; 6],
+    /// `FLOW_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 3],
+    /// Interface the rewritten frame leaves from.
+    pub egress_ifindex: u32,
+    pub vip_id: u32,
+    pub real_id: u32,
+    /// Idle timeout in seconds, and the one that applies once closing.
+    pub timeout: u32,
+    pub fin_timeout: u32,
+    /// bpf_ktime_get_ns of the last packet (refreshed at most once a second).
+    pub last_seen_ns: u64,
+}
+const _: () = assert!(size_of::<Flow>() == 80);
+
+impl Flow {
+    /// A placeholder for a function to fill.
+    pub const EMPTY: Self = Self {
+        src: [0; 16],
+        dst: [0; 16],
+        sport: [0; 2],
+        dport: [0; 2],
+        dst_mac: [0; 6],
+        src_mac: [0; 6],
+        flags: 0,
+        _pad: [0; 3],
+        egress_ifindex: 0,
+        vip_id: 0,
+        real_id: 0,
+        timeout: 0,
+        fin_timeout: 0,
+        last_seen_ns: 0,
+    };
+
+    /// The key of the packets this entry writes, as they leave the LB.
+    #[inline(always)]
+    pub const fn rewritten_key(&self, proto: u8, family: u8) -> FlowKey {
+        FlowKey {
+            src: self.src,
+            dst: self.dst,
+            sport: self.sport,
+            dport: self.dport,
+            proto,
+            family,
+            _pad: [0; 2],
+        }
+    }
+
+    /// Whether the flow was idle longer than its timeout at `now_ns`.
+    #[inline(always)]
+    pub const fn expired(&self, now_ns: u64) -> bool {
+        let limit = if self.flags & FLOW_CLOSING != 0 {
+            self.fin_timeout
+        } else {
+            self.timeout
+        };
+        now_ns.saturating_sub(self.last_seen_ns) > limit as u64 * 1_000_000_000
+    }
+}
+
+/// `ENDPOINTS` value: packets from this (address, port, protocol) are replies of nat/router
+/// flows.
+pub const ENDPOINT_REAL: u32 = 1;
+/// `ENDPOINTS` value (key port 0): packets to this address are replies of one-arm flows.
+pub const ENDPOINT_POOL: u32 = 2;
+
+/// Value of the REALS array: one backend server, as one VIP uses it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RealEntry {
     addr: [u8; 16],
+    /// The MAC frames to the real are sent to: its own, or its gateway's.
     mac: [u8; 6],
     family: u8,
     /// Non-zero when the slot holds a real; an all-zero slot is unused.
     in_use: u8,
+    /// The real's service port; zero: the VIP's port (no port translation).
+    port: [u8; 2],
+    _pad: [u8; 2],
+    /// Interface the real is reached through.
+    ifindex: u32,
 }
-const _: () = assert!(size_of::<RealEntry>() == 24);
+const _: () = assert!(size_of::<RealEntry>() == 32);
 
 impl RealEntry {
     pub const fn v4(addr: [u8; 4], mac: [u8; 6]) -> Self {
-        Self {
-            addr: v4_in_16(addr),
-            mac,
-            family: Family::V4 as u8,
-            in_use: 1,
-        }
+        Self::new(v4_in_16(addr), Family::V4, mac)
     }
 
     pub const fn v6(addr: [u8; 16], mac: [u8; 6]) -> Self {
+        Self::new(addr, Family::V6, mac)
+    }
+
+    const fn new(addr: [u8; 16], family: Family, mac: [u8; 6]) -> Self {
         Self {
             addr,
             mac,
-            family: Family::V6 as u8,
+            family: family as u8,
             in_use: 1,
+            port: [0; 2],
+            _pad: [0; 2],
+            ifindex: 0,
         }
+    }
+
+    /// The real listens on `port` instead of the VIP's port.
+    pub const fn with_port(mut self, port: u16) -> Self {
+        self.port = port.to_be_bytes();
+        self
+    }
+
+    /// The real is reached through interface `ifindex`.
+    pub const fn with_ifindex(mut self, ifindex: u32) -> Self {
+        self.ifindex = ifindex;
+        self
+    }
+
+    /// The port to send to, in wire order: the real's own, or `vip_port` when it has none.
+    #[inline(always)]
+    pub const fn port_or(&self, vip_port: [u8; 2]) -> [u8; 2] {
+        if self.port[0] == 0 && self.port[1] == 0 {
+            vip_port
+        } else {
+            self.port
+        }
+    }
+    pub const fn ifindex(&self) -> u32 {
+        self.ifindex
     }
 
     pub const fn mac(&self) -> [u8; 6] {
@@ -183,7 +426,17 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::Counter {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for crate::VipCounters {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::IfaceConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Settings {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SnatPool {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Flow {}
 }
 
 #[cfg(test)]
@@ -203,6 +456,67 @@ mod tests {
             )
         );
         assert_eq!((k.port(), k.family()), (8080, Family::V4 as u8));
+    }
+
+    #[test]
+    fn cpu_slices_are_disjoint_and_cover_the_range() {
+        for (min, max) in [(1024u16, 65535u16), (1024, 32767), (5000, 5001), (10, 17)] {
+            let pool = SnatPool {
+                port_min: min,
+                port_max: max,
+                ..SnatPool::EMPTY
+            };
+            for cpus in 1..=((max - min + 1) as u32).min(96) {
+                let mut seen = std::collections::BTreeSet::new();
+                for cpu in 0..cpus {
+                    let (first, n) = pool.cpu_slice(cpu, cpus);
+                    assert!(n >= 1);
+                    for p in first..first + n {
+                        assert!(p >= min as u32 && p <= max as u32, "{p} outside");
+                        assert!(seen.insert(p), "port {p} in two slices (cpus {cpus})");
+                    }
+                }
+                let size = (max - min + 1) as usize;
+                assert!(
+                    size - seen.len() < cpus as usize,
+                    "slices leave too much unused"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn flows_expire_after_their_timeout_and_sooner_once_closing() {
+        let mut f = Flow {
+            timeout: 30,
+            fin_timeout: 2,
+            last_seen_ns: 10_000_000_000,
+            ..Flow::EMPTY
+        };
+        assert!(!f.expired(40_000_000_000));
+        assert!(f.expired(40_000_000_001));
+        f.flags |= FLOW_CLOSING;
+        assert!(f.expired(12_000_000_001));
+        assert!(!f.expired(5)); // a clock behind last_seen is not an expiry
+    }
+
+    #[test]
+    fn reversed_key_swaps_both_ends() {
+        let k = FlowKey {
+            src: [1; 16],
+            dst: [2; 16],
+            sport: [0, 3],
+            dport: [0, 4],
+            proto: 6,
+            family: 4,
+            _pad: [0; 2],
+        };
+        let r = k.reversed();
+        assert_eq!(
+            (r.src, r.dst, r.sport, r.dport),
+            (k.dst, k.src, k.dport, k.sport)
+        );
+        assert_eq!(r.reversed(), k);
     }
 
     #[test]

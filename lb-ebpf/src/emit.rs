@@ -1,22 +1,59 @@
 //! Stage 5: the verdict. Every packet ends here and is counted exactly once.
 
-use aya_ebpf::bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX};
-use lb_common::{Reason, Verdict};
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    helpers::bpf_redirect,
+};
+use lb_common::{Counter, Reason, Verdict};
 
 use crate::maps::{COUNTERS, VIP_COUNTERS};
 
-/// A rewritten frame goes back out of the interface it came in on.
+/// A rewritten frame and where it goes.
+pub struct Sent {
+    pub vip_id: u32,
+    /// Interface it leaves from.
+    pub egress: u32,
+    /// A reply (real → client) rather than a request.
+    pub reply: bool,
+}
+
+impl Sent {
+    /// A placeholder for a function to fill.
+    pub const NONE: Self = Self {
+        vip_id: 0,
+        egress: 0,
+        reply: false,
+    };
+}
+
+/// A rewritten frame leaves from the interface it came in on (XDP_TX), or is redirected to
+/// the one its destination is reached through.
 #[inline(always)]
-pub fn forwarded(vip_id: u32, bytes: usize) -> u32 {
-    bump_global(Reason::FORWARDED_SLOT, bytes);
-    if let Some(c) = VIP_COUNTERS.get_ptr_mut(vip_id) {
+pub fn forwarded(sent: &Sent, ingress: u32, bytes: usize) -> u32 {
+    let slot = if sent.reply {
+        Reason::REPLIES_SLOT
+    } else {
+        Reason::FORWARDED_SLOT
+    };
+    bump_global(slot, bytes);
+    if let Some(c) = VIP_COUNTERS.get_ptr_mut(sent.vip_id) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += bytes as u64;
-        }
+        let c = unsafe { &mut *c };
+        bump(
+            if sent.reply {
+                &mut c.replies
+            } else {
+                &mut c.requests
+            },
+            bytes,
+        );
     }
-    XDP_TX
+    if sent.egress == ingress || sent.egress == 0 {
+        return XDP_TX;
+    }
+    // SAFETY: a helper taking plain integers. With flags 0 it returns XDP_REDIRECT; an
+    // interface that cannot take the frame drops it in the kernel's redirect path.
+    unsafe { bpf_redirect(sent.egress, 0) as u32 }
 }
 
 /// The decap program stripped the outer header: the inner packet goes up the stack.
@@ -41,9 +78,12 @@ pub fn not_forwarded(reason: Reason, bytes: usize) -> u32 {
 fn bump_global(slot: u32, bytes: usize) {
     if let Some(c) = COUNTERS.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += bytes as u64;
-        }
+        bump(unsafe { &mut *c }, bytes);
     }
+}
+
+#[inline(always)]
+fn bump(c: &mut Counter, bytes: usize) {
+    c.packets += 1;
+    c.bytes += bytes as u64;
 }

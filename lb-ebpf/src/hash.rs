@@ -7,28 +7,16 @@
 const C1: u32 = 0xcc9e_2d51;
 const C2: u32 = 0x1b87_3593;
 
-/// What identifies a flow, as hashed: addresses, ports and protocol in wire order.
-/// 40 bytes whatever the family (IPv4 addresses are zero-extended).
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub struct FlowKey {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    pub sport: [u8; 2],
-    pub dport: [u8; 2],
-    pub proto: u8,
-    pub _pad: [u8; 3],
-}
+use lb_common::FlowKey;
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 
-impl FlowKey {
-    #[inline(always)]
-    pub fn hash(&self, seed: u32) -> u32 {
-        // SAFETY: FlowKey is repr(C), 40 bytes without implicit padding, so it is 10 words.
-        let words: &[[u8; 4]; 10] = unsafe { &*(self as *const Self as *const [[u8; 4]; 10]) };
-        murmur3_words(words, seed)
-    }
+/// The flow hash of `key`: MurmurHash3_x86_32 over its 40 bytes.
+#[inline(always)]
+pub fn flow(key: &FlowKey, seed: u32) -> u32 {
+    // SAFETY: FlowKey is repr(C), 40 bytes without implicit padding, so it is 10 words.
+    let words: &[[u8; 4]; 10] = unsafe { &*(key as *const FlowKey as *const [[u8; 4]; 10]) };
+    murmur3_words(words, seed)
 }
 
 /// MurmurHash3_x86_32 of `N * 4` bytes given as 4-byte chunks.
@@ -92,7 +80,7 @@ mod tests {
                 *b = x as u8;
             }
             let copy = *bytes;
-            assert_eq!(key.hash(7), oracle(&copy, 7));
+            assert_eq!(flow(&key, 7), oracle(&copy, 7));
         }
     }
 
@@ -106,6 +94,6 @@ mod tests {
             sport: [0x9c, 0x41],
             ..Default::default()
         };
-        assert_ne!(a.hash(1), b.hash(1));
+        assert_ne!(flow(&a, 1), flow(&b, 1));
     }
 }

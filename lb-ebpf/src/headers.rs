@@ -3,11 +3,14 @@
 pub const ETH_P_IPV4: [u8; 2] = [0x08, 0x00];
 pub const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
 pub const IPPROTO_FRAGMENT: u8 = 44;
+pub const IPPROTO_ICMP: u8 = 1;
 
 const _: () = assert!(core::mem::size_of::<EthHdr>() == 14);
 const _: () = assert!(core::mem::size_of::<Ipv4Hdr>() == 20);
 const _: () = assert!(core::mem::size_of::<Ipv6Hdr>() == 40);
 const _: () = assert!(core::mem::size_of::<L4Ports>() == 4);
+const _: () = assert!(core::mem::size_of::<TcpHdr>() == 20);
+const _: () = assert!(core::mem::size_of::<UdpHdr>() == 8);
 
 #[repr(C)]
 pub struct EthHdr {
@@ -53,4 +56,34 @@ pub struct Ipv6Hdr {
 pub struct L4Ports {
     pub src: [u8; 2],
     pub dst: [u8; 2],
+}
+
+/// TCP's fixed header.
+#[repr(C)]
+pub struct TcpHdr {
+    pub ports: L4Ports,
+    pub seq: [u8; 4],
+    pub ack: [u8; 4],
+    pub data_off: u8,
+    pub flags: u8,
+    pub window: [u8; 2],
+    pub check: [u8; 2],
+    pub urgent: [u8; 2],
+}
+
+#[repr(C)]
+pub struct UdpHdr {
+    pub ports: L4Ports,
+    pub len: [u8; 2],
+    pub check: [u8; 2],
+}
+
+/// Offset of the checksum field in a TCP or UDP header.
+#[inline(always)]
+pub const fn l4_check_offset(proto: u8) -> usize {
+    if proto == lb_common::PROTO_TCP {
+        16
+    } else {
+        6
+    }
 }

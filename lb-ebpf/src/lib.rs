@@ -1,9 +1,10 @@
 //! The XDP datapath, as a pipeline of stages: `parse → lookup → schedule → rewrite → emit`.
 //!
-//! The stages that touch only packet bytes (`packet`, `parse`, `hash`, `rewrite`) are plain
-//! functions over a byte range, so they compile and are tested on the host against
-//! etherparse-built frames. The stages that touch maps (`lookup`, `schedule`, `emit`) are
-//! proven by the `BPF_PROG_TEST_RUN` fixtures in the `tests` crate.
+//! The stages that touch only packet bytes (`packet`, `parse`, `hash`, `rewrite`, `nat`,
+//! `icmp`, `icmp_nat`, `decap`) are plain functions over a byte range, so they compile and are
+//! tested on the host against etherparse-built frames. The stages that touch maps (`lookup`,
+//! `schedule`, `flow`, `emit`) and the path through them (`balance`) are proven by the
+//! `BPF_PROG_TEST_RUN` fixtures in the `tests` crate.
 #![cfg_attr(not(test), no_std)]
 
 pub mod csum;
@@ -11,12 +12,18 @@ pub mod decap;
 pub mod hash;
 pub mod headers;
 pub mod icmp;
+pub mod icmp_nat;
+pub mod nat;
 pub mod packet;
 pub mod parse;
 pub mod rewrite;
 
 #[cfg(target_arch = "bpf")]
+pub mod balance;
+#[cfg(target_arch = "bpf")]
 pub mod emit;
+#[cfg(target_arch = "bpf")]
+pub mod flow;
 #[cfg(target_arch = "bpf")]
 pub mod lookup;
 #[cfg(target_arch = "bpf")]

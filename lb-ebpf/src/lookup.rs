@@ -1,27 +1,53 @@
-//! Stage 2: is the packet for a VIP served here?
+//! Stage 2: is the packet for a VIP served here, or a reply of a flow?
 
-use lb_common::{IfaceConfig, Reason, VipKey, VipMeta};
+use lb_common::{IfaceConfig, Reason, Settings, VipKey, VipMeta, ENDPOINT_POOL, ENDPOINT_REAL};
 
 use crate::{
-    maps::{CONFIG, VIPS},
+    maps::{ENDPOINTS, IFACES, SETTINGS, VIPS},
     parse::Parsed,
 };
 
-/// The VIP the packet is for, and the interface it was (and had to be) addressed to.
+/// The VIP the packet is addressed to, if any.
 #[inline(always)]
-pub fn vip(p: &Parsed) -> Result<(VipMeta, IfaceConfig), Reason> {
+pub fn vip(p: &Parsed) -> Option<VipMeta> {
     let key = VipKey::from_wire(p.flow.dst, p.flow.dport, p.flow.proto, p.family);
     // SAFETY: VIPS values are plain data; the copy is taken at once.
-    let meta = match unsafe { VIPS.get(&key) } {
-        Some(meta) => *meta,
-        None => return Err(Reason::NotVip),
-    };
-    let iface = match CONFIG.get(0) {
-        Some(c) => *c,
-        None => return Err(Reason::NotForUs),
-    };
+    unsafe { VIPS.get(&key) }.copied()
+}
+
+/// The LB's side of interface `ifindex`, where the frame came in. A VIP frame must have been
+/// addressed to the LB there.
+#[inline(always)]
+pub fn addressed_to_us(p: &Parsed, ifindex: u32) -> Result<IfaceConfig, Reason> {
+    let iface = iface(ifindex).ok_or(Reason::NotForUs)?;
     if p.dst_mac != iface.mac {
         return Err(Reason::NotForUs);
     }
-    Ok((meta, iface))
+    Ok(iface)
+}
+
+/// The LB's side of interface `ifindex`.
+#[inline(always)]
+pub fn iface(ifindex: u32) -> Option<IfaceConfig> {
+    // SAFETY: IFACES values are plain data; the copy is taken at once.
+    unsafe { IFACES.get(&ifindex) }.copied()
+}
+
+#[inline(always)]
+pub fn settings() -> Settings {
+    SETTINGS.get(0).copied().unwrap_or_default()
+}
+
+/// Whether a packet that matched no flow looks like a reply of a stateful VIP: from a
+/// nat/router real's service endpoint, or to a one-arm SNAT address.
+#[inline(always)]
+pub fn is_stateful_reply(p: &Parsed) -> bool {
+    let from = VipKey::from_wire(p.flow.src, p.flow.sport, p.flow.proto, p.family);
+    // SAFETY: ENDPOINTS values are plain data, read at once.
+    if unsafe { ENDPOINTS.get(&from) }.is_some_and(|k| *k == ENDPOINT_REAL) {
+        return true;
+    }
+    let to = VipKey::from_wire(p.flow.dst, [0; 2], p.flow.proto, p.family);
+    // SAFETY: as above.
+    unsafe { ENDPOINTS.get(&to) }.is_some_and(|k| *k == ENDPOINT_POOL)
 }

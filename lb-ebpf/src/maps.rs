@@ -1,19 +1,25 @@
 //! The datapath's maps. Names must match `lb_common::map_names`.
 
+use crate::{icmp_nat::Quote, parse::Parsed};
 use aya_ebpf::{
-    btf_maps::{Array, ArrayOfMaps, HashMap, PerCpuArray},
+    btf_maps::{Array, ArrayOfMaps, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use lb_common::{
-    Counter, IfaceConfig, RealEntry, VipKey, VipMeta, CONFIG_SLOTS, COUNTER_SLOTS, MAX_REALS,
-    MAX_VIPS, RING_SIZE,
+    Counter, Flow, FlowKey, IfaceConfig, RealEntry, Settings, SnatPool, VipCounters, VipKey,
+    VipMeta, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES, MAX_REALS, MAX_VIPS, RING_SIZE,
 };
 
-/// Slot 0: the attached interface (its MAC), written by userspace before attaching.
+/// The interfaces the program is attached to, by ifindex: the LB's MAC, MTU and IPv4
+/// address on each. Written by userspace before attaching.
 #[btf_map]
-pub static CONFIG: Array<IfaceConfig, { CONFIG_SLOTS as usize }> = Array::new();
+pub static IFACES: HashMap<u32, IfaceConfig, { MAX_IFACES as usize }> = HashMap::new();
 
-/// Virtual services: (address, port, protocol) → id and mode.
+/// Slot 0: program-wide settings.
+#[btf_map]
+pub static SETTINGS: Array<Settings, 1> = Array::new();
+
+/// Virtual services: (address, port, protocol) → id, mode and timeouts.
 #[btf_map]
 pub static VIPS: HashMap<VipKey, VipMeta, { MAX_VIPS as usize }> = HashMap::new();
 
@@ -27,10 +33,56 @@ pub static REALS: Array<RealEntry, { MAX_REALS as usize }> = Array::new();
 pub static RINGS: ArrayOfMaps<Array<u32, { RING_SIZE as usize }>, { MAX_VIPS as usize }> =
     ArrayOfMaps::new();
 
-/// Forwarded slot, then one slot per `Reason`.
+/// The flows of stateful VIPs, one entry per direction. Shared by all CPUs: a reply may
+/// arrive on another CPU than its request.
+#[btf_map]
+pub static FLOWS: LruHashMap<FlowKey, Flow, { MAX_FLOWS as usize }> = LruHashMap::new();
+
+/// Each one-arm VIP's SNAT pool, by VIP id.
+#[btf_map]
+pub static SNAT_POOLS: Array<SnatPool, { MAX_VIPS as usize }> = Array::new();
+
+/// Per CPU: where the one-arm allocator tries next within the CPU's slice of each pool.
+#[btf_map]
+pub static SNAT_CURSOR: PerCpuArray<u32, 1> = PerCpuArray::new();
+
+/// Where replies of stateful flows come from (a nat/router real's address, port, protocol)
+/// or go to (a SNAT pool address, port 0): such a packet without a flow is counted as
+/// `pass_no_flow` instead of `pass_not_vip`.
+#[btf_map]
+pub static ENDPOINTS: HashMap<VipKey, u32, { MAX_ENDPOINTS as usize }> = HashMap::new();
+
+/// Per CPU: room for the datapath's largest values, which would not fit on the 512-byte BPF
+/// stack together. Only the program running on the CPU uses its slot.
+#[btf_map]
+pub static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
+
+/// What SCRATCH holds.
+pub struct Scratch {
+    /// The current packet, parsed.
+    pub parsed: Parsed,
+    /// The entry that translates the current packet.
+    pub flow: Flow,
+    /// A new flow's reply entry, while it is created.
+    pub reply: Flow,
+    /// A new flow's reply key, while it is created; an ICMP error's flow key.
+    pub key: FlowKey,
+    /// Where an ICMP error's quote is.
+    pub quote: Quote,
+}
+
+/// This CPU's scratch space.
+#[inline(always)]
+pub fn scratch() -> Option<&'static mut Scratch> {
+    // SAFETY: the slot belongs to this CPU, and one program runs on a CPU at a time: no
+    // other reference to it exists while this one is used.
+    SCRATCH.get_ptr_mut(0).map(|s| unsafe { &mut *s })
+}
+
+/// Forwarded slot, one slot per `Reason`, replies slot.
 #[btf_map]
 pub static COUNTERS: PerCpuArray<Counter, { COUNTER_SLOTS as usize }> = PerCpuArray::new();
 
-/// Packets forwarded per VIP id.
+/// Packets forwarded per VIP id, per direction.
 #[btf_map]
-pub static VIP_COUNTERS: PerCpuArray<Counter, { MAX_VIPS as usize }> = PerCpuArray::new();
+pub static VIP_COUNTERS: PerCpuArray<VipCounters, { MAX_VIPS as usize }> = PerCpuArray::new();

@@ -4,6 +4,11 @@ use core::mem::size_of;
 
 use lb_common::Reason;
 
+/// No frame the datapath handles is longer: XDP frames are a page, or one jumbo buffer of 9k.
+/// (Below the verifier's own limit on packet offsets, 0xffff, with room for the access size:
+/// at the limit itself it would not learn the access is in bounds.)
+const MAX_OFFSET: usize = 0x3fff;
+
 /// The frame as the XDP context gives it: `[start, end)`.
 #[derive(Clone, Copy)]
 pub struct Packet {
@@ -33,6 +38,11 @@ impl Packet {
     /// frame. The comparison is written against `end` the way the verifier tracks packet bounds.
     #[inline(always)]
     pub fn ptr_at<T>(&self, offset: usize) -> Result<*mut T, Reason> {
+        // An offset read back from memory (the per-CPU scratch map) has no bounds the verifier
+        // knows of, and it refuses pointer arithmetic with it; this check gives it one.
+        if offset > MAX_OFFSET {
+            return Err(Reason::Truncated);
+        }
         let at = self.start + offset;
         if at + size_of::<T>() > self.end {
             return Err(Reason::Truncated);

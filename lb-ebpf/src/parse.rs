@@ -1,43 +1,59 @@
-//! Stage 1: read Ethernet, IPv4/IPv6 and the L4 ports into a [`Parsed`] summary.
+//! Stage 1: read Ethernet, IPv4/IPv6 and the L4 header into a [`Parsed`] summary.
 
-use lb_common::{Family, Reason, PROTO_TCP, PROTO_UDP};
+use lb_common::{Family, FlowKey, Reason, PROTO_TCP, PROTO_UDP};
 
 use crate::{
-    hash::FlowKey,
-    headers::{EthHdr, Ipv4Hdr, Ipv6Hdr, L4Ports, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_FRAGMENT},
+    headers::{
+        EthHdr, Ipv4Hdr, Ipv6Hdr, L4Ports, TcpHdr, UdpHdr, ETH_P_IPV4, ETH_P_IPV6,
+        IPPROTO_FRAGMENT, IPPROTO_ICMP,
+    },
     packet::Packet,
 };
 
 pub const ETH_LEN: usize = core::mem::size_of::<EthHdr>();
 
-/// What the later stages need to know about a TCP/UDP packet.
+/// What the later stages need to know about a TCP, UDP or ICMP packet.
+#[derive(Default)]
 pub struct Parsed {
     /// Destination MAC: whether the frame was addressed to this interface.
     pub dst_mac: [u8; 6],
+    /// Source MAC: where replies of a stateful flow are sent back to.
+    pub src_mac: [u8; 6],
     /// `Family` as u8.
     pub family: u8,
     /// Offset of the L4 header.
     pub l4_off: usize,
-    /// Addresses, ports and protocol, in wire order.
+    /// End of the IP datagram: bytes after it are Ethernet padding.
+    pub ip_end: usize,
+    /// TCP flags (FIN 0x01, SYN 0x02, RST 0x04, ...); zero for UDP and ICMP.
+    pub tcp_flags: u8,
+    /// Addresses, ports and protocol, in wire order. ICMP (IPv4 only) has zero ports.
     pub flow: FlowKey,
 }
 
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_RST: u8 = 0x04;
+
+/// Fills every field of `out` from the frame. (Written in place: a struct returned by value
+/// through several inlined calls becomes several copies on the 512-byte BPF stack.) On error,
+/// `out` is partly written and must not be used.
 #[inline(always)]
-pub fn parse(pkt: &Packet) -> Result<Parsed, Reason> {
+pub fn parse(pkt: &Packet, out: &mut Parsed) -> Result<(), Reason> {
     // SAFETY: ptr_at checked that an EthHdr fits in the frame.
     let eth = unsafe { &*pkt.ptr_at::<EthHdr>(0)? };
-    let dst_mac = eth.dst;
+    out.dst_mac = eth.dst;
+    out.src_mac = eth.src;
     if eth.ether_type == ETH_P_IPV4 {
-        parse_v4(pkt, dst_mac)
+        parse_v4(pkt, out)
     } else if eth.ether_type == ETH_P_IPV6 {
-        parse_v6(pkt, dst_mac)
+        parse_v6(pkt, out)
     } else {
         Err(Reason::NotIp)
     }
 }
 
 #[inline(always)]
-fn parse_v4(pkt: &Packet, dst_mac: [u8; 6]) -> Result<Parsed, Reason> {
+fn parse_v4(pkt: &Packet, out: &mut Parsed) -> Result<(), Reason> {
     // SAFETY: ptr_at checked that an Ipv4Hdr fits after the Ethernet header.
     let ip = unsafe { &*pkt.ptr_at::<Ipv4Hdr>(ETH_LEN)? };
     let ihl = (ip.ver_ihl & 0x0f) as usize;
@@ -47,7 +63,7 @@ fn parse_v4(pkt: &Packet, dst_mac: [u8; 6]) -> Result<Parsed, Reason> {
     if ip.is_fragment() {
         return Err(Reason::Fragment);
     }
-    if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
+    if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP && ip.proto != IPPROTO_ICMP {
         return Err(Reason::NotTcpUdp);
     }
     let l4_off = ETH_LEN + ihl * 4;
@@ -56,32 +72,72 @@ fn parse_v4(pkt: &Packet, dst_mac: [u8; 6]) -> Result<Parsed, Reason> {
     // compiler could prove it redundant from them and drop it, and the verifier, which does
     // not trust lengths read from the packet, would reject the read.
     let ports = unsafe { &*pkt.ptr_at::<L4Ports>(l4_off)? };
+    // Before the length checks too, for the same reason.
+    let tcp_flags = tcp_flags(pkt, ip.proto, l4_off)?;
     let tot_len = u16::from_be_bytes(ip.tot_len) as usize;
     if tot_len < ihl * 4 {
         return Err(Reason::BadIpHeader);
     }
-    // Bytes past the IP datagram are Ethernet padding; ports must not come from there.
-    if ETH_LEN + tot_len > pkt.len() || tot_len < ihl * 4 + core::mem::size_of::<L4Ports>() {
+    let l4_len = l4_header_len(ip.proto);
+    // Bytes past the IP datagram are Ethernet padding; headers must not come from there.
+    if ETH_LEN + tot_len > pkt.len() || tot_len < ihl * 4 + l4_len {
         return Err(Reason::Truncated);
     }
-    let mut flow = FlowKey {
-        proto: ip.proto,
-        sport: ports.src,
-        dport: ports.dst,
-        ..FlowKey::default()
+    // Every field is written: `out` lives in the scratch map and still holds the previous
+    // packet (an IPv6 one's address bytes, say).
+    let (sport, dport) = if ip.proto == IPPROTO_ICMP {
+        ([0; 2], [0; 2])
+    } else {
+        (ports.src, ports.dst)
     };
-    flow.src[..4].copy_from_slice(&ip.src);
-    flow.dst[..4].copy_from_slice(&ip.dst);
-    Ok(Parsed {
-        dst_mac,
+    out.flow = FlowKey {
+        src: v4_in_16(ip.src),
+        dst: v4_in_16(ip.dst),
+        sport,
+        dport,
+        proto: ip.proto,
         family: Family::V4 as u8,
-        l4_off,
-        flow,
-    })
+        _pad: [0; 2],
+    };
+    out.family = Family::V4 as u8;
+    out.l4_off = l4_off;
+    out.ip_end = ETH_LEN + tot_len;
+    out.tcp_flags = tcp_flags;
+    Ok(())
 }
 
 #[inline(always)]
-fn parse_v6(pkt: &Packet, dst_mac: [u8; 6]) -> Result<Parsed, Reason> {
+fn v4_in_16(a: [u8; 4]) -> [u8; 16] {
+    [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+}
+
+/// Bytes of the L4 header that must be present: all of TCP's fixed header (flags, checksum),
+/// UDP's header, or ICMP's first 4 bytes (read as "ports" before the protocol is known).
+#[inline(always)]
+fn l4_header_len(proto: u8) -> usize {
+    match proto {
+        PROTO_TCP => core::mem::size_of::<TcpHdr>(),
+        PROTO_UDP => core::mem::size_of::<UdpHdr>(),
+        _ => core::mem::size_of::<L4Ports>(),
+    }
+}
+
+#[inline(always)]
+fn tcp_flags(pkt: &Packet, proto: u8, l4_off: usize) -> Result<u8, Reason> {
+    match proto {
+        // SAFETY: ptr_at checked that a whole TCP header fits at l4_off.
+        PROTO_TCP => Ok(unsafe { (*pkt.ptr_at::<TcpHdr>(l4_off)?).flags }),
+        PROTO_UDP => {
+            // Only the bounds check: the whole header must be there (nat rewrites its checksum).
+            pkt.ptr_at::<UdpHdr>(l4_off)?;
+            Ok(0)
+        }
+        _ => Ok(0),
+    }
+}
+
+#[inline(always)]
+fn parse_v6(pkt: &Packet, out: &mut Parsed) -> Result<(), Reason> {
     // SAFETY: ptr_at checked that an Ipv6Hdr fits after the Ethernet header.
     let ip = unsafe { &*pkt.ptr_at::<Ipv6Hdr>(ETH_LEN)? };
     if ip.vtc_flow[0] >> 4 != 6 {
@@ -96,20 +152,22 @@ fn parse_v6(pkt: &Packet, dst_mac: [u8; 6]) -> Result<Parsed, Reason> {
     let l4_off = ETH_LEN + core::mem::size_of::<Ipv6Hdr>();
     // SAFETY: ptr_at checked that the ports fit after the IPv6 header.
     let ports = unsafe { &*pkt.ptr_at::<L4Ports>(l4_off)? };
-    let flow = FlowKey {
+    let (sport, dport) = (ports.src, ports.dst);
+    let tcp_flags = tcp_flags(pkt, ip.next_hdr, l4_off)?;
+    out.flow = FlowKey {
         src: ip.src,
         dst: ip.dst,
-        sport: ports.src,
-        dport: ports.dst,
+        sport,
+        dport,
         proto: ip.next_hdr,
-        _pad: [0; 3],
-    };
-    Ok(Parsed {
-        dst_mac,
         family: Family::V6 as u8,
-        l4_off,
-        flow,
-    })
+        _pad: [0; 2],
+    };
+    out.family = Family::V6 as u8;
+    out.l4_off = l4_off;
+    out.ip_end = pkt.len();
+    out.tcp_flags = tcp_flags;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -125,7 +183,8 @@ mod tests {
         let range = frame.as_mut_ptr_range();
         // SAFETY: the range is the live buffer `frame`, borrowed for the call.
         let pkt = unsafe { Packet::new(range.start as usize, range.end as usize) };
-        parse(&pkt)
+        let mut p = Parsed::default();
+        parse(&pkt, &mut p).map(|()| p)
     }
 
     fn tcp_v4(payload: &[u8]) -> Vec<u8> {
@@ -235,8 +294,78 @@ mod tests {
         later_fragment[21] = 0x01;
         assert_eq!(run(&mut later_fragment).err(), Some(Reason::Fragment));
 
-        let mut icmp = full.clone();
-        icmp[23] = 1;
-        assert_eq!(run(&mut icmp).err(), Some(Reason::NotTcpUdp));
+        let mut gre = full.clone();
+        gre[23] = 47;
+        assert_eq!(run(&mut gre).err(), Some(Reason::NotTcpUdp));
+
+        // A TCP segment whose header is cut short of its checksum and flags.
+        let mut short_tcp = full.clone();
+        short_tcp.truncate(14 + 20 + 16);
+        short_tcp[16..18].copy_from_slice(&36u16.to_be_bytes());
+        assert_eq!(run(&mut short_tcp).err(), Some(Reason::Truncated));
+    }
+
+    #[test]
+    fn tcp_flags_and_source_mac() {
+        let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv4([198, 18, 0, 100], [198, 18, 100, 10], 64)
+            .tcp(40000, 80, 1, 1000)
+            .fin()
+            .rst();
+        let mut f = Vec::new();
+        b.write(&mut f, b"").unwrap();
+        let p = run(&mut f).unwrap();
+        assert_eq!(p.tcp_flags & (TCP_FIN | TCP_RST), TCP_FIN | TCP_RST);
+        assert_eq!(p.src_mac, MAC_A);
+        assert_eq!(p.flow.family, 4);
+    }
+
+    #[test]
+    fn reusing_the_summary_leaves_nothing_of_the_previous_packet() {
+        // The datapath parses into the same per-CPU slot packet after packet.
+        let mut v6 = Vec::new();
+        PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv6([0xff; 16], [0xee; 16], 64)
+            .tcp(1, 2, 3, 4)
+            .fin()
+            .write(&mut v6, b"")
+            .unwrap();
+        let mut icmp = Vec::new();
+        PacketBuilder::ethernet2(MAC_B, MAC_A)
+            .ipv4([198, 18, 0, 11], [198, 18, 0, 100], 64)
+            .icmpv4_echo_request(7, 9)
+            .write(&mut icmp, b"ping")
+            .unwrap();
+        for mut next in [tcp_v4(b"x"), icmp] {
+            let fresh = run(&mut next.clone()).unwrap();
+            let mut reused = run(&mut v6.clone()).unwrap();
+            let r = next.as_mut_ptr_range();
+            // SAFETY: the range is the live buffer `next`.
+            let pkt = unsafe { Packet::new(r.start as usize, r.end as usize) };
+            parse(&pkt, &mut reused).unwrap();
+            assert_eq!(reused.flow, fresh.flow);
+            assert_eq!(
+                (reused.dst_mac, reused.src_mac, reused.family, reused.l4_off),
+                (fresh.dst_mac, fresh.src_mac, fresh.family, fresh.l4_off)
+            );
+            assert_eq!(
+                (reused.ip_end, reused.tcp_flags),
+                (fresh.ip_end, fresh.tcp_flags)
+            );
+        }
+    }
+
+    #[test]
+    fn icmp_is_parsed_without_ports() {
+        let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv4([198, 18, 0, 11], [198, 18, 0, 100], 64)
+            .icmpv4_echo_request(7, 9);
+        let mut f = Vec::new();
+        b.write(&mut f, b"ping").unwrap();
+        let p = run(&mut f).unwrap();
+        assert_eq!(
+            (p.flow.proto, p.flow.sport, p.flow.dport),
+            (1, [0; 2], [0; 2])
+        );
     }
 }

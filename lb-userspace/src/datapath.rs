@@ -13,13 +13,15 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    map_names, program_names, Counter, IfaceConfig, RealEntry, VipMeta, MAX_REALS, MAX_VIPS,
-    RING_SIZE,
+    map_names, program_names, Counter, Flow, FlowKey, IfaceConfig, RealEntry, Settings, SnatPool,
+    VipCounters, VipKey, VipMeta, ENDPOINT_POOL, ENDPOINT_REAL, MAX_POOL_ADDRS, MAX_REALS,
+    MAX_VIPS, RING_SIZE,
 };
 use tracing::warn;
 
 use crate::{
     ring,
+    service::VipSettings,
     spec::{Mode, VipSpec},
     stats::CounterTable,
 };
@@ -28,16 +30,42 @@ use crate::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Real {
     pub addr: IpAddr,
+    /// The port it serves the VIP on; `None`: the VIP's own.
+    pub port: Option<u16>,
+    /// The MAC frames to it are sent to: its own, or its gateway's.
     pub mac: [u8; 6],
+    /// The interface it is reached through; 0: the one the packet came in on.
+    pub ifindex: u32,
 }
 
 impl Real {
-    fn entry(&self) -> RealEntry {
-        match self.addr {
-            IpAddr::V4(a) => RealEntry::v4(a.octets(), self.mac),
-            IpAddr::V6(a) => RealEntry::v6(a.octets(), self.mac),
+    /// A real on the segment of the interface packets come in on, serving the VIP's port.
+    pub fn on_segment(addr: IpAddr, mac: [u8; 6]) -> Self {
+        Self {
+            addr,
+            port: None,
+            mac,
+            ifindex: 0,
         }
     }
+
+    fn entry(&self) -> RealEntry {
+        let entry = match self.addr {
+            IpAddr::V4(a) => RealEntry::v4(a.octets(), self.mac),
+            IpAddr::V6(a) => RealEntry::v6(a.octets(), self.mac),
+        };
+        entry
+            .with_port(self.port.unwrap_or(0))
+            .with_ifindex(self.ifindex)
+    }
+}
+
+/// An interface the balancer is attached to, and the LB's side of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub ifindex: u32,
+    pub config: IfaceConfig,
 }
 
 /// How the program ended up attached.
@@ -55,18 +83,23 @@ type Ring = Array<MapData, u32>;
 /// The loaded program and its maps.
 pub struct Datapath {
     ebpf: Ebpf,
-    vips: HashMap<MapData, lb_common::VipKey, VipMeta>,
+    vips: HashMap<MapData, VipKey, VipMeta>,
     reals: Array<MapData, RealEntry>,
     rings: ArrayOfMaps<MapData, Ring>,
     counters: PerCpuArray<MapData, Counter>,
-    vip_counters: PerCpuArray<MapData, Counter>,
-    config: Array<MapData, IfaceConfig>,
+    vip_counters: PerCpuArray<MapData, VipCounters>,
+    ifaces: HashMap<MapData, u32, IfaceConfig>,
+    settings: Array<MapData, Settings>,
+    flows: HashMap<MapData, FlowKey, Flow>,
+    snat_pools: Array<MapData, SnatPool>,
+    endpoints: HashMap<MapData, VipKey, u32>,
     vip_ids: BTreeMap<VipSpec, u32>,
+    vip_settings: BTreeMap<VipSpec, VipSettings>,
     /// The reals of each VIP, as last set.
     vip_reals: BTreeMap<VipSpec, Vec<Real>>,
     real_ids: BTreeMap<Real, u32>,
-    /// The modes in use, to check the interface when attaching.
-    vip_modes: BTreeSet<Mode>,
+    /// What ENDPOINTS holds, as last written.
+    endpoint_keys: BTreeSet<VipKey>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -77,6 +110,12 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
         .take_map(name)
         .ok_or_else(|| anyhow!("the eBPF object has no map {name}: lbctl was built wrong"))?;
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+/// The number of possible CPUs, as per-CPU maps and the SNAT allocator count them.
+pub fn possible_cpus() -> Result<u32> {
+    let n = aya::util::nr_cpus().map_err(|(path, e)| anyhow!("reading {path}: {e}"))?;
+    Ok(n as u32)
 }
 
 impl Datapath {
@@ -94,24 +133,42 @@ impl Datapath {
             prog.load()
                 .with_context(|| format!("the kernel rejected program {name}"))?;
         }
-        Ok(Self {
+        let mut dp = Self {
             vips: take(&mut ebpf, map_names::VIPS)?,
             reals: take(&mut ebpf, map_names::REALS)?,
             rings: take(&mut ebpf, map_names::RINGS)?,
             counters: take(&mut ebpf, map_names::COUNTERS)?,
             vip_counters: take(&mut ebpf, map_names::VIP_COUNTERS)?,
-            config: take(&mut ebpf, map_names::CONFIG)?,
+            ifaces: take(&mut ebpf, map_names::IFACES)?,
+            settings: take(&mut ebpf, map_names::SETTINGS)?,
+            flows: take(&mut ebpf, map_names::FLOWS)?,
+            snat_pools: take(&mut ebpf, map_names::SNAT_POOLS)?,
+            endpoints: take(&mut ebpf, map_names::ENDPOINTS)?,
             ebpf,
             vip_ids: BTreeMap::new(),
+            vip_settings: BTreeMap::new(),
             vip_reals: BTreeMap::new(),
             real_ids: BTreeMap::new(),
-            vip_modes: BTreeSet::new(),
-        })
+            endpoint_keys: BTreeSet::new(),
+        };
+        dp.write_settings()?;
+        Ok(dp)
     }
 
-    /// Starts serving `vip` in `mode`, with no reals yet (its packets are dropped as
-    /// `drop_no_real` until `set_reals`).
-    pub fn add_vip(&mut self, vip: VipSpec, mode: Mode) -> Result<u32> {
+    fn write_settings(&mut self) -> Result<()> {
+        let stateful = self.vip_settings.values().any(|s| s.mode.is_stateful());
+        let settings = Settings {
+            cpus: possible_cpus()?,
+            stateful: u32::from(stateful),
+        };
+        self.settings
+            .set(0, settings, 0)
+            .context("writing SETTINGS")
+    }
+
+    /// Starts serving `vip` as `settings` say, with no reals yet (its packets are dropped as
+    /// `drop_no_real` until `set_reals`). A one-arm VIP needs its SNAT pool filled in.
+    pub fn add_vip(&mut self, vip: VipSpec, settings: &VipSettings) -> Result<u32> {
         if self.vip_ids.contains_key(&vip) {
             bail!("VIP {vip} is already configured");
         }
@@ -119,18 +176,27 @@ impl Datapath {
         let vip_id = (0..MAX_VIPS)
             .find(|id| !used.contains(id))
             .ok_or_else(|| anyhow!("cannot add {vip}: all {MAX_VIPS} VIP slots are in use"))?;
+        if settings.mode == Mode::OneArm {
+            self.snat_pools
+                .set(vip_id, snat_pool(&vip, settings)?, 0)
+                .context("writing SNAT_POOLS")?;
+        }
         // The ring goes in before the VIP entry, so no packet ever finds a VIP without one.
         self.install_ring(vip_id, &ring::striped(&[], RING_SIZE))?;
+        let meta = VipMeta::new(vip_id, settings.mode.code(), settings.timeouts);
         self.vips
-            .insert(vip.key(), VipMeta::new(vip_id, mode.code()), 0)
+            .insert(vip.key(), meta, 0)
             .context("writing VIPS")?;
         self.vip_ids.insert(vip, vip_id);
-        self.vip_modes.insert(mode);
+        self.vip_settings.insert(vip, settings.clone());
+        self.write_settings()?;
+        self.sync_endpoints()?;
         Ok(vip_id)
     }
 
-    /// Replaces the set of reals of `vip`. Packets hash over the new set at once; the ring is
-    /// striped, not consistent, so flows of unchanged reals may move too (until Maglev).
+    /// Replaces the set of reals of `vip`. New flows hash over the new set at once; the ring
+    /// is striped, not consistent, so flows of unchanged reals may move too (until Maglev),
+    /// except those of stateful modes, which keep the real their flow entry names.
     pub fn set_reals(&mut self, vip: &VipSpec, reals: &[Real]) -> Result<()> {
         let vip_id = *self
             .vip_ids
@@ -145,7 +211,49 @@ impl Datapath {
             self.vip_reals.insert(*vip, reals.to_vec());
         }
         self.free_unused_real_ids();
-        installed
+        installed?;
+        self.sync_endpoints()
+    }
+
+    /// Makes ENDPOINTS hold what the stateful VIPs' replies come from or go to: each nat and
+    /// router real's service endpoint, each one-arm pool address.
+    fn sync_endpoints(&mut self) -> Result<()> {
+        let mut want = BTreeMap::new();
+        for (vip, settings) in &self.vip_settings {
+            let proto = vip.proto.number();
+            match settings.mode {
+                Mode::Nat | Mode::Router => {
+                    for r in self.vip_reals.get(vip).into_iter().flatten() {
+                        let port = r.port.unwrap_or(vip.port);
+                        want.insert(endpoint_key(r.addr, port, proto), ENDPOINT_REAL);
+                    }
+                }
+                Mode::OneArm => {
+                    for a in &settings.snat_pool {
+                        want.insert(endpoint_key(*a, 0, proto), ENDPOINT_POOL);
+                    }
+                }
+                Mode::Dsr | Mode::Tunnel => {}
+            }
+        }
+        for (key, kind) in &want {
+            self.endpoints
+                .insert(key, kind, 0)
+                .context("writing ENDPOINTS")?;
+        }
+        let stale: Vec<VipKey> = self
+            .endpoint_keys
+            .iter()
+            .filter(|k| !want.contains_key(*k))
+            .copied()
+            .collect();
+        for key in stale {
+            self.endpoints
+                .remove(&key)
+                .context("removing from ENDPOINTS")?;
+        }
+        self.endpoint_keys = want.into_keys().collect();
+        Ok(())
     }
 
     /// Returns the ids of reals no VIP uses any more to the pool. Their REALS slots keep
@@ -192,15 +300,31 @@ impl Datapath {
         Ok(())
     }
 
-    /// Attaches the balancer to `iface`: natively when the driver can, else in generic mode
-    /// with a warning. Detached again when the `Datapath` is dropped.
+    /// Attaches the balancer to `iface`, taking the LB's side of it from the interface
+    /// itself. See [`Datapath::attach_all`].
     pub fn attach(&mut self, iface: &str) -> Result<AttachMode> {
-        let config = crate::iface::config(iface)?;
-        if config.ipv4 == [0; 4] && self.vip_modes.contains(&Mode::Tunnel) {
-            bail!("tunnel mode sends from an IPv4 address of {iface}, and it has none: add one (`ip addr add ... dev {iface}`)");
+        let interface = Interface {
+            name: iface.to_owned(),
+            ifindex: crate::iface::index(iface)?,
+            config: crate::iface::config(iface)?,
+        };
+        Ok(self.attach_all(&[interface])?[0])
+    }
+
+    /// Attaches the balancer to every interface of `ifaces`: natively when the driver can,
+    /// else in generic mode with a warning. Detached again when the `Datapath` is dropped.
+    pub fn attach_all(&mut self, ifaces: &[Interface]) -> Result<Vec<AttachMode>> {
+        let tunnel = self.vip_settings.values().any(|s| s.mode == Mode::Tunnel);
+        for i in ifaces {
+            if tunnel && i.config.ipv4 == [0; 4] {
+                bail!("tunnel mode sends from an IPv4 address of {}, and it has none: add one (`ip addr add ... dev {}`)", i.name, i.name);
+            }
+            self.set_interface(i.ifindex, i.config)?;
         }
-        self.set_interface(config)?;
-        self.attach_program(program_names::LB, iface)
+        ifaces
+            .iter()
+            .map(|i| self.attach_program(program_names::LB, &i.name))
+            .collect()
     }
 
     /// Attaches the decapsulation program, for a real server of tunnel-mode VIPs: IP-in-IP
@@ -212,7 +336,7 @@ impl Datapath {
                 "{iface} has no IPv4 address: decap accepts tunnels sent to it, so add one first"
             );
         }
-        self.set_interface(config)?;
+        self.set_interface(crate::iface::index(iface)?, config)?;
         self.attach_program(program_names::DECAP, iface)
     }
 
@@ -229,10 +353,13 @@ impl Datapath {
         }
     }
 
-    /// Facts about the interface the program serves (MAC, MTU, IPv4 address): VIP frames must
-    /// be addressed to its MAC and leave from it. The attach verbs set them from the interface.
-    pub fn set_interface(&mut self, config: IfaceConfig) -> Result<()> {
-        self.config.set(0, config, 0).context("writing CONFIG")
+    /// The LB's side of interface `ifindex` (MAC, MTU, IPv4 address): VIP frames must be
+    /// addressed to its MAC, and frames the LB sends as an L3 hop leave from it. The attach
+    /// verbs set it; BPF_PROG_TEST_RUN runs see the loopback interface (ifindex 1).
+    pub fn set_interface(&mut self, ifindex: u32, config: IfaceConfig) -> Result<()> {
+        self.ifaces
+            .insert(ifindex, config, 0)
+            .context("writing IFACES")
     }
 
     /// Attaches the pass-everything program to `iface`: what a veth peer needs to accept the
@@ -284,12 +411,55 @@ impl Datapath {
         CounterTable::read(&self.counters)
     }
 
-    /// Packets and bytes forwarded for `vip`, summed over CPUs.
-    pub fn vip_forwarded(&self, vip: &VipSpec) -> Result<Counter> {
+    /// Packets and bytes forwarded for `vip` per direction, summed over CPUs.
+    pub fn vip_forwarded(&self, vip: &VipSpec) -> Result<VipCounters> {
         let vip_id = *self
             .vip_ids
             .get(vip)
             .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?;
-        crate::stats::sum_slot(&self.vip_counters, vip_id)
+        crate::stats::sum_vip(&self.vip_counters, vip_id)
     }
+
+    /// Every entry of the flow table.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, Flow)>> {
+        self.flows
+            .iter()
+            .map(|e| e.context("reading FLOWS"))
+            .collect()
+    }
+}
+
+fn endpoint_key(addr: IpAddr, port: u16, proto: u8) -> VipKey {
+    match addr {
+        IpAddr::V4(a) => VipKey::v4(a.octets(), port, proto),
+        IpAddr::V6(a) => VipKey::v6(a.octets(), port, proto),
+    }
+}
+
+/// SNAT_POOLS value of a one-arm VIP.
+fn snat_pool(vip: &VipSpec, settings: &VipSettings) -> Result<SnatPool> {
+    let addrs = &settings.snat_pool;
+    if addrs.is_empty() || addrs.len() > MAX_POOL_ADDRS {
+        bail!(
+            "one-arm VIP {vip} needs 1 to {MAX_POOL_ADDRS} SNAT pool addresses, has {}",
+            addrs.len()
+        );
+    }
+    let mut pool = SnatPool {
+        count: addrs.len() as u32,
+        port_min: settings.snat_ports.min,
+        port_max: settings.snat_ports.max,
+        ..SnatPool::EMPTY
+    };
+    for (slot, a) in pool.addrs.iter_mut().zip(addrs) {
+        *slot = match a {
+            IpAddr::V4(v4) => {
+                let mut s = [0; 16];
+                s[..4].copy_from_slice(&v4.octets());
+                s
+            }
+            IpAddr::V6(v6) => v6.octets(),
+        };
+    }
+    Ok(pool)
 }

@@ -40,6 +40,17 @@ pub fn config(iface: &str) -> Result<IfaceConfig> {
     })
 }
 
+/// The interface's index.
+pub fn index(iface: &str) -> Result<u32> {
+    let name = CString::new(iface).context("interface names have no NUL bytes")?;
+    // SAFETY: a NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(missing(iface, io::Error::last_os_error()));
+    }
+    Ok(index)
+}
+
 fn request(iface: &str) -> Result<libc::ifreq> {
     let name = CString::new(iface).context("interface names have no NUL bytes")?;
     if name.as_bytes().len() >= libc::IFNAMSIZ {

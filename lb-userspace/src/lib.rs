@@ -1,12 +1,15 @@
 //! lbctl's control plane: loads the embedded XDP object, fills its maps through domain verbs,
 //! resolves reals' MAC addresses from the kernel, and reads counters back.
 
+pub mod config;
 pub mod datapath;
 pub mod iface;
 pub mod lab;
 pub mod neigh;
+pub mod resolve;
 pub mod ring;
 pub mod route;
+pub mod service;
 pub mod spec;
 pub mod stats;
 

@@ -41,9 +41,10 @@ impl NextHop {
     }
 }
 
-/// The route the kernel would pick for `dst` (longest prefix, then lowest metric), and the
-/// first hop it gives, provided it leaves through interface `oif`.
-pub fn next_hop(routes: &[Route], dst: IpAddr, oif: u32, iface: &str) -> Result<NextHop> {
+/// The route the kernel would pick for `dst` (longest prefix, then lowest metric): the first
+/// hop it gives and the interface it leaves through. `iface` names where the balancer is, for
+/// the error.
+pub fn route_to(routes: &[Route], dst: IpAddr, iface: &str) -> Result<(NextHop, u32)> {
     let best = routes
         .iter()
         .filter(|r| contains(r.prefix, r.prefix_len, dst))
@@ -55,13 +56,20 @@ pub fn next_hop(routes: &[Route], dst: IpAddr, oif: u32, iface: &str) -> Result<
     let Some(route) = best else {
         bail!("no route to {dst}: add one, or put the real on {iface}'s segment");
     };
-    if route.oif != oif {
-        bail!("{dst} is reached through another interface (index {}), not {iface}: the balancer sends from {iface} only", route.oif);
-    }
-    Ok(match route.gateway {
+    let hop = match route.gateway {
         Some(gw) => NextHop::Via(gw),
         None => NextHop::OnLink(dst),
-    })
+    };
+    Ok((hop, route.oif))
+}
+
+/// As [`route_to`], provided the route leaves through interface `oif`.
+pub fn next_hop(routes: &[Route], dst: IpAddr, oif: u32, iface: &str) -> Result<NextHop> {
+    let (hop, route_oif) = route_to(routes, dst, iface)?;
+    if route_oif != oif {
+        bail!("{dst} is reached through another interface (index {route_oif}), not {iface}: the balancer sends from {iface} only");
+    }
+    Ok(hop)
 }
 
 fn contains(prefix: IpAddr, len: u8, addr: IpAddr) -> bool {

@@ -2,7 +2,9 @@
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
-use lb_common::{VipKey, MODE_DSR, MODE_TUNNEL, PROTO_TCP, PROTO_UDP};
+use lb_common::{
+    VipKey, MODE_DSR, MODE_NAT, MODE_ONE_ARM, MODE_ROUTER, MODE_TUNNEL, PROTO_TCP, PROTO_UDP,
+};
 
 /// L4 protocol of a VIP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -114,7 +116,7 @@ impl FromStr for VipSpec {
 }
 
 /// Forwarding mode of a VIP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum Mode {
     /// Direct server return: only the destination MAC is rewritten; reals answer clients directly.
     /// Reals must be on the LB interface's segment.
@@ -122,6 +124,15 @@ pub enum Mode {
     /// IP-in-IP to the real, which strips the outer header (`lbctl decap attach` on the real)
     /// and answers clients directly. Reals may be on the segment or behind routers.
     Tunnel,
+    /// Bridge/transparent: the destination address (and port) becomes the real's, the MACs
+    /// stay a bridge's; replies cross the LB, which restores the VIP as their source. The LB
+    /// sits inline (a bridge between clients and reals, or the reals' gateway).
+    Nat,
+    /// As nat, as an L3 hop between two subnets: source MAC of the LB, TTL decremented.
+    Router,
+    /// Full NAT: destination to the real, source to an address:port of the VIP's SNAT pool,
+    /// so replies come back to the LB wherever the reals route. Reals need nothing special.
+    OneArm,
 }
 
 impl Mode {
@@ -129,7 +140,131 @@ impl Mode {
         match self {
             Mode::Dsr => MODE_DSR,
             Mode::Tunnel => MODE_TUNNEL,
+            Mode::Nat => MODE_NAT,
+            Mode::Router => MODE_ROUTER,
+            Mode::OneArm => MODE_ONE_ARM,
         }
+    }
+
+    /// The name operators type (`--mode one-arm`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Dsr => "dsr",
+            Mode::Tunnel => "tunnel",
+            Mode::Nat => "nat",
+            Mode::Router => "router",
+            Mode::OneArm => "one-arm",
+        }
+    }
+
+    /// Replies cross the LB, which keeps per-flow state to translate them.
+    pub fn is_stateful(self) -> bool {
+        matches!(self, Mode::Nat | Mode::Router | Mode::OneArm)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A real server as operators name it: `ADDRESS` or `ADDRESS:PORT` (`[2001:2::11]:8080`).
+/// Without a port, the real serves the VIP's port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RealSpec {
+    pub addr: IpAddr,
+    pub port: Option<u16>,
+}
+
+impl fmt::Display for RealSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.addr, self.port) {
+            (a, None) => write!(f, "{a}"),
+            (IpAddr::V4(a), Some(p)) => write!(f, "{a}:{p}"),
+            (IpAddr::V6(a), Some(p)) => write!(f, "[{a}]:{p}"),
+        }
+    }
+}
+
+/// Why a real string was rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RealSpecError {
+    #[error("`{0}`: expected ADDRESS or ADDRESS:PORT, e.g. 198.18.0.11, 198.18.0.11:8080 or [2001:2::11]:8080")]
+    Shape(String),
+    #[error("`{0}`: the port must be a number from 1 to 65535")]
+    Port(String),
+}
+
+impl FromStr for RealSpec {
+    type Err = RealSpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(addr) = s.parse::<IpAddr>() {
+            return Ok(RealSpec { addr, port: None });
+        }
+        let (addr, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| RealSpecError::Shape(s.into()))?;
+        let addr = match addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
+            Some(v6) => v6.parse::<std::net::Ipv6Addr>().map(IpAddr::V6),
+            None => addr.parse::<std::net::Ipv4Addr>().map(IpAddr::V4),
+        }
+        .map_err(|_| RealSpecError::Shape(s.into()))?;
+        let port = match port.parse::<u16>() {
+            Ok(p) if p != 0 => p,
+            _ => return Err(RealSpecError::Port(s.into())),
+        };
+        Ok(RealSpec {
+            addr,
+            port: Some(port),
+        })
+    }
+}
+
+/// An inclusive port range, `MIN-MAX`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl PortRange {
+    /// Where one-arm takes source ports by default: below Linux's ephemeral range
+    /// (32768-60999), so the LB host's own connections from a pool address never collide
+    /// with the flows it translates.
+    pub const SNAT_DEFAULT: Self = Self {
+        min: 1024,
+        max: 32767,
+    };
+
+    pub fn len(self) -> u32 {
+        u32::from(self.max) - u32::from(self.min) + 1
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.min, self.max)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{0}`: expected a port range MIN-MAX with 1 <= MIN <= MAX <= 65535, e.g. 1024-32767")]
+pub struct PortRangeError(String);
+
+impl FromStr for PortRange {
+    type Err = PortRangeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || PortRangeError(s.into());
+        let (min, max) = s.split_once('-').ok_or_else(err)?;
+        let min: u16 = min.trim().parse().map_err(|_| err())?;
+        let max: u16 = max.trim().parse().map_err(|_| err())?;
+        if min == 0 || min > max {
+            return Err(err());
+        }
+        Ok(PortRange { min, max })
     }
 }
 
@@ -163,6 +298,53 @@ mod tests {
         assert_eq!(VipSpec::from_key(&k), Some(v));
         let v6: VipSpec = "[2001:2::10]:53/udp".parse().unwrap();
         assert_eq!(VipSpec::from_key(&v6.key()), Some(v6));
+    }
+
+    #[test]
+    fn reals_with_and_without_ports() {
+        let r: RealSpec = "198.18.0.11".parse().unwrap();
+        assert_eq!((r.addr.to_string(), r.port), ("198.18.0.11".into(), None));
+        let r: RealSpec = "198.18.0.11:8080".parse().unwrap();
+        assert_eq!(r.port, Some(8080));
+        assert_eq!(r.to_string(), "198.18.0.11:8080");
+        let r: RealSpec = "[2001:2::11]:53".parse().unwrap();
+        assert_eq!(
+            (r.addr.to_string(), r.port),
+            ("2001:2::11".into(), Some(53))
+        );
+        assert_eq!(r.to_string(), "[2001:2::11]:53");
+        let r: RealSpec = "2001:2::11".parse().unwrap();
+        assert_eq!(r.port, None);
+        for bad in ["198.18.0.11:0", "198.18.0.11:99999", "198.18.0.11:x"] {
+            assert!(
+                matches!(bad.parse::<RealSpec>(), Err(RealSpecError::Port(_))),
+                "{bad}"
+            );
+        }
+        for bad in ["nope", "198.18.0.300:80", "2001:2::11]:80"] {
+            assert!(
+                matches!(bad.parse::<RealSpec>(), Err(RealSpecError::Shape(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn port_ranges() {
+        let r: PortRange = "1024-2047".parse().unwrap();
+        assert_eq!((r.min, r.max, r.len()), (1024, 2047, 1024));
+        assert_eq!("7-7".parse::<PortRange>().unwrap().len(), 1);
+        for bad in ["0-10", "10-9", "1024", "a-b", "1-70000"] {
+            assert!(bad.parse::<PortRange>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mode_names_are_what_clap_accepts() {
+        use clap::ValueEnum;
+        for m in Mode::value_variants() {
+            assert_eq!(m.to_possible_value().unwrap().get_name(), m.name(), "{m:?}");
+        }
     }
 
     #[test]

@@ -5,25 +5,33 @@ use std::{borrow::Borrow, fmt};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::maps::{HashMap, Map, MapData, MapInfo, PerCpuArray};
-use lb_common::{map_names, Counter, Reason, VipKey, VipMeta};
+use lb_common::{map_names, Counter, Reason, VipCounters, VipKey, VipMeta};
 
 use crate::spec::VipSpec;
 
-/// The global counters: forwarded, then one row per reason.
+/// The global counters: forwarded requests and replies, then one row per reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CounterTable {
+    /// Client → real (decapsulated packets, in the decap program).
     pub forwarded: Counter,
+    /// Real → client through the LB (nat, router, one-arm).
+    pub replies: Counter,
     pub reasons: Vec<(Reason, Counter)>,
 }
 
 impl CounterTable {
     pub fn read<T: Borrow<MapData>>(map: &PerCpuArray<T, Counter>) -> Result<Self> {
         let forwarded = sum_slot(map, Reason::FORWARDED_SLOT)?;
+        let replies = sum_slot(map, Reason::REPLIES_SLOT)?;
         let mut reasons = Vec::with_capacity(Reason::ALL.len());
         for r in Reason::ALL {
             reasons.push((*r, sum_slot(map, r.slot())?));
         }
-        Ok(Self { forwarded, reasons })
+        Ok(Self {
+            forwarded,
+            replies,
+            reasons,
+        })
     }
 
     pub fn reason(&self, reason: Reason) -> Counter {
@@ -39,17 +47,39 @@ pub fn sum_slot<T: Borrow<MapData>>(map: &PerCpuArray<T, Counter>, slot: u32) ->
     let values = map
         .get(&slot, 0)
         .with_context(|| format!("reading counter slot {slot}"))?;
-    Ok(values.iter().fold(Counter::default(), |acc, c| Counter {
-        packets: acc.packets + c.packets,
-        bytes: acc.bytes + c.bytes,
-    }))
+    Ok(values
+        .iter()
+        .fold(Counter::default(), |acc, c| add(acc, *c)))
 }
 
-/// Forwarded packets of one VIP.
+/// A VIP's counters, summed over CPUs.
+pub fn sum_vip<T: Borrow<MapData>>(
+    map: &PerCpuArray<T, VipCounters>,
+    vip_id: u32,
+) -> Result<VipCounters> {
+    let values = map
+        .get(&vip_id, 0)
+        .with_context(|| format!("reading the counters of VIP id {vip_id}"))?;
+    Ok(values
+        .iter()
+        .fold(VipCounters::default(), |acc, c| VipCounters {
+            requests: add(acc.requests, c.requests),
+            replies: add(acc.replies, c.replies),
+        }))
+}
+
+fn add(a: Counter, b: Counter) -> Counter {
+    Counter {
+        packets: a.packets + b.packets,
+        bytes: a.bytes + b.bytes,
+    }
+}
+
+/// What one VIP forwarded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VipRow {
     pub vip: String,
-    pub forwarded: Counter,
+    pub forwarded: VipCounters,
 }
 
 /// What `lbctl stats` shows.
@@ -67,17 +97,23 @@ impl fmt::Display for Stats {
             writeln!(f, "{name:<24} {:>12} {:>14}", c.packets, c.bytes)
         };
         row(f, "forwarded", &self.counters.forwarded)?;
+        row(f, "forwarded_replies", &self.counters.replies)?;
         for (r, c) in &self.counters.reasons {
             row(f, r.label(), c)?;
         }
         if !self.vips.is_empty() {
             writeln!(f)?;
-            writeln!(f, "{:<32} {:>12} {:>14}", "VIP", "FORWARDED", "BYTES")?;
+            writeln!(
+                f,
+                "{:<32} {:>12} {:>14} {:>12} {:>14}",
+                "VIP", "REQUESTS", "BYTES", "REPLIES", "BYTES"
+            )?;
             for v in &self.vips {
+                let (q, a) = (&v.forwarded.requests, &v.forwarded.replies);
                 writeln!(
                     f,
-                    "{:<32} {:>12} {:>14}",
-                    v.vip, v.forwarded.packets, v.forwarded.bytes
+                    "{:<32} {:>12} {:>14} {:>12} {:>14}",
+                    v.vip, q.packets, q.bytes, a.packets, a.bytes
                 )?;
             }
         }
@@ -129,7 +165,7 @@ pub async fn read_attached(iface: &str) -> Result<Stats> {
                 counters = Some(PerCpuArray::<_, Counter>::try_from(open()?)?)
             }
             Some(map_names::VIP_COUNTERS) => {
-                vip_counters = Some(PerCpuArray::<_, Counter>::try_from(open()?)?)
+                vip_counters = Some(PerCpuArray::<_, VipCounters>::try_from(open()?)?)
             }
             Some(map_names::VIPS) => vips = Some(HashMap::<_, VipKey, VipMeta>::try_from(open()?)?),
             _ => {}
@@ -145,7 +181,7 @@ pub async fn read_attached(iface: &str) -> Result<Stats> {
             let (key, meta) = entry?;
             rows.push(VipRow {
                 vip: vip_label(&key),
-                forwarded: sum_slot(&vip_counters, meta.vip_id)?,
+                forwarded: sum_vip(&vip_counters, meta.vip_id)?,
             });
         }
     }

@@ -4,6 +4,7 @@ use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder
 use lb_common::IfaceConfig;
 use lb_userspace::{
     datapath::{Datapath, Real},
+    service::VipSettings,
     spec::{Mode, VipSpec},
     stats::CounterTable,
 };
@@ -13,6 +14,13 @@ use crate::require_root;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+/// BPF_PROG_TEST_RUN runs see the frame arrive on the loopback interface.
+pub const IFINDEX_A: u32 = 1;
+/// A second LB interface, towards the reals of nat and router VIPs. Only its index is used:
+/// test runs do not redirect, they report XDP_REDIRECT.
+pub const IFINDEX_B: u32 = 7;
 
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x64];
 pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -40,32 +48,136 @@ pub fn lb_iface() -> IfaceConfig {
     }
 }
 
+/// The LB's side of the reals' subnet (IFINDEX_B).
+pub const LB_B_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+pub const LB_B_IP: [u8; 4] = [198, 18, 1, 1];
+pub const REAL_B_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x1b];
+pub const REAL_B_IP: [u8; 4] = [198, 18, 1, 11];
+pub const VIP_NAT: [u8; 4] = [198, 18, 100, 20];
+pub const VIP_ROUTER: [u8; 4] = [198, 18, 100, 21];
+pub const VIP_ONE_ARM: [u8; 4] = [198, 18, 100, 22];
+/// One-arm, a pool of one address and one port per CPU.
+pub const VIP_EXHAUST: [u8; 4] = [198, 18, 100, 23];
+/// A second nat VIP over the same real and port as VIP_NAT.
+pub const VIP_NAT2: [u8; 4] = [198, 18, 100, 24];
+pub const POOL_IP: [u8; 4] = [198, 18, 0, 201];
+pub const POOL2_IP: [u8; 4] = [198, 18, 0, 202];
+/// First source port of CPU 0's slice of the pools' ranges.
+pub const POOL_PORT: u16 = 1024;
+pub const EXHAUST_PORT: u16 = 2000;
+
+/// The stateful seed: nat VIPs 198.18.100.20:80/tcp and :53/udp over 198.18.1.11:8080 and
+/// :5353 behind IFINDEX_B, router 198.18.100.21:80/tcp over 198.18.1.11 (same port), one-arm
+/// 198.18.100.22:80/tcp and :53/udp over 198.18.0.11:8080/:5353 on the ingress interface
+/// with pool 198.18.0.201, 1024-32767; one-arm 198.18.100.23:80/tcp with pool 198.18.0.202
+/// and one port per CPU; nat 198.18.100.24:80/tcp over the same real and port as .20.
+pub fn seeded_stateful() -> Datapath {
+    require_root();
+    let mut dp = Datapath::load().expect("load");
+    dp.set_interface(IFINDEX_A, lb_iface()).unwrap();
+    dp.set_interface(
+        IFINDEX_B,
+        IfaceConfig {
+            mac: LB_B_MAC,
+            mtu: MTU,
+            ipv4: LB_B_IP,
+        },
+    )
+    .unwrap();
+    let real_b = |port| Real {
+        addr: REAL_B_IP.into(),
+        port,
+        mac: REAL_B_MAC,
+        ifindex: IFINDEX_B,
+    };
+    let real_a = |port| Real {
+        addr: REAL_IP.into(),
+        port,
+        mac: REAL_MAC,
+        ifindex: IFINDEX_A,
+    };
+    let cpus = lb_userspace::datapath::possible_cpus().unwrap() as u16;
+    let one_arm = |pool: [u8; 4], ports: &str| VipSettings {
+        snat_pool: vec![pool.into()],
+        snat_ports: ports.parse().unwrap(),
+        ..VipSettings::new(Mode::OneArm)
+    };
+    let exhaust_ports = format!("{EXHAUST_PORT}-{}", EXHAUST_PORT + cpus - 1);
+    for (v, settings, real) in [
+        (
+            "198.18.100.20:80/tcp",
+            VipSettings::new(Mode::Nat),
+            real_b(Some(8080)),
+        ),
+        (
+            "198.18.100.20:53/udp",
+            VipSettings::new(Mode::Nat),
+            real_b(Some(5353)),
+        ),
+        (
+            "198.18.100.21:80/tcp",
+            VipSettings::new(Mode::Router),
+            real_b(None),
+        ),
+        (
+            "198.18.100.22:80/tcp",
+            one_arm(POOL_IP, "1024-32767"),
+            real_a(Some(8080)),
+        ),
+        (
+            "198.18.100.22:53/udp",
+            one_arm(POOL_IP, "1024-32767"),
+            real_a(Some(5353)),
+        ),
+        (
+            "198.18.100.23:80/tcp",
+            one_arm(POOL2_IP, &exhaust_ports),
+            real_a(None),
+        ),
+        (
+            "198.18.100.24:80/tcp",
+            VipSettings::new(Mode::Nat),
+            real_b(Some(8080)),
+        ),
+    ] {
+        dp.add_vip(vip(v), &settings).unwrap();
+        dp.set_reals(&vip(v), &[real]).unwrap();
+    }
+    dp
+}
+
+/// Pins the calling thread to CPU 0, so the one-arm allocator, which gives each CPU its own
+/// slice of a port range, hands out ports the fixtures can predict.
+pub fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity get valid pointers.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(rc, 0, "pinning the test thread to CPU 0");
+    }
+}
+
 /// The seed: tunnel VIPs 198.18.100.12:80/tcp and [2001:2::12]:80/tcp (6in4) over one IPv4
 /// real; dsr VIPs 198.18.100.10:80/tcp, :53/udp and [2001:2::10]:80/tcp with one real
 /// each (so the output is exact), and 198.18.100.11:80/tcp with none.
 pub fn seeded() -> Datapath {
     require_root();
     let mut dp = Datapath::load().expect("load");
-    dp.set_interface(lb_iface()).unwrap();
-    let real4 = Real {
-        addr: "198.18.0.11".parse().unwrap(),
-        mac: REAL_MAC,
-    };
-    let real6 = Real {
-        addr: "2001:2::11".parse().unwrap(),
-        mac: REAL_MAC,
-    };
+    dp.set_interface(IFINDEX_A, lb_iface()).unwrap();
+    let real4 = Real::on_segment("198.18.0.11".parse().unwrap(), REAL_MAC);
+    let real6 = Real::on_segment("2001:2::11".parse().unwrap(), REAL_MAC);
     for (v, reals) in [
         ("198.18.100.10:80/tcp", vec![real4]),
         ("198.18.100.10:53/udp", vec![real4]),
         ("[2001:2::10]:80/tcp", vec![real6]),
         ("198.18.100.11:80/tcp", vec![]),
     ] {
-        dp.add_vip(vip(v), Mode::Dsr).unwrap();
+        dp.add_vip(vip(v), &VipSettings::new(Mode::Dsr)).unwrap();
         dp.set_reals(&vip(v), &reals).unwrap();
     }
     for v in ["198.18.100.12:80/tcp", "[2001:2::12]:80/tcp"] {
-        dp.add_vip(vip(v), Mode::Tunnel).unwrap();
+        dp.add_vip(vip(v), &VipSettings::new(Mode::Tunnel)).unwrap();
         dp.set_reals(&vip(v), &[real4]).unwrap();
     }
     dp
@@ -156,6 +268,12 @@ pub fn delta(before: &CounterTable, after: &CounterTable) -> Vec<(String, u64, u
         }
     };
     f("forwarded", &before.forwarded, &after.forwarded, &mut moved);
+    f(
+        "forwarded_replies",
+        &before.replies,
+        &after.replies,
+        &mut moved,
+    );
     for ((r, b), (_, a)) in before.reasons.iter().zip(&after.reasons) {
         f(r.label(), b, a, &mut moved);
     }

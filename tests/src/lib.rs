@@ -61,6 +61,19 @@ pub fn assert_checksums_valid(frame: &[u8]) {
                 "IPv4 header checksum"
             );
             match t {
+                Some(TransportSlice::Icmpv4(icmp)) => {
+                    // The one's-complement sum of an ICMP message, checksum included, is
+                    // all ones.
+                    let bytes = icmp.slice();
+                    let mut sum: u32 = 0;
+                    for w in bytes.chunks(2) {
+                        sum += u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u32;
+                    }
+                    while sum > 0xffff {
+                        sum = (sum & 0xffff) + (sum >> 16);
+                    }
+                    assert_eq!(sum, 0xffff, "ICMP checksum");
+                }
                 Some(TransportSlice::Tcp(tcp)) => {
                     let want = tcp
                         .to_header()

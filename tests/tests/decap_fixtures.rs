@@ -11,11 +11,14 @@ fn decap_table() {
     require_root();
     let lb = seeded();
     let mut real = Datapath::load().unwrap();
-    real.set_interface(IfaceConfig {
-        mac: REAL_MAC,
-        mtu: MTU,
-        ipv4: REAL_IP,
-    })
+    real.set_interface(
+        IFINDEX_A,
+        IfaceConfig {
+            mac: REAL_MAC,
+            mtu: MTU,
+            ipv4: REAL_IP,
+        },
+    )
     .unwrap();
 
     let original = tcp4(VIP_TUNNEL, 80, b"GET / HTTP/1.0\r\n\r\n");

@@ -8,6 +8,7 @@ use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
 use lb_common::Reason;
 use lb_userspace::{
     datapath::{Datapath, Real},
+    service::VipSettings,
     spec::Mode,
 };
 use tests::{assert_checksums_valid, fixture::*, require_root};
@@ -319,7 +320,13 @@ fn fixture_table() {
     for row in rows() {
         let before = dp.counters().unwrap();
         let (action, out) = dp.run_frame(&row.frame).unwrap();
-        assert_eq!(action, row.action, "{}: action", row.name);
+        assert_eq!(
+            action,
+            row.action,
+            "{}: action (counters moved: {:?})",
+            row.name,
+            delta(&before, &dp.counters().unwrap())
+        );
         let want = row.output.clone().unwrap_or_else(|| row.frame.clone());
         assert_eq!(out, want, "{}: output bytes", row.name);
         if action == XDP_TX {
@@ -349,18 +356,21 @@ fn per_vip_counters_count_forwarded_packets() {
     assert_eq!(
         dp.vip_forwarded(&vip("198.18.100.10:80/tcp"))
             .unwrap()
+            .requests
             .packets,
         3
     );
     assert_eq!(
         dp.vip_forwarded(&vip("198.18.100.10:53/udp"))
             .unwrap()
+            .requests
             .packets,
         1
     );
     assert_eq!(
         dp.vip_forwarded(&vip("198.18.100.11:80/tcp"))
             .unwrap()
+            .requests
             .packets,
         0
     );
@@ -370,15 +380,17 @@ fn per_vip_counters_count_forwarded_packets() {
 fn flows_spread_over_reals_and_each_flow_sticks_to_one() {
     require_root();
     let mut dp = Datapath::load().unwrap();
-    dp.set_interface(lb_iface()).unwrap();
+    dp.set_interface(IFINDEX_A, lb_iface()).unwrap();
     let v = vip("198.18.100.10:80/tcp");
     let reals: Vec<Real> = (1..=3u8)
-        .map(|i| Real {
-            addr: IpAddr::from([198, 18, 0, 10 + i]),
-            mac: [0x02, 0, 0, 0, 0, 0x0a + i],
+        .map(|i| {
+            Real::on_segment(
+                IpAddr::from([198, 18, 0, 10 + i]),
+                [0x02, 0, 0, 0, 0, 0x0a + i],
+            )
         })
         .collect();
-    dp.add_vip(v, Mode::Dsr).unwrap();
+    dp.add_vip(v, &VipSettings::new(Mode::Dsr)).unwrap();
     dp.set_reals(&v, &reals).unwrap();
     let mut per_real = [0usize; 3];
     for sport in 0..3000u16 {
@@ -414,14 +426,8 @@ fn replacing_the_reals_takes_effect_for_new_packets() {
     let frame = tcp4(VIP_EMPTY, 80, b"");
     assert_eq!(dp.run_frame(&frame).unwrap().0, XDP_DROP);
     let mac = [0x02, 0, 0, 0, 0, 0x0c];
-    dp.set_reals(
-        &v,
-        &[Real {
-            addr: "198.18.0.12".parse().unwrap(),
-            mac,
-        }],
-    )
-    .unwrap();
+    dp.set_reals(&v, &[Real::on_segment("198.18.0.12".parse().unwrap(), mac)])
+        .unwrap();
     let (action, out) = dp.run_frame(&frame).unwrap();
     assert_eq!((action, &out[..6]), (XDP_TX, &mac[..]));
     dp.set_reals(&v, &[]).unwrap();

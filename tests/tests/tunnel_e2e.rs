@@ -89,7 +89,7 @@ fn tunnel_mode_refuses_ipv6_vips_for_now() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("tunnel mode supports IPv4 VIPs"), "{err}");
+    assert!(err.contains("tunnel supports IPv4 VIPs for now"), "{err}");
 }
 
 #[test]

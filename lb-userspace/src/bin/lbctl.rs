@@ -1,14 +1,16 @@
 //! `lbctl`: an L4 load balancer on XDP.
 
-use std::{net::IpAddr, process::ExitCode, time::Duration};
+use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
+use lb_common::Timeouts;
 use lb_userspace::{
-    datapath::{AttachMode, Datapath, Real},
-    neigh,
-    route::{self, NextHop},
-    spec::{Mode, VipSpec},
+    config,
+    datapath::{self, AttachMode, Datapath},
+    resolve::{self, Resolved},
+    service::{self, Service, VipSettings},
+    spec::{Mode, PortRange, RealSpec, VipSpec},
     stats,
 };
 use tokio::signal::unix::{signal, SignalKind};
@@ -25,9 +27,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load the balancer on an interface and forward VIP traffic until SIGINT/SIGTERM, then
-    /// detach.
+    /// Load the balancer on one or more interfaces and forward VIP traffic until
+    /// SIGINT/SIGTERM, then detach.
     Attach(AttachArgs),
+    /// Check a configuration file without touching anything: every error names the file,
+    /// line and field.
+    CheckConfig {
+        /// The TOML file (see lbctl.example.toml).
+        file: PathBuf,
+    },
     /// Print the counters of the balancer attached to an interface: packets forwarded, and
     /// every packet not forwarded by reason.
     Stats {
@@ -55,20 +63,75 @@ enum DecapCommand {
 
 #[derive(Args)]
 struct AttachArgs {
-    /// Interface that receives the VIP traffic (and, in dsr mode, reaches the reals).
-    iface: String,
-    /// Forwarding mode of the VIPs.
+    /// Interfaces to attach to: where VIP traffic arrives and reals are reached. Name several
+    /// when the LB sits between networks (router mode: the clients' and the reals' side;
+    /// nat as a bridge: its ports).
+    #[arg(required = true, value_name = "IFACE")]
+    ifaces: Vec<String>,
+    /// Serve the VIPs of this file (TOML, see lbctl.example.toml), each with its own mode,
+    /// instead of --vip/--real.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["vips", "reals", "snat_pool", "snat_ports"])]
+    config: Option<PathBuf>,
+    /// Forwarding mode of the --vip VIPs.
     #[arg(long, value_enum, default_value_t = Mode::Dsr)]
     mode: Mode,
     /// Virtual service, ADDRESS:PORT/PROTO (tcp or udp). Repeat for several.
-    #[arg(long = "vip", required = true, value_name = "VIP")]
+    #[arg(long = "vip", value_name = "VIP", required_unless_present = "config")]
     vips: Vec<VipSpec>,
-    /// Real server address; every VIP is balanced over all of them. Repeat for several.
-    #[arg(long = "real", required = true, value_name = "ADDRESS")]
-    reals: Vec<IpAddr>,
+    /// Real server, ADDRESS or ADDRESS:PORT (a port other than the VIP's needs nat, router or
+    /// one-arm); every --vip is balanced over all of them. Repeat for several.
+    #[arg(long = "real", value_name = "REAL", required_unless_present = "config")]
+    reals: Vec<RealSpec>,
+    /// one-arm: LB-owned source addresses for the flows [default: the address of the
+    /// interface the reals are reached through].
+    #[arg(long, value_name = "ADDRESS,...", value_delimiter = ',')]
+    snat_pool: Vec<IpAddr>,
+    /// one-arm: source ports for the flows.
+    #[arg(long, value_name = "MIN-MAX", default_value_t = PortRange::SNAT_DEFAULT)]
+    snat_ports: PortRange,
+    /// Seconds a TCP flow lives without packets (nat, router, one-arm).
+    #[arg(long, value_name = "SECONDS", default_value_t = Timeouts::DEFAULT.tcp)]
+    tcp_timeout: u32,
+    /// Seconds a TCP flow lives without packets once a FIN was seen.
+    #[arg(long, value_name = "SECONDS", default_value_t = Timeouts::DEFAULT.tcp_fin)]
+    tcp_fin_timeout: u32,
+    /// Seconds a UDP flow lives without packets.
+    #[arg(long, value_name = "SECONDS", default_value_t = Timeouts::DEFAULT.udp)]
+    udp_timeout: u32,
     /// How long to wait for a real to answer ARP/ND before giving up.
     #[arg(long, default_value = "3", value_name = "SECONDS")]
     resolve_timeout: u64,
+}
+
+impl AttachArgs {
+    /// The services to serve, checked: from the file, or from the flags.
+    fn services(&self) -> Result<Vec<Service>> {
+        let cpus = datapath::possible_cpus()?;
+        if let Some(path) = &self.config {
+            return Ok(config::load(path, cpus)?);
+        }
+        let settings = VipSettings {
+            mode: self.mode,
+            timeouts: Timeouts {
+                tcp: self.tcp_timeout,
+                tcp_fin: self.tcp_fin_timeout,
+                udp: self.udp_timeout,
+            },
+            snat_pool: self.snat_pool.clone(),
+            snat_ports: self.snat_ports,
+        };
+        let services: Vec<Service> = self
+            .vips
+            .iter()
+            .map(|vip| Service {
+                vip: *vip,
+                settings: settings.clone(),
+                reals: self.reals.clone(),
+            })
+            .collect();
+        service::validate(&services, cpus)?;
+        Ok(services)
+    }
 }
 
 fn main() -> ExitCode {
@@ -91,6 +154,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Attach(args) => rt.block_on(attach(args)),
+        Command::CheckConfig { file } => check_config(&file),
         Command::Stats { iface } => {
             rt.block_on(async { stats::read_attached(&iface).await.map(|s| print!("{s}")) })
         }
@@ -111,66 +175,40 @@ async fn attach(args: AttachArgs) -> Result<()> {
     // half-way with neighbour entries added.
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    validate(&args)?;
-
-    // Frames go to each real's next hop: the real itself on the segment, else its gateway.
-    let hops = route::next_hops(&args.iface, &args.reals).await?;
-    if args.mode == Mode::Dsr {
-        if let Some((real, hop)) = args
-            .reals
-            .iter()
-            .zip(&hops)
-            .find(|(_, h)| matches!(h, NextHop::Via(_)))
-        {
-            bail!(
-                "dsr needs reals on {}'s segment, but {real} is routed via {}: use --mode tunnel for routed reals",
-                args.iface,
-                hop.addr()
-            );
-        }
-    }
-    let mut hop_addrs: Vec<IpAddr> = Vec::new();
-    for hop in &hops {
-        if !hop_addrs.contains(&hop.addr()) {
-            hop_addrs.push(hop.addr());
-        }
-    }
-    let (macs, added) = neigh::resolve_macs(
-        &args.iface,
-        &hop_addrs,
-        Duration::from_secs(args.resolve_timeout),
-    )
-    .await?;
-    let reals: Vec<Real> = args
-        .reals
-        .iter()
-        .zip(&hops)
-        .map(|(addr, hop)| {
-            let i = hop_addrs
-                .iter()
-                .position(|a| *a == hop.addr())
-                .unwrap_or_default();
-            Real {
-                addr: *addr,
-                mac: macs[i],
-            }
-        })
-        .collect();
-    let (dp, how) = match serve(&args, &reals) {
+    let services = args.services()?;
+    let timeout = Duration::from_secs(args.resolve_timeout);
+    let resolved = resolve::resolve(&args.ifaces, &services, timeout).await?;
+    let (dp, how) = match serve(&resolved) {
         Ok(served) => served,
         Err(e) => {
-            added.remove().await;
+            resolved.forget_neighbours().await;
             return Err(e);
         }
     };
-    for r in &reals {
-        info!(real = %r.addr, mac = %fmt_mac(&r.mac), "real");
+    for (s, reals) in resolved.services.iter().zip(&resolved.reals) {
+        for r in reals {
+            info!(vip = %s.vip, mode = %s.settings.mode, real = %r.addr, port = r.port.unwrap_or(s.vip.port), mac = %resolve::fmt_mac(&r.mac), ifindex = r.ifindex, "real");
+        }
+        if s.settings.mode == Mode::OneArm {
+            let pool: Vec<String> = s.settings.snat_pool.iter().map(|a| a.to_string()).collect();
+            info!(vip = %s.vip, pool = %pool.join(","), ports = %s.settings.snat_ports, "snat pool");
+        }
     }
-    let vips: Vec<String> = args.vips.iter().map(|v| v.to_string()).collect();
+    let vips: Vec<String> = resolved
+        .services
+        .iter()
+        .map(|s| s.vip.to_string())
+        .collect();
+    let modes: Vec<&str> = how
+        .iter()
+        .map(|h| match h {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        })
+        .collect();
     info!(
-        iface = %args.iface,
-        mode = ?args.mode,
-        xdp = match how { AttachMode::Native => "native", AttachMode::Generic => "generic" },
+        ifaces = %args.ifaces.join(","),
+        xdp = %modes.join(","),
         vips = %vips.join(","),
         "attached; forwarding until SIGINT/SIGTERM"
     );
@@ -181,7 +219,17 @@ async fn attach(args: AttachArgs) -> Result<()> {
     }
     let counters = dp.counters()?;
     drop(dp);
-    info!(iface = %args.iface, forwarded = counters.forwarded.packets, "detached");
+    info!(ifaces = %args.ifaces.join(","), forwarded = counters.forwarded.packets, replies = counters.replies.packets, "detached");
+    Ok(())
+}
+
+fn check_config(path: &std::path::Path) -> Result<()> {
+    let services = config::load(path, datapath::possible_cpus()?)?;
+    for s in &services {
+        let reals: Vec<String> = s.reals.iter().map(|r| r.to_string()).collect();
+        println!("{}  {}  {}", s.vip, s.settings.mode, reals.join(" "));
+    }
+    println!("{}: {} VIPs, valid", path.display(), services.len());
     Ok(())
 }
 
@@ -205,48 +253,13 @@ async fn decap(iface: &str) -> Result<()> {
     Ok(())
 }
 
-/// Everything that can be checked before the kernel is touched.
-fn validate(args: &AttachArgs) -> Result<()> {
-    if args.mode == Mode::Tunnel {
-        if let Some(v6) = args.vips.iter().find(|v| v.addr.is_ipv6()) {
-            bail!("VIP {v6}: tunnel mode supports IPv4 VIPs for now; use dsr for IPv6");
-        }
-    }
-    for real in &args.reals {
-        for vip in &args.vips {
-            if real.is_ipv4() != vip.addr.is_ipv4() {
-                bail!("real {real} and VIP {vip} are of different IP families; use reals of the VIP's family");
-            }
-        }
-    }
-    if has_duplicates(&args.reals) {
-        bail!("a real is listed twice; list each real once");
-    }
-    if has_duplicates(&args.vips) {
-        bail!("a VIP is listed twice; list each VIP once");
-    }
-    Ok(())
-}
-
-fn has_duplicates<T: Ord>(items: &[T]) -> bool {
-    let unique: std::collections::BTreeSet<&T> = items.iter().collect();
-    unique.len() != items.len()
-}
-
 /// Loads the datapath, configures every VIP and attaches.
-fn serve(args: &AttachArgs, reals: &[Real]) -> Result<(Datapath, AttachMode)> {
+fn serve(r: &Resolved) -> Result<(Datapath, Vec<AttachMode>)> {
     let mut dp = Datapath::load()?;
-    for vip in &args.vips {
-        dp.add_vip(*vip, args.mode)?;
-        dp.set_reals(vip, reals)?;
+    for (s, reals) in r.services.iter().zip(&r.reals) {
+        dp.add_vip(s.vip, &s.settings)?;
+        dp.set_reals(&s.vip, reals)?;
     }
-    let how = dp.attach(&args.iface)?;
+    let how = dp.attach_all(&r.interfaces)?;
     Ok((dp, how))
-}
-
-fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }

@@ -1,12 +1,12 @@
 //! `lbctl demo`: the lab, driven with real TCP connections in one forwarding mode, and what
-//! happened.
+//! happened. Each mode gets the topology it needs (see `topology`).
 
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context as _, Result};
 use lb_common::Reason;
 
-use super::{drive_tcp, Lab, CLIENT_ADDR, LB_ADDR, VIP_ADDR, VIP_PORT};
+use super::{drive_tcp, Lab, CLIENT_ADDR, LB_ADDR, LB_B_ADDR, VIP_ADDR, VIP_PORT};
 use crate::spec::Mode;
 
 #[derive(clap::Args, Debug)]
@@ -26,40 +26,74 @@ pub struct DemoFacts {
     pub answered: usize,
     pub per_real: BTreeMap<String, usize>,
     pub client_addrs_seen: Vec<String>,
+    /// Client → real packets the LB forwarded.
     pub lb_forwarded: u64,
+    /// Real → client packets the LB forwarded (nat, router, one-arm).
+    pub lb_replies: u64,
     pub lb_not_vip: u64,
     /// Why the first unanswered request failed.
     pub first_error: Option<String>,
 }
 
-fn mode_name(mode: Mode) -> &'static str {
+/// What each mode is, in a line, and the lab it needs.
+fn describe(mode: Mode) -> (&'static str, &'static str) {
     match mode {
-        Mode::Dsr => "dsr",
-        Mode::Tunnel => "tunnel",
+        Mode::Dsr => (
+            "dsr (direct server return)",
+            "one segment: client, LB and reals on one Linux bridge, 198.18.0.0/24",
+        ),
+        Mode::Tunnel => (
+            "tunnel (IP-in-IP to the reals)",
+            "one segment: client, LB and reals on one Linux bridge, 198.18.0.0/24",
+        ),
+        Mode::Nat => (
+            "nat (bridge/transparent: the LB bridges clients and reals, and rewrites addresses)",
+            "the LB bridges its eth0 (clients) and eth1 (reals), one subnet 198.18.0.0/24",
+        ),
+        Mode::Router => (
+            "router (nat as an L3 hop between two subnets)",
+            "clients on 198.18.0.0/24 (LB eth0), reals on 198.18.1.0/24 (LB eth1, their gateway)",
+        ),
+        Mode::OneArm => (
+            "one-arm (full NAT: the reals see the LB's address as the client)",
+            "one segment: client, LB and reals on one Linux bridge, 198.18.0.0/24",
+        ),
     }
 }
 
 pub fn run(args: &DemoArgs) -> Result<()> {
     let lbctl = std::env::current_exe().context("locating the lbctl binary")?;
-    match args.mode {
-        Mode::Dsr => println!("lbctl demo: dsr (direct server return) on real packets\n"),
-        Mode::Tunnel => println!("lbctl demo: tunnel (IP-in-IP to the reals) on real packets\n"),
-    }
-    let mut lab =
-        Lab::one_segment(3).context("building the lab (needs root, iproute2 and ethtool)")?;
+    let (what, topology) = describe(args.mode);
+    println!("lbctl demo: {what}, on real packets\n");
+    let build = match args.mode {
+        Mode::Dsr | Mode::Tunnel | Mode::OneArm => Lab::one_segment(3),
+        Mode::Nat => Lab::bridged(3),
+        Mode::Router => Lab::two_subnets(3),
+    };
+    let mut lab = build.context("building the lab (needs root, iproute2 and ethtool)")?;
     let reals = lab.real_addrs();
-    println!("lab (network namespaces joined by a Linux bridge, 198.18.0.0/24):");
+    println!("lab ({topology}):");
     println!("  client {CLIENT_ADDR}  ->  VIP {VIP_ADDR}:{VIP_PORT}/tcp (routed via the LB)");
-    println!("  lb     {LB_ADDR}   XDP on eth0, VIP on lo");
+    match args.mode {
+        Mode::Router => println!("  lb     {LB_ADDR} (eth0), {LB_B_ADDR} (eth1)  XDP on both"),
+        Mode::Nat => println!("  lb     {LB_ADDR} on br0 = eth0 + eth1  XDP on both ports"),
+        _ => println!("  lb     {LB_ADDR}   XDP on eth0"),
+    }
+    let direct = matches!(args.mode, Mode::Dsr | Mode::Tunnel);
     for (i, r) in reals.iter().enumerate() {
+        let setup = if direct {
+            "VIP on lo, arp_ignore=1 arp_announce=2"
+        } else {
+            "nothing special"
+        };
         println!(
-            "  r{}     {r}  VIP on lo, arp_ignore=1 arp_announce=2, TCP server on the VIP",
+            "  r{}     {r}  {setup}, TCP server on port {VIP_PORT}",
             i + 1
         );
     }
     let mut lb_args = vec![
         "--mode".into(),
-        mode_name(args.mode).into(),
+        args.mode.name().into(),
         "--vip".into(),
         format!("{VIP_ADDR}:{VIP_PORT}/tcp"),
     ];
@@ -71,7 +105,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         lab.start_decap(&lbctl)?;
     }
     println!(
-        "$ lbctl attach eth0 {}        # on the lb",
+        "$ lbctl attach {} {}        # on the lb",
+        lab.lb_ifaces().join(" "),
         lb_args.join(" ")
     );
     lab.start_lb(&lbctl, &lb_args)?;
@@ -82,7 +117,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
                 .map(|i| lab.real_stats(i).map(|s| s.counters.forwarded.packets))
                 .sum::<Result<u64>>()?,
         ),
-        Mode::Dsr => None,
+        _ => None,
     };
     lab.stop_lb()?;
     print_facts(&facts, args.mode, decapsulated);
@@ -120,6 +155,7 @@ pub fn observe(lab: &Lab, requests: usize) -> Result<DemoFacts> {
         per_real,
         client_addrs_seen: seen,
         lb_forwarded: stats.counters.forwarded.packets,
+        lb_replies: stats.counters.replies.packets,
         lb_not_vip: stats.counters.reason(Reason::NotVip).packets,
         first_error: results.iter().find_map(|r| r.as_ref().err().cloned()),
     })
@@ -127,8 +163,7 @@ pub fn observe(lab: &Lab, requests: usize) -> Result<DemoFacts> {
 
 fn print_facts(f: &DemoFacts, mode: Mode, decapsulated: Option<u64>) {
     println!(
-        "
-client -> VIP: {} TCP connections, {} answered",
+        "\nclient -> VIP: {} TCP connections, {} answered",
         f.requests, f.answered
     );
     println!("spread over the reals:");
@@ -141,6 +176,8 @@ client -> VIP: {} TCP connections, {} answered",
     let why = match mode {
         Mode::Dsr => "DSR leaves the IP header alone",
         Mode::Tunnel => "the inner packet is the client's own",
+        Mode::Nat | Mode::Router => "only the destination was translated",
+        Mode::OneArm => "the source was translated to the LB's SNAT pool",
     };
     println!(
         "client address the reals saw: {}  ({why})",
@@ -149,6 +186,9 @@ client -> VIP: {} TCP connections, {} answered",
     let how = match mode {
         Mode::Dsr => "only Ethernet addresses rewritten",
         Mode::Tunnel => "each wrapped in an outer IPv4 header, lb -> real",
+        Mode::Nat => "destination address -> the real's, MACs as a bridge leaves them",
+        Mode::Router => "destination -> the real's, source MAC -> the LB's, TTL - 1",
+        Mode::OneArm => "destination -> the real, source -> the LB's address and a port of its own",
     };
     println!(
         "at the LB: {} packets to the VIP forwarded ({how}),",
@@ -157,9 +197,17 @@ client -> VIP: {} TCP connections, {} answered",
     if let Some(d) = decapsulated {
         println!("at the reals: {d} packets unwrapped by the decap program,");
     }
-    println!(
-        "           {} packets to other destinations: the replies went from the reals",
-        f.lb_not_vip
-    );
-    println!("           straight to the client without crossing the LB.");
+    if mode.is_stateful() {
+        println!(
+            "           {} replies forwarded back to the client, the VIP restored as their source:",
+            f.lb_replies
+        );
+        println!("           the replies crossed the LB.");
+    } else {
+        println!(
+            "           {} packets to other destinations: the replies went from the reals",
+            f.lb_not_vip
+        );
+        println!("           straight to the client without crossing the LB.");
+    }
 }

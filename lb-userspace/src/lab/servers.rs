@@ -1,12 +1,12 @@
 //! The lab's real servers and client: plain sockets opened inside the namespaces.
 //!
-//! Protocol: the client sends one line; the server answers `NAME CLIENT-ADDRESS` (the address
-//! it saw the connection come from) and closes. That one line proves which real answered and
-//! what each mode does to the client's address.
+//! Protocol: the client sends one line (TCP) or datagram (UDP); the server answers `NAME
+//! CLIENT-ADDRESS` (the address it saw the request come from) and, for TCP, closes. That one
+//! line proves which real answered and what each mode does to the client's address.
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -21,7 +21,7 @@ use super::Netns;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A TCP server in a real's namespace; stops when dropped.
+/// A TCP or UDP server in a real's namespace; stops when dropped.
 pub struct Server {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -42,6 +42,30 @@ impl Server {
                 match listener.accept() {
                     Ok((stream, peer)) => answer(stream, &name, peer.ip()),
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Listens on UDP `addr` inside `ns` and answers every datagram with `name`.
+    pub fn start_udp(ns: &Netns, name: &str, addr: SocketAddr) -> Result<Self> {
+        let socket = ns
+            .run(move || UdpSocket::bind(addr))?
+            .with_context(|| format!("binding udp {addr} in {}", ns.name()))?;
+        socket.set_read_timeout(Some(Duration::from_millis(20)))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let name = name.to_owned();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !flag.load(Ordering::Relaxed) {
+                // A timeout or a bad datagram costs only its own answer.
+                if let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(format!("{name} {}\n", peer.ip()).as_bytes(), peer);
                 }
             }
         });
@@ -121,6 +145,37 @@ fn request(target: SocketAddr, i: usize, padding: usize) -> Result<Reply> {
     let mut text = String::new();
     s.read_to_string(&mut text)
         .with_context(|| format!("reply #{i} after {:?}", start.elapsed()))?;
+    parse_reply(&text)
+}
+
+/// Sends `count` UDP requests from `ns` to `target`, each from a new socket (a new source
+/// port: a new flow), one after another. Each element is the reply or why there was none.
+pub fn drive_udp(
+    ns: &Netns,
+    target: SocketAddr,
+    count: usize,
+) -> Result<Vec<Result<Reply, String>>> {
+    ns.run(move || {
+        (0..count)
+            .map(|i| udp_request(target, i).map_err(|e| format!("{e:#}")))
+            .collect()
+    })
+}
+
+fn udp_request(target: SocketAddr, i: usize) -> Result<Reply> {
+    let s = UdpSocket::bind("0.0.0.0:0").context("bind")?;
+    s.connect(target).context("connect")?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.send(format!("request {i}\n").as_bytes())
+        .context("send")?;
+    let mut buf = [0u8; 512];
+    let n = s
+        .recv(&mut buf)
+        .with_context(|| format!("udp reply #{i}"))?;
+    parse_reply(&String::from_utf8_lossy(&buf[..n]))
+}
+
+fn parse_reply(text: &str) -> Result<Reply> {
     let mut words = text.split_whitespace();
     let (Some(real), Some(seen)) = (words.next(), words.next()) else {
         return Err(anyhow!("malformed reply {text:?}"));

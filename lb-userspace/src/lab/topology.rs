@@ -1,11 +1,20 @@
-//! The one-segment lab of dsr and tunnel mode: client, LB and reals on one Linux bridge, which
-//! lives in its own namespace.
+//! The lab's topologies: client, LB and reals in network namespaces, joined by Linux bridges
+//! that live in a switch namespace of their own.
 //!
 //! ```text
-//!   client 198.18.0.100 ─┐
-//!   lb     198.18.0.1  ──┤ br0 (switch namespace)     VIP 198.18.100.10 on lb's and the reals' lo;
-//!   r1..rN 198.18.0.11.. ┘                            the client routes the VIP via the lb
+//!   one segment (dsr, tunnel, one-arm)      two subnets (router, nat as the reals' gateway)
+//!   client 198.18.0.100 ─┐                  client 198.18.0.100 ─┐
+//!   lb     198.18.0.1  ──┤ br0              lb eth0 198.18.0.1 ──┘ br0
+//!   r1..rN 198.18.0.11.. ┘                  lb eth1 198.18.1.1 ──┐ br1
+//!                                           r1..rN 198.18.1.11.. ┘ (gateway: the LB)
+//!   routed (tunnel to reals behind a router): reals on 198.18.1.0/24 behind a router
+//!   namespace (198.18.0.254 / 198.18.1.254).
+//!   bridged (nat, transparent): the LB bridges its eth0 (client side) and eth1 (reals'
+//!   side) in one subnet; reals 198.18.0.21.. reach the client through it.
+//!   five modes: one segment's reals r1..r3 plus r4..r6 on 198.18.1.0/24 behind the LB.
 //! ```
+//! The client routes 198.18.100.0/24 (the VIPs) via the LB. Every real runs the lab's TCP
+//! servers on ports 80 and 8080 and its UDP server on port 53, on all its addresses.
 
 use std::{
     fs::File,
@@ -21,30 +30,60 @@ use super::{netns::unique_prefix, Netns, Server};
 use crate::{datapath::Datapath, stats::Stats};
 
 pub const LB_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The LB's address on the reals' subnet of the two-subnet labs.
+pub const LB_B_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 pub const REAL_ADDRS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(198, 18, 0, 11),
     Ipv4Addr::new(198, 18, 0, 12),
     Ipv4Addr::new(198, 18, 0, 13),
 ];
-/// Reals of the routed lab, on 198.18.1.0/24.
+/// Reals on 198.18.1.0/24: behind the router namespace, or behind the LB.
 pub const ROUTED_REAL_ADDRS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(198, 18, 1, 11),
     Ipv4Addr::new(198, 18, 1, 12),
     Ipv4Addr::new(198, 18, 1, 13),
 ];
-/// The reals' subnet in the routed lab.
-const ROUTED_SUBNET: &str = "198.18.1.0/24";
+/// Reals behind the bridging LB, in the client's subnet.
+pub const BRIDGED_REAL_ADDRS: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(198, 18, 0, 21),
+    Ipv4Addr::new(198, 18, 0, 22),
+    Ipv4Addr::new(198, 18, 0, 23),
+];
+/// The reals' subnet behind a router or the LB.
+const SUBNET_B: &str = "198.18.1.0/24";
 /// The router of the routed lab: on the LB's segment, and on the reals'.
 pub const ROUTER_ADDRS: [Ipv4Addr; 2] = [
     Ipv4Addr::new(198, 18, 0, 254),
     Ipv4Addr::new(198, 18, 1, 254),
 ];
 pub const VIP_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
+/// What the client routes via the LB.
+const VIP_NET: &str = "198.18.100.0/24";
+/// The VIPs that reals on the LB's segment hold on `lo` (dsr and tunnel answer from them):
+/// every lab's VIP, and the tunnel VIP of the five-mode lab.
+const DIRECT_RETURN_VIPS: [Ipv4Addr; 2] = [VIP_ADDR, Ipv4Addr::new(198, 18, 100, 11)];
+/// An address of the LB's eth0 for one-arm pools.
+pub const SNAT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 201);
 pub const VIP_PORT: u16 = 80;
+/// The other TCP port every real serves, for port translation.
+pub const ALT_PORT: u16 = 8080;
+/// The UDP port every real serves.
+pub const UDP_PORT: u16 = 53;
 const SUBNET_LEN: &str = "24";
 /// Every host's interface is called this inside its namespace.
 pub const HOST_IFACE: &str = "eth0";
+
+/// Where a lab's second group of reals sits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// On 198.18.1.0/24 behind a router namespace.
+    BehindRouter,
+    /// On 198.18.1.0/24, the LB's eth1 their gateway.
+    BehindLb,
+    /// In the client's subnet, behind the LB bridging its eth0 and eth1.
+    BridgedByLb,
+}
 
 /// A running lab. Field order is drop order: processes and servers stop before the
 /// namespaces they live in are deleted.
@@ -53,10 +92,12 @@ pub struct Lab {
     /// `lbctl decap attach eth0` in each real, for tunnel mode.
     decaps: Vec<LbProcess>,
     pub servers: Vec<Server>,
-    /// Holds the pass program on the LB's switch port (veth needs it to accept XDP_TX).
+    /// Holds the pass program on the LB's switch ports (veth needs it to accept XDP_TX).
     _switch_port_xdp: Datapath,
     pub client: Netns,
     pub lb: Netns,
+    /// The LB's interfaces, as `lbctl attach` takes them.
+    lb_ifaces: Vec<&'static str>,
     pub reals: Vec<Netns>,
     real_addrs: Vec<Ipv4Addr>,
     /// Between the LB's segment and the reals', in the routed lab.
@@ -65,14 +106,14 @@ pub struct Lab {
 }
 
 /// Connects `host` to bridge `bridge` of the switch with a veth pair: `iface` in the host,
-/// `port` on the bridge.
+/// `port` on the bridge. `addr`: the host's address on it, if any.
 fn plug(
     switch: &Netns,
     bridge: &str,
     host: &Netns,
     port: &str,
     iface: &str,
-    addr: Ipv4Addr,
+    addr: Option<Ipv4Addr>,
 ) -> Result<()> {
     switch.ip(&[
         "link",
@@ -87,7 +128,9 @@ fn plug(
         host.name(),
     ])?;
     switch.ip(&["link", "set", port, "master", bridge, "up"])?;
-    host.ip(&["addr", "add", &format!("{addr}/{SUBNET_LEN}"), "dev", iface])?;
+    if let Some(addr) = addr {
+        host.ip(&["addr", "add", &format!("{addr}/{SUBNET_LEN}"), "dev", iface])?;
+    }
     host.ip(&["link", "set", iface, "up"])?;
     // Make veth behave like a NIC on the wire: complete TX checksums (veth leaves them partial,
     // and XDP-forwarded frames would be dropped for it), and no segmentation offload, so every
@@ -101,52 +144,120 @@ fn plug(
 }
 
 impl Lab {
-    /// Builds the lab with `n_reals` reals (1..=3), each holding the VIP on `lo` as dsr and
-    /// tunnel mode need, and starts a TCP server on the VIP in each (named r1, r2, ...). The
-    /// balancer is not started yet: see [`Lab::start_lb`] (and [`Lab::start_decap`] for tunnel).
+    /// Builds the lab with `n_reals` reals (1..=3) on the LB's segment, each holding the VIP
+    /// on `lo` as dsr and tunnel mode need, and starts the servers (named r1, r2, ...). The
+    /// balancer is not started yet: see [`Lab::start_lb`] (and [`Lab::start_decap`] for
+    /// tunnel).
     pub fn one_segment(n_reals: usize) -> Result<Self> {
-        Self::build(n_reals, false)
+        Self::build(n_reals, None)
     }
 
     /// As [`Lab::one_segment`], but the reals sit on 198.18.1.0/24 behind a router namespace
     /// (198.18.0.254 / 198.18.1.254, on a second bridge): the topology of routed tunnel reals.
     /// The LB routes 198.18.1.0/24 via the router; the reals' default route is the router.
     pub fn routed(n_reals: usize) -> Result<Self> {
-        Self::build(n_reals, true)
+        Self::build(0, Some((Side::BehindRouter, n_reals)))
     }
 
-    fn build(n_reals: usize, routed: bool) -> Result<Self> {
-        if !(1..=REAL_ADDRS.len()).contains(&n_reals) {
-            bail!("the lab has room for 1 to {} reals", REAL_ADDRS.len());
+    /// The LB between two subnets: clients on eth0's (198.18.0.0/24), `n_reals` reals on
+    /// eth1's (198.18.1.0/24) with the LB as their gateway. Router mode's topology, and nat's
+    /// when the LB is the reals' gateway.
+    pub fn two_subnets(n_reals: usize) -> Result<Self> {
+        Self::build(0, Some((Side::BehindLb, n_reals)))
+    }
+
+    /// The LB as a transparent bridge: its eth0 (client side) and eth1 (reals' side) are
+    /// ports of a Linux bridge holding 198.18.0.1; `n_reals` reals 198.18.0.21.. sit behind
+    /// eth1 in the client's subnet and answer the client through the bridge. Nat's topology.
+    pub fn bridged(n_reals: usize) -> Result<Self> {
+        Self::build(0, Some((Side::BridgedByLb, n_reals)))
+    }
+
+    /// Every mode at once (lbctl.example.toml): reals r1..r3 on the LB's segment, r4..r6 on
+    /// 198.18.1.0/24 behind the LB, and the SNAT address on the LB's eth0.
+    pub fn five_modes() -> Result<Self> {
+        let lab = Self::build(3, Some((Side::BehindLb, 3)))?;
+        lab.add_snat_addr()?;
+        Ok(lab)
+    }
+
+    /// Puts [`SNAT_ADDR`] on the LB's eth0, for one-arm pools.
+    pub fn add_snat_addr(&self) -> Result<()> {
+        self.lb
+            .ip(&["addr", "add", &format!("{SNAT_ADDR}/32"), "dev", HOST_IFACE])
+            .map(drop)
+    }
+
+    fn build(a_reals: usize, b: Option<(Side, usize)>) -> Result<Self> {
+        let b_reals = b.map_or(0, |(_, n)| n);
+        if a_reals > REAL_ADDRS.len() || b_reals > ROUTED_REAL_ADDRS.len() || a_reals + b_reals == 0
+        {
+            bail!("a lab has room for 1 to 3 reals per segment");
         }
+        let side = b.map(|(s, _)| s);
         let p = unique_prefix();
         let switch = Netns::create(&format!("{p}-sw"))?;
-        let bridges: &[&str] = if routed { &["br0", "br1"] } else { &["br0"] };
+        let bridges: &[&str] = if side.is_some() {
+            &["br0", "br1"]
+        } else {
+            &["br0"]
+        };
         for bridge in bridges {
             switch.ip(&["link", "add", bridge, "type", "bridge"])?;
             switch.ip(&["link", "set", bridge, "up"])?;
         }
 
         let client = Netns::create(&format!("{p}-client"))?;
-        plug(&switch, "br0", &client, "client", HOST_IFACE, CLIENT_ADDR)?;
-        client.ip(&[
-            "route",
-            "add",
-            &format!("{VIP_ADDR}/32"),
-            "via",
-            &LB_ADDR.to_string(),
-        ])?;
+        plug(
+            &switch,
+            "br0",
+            &client,
+            "client",
+            HOST_IFACE,
+            Some(CLIENT_ADDR),
+        )?;
+        client.ip(&["route", "add", VIP_NET, "via", &LB_ADDR.to_string()])?;
 
         let lb = Netns::create(&format!("{p}-lb"))?;
-        plug(&switch, "br0", &lb, "lb", HOST_IFACE, LB_ADDR)?;
+        let mut lb_ifaces = vec![HOST_IFACE];
+        let mut switch_ports = vec!["lb"];
+        if side == Some(Side::BridgedByLb) {
+            // The LB's address lives on its bridge, whose ports are eth0 and eth1.
+            plug(&switch, "br0", &lb, "lb", HOST_IFACE, None)?;
+            plug(&switch, "br1", &lb, "lb-b", "eth1", None)?;
+            lb.ip(&["link", "add", "br0", "type", "bridge"])?;
+            for port in [HOST_IFACE, "eth1"] {
+                lb.ip(&["link", "set", port, "master", "br0"])?;
+            }
+            lb.ip(&[
+                "addr",
+                "add",
+                &format!("{LB_ADDR}/{SUBNET_LEN}"),
+                "dev",
+                "br0",
+            ])?;
+            lb.ip(&["link", "set", "br0", "up"])?;
+            lb_ifaces.push("eth1");
+            switch_ports.push("lb-b");
+        } else {
+            plug(&switch, "br0", &lb, "lb", HOST_IFACE, Some(LB_ADDR))?;
+        }
+        if side == Some(Side::BehindLb) {
+            plug(&switch, "br1", &lb, "lb-b", "eth1", Some(LB_B_ADDR))?;
+            lb.sysctl("net.ipv4.ip_forward", "1")?;
+            lb_ifaces.push("eth1");
+            switch_ports.push("lb-b");
+        }
         lb.ip(&["addr", "add", &format!("{VIP_ADDR}/32"), "dev", "lo"])?;
-        let switch_port_xdp = switch.run(|| -> Result<Datapath> {
+        let switch_port_xdp = switch.run(move || -> Result<Datapath> {
             let mut dp = Datapath::load()?;
-            dp.attach_pass("lb")?;
+            for port in switch_ports {
+                dp.attach_pass(port)?;
+            }
             Ok(dp)
         })??;
 
-        let router = if routed {
+        let router = if side == Some(Side::BehindRouter) {
             let router = Netns::create(&format!("{p}-router"))?;
             plug(
                 &switch,
@@ -154,14 +265,21 @@ impl Lab {
                 &router,
                 "router-a",
                 HOST_IFACE,
-                ROUTER_ADDRS[0],
+                Some(ROUTER_ADDRS[0]),
             )?;
-            plug(&switch, "br1", &router, "router-b", "eth1", ROUTER_ADDRS[1])?;
+            plug(
+                &switch,
+                "br1",
+                &router,
+                "router-b",
+                "eth1",
+                Some(ROUTER_ADDRS[1]),
+            )?;
             router.sysctl("net.ipv4.ip_forward", "1")?;
             lb.ip(&[
                 "route",
                 "add",
-                ROUTED_SUBNET,
+                SUBNET_B,
                 "via",
                 &ROUTER_ADDRS[0].to_string(),
             ])?;
@@ -169,41 +287,46 @@ impl Lab {
         } else {
             None
         };
-        let (bridge, addrs) = if routed {
-            ("br1", ROUTED_REAL_ADDRS)
-        } else {
-            ("br0", REAL_ADDRS)
-        };
+
         let mut reals = Vec::new();
-        for (i, addr) in addrs.iter().take(n_reals).enumerate() {
-            let real = Netns::create(&format!("{p}-r{}", i + 1))?;
-            plug(
-                &switch,
-                bridge,
-                &real,
-                &format!("r{}", i + 1),
-                HOST_IFACE,
-                *addr,
-            )?;
-            if routed {
-                real.ip(&[
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    &ROUTER_ADDRS[1].to_string(),
-                ])?;
+        let mut real_addrs = Vec::new();
+        let b_addrs = if side == Some(Side::BridgedByLb) {
+            BRIDGED_REAL_ADDRS
+        } else {
+            ROUTED_REAL_ADDRS
+        };
+        let placed = REAL_ADDRS
+            .iter()
+            .take(a_reals)
+            .map(|a| ("br0", *a, None))
+            .chain(b_addrs.iter().take(b_reals).map(|a| {
+                let gateway = match side {
+                    Some(Side::BehindRouter) => Some(ROUTER_ADDRS[1]),
+                    Some(Side::BehindLb) => Some(LB_B_ADDR),
+                    _ => None,
+                };
+                ("br1", *a, gateway)
+            }));
+        for (i, (bridge, addr, gateway)) in placed.enumerate() {
+            let name = format!("r{}", i + 1);
+            let real = Netns::create(&format!("{p}-{name}"))?;
+            plug(&switch, bridge, &real, &name, HOST_IFACE, Some(addr))?;
+            if let Some(gw) = gateway {
+                real.ip(&["route", "add", "default", "via", &gw.to_string()])?;
             }
             configure_direct_return(&real)?;
             reals.push(real);
+            real_addrs.push(addr);
         }
         let mut servers = Vec::new();
         for (i, real) in reals.iter().enumerate() {
-            servers.push(Server::start_tcp(
-                real,
-                &format!("r{}", i + 1),
-                Self::vip(),
-            )?);
+            let name = format!("r{}", i + 1);
+            for port in [VIP_PORT, ALT_PORT] {
+                let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+                servers.push(Server::start_tcp(real, &name, any)?);
+            }
+            let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), UDP_PORT);
+            servers.push(Server::start_udp(real, &name, any)?);
         }
         Ok(Self {
             lb_process: None,
@@ -212,8 +335,9 @@ impl Lab {
             _switch_port_xdp: switch_port_xdp,
             client,
             lb,
+            lb_ifaces,
             reals,
-            real_addrs: addrs.iter().take(n_reals).copied().collect(),
+            real_addrs,
             router,
             switch,
         })
@@ -228,13 +352,20 @@ impl Lab {
         self.real_addrs.clone()
     }
 
-    /// Runs `lbctl attach eth0 ARGS...` in the LB namespace and waits until the program is
-    /// attached (its maps are filled before it attaches, so attached means serving).
+    /// The LB's interfaces: eth0, and eth1 in the labs where the LB joins two segments.
+    pub fn lb_ifaces(&self) -> Vec<String> {
+        self.lb_ifaces.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Runs `lbctl attach IFACES... ARGS...` in the LB namespace, with the lab's LB
+    /// interfaces, and waits until the program is attached (its maps are filled before it
+    /// attaches, so attached means serving).
     pub fn start_lb(&mut self, lbctl: &Path, args: &[String]) -> Result<()> {
         if self.lb_process.is_some() {
             bail!("the lab's balancer is already running");
         }
-        let mut full = vec!["attach".to_owned(), HOST_IFACE.to_owned()];
+        let mut full = vec!["attach".to_owned()];
+        full.extend(self.lb_ifaces());
         full.extend_from_slice(args);
         self.lb_process = Some(spawn_lbctl(&self.lb, lbctl, &full)?);
         Ok(())
@@ -341,10 +472,13 @@ fn spawn_lbctl(ns: &Netns, lbctl: &Path, args: &[String]) -> Result<LbProcess> {
     }
 }
 
-/// What a real answering clients directly (dsr, tunnel) needs: the VIP on loopback, and no
-/// ARP answers for it (the LB owns the VIP on the wire).
+/// What a real answering clients directly (dsr, tunnel) needs: the VIPs on loopback, and no
+/// ARP answers for them (the LB owns the VIPs on the wire). Harmless to the other modes,
+/// whose reals are addressed by their own address.
 fn configure_direct_return(real: &Netns) -> Result<()> {
-    real.ip(&["addr", "add", &format!("{VIP_ADDR}/32"), "dev", "lo"])?;
+    for vip in DIRECT_RETURN_VIPS {
+        real.ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"])?;
+    }
     for iface in ["all", HOST_IFACE] {
         real.sysctl(&format!("net.ipv4.conf.{iface}.arp_ignore"), "1")?;
         real.sysctl(&format!("net.ipv4.conf.{iface}.arp_announce"), "2")?;

@@ -1,0 +1,278 @@
+//! The balancer's path through the stages, per packet: a VIP's packets go
+//! `parse → lookup → schedule → rewrite → emit` in their mode's way; replies and ICMP errors
+//! of stateful flows go `parse → lookup (flow) → rewrite → emit`.
+
+use aya_ebpf::{
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
+use lb_common::{
+    mode_is_stateful, Family, Flow, FlowKey, IfaceConfig, Reason, VipMeta, FLOW_REPLY, MODE_DSR,
+    MODE_TUNNEL, PROTO_TCP,
+};
+
+use crate::{
+    decap,
+    emit::Sent,
+    flow,
+    headers::IPPROTO_ICMP,
+    icmp,
+    icmp_nat::{self, Quote},
+    lookup,
+    maps::{self, Scratch},
+    nat,
+    packet::Packet,
+    parse::{self, Parsed, ETH_LEN},
+    rewrite::{self, Tunnel},
+    schedule,
+};
+
+const V4: u8 = Family::V4 as u8;
+
+/// Decides what happens to the frame in `ctx`, which arrived on `ingress`.
+///
+/// The heavy steps are functions of their own, not inlined, each called from here: the
+/// verifier limits the stack of a whole call chain to 512 bytes, and a function's frame
+/// counts only on the chains that call it. Large values live in the per-CPU scratch map.
+/// BPF functions take five arguments and return one register, so steps write to `out`.
+/// Steps that only read and write the frame get it as a [`Packet`] built here: handed the
+/// context instead, the compiler passes them its 32-bit `data` fields, and the verifier
+/// rejects the widening of a packet pointer.
+#[inline(always)]
+pub fn balance(ctx: &XdpContext, ingress: u32) -> Result<Sent, Reason> {
+    // SAFETY: data..data_end is the frame the kernel handed this program.
+    let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
+    let scratch = scratch()?;
+    let p = &mut scratch.parsed;
+    parse(&pkt, p)?;
+    let mut out = Sent::NONE;
+    if p.flow.proto == IPPROTO_ICMP {
+        let q = &mut scratch.quote;
+        icmp_flow(&pkt, p, &mut scratch.key, &mut scratch.flow, q)?;
+        icmp_translate_quote(&pkt, q, &scratch.flow)?;
+        icmp_translate_outer(&pkt, &scratch.key, &scratch.flow, &mut out)?;
+        return Ok(out);
+    }
+    let Some(vip) = lookup::vip(p) else {
+        reply_flow(p, &mut scratch.flow)?;
+        forward(ctx, &pkt, p, &scratch.flow, &mut out)?;
+        return Ok(out);
+    };
+    let iface = lookup::addressed_to_us(p, ingress)?;
+    match vip.mode {
+        MODE_DSR => {
+            let (_, real) = schedule::real(p, &vip)?;
+            rewrite::dsr(&pkt, iface.mac, real.mac())?;
+            out = Sent {
+                vip_id: vip.vip_id,
+                egress: real.ifindex(),
+                reply: false,
+            };
+        }
+        MODE_TUNNEL => match tunnel(ctx, p, &vip, &iface, &mut out) {
+            Err(Reason::IcmpTooBig) => {
+                let next_hop_mtu = iface.mtu - decap::OUTER_LEN as u16;
+                let error = icmp::Error::fragmentation_needed(next_hop_mtu);
+                return Err(answer(ctx, &iface, error, Reason::IcmpTooBig));
+            }
+            done => done?,
+        },
+        mode if mode_is_stateful(mode) && p.family == V4 => {
+            if !flow::live(&p.flow, flow::now(), &mut scratch.flow) {
+                flow::create(&vip, &iface, ingress, scratch)?;
+            }
+            forward(ctx, &pkt, &scratch.parsed, &scratch.flow, &mut out)?;
+        }
+        _ => return Err(Reason::UnknownMode),
+    }
+    Ok(out)
+}
+
+/// Stage 1, on a frame of its own.
+#[inline(never)]
+fn parse(pkt: &Packet, p: &mut Parsed) -> Result<(), Reason> {
+    parse::parse(pkt, p)
+}
+
+/// This CPU's scratch space (always there: slot 0 of a one-slot array).
+#[inline(always)]
+fn scratch() -> Result<&'static mut Scratch, Reason> {
+    maps::scratch().ok_or(Reason::FlowInsert)
+}
+
+/// For a packet that is not for a VIP: copies its flow's entry to `flow` when it is a reply of
+/// a stateful flow; [`Reason::NotVip`] when it is not the LB's at all.
+#[inline(never)]
+fn reply_flow(p: &Parsed, flow: &mut Flow) -> Result<(), Reason> {
+    if lookup::settings().stateful == 0 || p.family != V4 {
+        return Err(Reason::NotVip);
+    }
+    if flow::live(&p.flow, flow::now(), flow) {
+        return Ok(());
+    }
+    if lookup::is_stateful_reply(p) {
+        return Err(Reason::NoFlow);
+    }
+    Err(Reason::NotVip)
+}
+
+/// Sends a packet of a stateful flow on as its entry says, or answers it with ICMP "time
+/// exceeded" when the TTL runs out.
+#[inline(always)]
+fn forward(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    p: &Parsed,
+    flow: &Flow,
+    out: &mut Sent,
+) -> Result<(), Reason> {
+    match translate(pkt, p, flow, out) {
+        Err(Reason::IcmpTtlExceeded) => {
+            let Some(iface) = lookup::iface(ctx.ingress_ifindex() as u32) else {
+                return Err(Reason::TtlExpired);
+            };
+            Err(answer(
+                ctx,
+                &iface,
+                icmp::Error::TIME_EXCEEDED,
+                Reason::IcmpTtlExceeded,
+            ))
+        }
+        done => done,
+    }
+}
+
+/// Rewrites a TCP/UDP packet of a stateful flow as its entry says. When the TTL would run out
+/// it changes nothing and returns [`Reason::IcmpTtlExceeded`], for the caller to answer.
+#[inline(never)]
+fn translate(pkt: &Packet, p: &Parsed, flow: &Flow, out: &mut Sent) -> Result<(), Reason> {
+    if nat::ttl_expires(pkt, flow)? {
+        return Err(Reason::IcmpTtlExceeded);
+    }
+    nat::translate_v4(pkt, p.l4_off, p.flow.proto, flow)?;
+    if p.flow.proto == PROTO_TCP {
+        flow::track_tcp(&p.flow, flow, p.tcp_flags);
+    }
+    *out = sent(flow);
+    Ok(())
+}
+
+/// For an ICMP error about a stateful flow: where its quote is (`q`), the key of the flow
+/// entry that translates it (`key`), and the entry (`flow`). Any other ICMP is the kernel's.
+#[inline(never)]
+fn icmp_flow(
+    pkt: &Packet,
+    p: &Parsed,
+    key: &mut FlowKey,
+    flow: &mut Flow,
+    q: &mut Quote,
+) -> Result<(), Reason> {
+    if lookup::settings().stateful == 0 || p.family != V4 {
+        return Err(Reason::NotTcpUdp);
+    }
+    icmp_nat::quoted_flow_v4(pkt, p.l4_off, p.ip_end, q, key)?;
+    if !flow::live(key, flow::now(), flow) {
+        return Err(Reason::NotTcpUdp);
+    }
+    // No ICMP error is ever sent about an ICMP error (RFC 1122 3.2.2).
+    if nat::ttl_expires(pkt, flow)? {
+        return Err(Reason::TtlExpired);
+    }
+    Ok(())
+}
+
+/// Translates the quote of the ICMP error found by [`icmp_flow`].
+#[inline(never)]
+fn icmp_translate_quote(pkt: &Packet, q: &Quote, flow: &Flow) -> Result<(), Reason> {
+    icmp_nat::translate_quote_v4(pkt, q, flow)
+}
+
+/// Translates the outer headers of the ICMP error found by [`icmp_flow`].
+#[inline(never)]
+fn icmp_translate_outer(
+    pkt: &Packet,
+    key: &FlowKey,
+    flow: &Flow,
+    out: &mut Sent,
+) -> Result<(), Reason> {
+    icmp_nat::translate_outer_v4(pkt, key, flow)?;
+    *out = sent(flow);
+    Ok(())
+}
+
+#[inline(always)]
+fn sent(flow: &Flow) -> Sent {
+    Sent {
+        vip_id: flow.vip_id,
+        egress: flow.egress_ifindex,
+        reply: flow.flags & FLOW_REPLY != 0,
+    }
+}
+
+/// Tunnel mode: IP-in-IP to the real, or ICMP "fragmentation needed" when that would not fit.
+/// Not inlined, for a stack frame of its own (the result goes to `out`: see `flow::create`).
+#[inline(never)]
+fn tunnel(
+    ctx: &XdpContext,
+    p: &Parsed,
+    vip: &VipMeta,
+    iface: &IfaceConfig,
+    out: &mut Sent,
+) -> Result<(), Reason> {
+    // SAFETY: data..data_end is the frame the kernel handed this program.
+    let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
+    let (_, real) = schedule::real(p, vip)?;
+    let inner_len = pkt.len() - ETH_LEN;
+    if inner_len + decap::OUTER_LEN > iface.mtu as usize {
+        if p.family != V4 {
+            return Err(Reason::TooBig);
+        }
+        // The caller answers with "fragmentation needed".
+        return Err(Reason::IcmpTooBig);
+    }
+    // SAFETY: adjust_head on our own context; every packet pointer is re-derived below.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(decap::OUTER_LEN as i32)) } != 0 {
+        return Err(Reason::NoHeadroom);
+    }
+    // SAFETY: the frame as it is after adjust_head.
+    let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
+    let a = real.addr_bytes();
+    let tunnel = Tunnel {
+        lb_mac: iface.mac,
+        next_hop_mac: real.mac(),
+        src: iface.ipv4,
+        dst: [a[0], a[1], a[2], a[3]],
+    };
+    rewrite::ipip(&pkt, &tunnel, p.family, inner_len)?;
+    *out = Sent {
+        vip_id: vip.vip_id,
+        egress: real.ifindex(),
+        reply: false,
+    };
+    Ok(())
+}
+
+/// Turns the frame into ICMP `error` back to its sender, from the LB's address on `iface`.
+/// Returns the reason to count: `sent` when the error goes out (XDP_TX), else why not.
+/// Not inlined, for a stack frame of its own.
+#[inline(never)]
+fn answer(ctx: &XdpContext, iface: &IfaceConfig, error: icmp::Error, sent: Reason) -> Reason {
+    // SAFETY: data..data_end is the frame the kernel handed this program.
+    let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
+    if let Err(reason) = icmp::check(&pkt, iface.ipv4, error) {
+        return reason;
+    }
+    let len = pkt.len();
+    let delta = icmp::ERROR_FRAME_LEN as i32 - len as i32;
+    // SAFETY: adjust_tail on our own context; the packet is re-derived below. Shrinking
+    // keeps the quoted bytes (the first 42), growing keeps all.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        return error.unsendable();
+    }
+    // SAFETY: the frame as it is after adjust_tail.
+    let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
+    match icmp::write_error(&pkt, iface.mac, iface.ipv4, error) {
+        Ok(()) => sent,
+        Err(reason) => reason,
+    }
+}

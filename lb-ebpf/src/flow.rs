@@ -1,0 +1,259 @@
+//! The flow table of the stateful modes (nat, router, one-arm): a new flow gets two entries,
+//! one per direction, each saying how to rewrite its packets; TCP RST removes them, FIN
+//! shortens their timeout, idle ones expire; one-arm flows get a source from the SNAT pool.
+
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_EXIST, BPF_NOEXIST},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+};
+use lb_common::{
+    Flow, FlowKey, IfaceConfig, Reason, VipMeta, FLOW_CLOSING, FLOW_DEC_TTL, FLOW_REPLY,
+    FLOW_SET_SRC_MAC, MODE_ONE_ARM, MODE_ROUTER, PROTO_TCP, SNAT_TRIES,
+};
+
+use crate::{
+    lookup,
+    maps::{Scratch, FLOWS, SNAT_CURSOR, SNAT_POOLS},
+    parse::{Parsed, TCP_FIN, TCP_RST},
+    schedule,
+};
+
+const EEXIST: i32 = -17;
+/// A flow's last-seen time is refreshed at most this often, so that a busy flow does not
+/// write its shared entry on every packet from every CPU.
+const REFRESH_NS: u64 = 1_000_000_000;
+
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Copies the entry of `key` to `out` if it has not expired, and refreshes it.
+#[inline(always)]
+pub fn live(key: &FlowKey, now: u64, out: &mut Flow) -> bool {
+    let Some(entry) = FLOWS.get_ptr_mut(key) else {
+        return false;
+    };
+    // SAFETY: a pointer into the map's value, valid for this program run. Other CPUs may
+    // write the same entry; every field read or written here is a whole aligned word, and a
+    // stale last_seen only shifts an expiry by the refresh interval.
+    let flow = unsafe { &mut *entry };
+    if flow.expired(now) {
+        return false;
+    }
+    if now.saturating_sub(flow.last_seen_ns) > REFRESH_NS {
+        flow.last_seen_ns = now;
+    }
+    *out = *flow;
+    true
+}
+
+/// Schedules the new flow of `vip` that the packet `scratch.parsed` starts, which came in on `ingress`
+/// (where the LB is `iface`), creates both its entries and writes the request direction's to
+/// `scratch.flow`. Not inlined: a function of its own has a stack frame of its own, which the
+/// verifier's 512-byte limit counts only on the paths that call it.
+#[inline(never)]
+pub fn create(
+    vip: &VipMeta,
+    iface: &IfaceConfig,
+    ingress: u32,
+    scratch: &mut Scratch,
+) -> Result<(), Reason> {
+    let now = now();
+    let Scratch {
+        parsed: p,
+        flow: out,
+        reply,
+        key,
+        ..
+    } = scratch;
+    let p = &*p;
+    let (real_id, real) = schedule::real(p, vip)?;
+    let egress = if real.ifindex() == 0 {
+        ingress
+    } else {
+        real.ifindex()
+    };
+    let out_mac = if egress == ingress {
+        iface.mac
+    } else {
+        // A real behind an interface the LB is not attached to cannot be sent to.
+        lookup::iface(egress).ok_or(Reason::NoReal)?.mac
+    };
+    let flags = match vip.mode {
+        MODE_ROUTER => FLOW_SET_SRC_MAC | FLOW_DEC_TTL,
+        MODE_ONE_ARM => FLOW_SET_SRC_MAC,
+        _ => 0,
+    };
+    let (timeout, fin_timeout) = if p.flow.proto == PROTO_TCP {
+        (vip.timeouts.tcp, vip.timeouts.tcp_fin)
+    } else {
+        (vip.timeouts.udp, vip.timeouts.udp)
+    };
+    *out = Flow {
+        src: p.flow.src,
+        dst: real.addr_bytes(),
+        sport: p.flow.sport,
+        dport: real.port_or(p.flow.dport),
+        dst_mac: real.mac(),
+        src_mac: out_mac,
+        flags,
+        _pad: [0; 3],
+        egress_ifindex: egress,
+        vip_id: vip.vip_id,
+        real_id,
+        timeout,
+        fin_timeout,
+        last_seen_ns: now,
+    };
+    // Replies go back where the request came from, to the MAC it came from, as from the VIP.
+    *reply = Flow {
+        src: p.flow.dst,
+        dst: p.flow.src,
+        sport: p.flow.dport,
+        dport: p.flow.sport,
+        dst_mac: p.src_mac,
+        src_mac: iface.mac,
+        flags: flags | FLOW_REPLY,
+        egress_ifindex: ingress,
+        ..*out
+    };
+    // The reply entry goes in first: once a request leaves, its answer must find it.
+    *key = reply_key(p, out);
+    if vip.mode == MODE_ONE_ARM {
+        claim_snat(vip.vip_id, key, out, reply, now)?;
+    } else {
+        claim(key, reply, now)?;
+    }
+    if FLOWS.insert(&p.flow, &*out, BPF_ANY as u64).is_err() {
+        return Err(Reason::FlowInsert);
+    }
+    Ok(())
+}
+
+/// The key the answers to `request`'s packets arrive with.
+#[inline(always)]
+fn reply_key(p: &Parsed, request: &Flow) -> FlowKey {
+    request
+        .rewritten_key(p.flow.proto, p.flow.family)
+        .reversed()
+}
+
+/// Inserts the reply entry `reply` under `key` unless a live entry of another flow holds it.
+#[inline(always)]
+fn claim(key: &FlowKey, reply: &Flow, now: u64) -> Result<(), Reason> {
+    match FLOWS.insert(key, reply, BPF_NOEXIST as u64) {
+        Ok(()) => Ok(()),
+        Err(EEXIST) => {
+            // Free to take: expired, evicted meanwhile, or this very flow's own (its request
+            // entry expired or was evicted, and it is being created again).
+            let free = match FLOWS.get_ptr(key) {
+                None => true,
+                // SAFETY: a pointer into the map's value, read at once.
+                Some(held) => unsafe { (*held).expired(now) || same_peer(&*held, reply) },
+            };
+            if !free {
+                return Err(Reason::FlowClash);
+            }
+            if FLOWS.insert(key, reply, BPF_ANY as u64).is_err() {
+                return Err(Reason::FlowInsert);
+            }
+            Ok(())
+        }
+        Err(_errno) => Err(Reason::FlowInsert),
+    }
+}
+
+#[inline(always)]
+fn same_peer(a: &Flow, b: &Flow) -> bool {
+    a.src == b.src && a.dst == b.dst && a.sport == b.sport && a.dport == b.dport
+}
+
+/// One-arm: finds a free (pool address, port) towards the real for a new flow, inserts the
+/// reply entry under it, and makes it `request`'s source. Each CPU allocates only from its own slice of the port range, so two
+/// CPUs never race for a port; within a slice, a port is free when no live reply entry holds
+/// it (towards this real's address and port: the same port is reused towards other reals).
+#[inline(always)]
+fn claim_snat(
+    vip_id: u32,
+    key: &mut FlowKey,
+    request: &mut Flow,
+    reply: &Flow,
+    now: u64,
+) -> Result<(), Reason> {
+    let pool = SNAT_POOLS.get(vip_id).ok_or(Reason::SnatExhausted)?;
+    let count = pool.count;
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let (first, span) = pool.cpu_slice(cpu, lookup::settings().cpus);
+    if count == 0 || span == 0 {
+        return Err(Reason::SnatExhausted);
+    }
+    let cursor = SNAT_CURSOR.get_ptr_mut(0).ok_or(Reason::SnatExhausted)?;
+    // SAFETY: this CPU's own slot; programs on one CPU do not run concurrently.
+    let start = unsafe { *cursor };
+    let mut i = 0;
+    while i < SNAT_TRIES {
+        let n = start.wrapping_add(i);
+        let port = (first + n % span) as u16;
+        let Some(addr) = pool.addrs.get(((n / span) % count) as usize) else {
+            return Err(Reason::SnatExhausted);
+        };
+        key.dst = *addr;
+        key.dport = port.to_be_bytes();
+        match FLOWS.insert(&*key, reply, BPF_NOEXIST as u64) {
+            Ok(()) => {
+                // SAFETY: as above.
+                unsafe { *cursor = n.wrapping_add(1) };
+                request.src = *addr;
+                request.sport = key.dport;
+                return Ok(());
+            }
+            Err(EEXIST) => {
+                let expired = FLOWS
+                    .get_ptr(&*key)
+                    // SAFETY: a pointer into the map's value, read at once.
+                    .is_some_and(|held| unsafe { (*held).expired(now) });
+                if expired && FLOWS.insert(&*key, reply, BPF_EXIST as u64).is_ok() {
+                    // SAFETY: as above.
+                    unsafe { *cursor = n.wrapping_add(1) };
+                    request.src = *addr;
+                    request.sport = key.dport;
+                    return Ok(());
+                }
+            }
+            Err(_errno) => return Err(Reason::FlowInsert),
+        }
+        i += 1;
+    }
+    // SAFETY: as above. The next flow starts past the ports found taken.
+    unsafe { *cursor = start.wrapping_add(SNAT_TRIES) };
+    Err(Reason::SnatExhausted)
+}
+
+/// Follows a TCP flow's end: after a RST both entries go (the connection is gone at both
+/// ends); after a FIN both live only the VIP's FIN timeout past their last packet.
+#[inline(always)]
+pub fn track_tcp(key: &FlowKey, flow: &Flow, tcp_flags: u8) {
+    if tcp_flags & (TCP_RST | TCP_FIN) == 0 {
+        return;
+    }
+    let partner = flow.rewritten_key(key.proto, key.family).reversed();
+    if tcp_flags & TCP_RST != 0 {
+        // Either entry may be gone already (evicted, or the other direction's RST removed
+        // it on another CPU): removing what is not there is no error here.
+        let _gone = FLOWS.remove(key).is_ok() & FLOWS.remove(&partner).is_ok();
+        return;
+    }
+    if flow.flags & FLOW_CLOSING != 0 {
+        return;
+    }
+    for k in [key, &partner] {
+        if let Some(entry) = FLOWS.get_ptr_mut(k) {
+            // SAFETY: a pointer into the map's value; setting a flag bit races only with
+            // the same write from another CPU.
+            unsafe { (*entry).flags |= FLOW_CLOSING };
+        }
+    }
+}

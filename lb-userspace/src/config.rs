@@ -1,0 +1,206 @@
+//! The configuration file (TOML): one `[[vip]]` table per service. See `lbctl.example.toml`.
+//! Every error names the file, the line and the field, and says what is wrong.
+
+use std::{fmt, net::IpAddr, ops::Range, path::Path, str::FromStr};
+
+use lb_common::Timeouts;
+use serde::{de::Error as _, Deserialize, Deserializer};
+use toml::Spanned;
+
+use crate::{
+    service::{self, Service, VipSettings},
+    spec::{Mode, PortRange, RealSpec, VipSpec},
+};
+
+/// Why a configuration file was rejected.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The file, and the line and column (1-based) where the problem is, when known.
+    pub path: String,
+    pub line: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.path, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default, rename = "vip")]
+    vips: Vec<VipTable>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VipTable {
+    address: Spanned<FromText<VipSpec>>,
+    #[serde(default)]
+    mode: Option<FromText<ModeName>>,
+    reals: Vec<FromText<RealSpec>>,
+    #[serde(default)]
+    snat_pool: Vec<FromText<IpAddr>>,
+    #[serde(default)]
+    snat_ports: Option<FromText<PortRange>>,
+    #[serde(default)]
+    tcp_timeout: Option<u32>,
+    #[serde(default)]
+    tcp_fin_timeout: Option<u32>,
+    #[serde(default)]
+    udp_timeout: Option<u32>,
+}
+
+/// A value written as a string and parsed with `FromStr`; its error becomes the file's.
+struct FromText<T>(T);
+
+impl<'de, T: FromStr> Deserialize<'de> for FromText<T>
+where
+    T::Err: fmt::Display,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(FromText).map_err(D::Error::custom)
+    }
+}
+
+/// A mode by its `--mode` name.
+struct ModeName(Mode);
+
+impl FromStr for ModeName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        <Mode as clap::ValueEnum>::from_str(s, false)
+            .map(ModeName)
+            .map_err(|_| {
+                format!("`{s}`: the mode must be one of dsr, tunnel, nat, router, one-arm")
+            })
+    }
+}
+
+/// Reads and checks `path`. `cpus`: see [`service::validate`].
+pub fn load(path: &Path, cpus: u32) -> Result<Vec<Service>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.display().to_string(),
+        line: None,
+        message: format!("cannot read it: {e}"),
+    })?;
+    parse(&text, &path.display().to_string(), cpus)
+}
+
+/// Parses and checks the text of a configuration file named `path`.
+pub fn parse(text: &str, path: &str, cpus: u32) -> Result<Vec<Service>, ConfigError> {
+    let at = |span: Option<Range<usize>>, message: String| ConfigError {
+        path: path.to_owned(),
+        line: span.map(|s| line_col(text, s.start)),
+        message,
+    };
+    let file: File = toml::from_str(text).map_err(|e| at(e.span(), e.message().to_owned()))?;
+    let mut spans = Vec::with_capacity(file.vips.len());
+    let mut services = Vec::with_capacity(file.vips.len());
+    for v in file.vips {
+        spans.push(v.address.span());
+        let defaults = Timeouts::DEFAULT;
+        services.push(Service {
+            vip: v.address.into_inner().0,
+            settings: VipSettings {
+                mode: v.mode.map_or(Mode::Dsr, |m| m.0 .0),
+                timeouts: Timeouts {
+                    tcp: v.tcp_timeout.unwrap_or(defaults.tcp),
+                    tcp_fin: v.tcp_fin_timeout.unwrap_or(defaults.tcp_fin),
+                    udp: v.udp_timeout.unwrap_or(defaults.udp),
+                },
+                snat_pool: v.snat_pool.into_iter().map(|a| a.0).collect(),
+                snat_ports: v.snat_ports.map_or(PortRange::SNAT_DEFAULT, |p| p.0),
+            },
+            reals: v.reals.into_iter().map(|r| r.0).collect(),
+        });
+    }
+    if services.is_empty() {
+        return Err(at(
+            None,
+            "no [[vip]] tables: nothing to serve (see lbctl.example.toml)".into(),
+        ));
+    }
+    service::validate(&services, cpus).map_err(|e| {
+        at(
+            spans.get(e.index).cloned(),
+            format!("in the [[vip]] of {}: {}: {}", e.vip, e.field, e.problem),
+        )
+    })?;
+    Ok(services)
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../lbctl.example.toml");
+
+    #[test]
+    fn the_example_in_the_repository_is_valid() {
+        let services = parse(EXAMPLE, "lbctl.example.toml", 2).unwrap();
+        let modes: Vec<Mode> = services.iter().map(|s| s.settings.mode).collect();
+        assert_eq!(
+            modes,
+            [
+                Mode::Dsr,
+                Mode::Tunnel,
+                Mode::Nat,
+                Mode::Router,
+                Mode::OneArm
+            ]
+        );
+    }
+
+    fn error(text: &str) -> String {
+        parse(text, "lb.toml", 2).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_field() {
+        let e = error("[[vip]]\naddress = \"198.18.100.10:80\"\nreals = [\"198.18.0.11\"]\n");
+        assert!(e.starts_with("lb.toml:2:"), "{e}");
+        assert!(e.contains("ADDRESS:PORT/PROTO"), "{e}");
+
+        let e = error("[[vip]]\naddress = \"198.18.100.10:80/tcp\"\nmode = \"bridge\"\nreals = [\"198.18.0.11\"]\n");
+        assert!(e.starts_with("lb.toml:3:"), "{e}");
+        assert!(
+            e.contains("one of dsr, tunnel, nat, router, one-arm"),
+            "{e}"
+        );
+
+        let e = error(
+            "[[vip]]\naddress = \"198.18.100.10:80/tcp\"\nreals = [\"198.18.0.11\"]\nweight = 3\n",
+        );
+        assert!(e.starts_with("lb.toml:4:") && e.contains("weight"), "{e}");
+
+        let e = error("\n[[vip]]\naddress = \"198.18.100.10:80/tcp\"\nmode = \"dsr\"\nreals = [\"198.18.0.11:8080\"]\n");
+        assert!(e.starts_with("lb.toml:3:"), "{e}");
+        assert!(
+            e.contains("reals") && e.contains("cannot translate ports"),
+            "{e}"
+        );
+
+        let e = error("");
+        assert!(e.contains("no [[vip]]"), "{e}");
+
+        let e = error("[[vip]]\naddress = \"198.18.100.10:80/tcp\"\nmode = \"one-arm\"\nreals = [\"198.18.0.11\"]\nsnat_ports = \"2000\"\n");
+        assert!(e.starts_with("lb.toml:5:") && e.contains("MIN-MAX"), "{e}");
+    }
+}

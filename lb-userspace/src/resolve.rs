@@ -1,0 +1,302 @@
+//! From what operators name to what the datapath needs, asked of the kernel: the interfaces
+//! to attach to and the LB's side of each, every real's egress interface and next-hop MAC,
+//! one-arm SNAT pools. Nothing is attached here; neighbour entries added to resolve MACs are
+//! returned so a failed attach can take them back.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    time::Duration,
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use futures::TryStreamExt as _;
+use rtnetlink::{
+    packet_route::{
+        address::AddressAttribute,
+        link::LinkAttribute,
+        neighbour::{NeighbourAttribute, NeighbourMessage},
+        AddressFamily,
+    },
+    Handle,
+};
+
+use crate::{
+    datapath::{Interface, Real},
+    iface, neigh,
+    route::{self, NextHop, Route},
+    service::Service,
+    spec::Mode,
+};
+
+/// Everything `Datapath` needs to serve `services` on the interfaces.
+pub struct Resolved {
+    pub interfaces: Vec<Interface>,
+    /// The services, one-arm pools filled in.
+    pub services: Vec<Service>,
+    /// The reals of each service, in the same order.
+    pub reals: Vec<Vec<Real>>,
+    /// Neighbour entries lbctl added; `remove` them if the attach fails.
+    pub added: Vec<neigh::AddedNeighbours>,
+}
+
+impl Resolved {
+    /// Takes back the neighbour entries lbctl added.
+    pub async fn forget_neighbours(self) {
+        for a in self.added {
+            a.remove().await;
+        }
+    }
+}
+
+/// How a real is reached: an attached interface, or a bridge whose ports are attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Egress {
+    Direct(u32),
+    Bridge(u32),
+}
+
+/// Resolves `services` for the interfaces named `ifaces`, waiting up to `timeout` for each
+/// next hop to answer ARP/ND.
+pub async fn resolve(
+    ifaces: &[String],
+    services: &[Service],
+    timeout: Duration,
+) -> Result<Resolved> {
+    let handle = neigh::connect()?;
+    let mut interfaces = Vec::new();
+    // Bridges some attached interfaces are ports of: bridge ifindex → (name, ports).
+    let mut bridges: BTreeMap<u32, (String, BTreeSet<u32>)> = BTreeMap::new();
+    for name in ifaces {
+        let (ifindex, attrs) = neigh::link_attributes(&handle, name).await?;
+        let own = iface::config(name)?;
+        let master = attrs.iter().find_map(|a| match a {
+            LinkAttribute::Controller(m) => Some(*m),
+            _ => None,
+        });
+        // A bridge port's L3 identity is its bridge's: frames for the LB carry the bridge's
+        // MAC, and the bridge holds the address.
+        let config = match master {
+            Some(m) => {
+                let bridge = link_name(&handle, m).await?;
+                let b = iface::config(&bridge)?;
+                bridges
+                    .entry(m)
+                    .or_insert_with(|| (bridge, BTreeSet::new()))
+                    .1
+                    .insert(ifindex);
+                lb_common::IfaceConfig {
+                    mac: b.mac,
+                    mtu: own.mtu,
+                    ipv4: b.ipv4,
+                }
+            }
+            None => own,
+        };
+        interfaces.push(Interface {
+            name: name.clone(),
+            ifindex,
+            config,
+        });
+    }
+    let attached: BTreeSet<u32> = interfaces.iter().map(|i| i.ifindex).collect();
+    let names: BTreeMap<u32, String> = interfaces
+        .iter()
+        .map(|i| (i.ifindex, i.name.clone()))
+        .chain(bridges.iter().map(|(m, (n, _))| (*m, n.clone())))
+        .collect();
+    let here = ifaces.join(", ");
+
+    // Where each real goes: egress and next hop.
+    let mut tables: [Option<Vec<Route>>; 2] = [None, None];
+    let mut hops = Vec::new();
+    for s in services {
+        let mut per_real = Vec::new();
+        for r in &s.reals {
+            let table = &mut tables[usize::from(r.addr.is_ipv6())];
+            if table.is_none() {
+                *table = Some(route::routes(&handle, r.addr.is_ipv6()).await?);
+            }
+            let (hop, oif) = route::route_to(table.as_deref().unwrap_or_default(), r.addr, &here)?;
+            let egress = if attached.contains(&oif) {
+                Egress::Direct(oif)
+            } else if bridges.contains_key(&oif) {
+                Egress::Bridge(oif)
+            } else {
+                let via = link_name(&handle, oif)
+                    .await
+                    .unwrap_or_else(|_| format!("index {oif}"));
+                bail!("real {r} of VIP {} is reached through {via}, which lbctl is not attached to: add {via} to the interfaces (`lbctl attach {here} {via} ...`)", s.vip);
+            };
+            if s.settings.mode == Mode::Dsr {
+                if let NextHop::Via(gw) = hop {
+                    bail!("dsr needs reals on the segment of {here}, but {} is routed via {gw}: use --mode tunnel for routed reals", r.addr);
+                }
+            }
+            per_real.push((egress, hop));
+        }
+        hops.push(per_real);
+    }
+
+    // The MAC of every next hop, resolved on the interface (or bridge) it is reached on.
+    let mut wanted: BTreeMap<u32, Vec<IpAddr>> = BTreeMap::new();
+    for (egress, hop) in hops.iter().flatten() {
+        let (Egress::Direct(i) | Egress::Bridge(i)) = *egress;
+        let list = wanted.entry(i).or_default();
+        if !list.contains(&hop.addr()) {
+            list.push(hop.addr());
+        }
+    }
+    let mut resolved = Resolved {
+        interfaces,
+        services: services.to_vec(),
+        reals: Vec::new(),
+        added: Vec::new(),
+    };
+    let mut macs: BTreeMap<(u32, IpAddr), [u8; 6]> = BTreeMap::new();
+    for (ifindex, addrs) in &wanted {
+        let name = &names[ifindex];
+        match neigh::resolve_macs(name, addrs, timeout).await {
+            Ok((found, added)) => {
+                resolved.added.push(added);
+                for (a, m) in addrs.iter().zip(found) {
+                    macs.insert((*ifindex, *a), m);
+                }
+            }
+            Err(e) => {
+                resolved.forget_neighbours().await;
+                return Err(e);
+            }
+        }
+    }
+    match finish(&handle, &mut resolved, &hops, &macs, &bridges).await {
+        Ok(()) => Ok(resolved),
+        Err(e) => {
+            resolved.forget_neighbours().await;
+            Err(e)
+        }
+    }
+}
+
+/// Turns next hops and MACs into reals (a bridge's port found in its forwarding database),
+/// and fills in one-arm pools.
+async fn finish(
+    handle: &Handle,
+    resolved: &mut Resolved,
+    hops: &[Vec<(Egress, NextHop)>],
+    macs: &BTreeMap<(u32, IpAddr), [u8; 6]>,
+    bridges: &BTreeMap<u32, (String, BTreeSet<u32>)>,
+) -> Result<()> {
+    let local = local_addresses(handle).await?;
+    for (s, per_real) in resolved.services.iter_mut().zip(hops) {
+        let mut reals = Vec::new();
+        for (r, (egress, hop)) in s.reals.iter().zip(per_real) {
+            let (Egress::Direct(i) | Egress::Bridge(i)) = *egress;
+            let mac = macs[&(i, hop.addr())];
+            let ifindex = match *egress {
+                Egress::Direct(i) => i,
+                Egress::Bridge(b) => {
+                    let (bridge, ports) = &bridges[&b];
+                    bridge_port(handle, mac, ports).await?.ok_or_else(|| {
+                        anyhow!(
+                            "bridge {bridge} does not know which port {} ({}) is behind: is it up?",
+                            hop.addr(),
+                            fmt_mac(&mac)
+                        )
+                    })?
+                }
+            };
+            reals.push(Real {
+                addr: r.addr,
+                port: r.port,
+                mac,
+                ifindex,
+            });
+        }
+        if s.settings.mode == Mode::OneArm {
+            if s.settings.snat_pool.is_empty() {
+                let first = reals.first().map(|r| r.ifindex).unwrap_or_default();
+                let ipv4 = resolved
+                    .interfaces
+                    .iter()
+                    .find(|i| i.ifindex == first)
+                    .map(|i| i.config.ipv4)
+                    .unwrap_or_default();
+                if ipv4 == [0; 4] {
+                    bail!("one-arm VIP {}: the interface its reals are reached through has no IPv4 address to use as source; give a snat_pool", s.vip);
+                }
+                s.settings.snat_pool = vec![IpAddr::from(ipv4)];
+            }
+            if let Some(a) = s.settings.snat_pool.iter().find(|a| !local.contains(a)) {
+                bail!("SNAT pool address {a} of VIP {} is not an address of this host, so replies to it would not reach the LB: add it (`ip addr add {a}/32 dev IFACE`)", s.vip);
+            }
+        }
+        resolved.reals.push(reals);
+    }
+    Ok(())
+}
+
+async fn link_name(handle: &Handle, index: u32) -> Result<String> {
+    let mut links = handle.link().get().match_index(index).execute();
+    let msg = links
+        .try_next()
+        .await
+        .with_context(|| format!("asking the kernel about interface {index}"))?
+        .ok_or_else(|| anyhow!("interface {index} does not exist"))?;
+    msg.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow!("interface {index} has no name"))
+}
+
+/// The port among `ports` that the bridge's forwarding database has `mac` behind.
+async fn bridge_port(handle: &Handle, mac: [u8; 6], ports: &BTreeSet<u32>) -> Result<Option<u32>> {
+    let mut req = handle.neighbours().get();
+    req.message_mut().header.family = AddressFamily::Bridge;
+    let mut entries = req.execute();
+    while let Some(msg) = entries
+        .try_next()
+        .await
+        .context("dumping the bridge forwarding database")?
+    {
+        if ports.contains(&msg.header.ifindex) && lladdr(&msg) == Some(mac) {
+            return Ok(Some(msg.header.ifindex));
+        }
+    }
+    Ok(None)
+}
+
+fn lladdr(msg: &NeighbourMessage) -> Option<[u8; 6]> {
+    msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(l) => <[u8; 6]>::try_from(&l[..]).ok(),
+        _ => None,
+    })
+}
+
+/// Every address assigned to this host's interfaces.
+async fn local_addresses(handle: &Handle) -> Result<BTreeSet<IpAddr>> {
+    let mut out = BTreeSet::new();
+    let mut dump = handle.address().get().execute();
+    while let Some(msg) = dump
+        .try_next()
+        .await
+        .context("dumping the host's addresses")?
+    {
+        for a in &msg.attributes {
+            if let AddressAttribute::Local(ip) | AddressAttribute::Address(ip) = a {
+                out.insert(*ip);
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

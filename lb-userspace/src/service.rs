@@ -1,0 +1,258 @@
+//! A service as configured — a VIP, how it is served, by which reals — and the checks that
+//! need nothing but the configuration, run before anything is touched.
+
+use std::{collections::BTreeSet, fmt, net::IpAddr};
+
+use lb_common::{Timeouts, MAX_POOL_ADDRS};
+
+use crate::spec::{Mode, PortRange, RealSpec, VipSpec};
+
+/// How a VIP is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipSettings {
+    pub mode: Mode,
+    pub timeouts: Timeouts,
+    /// One-arm: the LB-owned addresses flows get as their source. Empty: the IPv4 address of
+    /// the interface the reals are reached through.
+    pub snat_pool: Vec<IpAddr>,
+    /// One-arm: the source ports flows get.
+    pub snat_ports: PortRange,
+}
+
+impl VipSettings {
+    /// `mode` with the default timeouts and SNAT ports, and no pool addresses.
+    pub fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            timeouts: Timeouts::DEFAULT,
+            snat_pool: Vec::new(),
+            snat_ports: PortRange::SNAT_DEFAULT,
+        }
+    }
+}
+
+/// One VIP and its reals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub vip: VipSpec,
+    pub settings: VipSettings,
+    pub reals: Vec<RealSpec>,
+}
+
+/// A configuration that cannot be served, and which field of which VIP says so.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Invalid {
+    /// Index of the service in the list checked.
+    pub index: usize,
+    pub vip: VipSpec,
+    /// The field at fault, as the config file names it.
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VIP {} ({}): {}", self.vip, self.field, self.problem)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// Checks what can be checked without the kernel: families, port translation, SNAT pools,
+/// timeouts, duplicates. `cpus` is the number of possible CPUs: each gets its own slice of a
+/// one-arm VIP's port range.
+pub fn validate(services: &[Service], cpus: u32) -> Result<(), Invalid> {
+    let mut vips = BTreeSet::new();
+    for (index, s) in services.iter().enumerate() {
+        let fail = |field, problem: String| Invalid {
+            index,
+            vip: s.vip,
+            field,
+            problem,
+        };
+        if !vips.insert(s.vip) {
+            return Err(fail("address", "listed twice; list each VIP once".into()));
+        }
+        let mode = s.settings.mode;
+        if s.vip.addr.is_ipv6() && mode != Mode::Dsr {
+            return Err(fail(
+                "mode",
+                format!("{mode} supports IPv4 VIPs for now; use dsr for IPv6"),
+            ));
+        }
+        if s.reals.is_empty() {
+            return Err(fail("reals", "no reals: list at least one".into()));
+        }
+        let mut seen = BTreeSet::new();
+        for r in &s.reals {
+            if r.addr.is_ipv4() != s.vip.addr.is_ipv4() {
+                return Err(fail(
+                    "reals",
+                    format!("real {r} is of another IP family than the VIP; use reals of the VIP's family"),
+                ));
+            }
+            // Two processes on one host, on two ports, are two reals; the same port twice is
+            // one real listed twice.
+            if !seen.insert((r.addr, r.port.unwrap_or(s.vip.port))) {
+                return Err(fail(
+                    "reals",
+                    format!("real {r} is listed twice; list each real once"),
+                ));
+            }
+            if let Some(port) = r.port.filter(|p| *p != s.vip.port) {
+                if !mode.is_stateful() {
+                    return Err(fail(
+                        "reals",
+                        format!("real {r} listens on port {port}, but {mode} cannot translate ports (the real answers the client directly, from the VIP's port): use nat, router or one-arm, or port {}", s.vip.port),
+                    ));
+                }
+            }
+        }
+        let t = s.settings.timeouts;
+        for (field, v) in [
+            ("tcp_timeout", t.tcp),
+            ("tcp_fin_timeout", t.tcp_fin),
+            ("udp_timeout", t.udp),
+        ] {
+            if v == 0 {
+                return Err(fail(
+                    field,
+                    "a timeout of 0 s would expire every flow at once; give seconds >= 1".into(),
+                ));
+            }
+        }
+        if mode != Mode::OneArm {
+            if !s.settings.snat_pool.is_empty() {
+                return Err(fail(
+                    "snat_pool",
+                    format!(
+                        "only one-arm VIPs translate sources; {mode} keeps the client's address"
+                    ),
+                ));
+            }
+            continue;
+        }
+        let pool = &s.settings.snat_pool;
+        if pool.len() > MAX_POOL_ADDRS {
+            return Err(fail(
+                "snat_pool",
+                format!("{} addresses; at most {MAX_POOL_ADDRS}", pool.len()),
+            ));
+        }
+        if let Some(a) = pool.iter().find(|a| a.is_ipv4() != s.vip.addr.is_ipv4()) {
+            return Err(fail(
+                "snat_pool",
+                format!("{a} is of another IP family than the VIP"),
+            ));
+        }
+        if pool.iter().collect::<BTreeSet<_>>().len() != pool.len() {
+            return Err(fail("snat_pool", "an address is listed twice".into()));
+        }
+        let ports = s.settings.snat_ports;
+        if ports.len() < cpus {
+            return Err(fail(
+                "snat_ports",
+                format!("{ports} has {} ports, fewer than the {cpus} CPUs that each allocate from their own share: widen it", ports.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(vip: &str, mode: Mode, reals: &[&str]) -> Service {
+        Service {
+            vip: vip.parse().unwrap(),
+            settings: VipSettings::new(mode),
+            reals: reals.iter().map(|r| r.parse().unwrap()).collect(),
+        }
+    }
+
+    fn problem(s: Service) -> Invalid {
+        validate(&[s], 4).unwrap_err()
+    }
+
+    #[test]
+    fn a_service_per_mode_is_valid() {
+        let mut one_arm = service("198.18.100.14:80/tcp", Mode::OneArm, &["198.18.0.11:8080"]);
+        one_arm.settings.snat_pool = vec!["198.18.0.201".parse().unwrap()];
+        let all = vec![
+            service(
+                "198.18.100.10:80/tcp",
+                Mode::Dsr,
+                &["198.18.0.11", "198.18.0.12:80"],
+            ),
+            service("198.18.100.11:80/tcp", Mode::Tunnel, &["198.18.1.11"]),
+            service("198.18.100.12:80/tcp", Mode::Nat, &["198.18.0.11:8080"]),
+            service("198.18.100.13:53/udp", Mode::Router, &["198.18.1.11:5353"]),
+            one_arm,
+            service("[2001:2::10]:80/tcp", Mode::Dsr, &["2001:2::11"]),
+        ];
+        validate(&all, 4).unwrap();
+    }
+
+    #[test]
+    fn port_translation_only_where_the_lb_sees_replies() {
+        for mode in [Mode::Dsr, Mode::Tunnel] {
+            let e = problem(service("198.18.100.10:80/tcp", mode, &["198.18.0.11:8080"]));
+            assert_eq!(e.field, "reals");
+            assert!(e.problem.contains("cannot translate ports"), "{e}");
+        }
+    }
+
+    #[test]
+    fn each_mistake_names_its_field() {
+        let e = problem(service("198.18.100.10:80/tcp", Mode::Nat, &["2001:2::11"]));
+        assert_eq!(e.field, "reals");
+        let e = problem(service(
+            "[2001:2::10]:80/tcp",
+            Mode::OneArm,
+            &["2001:2::11"],
+        ));
+        assert_eq!(e.field, "mode");
+        let e = problem(service("198.18.100.10:80/tcp", Mode::Nat, &[]));
+        assert_eq!(e.field, "reals");
+        let e = problem(service(
+            "198.18.100.10:80/tcp",
+            Mode::Nat,
+            &["198.18.0.11", "198.18.0.11:80"],
+        ));
+        assert!(e.problem.contains("listed twice"), "{e}");
+        validate(
+            &[service(
+                "198.18.100.10:80/tcp",
+                Mode::Nat,
+                &["198.18.0.11:8080", "198.18.0.11:8081"],
+            )],
+            1,
+        )
+        .unwrap();
+
+        let mut s = service("198.18.100.10:80/tcp", Mode::Nat, &["198.18.0.11"]);
+        s.settings.snat_pool = vec!["198.18.0.201".parse().unwrap()];
+        assert_eq!(problem(s).field, "snat_pool");
+
+        let mut s = service("198.18.100.10:80/tcp", Mode::OneArm, &["198.18.0.11"]);
+        s.settings.snat_ports = "2000-2002".parse().unwrap();
+        let e = problem(s);
+        assert_eq!(e.field, "snat_ports");
+        assert!(e.problem.contains("4 CPUs"), "{e}");
+
+        let mut s = service("198.18.100.10:80/tcp", Mode::OneArm, &["198.18.0.11"]);
+        s.settings.snat_pool = (1..=9)
+            .map(|i| IpAddr::from([198, 18, 0, 200 + i]))
+            .collect();
+        assert_eq!(problem(s).field, "snat_pool");
+
+        let mut s = service("198.18.100.10:80/tcp", Mode::Router, &["198.18.0.11"]);
+        s.settings.timeouts.udp = 0;
+        assert_eq!(problem(s).field, "udp_timeout");
+
+        let twice = service("198.18.100.10:80/tcp", Mode::Dsr, &["198.18.0.11"]);
+        let e = validate(&[twice.clone(), twice], 1).unwrap_err();
+        assert_eq!((e.index, e.field), (1, "address"));
+    }
+}
