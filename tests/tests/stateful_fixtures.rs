@@ -1,0 +1,478 @@
+//! nat, router and one-arm on crafted frames through BPF_PROG_TEST_RUN. Unlike the stateless
+//! table, rows are a conversation: each may depend on the flows the rows before it created.
+//! Every expected frame is built independently with etherparse, checksums included.
+
+use etherparse::{icmpv4, Icmpv4Type, IpNumber, Ipv4Header, PacketBuilder};
+use lb_common::{Reason, FLOW_CLOSING};
+use lb_userspace::{
+    datapath::{Datapath, Real},
+    service::VipSettings,
+    spec::Mode,
+};
+use tests::{assert_checksums_valid, fixture::*};
+
+#[derive(Clone, Copy)]
+enum Tcp {
+    Syn,
+    Ack,
+    Fin,
+    Rst,
+}
+
+struct Hop {
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    ttl: u8,
+}
+
+fn hop(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Hop {
+    Hop {
+        src_mac,
+        dst_mac,
+        src,
+        dst,
+        ttl: 64,
+    }
+}
+
+impl Hop {
+    fn ttl(mut self, ttl: u8) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    fn tcp(&self, sport: u16, dport: u16, flags: Tcp, payload: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(self.src_mac, self.dst_mac)
+            .ipv4(self.src, self.dst, self.ttl)
+            .tcp(sport, dport, 7, 64240);
+        let b = match flags {
+            Tcp::Syn => b.syn(),
+            Tcp::Ack => b.ack(11),
+            Tcp::Fin => b.ack(11).fin(),
+            Tcp::Rst => b.rst(),
+        };
+        build(|v| b.write(v, payload).unwrap())
+    }
+
+    fn udp(&self, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        build(|v| {
+            PacketBuilder::ethernet2(self.src_mac, self.dst_mac)
+                .ipv4(self.src, self.dst, self.ttl)
+                .udp(sport, dport)
+                .write(v, payload)
+                .unwrap()
+        })
+    }
+
+    /// ICMP port unreachable quoting `quoted` (an IP packet), as Linux sends it.
+    fn port_unreachable(&self, quoted: &[u8]) -> Vec<u8> {
+        build(|v| {
+            PacketBuilder::ethernet2(self.src_mac, self.dst_mac)
+                .ipv4(self.src, self.dst, self.ttl)
+                .icmpv4(Icmpv4Type::DestinationUnreachable(
+                    icmpv4::DestUnreachableHeader::Port,
+                ))
+                .write(v, quoted)
+                .unwrap()
+        })
+    }
+}
+
+/// An IP packet (no Ethernet header) carrying UDP, as quoted in ICMP errors.
+fn udp_ip(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    build(|v| {
+        PacketBuilder::ipv4(src, dst, 64)
+            .udp(sport, dport)
+            .write(v, payload)
+            .unwrap()
+    })
+}
+
+/// What the LB sends back when router mode would forward a packet whose TTL runs out.
+fn time_exceeded(frame: &[u8]) -> Vec<u8> {
+    let mut ip = Ipv4Header::new(0, 64, IpNumber::ICMP, LB_IP, CLIENT).unwrap();
+    ip.dont_fragment = false;
+    build(|v| {
+        PacketBuilder::ethernet2(LB_MAC, CLIENT_MAC)
+            .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+            .icmpv4(Icmpv4Type::TimeExceeded(
+                icmpv4::TimeExceededCode::TtlExceededInTransit,
+            ))
+            .write(v, &frame[14..42])
+            .unwrap()
+    })
+}
+
+fn zero_udp_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[40..42].copy_from_slice(&[0, 0]);
+    frame
+}
+
+enum Counted {
+    Request,
+    Reply,
+    Because(Reason),
+}
+
+struct Row {
+    name: &'static str,
+    frame: Vec<u8>,
+    action: u32,
+    /// `None`: the frame must leave unchanged.
+    output: Option<Vec<u8>>,
+    counted: Counted,
+}
+
+fn row(name: &'static str, frame: Vec<u8>, action: u32, output: Vec<u8>, counted: Counted) -> Row {
+    Row {
+        name,
+        frame,
+        action,
+        output: Some(output),
+        counted,
+    }
+}
+
+fn untouched(name: &'static str, frame: Vec<u8>, action: u32, reason: Reason) -> Row {
+    Row {
+        name,
+        frame,
+        action,
+        output: None,
+        counted: Counted::Because(reason),
+    }
+}
+
+// Who sends to whom: the client to the LB, the LB to the reals and back.
+fn client_to_lb(vip: [u8; 4]) -> Hop {
+    hop(CLIENT_MAC, LB_MAC, CLIENT, vip)
+}
+fn real_b_to_lb() -> Hop {
+    hop(REAL_B_MAC, LB_B_MAC, REAL_B_IP, CLIENT)
+}
+
+fn rows() -> Vec<Row> {
+    use Counted::*;
+    let q = b"query";
+    let quoted_at_real = udp_ip(CLIENT, REAL_B_IP, 40000, 5353, q);
+    let quoted_at_client = udp_ip(CLIENT, VIP_NAT, 40000, 53, q);
+    let one_arm_quoted_at_real = udp_ip(POOL_IP, REAL_IP, POOL_PORT + 2, 5353, q);
+    let one_arm_quoted_at_client = udp_ip(CLIENT, VIP_ONE_ARM, 40000, 53, q);
+    let late = client_to_lb(VIP_ROUTER)
+        .ttl(1)
+        .tcp(40000, 80, Tcp::Ack, b"late");
+    vec![
+        // nat: the LB is the reals' gateway on its second interface.
+        row(
+            "nat: SYN to the real's port 8080; the client's MAC stays the source",
+            client_to_lb(VIP_NAT).tcp(40000, 80, Tcp::Syn, b""),
+            XDP_REDIRECT,
+            hop(CLIENT_MAC, REAL_B_MAC, CLIENT, REAL_B_IP).tcp(40000, 8080, Tcp::Syn, b""),
+            Request,
+        ),
+        row(
+            "nat: the real's answer goes back to the client as from the VIP",
+            real_b_to_lb().tcp(8080, 40000, Tcp::Ack, b""),
+            XDP_TX,
+            hop(REAL_B_MAC, CLIENT_MAC, VIP_NAT, CLIENT).tcp(80, 40000, Tcp::Ack, b""),
+            Reply,
+        ),
+        row(
+            "nat: an odd payload length",
+            client_to_lb(VIP_NAT).tcp(40000, 80, Tcp::Ack, b"odd"),
+            XDP_REDIRECT,
+            hop(CLIENT_MAC, REAL_B_MAC, CLIENT, REAL_B_IP).tcp(40000, 8080, Tcp::Ack, b"odd"),
+            Request,
+        ),
+        row(
+            "nat: a reply with data",
+            real_b_to_lb().tcp(8080, 40000, Tcp::Ack, b"hello client"),
+            XDP_TX,
+            hop(REAL_B_MAC, CLIENT_MAC, VIP_NAT, CLIENT).tcp(80, 40000, Tcp::Ack, b"hello client"),
+            Reply,
+        ),
+        row(
+            "nat udp: to the real's port 5353",
+            client_to_lb(VIP_NAT).udp(40000, 53, q),
+            XDP_REDIRECT,
+            hop(CLIENT_MAC, REAL_B_MAC, CLIENT, REAL_B_IP).udp(40000, 5353, q),
+            Request,
+        ),
+        row(
+            "nat udp: a zero checksum (none) stays zero",
+            zero_udp_checksum(client_to_lb(VIP_NAT).udp(40001, 53, q)),
+            XDP_REDIRECT,
+            zero_udp_checksum(hop(CLIENT_MAC, REAL_B_MAC, CLIENT, REAL_B_IP).udp(40001, 5353, q)),
+            Request,
+        ),
+        row(
+            "nat udp: the real's port unreachable reaches the client about its own datagram",
+            real_b_to_lb().port_unreachable(&quoted_at_real),
+            XDP_TX,
+            hop(REAL_B_MAC, CLIENT_MAC, VIP_NAT, CLIENT).port_unreachable(&quoted_at_client),
+            Reply,
+        ),
+        // router: the same, as an L3 hop.
+        row(
+            "router: SYN to the real from the LB's MAC, TTL - 1",
+            client_to_lb(VIP_ROUTER).tcp(40000, 80, Tcp::Syn, b""),
+            XDP_REDIRECT,
+            hop(LB_B_MAC, REAL_B_MAC, CLIENT, REAL_B_IP)
+                .ttl(63)
+                .tcp(40000, 80, Tcp::Syn, b""),
+            Request,
+        ),
+        row(
+            "router: the answer from the LB's MAC, TTL - 1",
+            real_b_to_lb().tcp(80, 40000, Tcp::Ack, b""),
+            XDP_TX,
+            hop(LB_MAC, CLIENT_MAC, VIP_ROUTER, CLIENT)
+                .ttl(63)
+                .tcp(80, 40000, Tcp::Ack, b""),
+            Reply,
+        ),
+        row(
+            "router: a TTL that would expire gets ICMP time exceeded",
+            late.clone(),
+            XDP_TX,
+            time_exceeded(&late),
+            Because(Reason::IcmpTtlExceeded),
+        ),
+        // one-arm: the source becomes the pool's, on the ingress interface's segment.
+        row(
+            "one-arm: SYN to the real from the pool address and CPU 0's first port",
+            client_to_lb(VIP_ONE_ARM).tcp(40000, 80, Tcp::Syn, b""),
+            XDP_TX,
+            hop(LB_MAC, REAL_MAC, POOL_IP, REAL_IP).tcp(POOL_PORT, 8080, Tcp::Syn, b""),
+            Request,
+        ),
+        row(
+            "one-arm: the answer to the pool port goes to the client from the VIP",
+            hop(REAL_MAC, LB_MAC, REAL_IP, POOL_IP).tcp(8080, POOL_PORT, Tcp::Ack, b""),
+            XDP_TX,
+            hop(LB_MAC, CLIENT_MAC, VIP_ONE_ARM, CLIENT).tcp(80, 40000, Tcp::Ack, b""),
+            Reply,
+        ),
+        row(
+            "one-arm: another client port gets the next port",
+            client_to_lb(VIP_ONE_ARM).tcp(40001, 80, Tcp::Syn, b""),
+            XDP_TX,
+            hop(LB_MAC, REAL_MAC, POOL_IP, REAL_IP).tcp(POOL_PORT + 1, 8080, Tcp::Syn, b""),
+            Request,
+        ),
+        untouched(
+            "one-arm: an answer to a pool port no flow holds",
+            hop(REAL_MAC, LB_MAC, REAL_IP, POOL_IP).tcp(8080, 1999, Tcp::Ack, b""),
+            XDP_PASS,
+            Reason::NoFlow,
+        ),
+        row(
+            "one-arm udp: to the real's port 5353 from the next pool port",
+            client_to_lb(VIP_ONE_ARM).udp(40000, 53, q),
+            XDP_TX,
+            hop(LB_MAC, REAL_MAC, POOL_IP, REAL_IP).udp(POOL_PORT + 2, 5353, q),
+            Request,
+        ),
+        row(
+            "one-arm udp: port unreachable reaches the client about its own datagram",
+            hop(REAL_MAC, LB_MAC, REAL_IP, POOL_IP).port_unreachable(&one_arm_quoted_at_real),
+            XDP_TX,
+            hop(LB_MAC, CLIENT_MAC, VIP_ONE_ARM, CLIENT)
+                .port_unreachable(&one_arm_quoted_at_client),
+            Reply,
+        ),
+        row(
+            "one-arm: a pool with one port per CPU gives CPU 0 its port",
+            client_to_lb(VIP_EXHAUST).tcp(41000, 80, Tcp::Syn, b""),
+            XDP_TX,
+            hop(LB_MAC, REAL_MAC, POOL2_IP, REAL_IP).tcp(EXHAUST_PORT, 80, Tcp::Syn, b""),
+            Request,
+        ),
+        untouched(
+            "one-arm: ... and then has none left",
+            client_to_lb(VIP_EXHAUST).tcp(41001, 80, Tcp::Syn, b""),
+            XDP_DROP,
+            Reason::SnatExhausted,
+        ),
+        row(
+            "nat: a flow from client port 40100",
+            client_to_lb(VIP_NAT).tcp(40100, 80, Tcp::Syn, b""),
+            XDP_REDIRECT,
+            hop(CLIENT_MAC, REAL_B_MAC, CLIENT, REAL_B_IP).tcp(40100, 8080, Tcp::Syn, b""),
+            Request,
+        ),
+        untouched(
+            "nat: the same port to another VIP on the same real and port would clash",
+            client_to_lb(VIP_NAT2).tcp(40100, 80, Tcp::Syn, b""),
+            XDP_DROP,
+            Reason::FlowClash,
+        ),
+        untouched(
+            "nat: a packet from the real's service port that no flow knows",
+            real_b_to_lb().tcp(8080, 45000, Tcp::Ack, b""),
+            XDP_PASS,
+            Reason::NoFlow,
+        ),
+        untouched(
+            "the real's other traffic is not the LB's",
+            real_b_to_lb().tcp(22, 45000, Tcp::Ack, b""),
+            XDP_PASS,
+            Reason::NotVip,
+        ),
+        untouched(
+            "an ICMP error about no flow is the kernel's",
+            real_b_to_lb().port_unreachable(&udp_ip(CLIENT, REAL_B_IP, 49999, 5353, q)),
+            XDP_PASS,
+            Reason::NotTcpUdp,
+        ),
+        untouched(
+            "a ping to a stateful VIP is the kernel's",
+            build(|v| {
+                eth()
+                    .ipv4(CLIENT, VIP_NAT, 64)
+                    .icmpv4_echo_request(1, 1)
+                    .write(v, b"ping")
+                    .unwrap()
+            }),
+            XDP_PASS,
+            Reason::NotTcpUdp,
+        ),
+    ]
+}
+
+#[test]
+fn stateful_fixture_table() {
+    pin_to_cpu0();
+    let dp = seeded_stateful();
+    for row in rows() {
+        let before = dp.counters().unwrap();
+        let (action, out) = dp.run_frame(&row.frame).unwrap();
+        let moved = delta(&before, &dp.counters().unwrap());
+        assert_eq!(
+            action, row.action,
+            "{}: action (counted {moved:?})",
+            row.name
+        );
+        let want = row.output.clone().unwrap_or_else(|| row.frame.clone());
+        assert_eq!(out, want, "{}: output bytes", row.name);
+        if action == XDP_TX || action == XDP_REDIRECT {
+            assert_checksums_valid(&out);
+        }
+        let label = match row.counted {
+            Counted::Request => "forwarded",
+            Counted::Reply => "forwarded_replies",
+            Counted::Because(r) => r.label(),
+        };
+        assert_eq!(
+            moved,
+            vec![(label.to_owned(), 1, row.frame.len() as u64)],
+            "{}: counters",
+            row.name
+        );
+    }
+}
+
+/// The flow table entries whose key or rewrite names client port `port`.
+fn entries_of(dp: &Datapath, port: u16) -> Vec<(lb_common::FlowKey, lb_common::Flow)> {
+    let p = port.to_be_bytes();
+    dp.flows()
+        .unwrap()
+        .into_iter()
+        .filter(|(k, f)| k.sport == p || k.dport == p || f.sport == p || f.dport == p)
+        .collect()
+}
+
+#[test]
+fn a_flow_has_two_entries_a_fin_shortens_them_and_a_rst_removes_them() {
+    let dp = seeded_stateful();
+    let to_real = |flags| client_to_lb(VIP_NAT).tcp(42000, 80, flags, b"");
+    dp.run_frame(&to_real(Tcp::Syn)).unwrap();
+    let entries = entries_of(&dp, 42000);
+    assert_eq!(entries.len(), 2, "request and reply entries: {entries:?}");
+    assert!(entries.iter().all(|(_, f)| f.flags & FLOW_CLOSING == 0));
+
+    let (action, _) = dp.run_frame(&to_real(Tcp::Fin)).unwrap();
+    assert_eq!(action, XDP_REDIRECT, "the FIN is forwarded");
+    let entries = entries_of(&dp, 42000);
+    assert_eq!(entries.len(), 2);
+    assert!(
+        entries.iter().all(|(_, f)| f.flags & FLOW_CLOSING != 0),
+        "both directions closing after a FIN: {entries:?}"
+    );
+
+    let (action, _) = dp
+        .run_frame(&real_b_to_lb().tcp(8080, 42000, Tcp::Rst, b""))
+        .unwrap();
+    assert_eq!(action, XDP_TX, "the real's RST reaches the client");
+    assert!(entries_of(&dp, 42000).is_empty(), "a RST ends the flow");
+    let before = dp.counters().unwrap();
+    dp.run_frame(&real_b_to_lb().tcp(8080, 42000, Tcp::Ack, b""))
+        .unwrap();
+    assert_eq!(
+        delta(&before, &dp.counters().unwrap())[0].0,
+        Reason::NoFlow.label()
+    );
+}
+
+/// A one-arm VIP whose pool has one port per CPU and flows that expire after a second.
+fn short_lived_one_arm() -> Datapath {
+    let mut dp = Datapath::load().unwrap();
+    dp.set_interface(IFINDEX_A, lb_iface()).unwrap();
+    let cpus = lb_userspace::datapath::possible_cpus().unwrap() as u16;
+    let mut settings = VipSettings {
+        snat_pool: vec![POOL2_IP.into()],
+        snat_ports: format!("{EXHAUST_PORT}-{}", EXHAUST_PORT + cpus - 1)
+            .parse()
+            .unwrap(),
+        ..VipSettings::new(Mode::OneArm)
+    };
+    settings.timeouts.tcp = 1;
+    settings.timeouts.tcp_fin = 1;
+    let v = vip("198.18.100.23:80/tcp");
+    dp.add_vip(v, &settings).unwrap();
+    let real = Real {
+        addr: REAL_IP.into(),
+        port: None,
+        mac: REAL_MAC,
+        ifindex: IFINDEX_A,
+    };
+    dp.set_reals(&v, &[real]).unwrap();
+    dp
+}
+
+#[test]
+fn snat_ports_are_freed_when_their_flow_ends_or_expires() {
+    pin_to_cpu0();
+    let dp = short_lived_one_arm();
+    let syn = |sport| client_to_lb(VIP_EXHAUST).tcp(sport, 80, Tcp::Syn, b"");
+    let port_of = |out: &[u8]| u16::from_be_bytes([out[34], out[35]]);
+
+    let (action, out) = dp.run_frame(&syn(41000)).unwrap();
+    assert_eq!((action, port_of(&out)), (XDP_TX, EXHAUST_PORT));
+    assert_eq!(
+        dp.run_frame(&syn(41001)).unwrap().0,
+        XDP_DROP,
+        "no port left"
+    );
+
+    // The real resets the first flow: its port is free at once.
+    let rst = hop(REAL_MAC, LB_MAC, REAL_IP, POOL2_IP).tcp(80, EXHAUST_PORT, Tcp::Rst, b"");
+    assert_eq!(dp.run_frame(&rst).unwrap().0, XDP_TX);
+    let (action, out) = dp.run_frame(&syn(41001)).unwrap();
+    assert_eq!((action, port_of(&out)), (XDP_TX, EXHAUST_PORT));
+
+    // Idle past the VIP's 1 s timeout: the flow is gone and its port is someone else's.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let before = dp.counters().unwrap();
+    let late_answer = hop(REAL_MAC, LB_MAC, REAL_IP, POOL2_IP).tcp(80, EXHAUST_PORT, Tcp::Ack, b"");
+    assert_eq!(dp.run_frame(&late_answer).unwrap().0, XDP_PASS);
+    assert_eq!(
+        delta(&before, &dp.counters().unwrap())[0].0,
+        Reason::NoFlow.label(),
+        "an expired flow answers nothing"
+    );
+    let (action, out) = dp.run_frame(&syn(41002)).unwrap();
+    assert_eq!((action, port_of(&out)), (XDP_TX, EXHAUST_PORT));
+}
