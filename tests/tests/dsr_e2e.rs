@@ -143,6 +143,8 @@ fn rejected_attach_changes_nothing() {
         !neigh.contains("198.18.0.99") && !neigh.contains("198.18.0.11"),
         "the failed attach left neighbour entries: {neigh}"
     );
+    let err = attempt(&["--vip", &vip, "--real", "198.18.0.11:8080"]);
+    assert!(err.contains("dsr cannot translate ports"), "{err}");
     let err = attempt(&["--vip", &vip, "--real", "198.18.0.11", "--mode", "bogus"]);
     assert!(err.contains("bogus"), "{err}");
     let out = lab

@@ -9,7 +9,7 @@ use std::{
 };
 
 use lb_userspace::{
-    lab::{drive_tcp, drive_udp, Lab, Reply, CLIENT_ADDR, SNAT_ADDR, UDP_PORT, VIP_PORT},
+    lab::{drive_tcp, drive_udp, Lab, Reply, ALT_PORT, CLIENT_ADDR, SNAT_ADDR, UDP_PORT, VIP_PORT},
     stats::Stats,
 };
 use tests::{lbctl, require_root};
@@ -96,6 +96,10 @@ fn check_stateful_vip(lab: &Lab, reals: usize, seen_as: Ipv4Addr) {
         assert!(*n >= 150 / reals / 2, "{real} got {n} of 150: {per_real:?}");
     }
     assert_eq!(seen(&tcp), vec![IpAddr::V4(seen_as)]);
+    assert!(
+        tcp.iter().all(|r| r.port == ALT_PORT),
+        "VIP port 80 was translated to the reals' 8080"
+    );
 
     let udp = all_answered(
         lab,
@@ -104,6 +108,7 @@ fn check_stateful_vip(lab: &Lab, reals: usize, seen_as: Ipv4Addr) {
     );
     assert_eq!(spread(&udp).len(), reals, "{:?}", spread(&udp));
     assert_eq!(seen(&udp), vec![IpAddr::V4(seen_as)]);
+    assert!(udp.iter().all(|r| r.port == UDP_PORT));
 
     assert_eq!(
         refused(lab, vip(10, 9999)),
@@ -293,4 +298,39 @@ fn five_vips_one_per_mode_in_one_program() {
         }
     }
     lab.stop_lb().unwrap();
+}
+
+#[test]
+fn check_config_validates_without_touching_anything() {
+    require_root();
+    let lbctl = lbctl().display().to_string();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../lbctl.example.toml");
+    let out = std::process::Command::new(&lbctl)
+        .args(["check-config", example])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("5 VIPs, valid"), "{text}");
+    assert!(text.contains("198.18.100.14:80/tcp  one-arm"), "{text}");
+
+    let broken = config_file(
+        "broken",
+        "[[vip]]\naddress = \"198.18.100.10:80/tcp\"\nmode = \"tunnel\"\nreals = [\"198.18.0.11:8080\"]\n",
+    );
+    let out = std::process::Command::new(&lbctl)
+        .arg("check-config")
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:2:", broken.display())) && err.contains("cannot translate ports"),
+        "{err}"
+    );
 }

@@ -1,8 +1,9 @@
 //! The lab's real servers and client: plain sockets opened inside the namespaces.
 //!
 //! Protocol: the client sends one line (TCP) or datagram (UDP); the server answers `NAME
-//! CLIENT-ADDRESS` (the address it saw the request come from) and, for TCP, closes. That one
-//! line proves which real answered and what each mode does to the client's address.
+//! CLIENT-ADDRESS PORT` (the address it saw the request come from, the port it serves) and,
+//! for TCP, closes. That one line proves which real answered, what each mode does to the
+//! client's address, and where port translation led.
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
@@ -40,7 +41,7 @@ impl Server {
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((stream, peer)) => answer(stream, &name, peer.ip()),
+                    Ok((stream, peer)) => answer(stream, &name, peer.ip(), addr.port()),
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
             }
@@ -65,7 +66,8 @@ impl Server {
             while !flag.load(Ordering::Relaxed) {
                 // A timeout or a bad datagram costs only its own answer.
                 if let Ok((_, peer)) = socket.recv_from(&mut buf) {
-                    let _ = socket.send_to(format!("{name} {}\n", peer.ip()).as_bytes(), peer);
+                    let text = format!("{name} {} {}\n", peer.ip(), addr.port());
+                    let _ = socket.send_to(text.as_bytes(), peer);
                 }
             }
         });
@@ -90,14 +92,14 @@ impl Drop for Server {
     }
 }
 
-fn answer(stream: TcpStream, name: &str, peer: IpAddr) {
+fn answer(stream: TcpStream, name: &str, peer: IpAddr, port: u16) {
     // A client that misbehaves only costs itself: errors end this connection, nothing else.
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let mut line = String::new();
     let mut reader = BufReader::new(&stream);
     if reader.read_line(&mut line).is_ok() {
-        let _ = (&stream).write_all(format!("{name} {peer}\n").as_bytes());
+        let _ = (&stream).write_all(format!("{name} {peer} {port}\n").as_bytes());
     }
 }
 
@@ -108,6 +110,8 @@ pub struct Reply {
     pub real: String,
     /// The client address that real saw.
     pub client_seen: IpAddr,
+    /// The port the real served the request on.
+    pub port: u16,
 }
 
 /// Makes `count` TCP connections from `ns` to `target`, one request each, one after another.
@@ -177,11 +181,12 @@ fn udp_request(target: SocketAddr, i: usize) -> Result<Reply> {
 
 fn parse_reply(text: &str) -> Result<Reply> {
     let mut words = text.split_whitespace();
-    let (Some(real), Some(seen)) = (words.next(), words.next()) else {
+    let (Some(real), Some(seen), Some(port)) = (words.next(), words.next(), words.next()) else {
         return Err(anyhow!("malformed reply {text:?}"));
     };
     Ok(Reply {
         real: real.to_owned(),
         client_seen: seen.parse().context("client address in reply")?,
+        port: port.parse().context("port in reply")?,
     })
 }
