@@ -63,15 +63,6 @@ pub fn route_to(routes: &[Route], dst: IpAddr, iface: &str) -> Result<(NextHop, 
     Ok((hop, route.oif))
 }
 
-/// As [`route_to`], provided the route leaves through interface `oif`.
-pub fn next_hop(routes: &[Route], dst: IpAddr, oif: u32, iface: &str) -> Result<NextHop> {
-    let (hop, route_oif) = route_to(routes, dst, iface)?;
-    if route_oif != oif {
-        bail!("{dst} is reached through another interface (index {route_oif}), not {iface}: the balancer sends from {iface} only");
-    }
-    Ok(hop)
-}
-
 fn contains(prefix: IpAddr, len: u8, addr: IpAddr) -> bool {
     match (prefix, addr) {
         (IpAddr::V4(p), IpAddr::V4(a)) => {
@@ -92,28 +83,6 @@ fn contains(prefix: IpAddr, len: u8, addr: IpAddr) -> bool {
         }
         _ => false,
     }
-}
-
-/// The first hop from `iface` towards each of `dsts`, from the kernel's main routing table.
-pub async fn next_hops(iface: &str, dsts: &[IpAddr]) -> Result<Vec<NextHop>> {
-    let handle = crate::neigh::connect()?;
-    let (ifindex, _) = crate::neigh::link_attributes(&handle, iface).await?;
-    let mut v4 = None;
-    let mut v6 = None;
-    let mut hops = Vec::with_capacity(dsts.len());
-    for &dst in dsts {
-        let table = if dst.is_ipv6() { &mut v6 } else { &mut v4 };
-        if table.is_none() {
-            *table = Some(routes(&handle, dst.is_ipv6()).await?);
-        }
-        hops.push(next_hop(
-            table.as_deref().unwrap_or_default(),
-            dst,
-            ifindex,
-            iface,
-        )?);
-    }
-    Ok(hops)
 }
 
 /// The main table's unicast routes of `v6`'s family, from the kernel.
@@ -198,7 +167,7 @@ mod tests {
     }
 
     fn hop(dst: &str) -> Result<NextHop> {
-        next_hop(&table(), dst.parse().unwrap(), 2, "eth0")
+        route_to(&table(), dst.parse().unwrap(), "eth0").map(|(hop, _)| hop)
     }
 
     #[test]
@@ -222,13 +191,11 @@ mod tests {
     }
 
     #[test]
-    fn another_interface_or_no_route_is_an_error() {
-        assert!(hop("198.18.2.5")
-            .unwrap_err()
-            .to_string()
-            .contains("another interface"));
+    fn the_route_names_its_interface_and_no_route_is_an_error() {
+        let (_, oif) = route_to(&table(), "198.18.2.5".parse().unwrap(), "eth0").unwrap();
+        assert_eq!(oif, 3);
         let only_v6 = vec![route("2001:2::", 64, None, 2, 0)];
-        let err = next_hop(&only_v6, "198.18.0.1".parse().unwrap(), 2, "eth0").unwrap_err();
+        let err = route_to(&only_v6, "198.18.0.1".parse().unwrap(), "eth0").unwrap_err();
         assert!(err.to_string().contains("no route"));
     }
 

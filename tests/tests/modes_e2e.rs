@@ -174,6 +174,21 @@ fn router_joins_two_subnets_and_the_reals_see_the_client() {
     require_root();
     let mut lab = Lab::two_subnets(3).unwrap();
     let config = config_file("router", &stateful_config("router", &lab.real_addrs(), ""));
+    // Attached to the clients' side only, the LB could not send to the reals: refused.
+    let out = lab
+        .lb
+        .command(&lbctl().display().to_string())
+        .args(["attach", "eth0", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("reached through eth1, which lbctl is not attached to"),
+        "{err}"
+    );
+    assert!(!lab.lb_xdp_attached().unwrap());
     lab.start_lb(&lbctl(), &["--config".into(), config.display().to_string()])
         .unwrap();
     check_stateful_vip(&lab, 3, CLIENT_ADDR);
