@@ -149,10 +149,10 @@ pub fn validate(services: &[Service], cpus: u32) -> Result<(), Invalid> {
             return Err(fail("snat_pool", "an address is listed twice".into()));
         }
         let ports = s.settings.snat_ports;
-        if ports.len() < cpus {
+        if ports.count() < cpus {
             return Err(fail(
                 "snat_ports",
-                format!("{ports} has {} ports, fewer than the {cpus} CPUs that each allocate from their own share: widen it", ports.len()),
+                format!("{ports} has {} ports, fewer than the {cpus} CPUs that each allocate from their own share: widen it", ports.count()),
             ));
         }
     }

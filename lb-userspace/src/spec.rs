@@ -238,7 +238,8 @@ impl PortRange {
         max: 32767,
     };
 
-    pub fn len(self) -> u32 {
+    /// How many ports the range holds (never zero: MIN <= MAX).
+    pub fn count(self) -> u32 {
         u32::from(self.max) - u32::from(self.min) + 1
     }
 }
@@ -332,8 +333,8 @@ mod tests {
     #[test]
     fn port_ranges() {
         let r: PortRange = "1024-2047".parse().unwrap();
-        assert_eq!((r.min, r.max, r.len()), (1024, 2047, 1024));
-        assert_eq!("7-7".parse::<PortRange>().unwrap().len(), 1);
+        assert_eq!((r.min, r.max, r.count()), (1024, 2047, 1024));
+        assert_eq!("7-7".parse::<PortRange>().unwrap().count(), 1);
         for bad in ["0-10", "10-9", "1024", "a-b", "1-70000"] {
             assert!(bad.parse::<PortRange>().is_err(), "{bad}");
         }

@@ -105,6 +105,25 @@ fn time_exceeded(frame: &[u8]) -> Vec<u8> {
     })
 }
 
+/// A TCP segment with IPv4 options (4 bytes of NOPs and an end) and TCP options (MSS, NOP).
+fn with_options(h: &Hop, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut ip = Ipv4Header::new(0, h.ttl, IpNumber::TCP, h.src, h.dst).unwrap();
+    ip.options = [1u8, 1, 1, 0][..].try_into().unwrap();
+    build(|v| {
+        PacketBuilder::ethernet2(h.src_mac, h.dst_mac)
+            .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+            .tcp(sport, dport, 7, 64240)
+            .ack(11)
+            .options(&[
+                etherparse::TcpOptionElement::MaximumSegmentSize(1460),
+                etherparse::TcpOptionElement::Noop,
+            ])
+            .unwrap()
+            .write(v, payload)
+            .unwrap()
+    })
+}
+
 fn zero_udp_checksum(mut frame: Vec<u8>) -> Vec<u8> {
     frame[40..42].copy_from_slice(&[0, 0]);
     frame
@@ -194,6 +213,18 @@ fn rows() -> Vec<Row> {
             Reply,
         ),
         row(
+            "nat: IPv4 options and TCP options move nothing but the offsets",
+            with_options(&client_to_lb(VIP_NAT), 40000, 80, b"opts"),
+            XDP_REDIRECT,
+            with_options(
+                &hop(CLIENT_MAC, REAL_B_MAC, CLIENT, REAL_B_IP),
+                40000,
+                8080,
+                b"opts",
+            ),
+            Request,
+        ),
+        row(
             "nat udp: to the real's port 5353",
             client_to_lb(VIP_NAT).udp(40000, 53, q),
             XDP_REDIRECT,
@@ -239,6 +270,12 @@ fn rows() -> Vec<Row> {
             XDP_TX,
             time_exceeded(&late),
             Because(Reason::IcmpTtlExceeded),
+        ),
+        untouched(
+            "router: a TTL that would expire with IP options cannot be quoted: dropped",
+            with_options(&client_to_lb(VIP_ROUTER).ttl(1), 40000, 80, b"x"),
+            XDP_DROP,
+            Reason::TtlExpired,
         ),
         // one-arm: the source becomes the pool's, on the ingress interface's segment.
         row(
