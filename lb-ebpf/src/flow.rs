@@ -84,6 +84,10 @@ pub fn create(
     let flags = match vip.mode {
         MODE_ROUTER => FLOW_SET_SRC_MAC | FLOW_DEC_TTL,
         MODE_ONE_ARM => FLOW_SET_SRC_MAC,
+        // nat bridges: frames keep their source MAC between two segments. Sent back out of
+        // the segment they came from, they must not: a switch would learn the client's MAC
+        // on the LB's port and send the client's replies there.
+        _ if egress == ingress => FLOW_SET_SRC_MAC,
         _ => 0,
     };
     let (timeout, fin_timeout) = if p.flow.proto == PROTO_TCP {

@@ -60,6 +60,8 @@ pub const VIP_ONE_ARM: [u8; 4] = [198, 18, 100, 22];
 pub const VIP_EXHAUST: [u8; 4] = [198, 18, 100, 23];
 /// A second nat VIP over the same real and port as VIP_NAT.
 pub const VIP_NAT2: [u8; 4] = [198, 18, 100, 24];
+/// nat over a real on the ingress interface's own segment.
+pub const VIP_NAT_ONE_SEGMENT: [u8; 4] = [198, 18, 100, 25];
 pub const POOL_IP: [u8; 4] = [198, 18, 0, 201];
 pub const POOL2_IP: [u8; 4] = [198, 18, 0, 202];
 /// First source port of CPU 0's slice of the pools' ranges.
@@ -70,7 +72,8 @@ pub const EXHAUST_PORT: u16 = 2000;
 /// :5353 behind IFINDEX_B, router 198.18.100.21:80/tcp over 198.18.1.11 (same port), one-arm
 /// 198.18.100.22:80/tcp and :53/udp over 198.18.0.11:8080/:5353 on the ingress interface
 /// with pool 198.18.0.201, 1024-32767; one-arm 198.18.100.23:80/tcp with pool 198.18.0.202
-/// and one port per CPU; nat 198.18.100.24:80/tcp over the same real and port as .20.
+/// and one port per CPU; nat 198.18.100.24:80/tcp over the same real and port as .20; nat
+/// 198.18.100.25:80/tcp over 198.18.0.11 on the ingress interface.
 pub fn seeded_stateful() -> Datapath {
     require_root();
     let mut dp = Datapath::load().expect("load");
@@ -138,6 +141,11 @@ pub fn seeded_stateful() -> Datapath {
             "198.18.100.24:80/tcp",
             VipSettings::new(Mode::Nat),
             real_b(Some(8080)),
+        ),
+        (
+            "198.18.100.25:80/tcp",
+            VipSettings::new(Mode::Nat),
+            real_a(None),
         ),
     ] {
         dp.add_vip(vip(v), &settings).unwrap();

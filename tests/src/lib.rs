@@ -28,14 +28,17 @@ pub fn lbctl() -> PathBuf {
     bin
 }
 
-/// `lbctl attach` arguments serving the lab's VIP over all its reals in `mode`.
+/// `lbctl attach` arguments serving the lab's VIP, TCP port 80 and UDP port 53, over all its
+/// reals in `mode`.
 pub fn attach_args(lab: &lb_userspace::lab::Lab, mode: &str) -> Vec<String> {
-    use lb_userspace::lab::{VIP_ADDR, VIP_PORT};
+    use lb_userspace::lab::{UDP_PORT, VIP_ADDR, VIP_PORT};
     let mut args = vec![
         "--mode".into(),
         mode.into(),
         "--vip".into(),
         format!("{VIP_ADDR}:{VIP_PORT}/tcp"),
+        "--vip".into(),
+        format!("{VIP_ADDR}:{UDP_PORT}/udp"),
     ];
     for r in lab.real_addrs() {
         args.extend(["--real".into(), r.to_string()]);
@@ -113,4 +116,34 @@ pub fn assert_checksums_valid(frame: &[u8]) {
         }
         (net, _) => panic!("not an IPv4/IPv6 frame: {net:?}"),
     }
+}
+
+/// Sends `count` UDP requests (each a new flow) from the lab's client to the VIP's UDP port
+/// and checks that all were answered, by every one of `reals` reals, each seeing the client as
+/// `seen_as`.
+pub fn assert_udp_answered(
+    lab: &lb_userspace::lab::Lab,
+    count: usize,
+    reals: usize,
+    seen_as: std::net::IpAddr,
+) {
+    use lb_userspace::lab::{drive_udp, UDP_PORT, VIP_ADDR};
+    let target = std::net::SocketAddr::new(VIP_ADDR.into(), UDP_PORT);
+    let results = drive_udp(&lab.client, target, count).unwrap();
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "udp: {} of {count} unanswered: {:?}\n{}",
+        failed.len(),
+        failed.first(),
+        lab.lb_log()
+    );
+    let mut names: Vec<String> = results.iter().flatten().map(|r| r.real.clone()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), reals, "udp spread: {names:?}");
+    assert!(results
+        .iter()
+        .flatten()
+        .all(|r| r.client_seen == seen_as && r.port == UDP_PORT));
 }

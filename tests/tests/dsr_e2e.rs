@@ -27,6 +27,7 @@ fn dsr_answers_300_connections_spread_over_three_reals_with_replies_bypassing_th
     }
     // DSR leaves the IP header alone: every real saw the true client.
     assert_eq!(facts.client_addrs_seen, vec![CLIENT_ADDR.to_string()]);
+    tests::assert_udp_answered(&lab, 60, 3, CLIENT_ADDR.into());
     // Client→VIP packets crossed the LB: at least SYN, ACK, request and FIN per connection.
     assert!(
         facts.lb_forwarded >= 300 * 4,

@@ -263,9 +263,10 @@ fn one_arm_by_default_takes_the_interface_address_and_refuses_a_foreign_pool() {
 }
 
 #[test]
-fn five_vips_one_per_mode_in_one_program() {
+fn five_vips_one_per_mode_in_one_program_on_one_interface() {
     require_root();
     let mut lab = Lab::five_modes().unwrap();
+    assert_eq!(lab.lb_ifaces(), ["eth0"]);
     lab.start_decap(&lbctl()).unwrap();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../lbctl.example.toml");
     lab.start_lb(&lbctl(), &["--config".into(), example.into()])

@@ -225,6 +225,20 @@ fn rows() -> Vec<Row> {
             Request,
         ),
         row(
+            "nat on one segment: the LB's MAC as source, or switches would learn the client's on the LB's port",
+            client_to_lb(VIP_NAT_ONE_SEGMENT).tcp(40000, 80, Tcp::Syn, b""),
+            XDP_TX,
+            hop(LB_MAC, REAL_MAC, CLIENT, REAL_IP).tcp(40000, 80, Tcp::Syn, b""),
+            Request,
+        ),
+        row(
+            "nat on one segment: the answer, from the LB's MAC too",
+            hop(REAL_MAC, LB_MAC, REAL_IP, CLIENT).tcp(80, 40000, Tcp::Ack, b""),
+            XDP_TX,
+            hop(LB_MAC, CLIENT_MAC, VIP_NAT_ONE_SEGMENT, CLIENT).tcp(80, 40000, Tcp::Ack, b""),
+            Reply,
+        ),
+        row(
             "nat udp: to the real's port 5353",
             client_to_lb(VIP_NAT).udp(40000, 53, q),
             XDP_REDIRECT,

@@ -50,6 +50,8 @@ fn tunnel_delivers_every_packet_through_ipip_and_the_reals_answer_directly() {
         "the LB saw {} non-VIP packets: replies crossed it",
         facts.lb_not_vip
     );
+    // UDP too, from the VIP's address.
+    tests::assert_udp_answered(&lab, 60, 3, CLIENT_ADDR.into());
     lab.stop_lb().unwrap();
 }
 

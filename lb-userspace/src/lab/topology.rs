@@ -11,10 +11,12 @@
 //!   namespace (198.18.0.254 / 198.18.1.254).
 //!   bridged (nat, transparent): the LB bridges its eth0 (client side) and eth1 (reals'
 //!   side) in one subnet; reals 198.18.0.21.. reach the client through it.
-//!   five modes: one segment's reals r1..r3 plus r4..r6 on 198.18.1.0/24 behind the LB.
+//!   five modes, on one LB interface: one segment's reals r1..r3, and r4..r6 on the same
+//!   segment but in 198.18.1.0/24, whose gateway is the LB's second address on eth0 (a
+//!   router on a stick).
 //! ```
 //! The client routes 198.18.100.0/24 (the VIPs) via the LB. Every real runs the lab's TCP
-//! servers on ports 80 and 8080 and its UDP server on port 53, on all its addresses.
+//! servers on ports 80 and 8080 and its UDP servers on port 53, on all its addresses.
 
 use std::{
     fs::File,
@@ -83,6 +85,9 @@ enum Side {
     BehindLb,
     /// In the client's subnet, behind the LB bridging its eth0 and eth1.
     BridgedByLb,
+    /// On 198.18.1.0/24 but on the LB's one segment, the LB's second address on eth0 their
+    /// gateway.
+    OnStick,
 }
 
 /// A running lab. Field order is drop order: processes and servers stop before the
@@ -173,10 +178,11 @@ impl Lab {
         Self::build(0, Some((Side::BridgedByLb, n_reals)))
     }
 
-    /// Every mode at once (lbctl.example.toml): reals r1..r3 on the LB's segment, r4..r6 on
-    /// 198.18.1.0/24 behind the LB, and the SNAT address on the LB's eth0.
+    /// Every mode at once on one LB interface (lbctl.example.toml): reals r1..r3 on the LB's
+    /// segment, r4..r6 on the same segment in 198.18.1.0/24 with the LB as their gateway, and
+    /// the SNAT address on the LB's eth0.
     pub fn five_modes() -> Result<Self> {
-        let lab = Self::build(3, Some((Side::BehindLb, 3)))?;
+        let lab = Self::build(3, Some((Side::OnStick, 3)))?;
         lab.add_snat_addr()?;
         Ok(lab)
     }
@@ -197,10 +203,9 @@ impl Lab {
         let side = b.map(|(s, _)| s);
         let p = unique_prefix();
         let switch = Netns::create(&format!("{p}-sw"))?;
-        let bridges: &[&str] = if side.is_some() {
-            &["br0", "br1"]
-        } else {
-            &["br0"]
+        let bridges: &[&str] = match side {
+            None | Some(Side::OnStick) => &["br0"],
+            Some(_) => &["br0", "br1"],
         };
         for bridge in bridges {
             switch.ip(&["link", "add", bridge, "type", "bridge"])?;
@@ -247,6 +252,11 @@ impl Lab {
             lb.sysctl("net.ipv4.ip_forward", "1")?;
             lb_ifaces.push("eth1");
             switch_ports.push("lb-b");
+        }
+        if side == Some(Side::OnStick) {
+            let second = format!("{LB_B_ADDR}/{SUBNET_LEN}");
+            lb.ip(&["addr", "add", &second, "dev", HOST_IFACE])?;
+            lb.sysctl("net.ipv4.ip_forward", "1")?;
         }
         lb.ip(&["addr", "add", &format!("{VIP_ADDR}/32"), "dev", "lo"])?;
         let switch_port_xdp = switch.run(move || -> Result<Datapath> {
@@ -302,10 +312,15 @@ impl Lab {
             .chain(b_addrs.iter().take(b_reals).map(|a| {
                 let gateway = match side {
                     Some(Side::BehindRouter) => Some(ROUTER_ADDRS[1]),
-                    Some(Side::BehindLb) => Some(LB_B_ADDR),
+                    Some(Side::BehindLb | Side::OnStick) => Some(LB_B_ADDR),
                     _ => None,
                 };
-                ("br1", *a, gateway)
+                let bridge = if side == Some(Side::OnStick) {
+                    "br0"
+                } else {
+                    "br1"
+                };
+                (bridge, *a, gateway)
             }));
         for (i, (bridge, addr, gateway)) in placed.enumerate() {
             let name = format!("r{}", i + 1);
@@ -325,8 +340,12 @@ impl Lab {
                 let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
                 servers.push(Server::start_tcp(real, &name, any)?);
             }
-            let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), UDP_PORT);
-            servers.push(Server::start_udp(real, &name, any)?);
+            // UDP answers from the address a socket is bound to (or the route's, for
+            // 0.0.0.0): one socket per address, so dsr and tunnel answer from the VIP.
+            for addr in std::iter::once(real_addrs[i]).chain(DIRECT_RETURN_VIPS) {
+                let at = SocketAddr::new(IpAddr::V4(addr), UDP_PORT);
+                servers.push(Server::start_udp(real, &name, at)?);
+            }
         }
         Ok(Self {
             lb_process: None,
