@@ -16,7 +16,7 @@ const _: () = assert!(size_of::<Counter>() == 16);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VipCounters {
-    /// Client → real (and ICMP errors about requests).
+    /// Client → real; ICMP errors are counted in the direction they travel.
     pub requests: Counter,
     /// Real → client, through the LB: nat, router and one-arm only.
     pub replies: Counter,
@@ -101,8 +101,9 @@ reasons! {
     /// address) that matches no flow: expired, evicted, or older than the LB. The kernel gets
     /// it and answers as for any packet it has no socket for.
     NoFlow = 14, Pass, "pass_no_flow";
-    /// One-arm: no free source port in the VIP's SNAT pool (within the tries allowed) for a
-    /// new flow. Add pool addresses or widen the port range.
+    /// One-arm: none of the next 16 ports of this CPU's slice of the VIP's SNAT pool is free
+    /// for a new flow (the next new flow tries the 16 after). Many at once: the pool is full;
+    /// add addresses or widen the port range.
     SnatExhausted = 15, Drop, "drop_snat_exhausted";
     /// The reply tuple of a new flow belongs to another live flow: two VIPs share a real and
     /// port, and one client used the same source port towards both. The real could not tell
@@ -112,8 +113,9 @@ reasons! {
     FlowInsert = 17, Drop, "drop_flow_insert_failed";
     /// Router mode: the TTL would reach zero; answered with ICMP "time exceeded".
     IcmpTtlExceeded = 18, Tx, "tx_icmp_ttl_exceeded";
-    /// Router mode: the TTL would reach zero, and no ICMP can be sent (IPv4 options, or no
-    /// IPv4 address on the interface).
+    /// Router mode: the TTL would reach zero, and no ICMP is sent: the packet has IPv4
+    /// options, the interface no IPv4 address, or the packet is itself an ICMP error (no
+    /// error is ever sent about an error).
     TtlExpired = 19, Drop, "drop_ttl_expired";
 }
 

@@ -254,8 +254,11 @@ pub const FLOW_REPLY: u8 = 1;
 pub const FLOW_SET_SRC_MAC: u8 = 2;
 /// `Flow::flags`: decrement the TTL (router mode).
 pub const FLOW_DEC_TTL: u8 = 4;
-/// `Flow::flags`: a FIN was seen; the entry lives `timeouts.tcp_fin` after its last packet.
+/// `Flow::flags`: a FIN was seen; the entry lives `short_timeout` after its last packet.
 pub const FLOW_CLOSING: u8 = 8;
+/// `Flow::flags`: the real has answered (a reply crossed the reply entry); until then the
+/// flow lives `short_timeout` after its last packet, as a half-open one.
+pub const FLOW_ANSWERED: u8 = 16;
 
 /// Value of the FLOWS map: how to rewrite the packets of one direction of a flow. Every
 /// stateful flow has two entries; each one's key reversed and rewritten gives the other's.
@@ -278,9 +281,11 @@ pub struct Flow {
     pub egress_ifindex: u32,
     pub vip_id: u32,
     pub real_id: u32,
-    /// Idle timeout in seconds, and the one that applies once closing.
+    /// Idle timeout in seconds of an answered flow, and the one of a flow not answered yet
+    /// or closing (a FIN seen). Both are the VIP's UDP timeout for UDP; for TCP the
+    /// established and the FIN timeout (like conntrack's SYN_SENT and TIME_WAIT, 120 s).
     pub timeout: u32,
-    pub fin_timeout: u32,
+    pub short_timeout: u32,
     /// bpf_ktime_get_ns of the last packet (refreshed at most once a second).
     pub last_seen_ns: u64,
 }
@@ -301,7 +306,7 @@ impl Flow {
         vip_id: 0,
         real_id: 0,
         timeout: 0,
-        fin_timeout: 0,
+        short_timeout: 0,
         last_seen_ns: 0,
     };
 
@@ -322,8 +327,8 @@ impl Flow {
     /// Whether the flow was idle longer than its timeout at `now_ns`.
     #[inline(always)]
     pub const fn expired(&self, now_ns: u64) -> bool {
-        let limit = if self.flags & FLOW_CLOSING != 0 {
-            self.fin_timeout
+        let limit = if self.flags & FLOW_CLOSING != 0 || self.flags & FLOW_ANSWERED == 0 {
+            self.short_timeout
         } else {
             self.timeout
         };
@@ -331,11 +336,24 @@ impl Flow {
     }
 }
 
-/// `ENDPOINTS` value: packets from this (address, port, protocol) are replies of nat/router
+/// `Endpoint::kind`: packets from this (address, port, protocol) are replies of nat/router
 /// flows.
 pub const ENDPOINT_REAL: u32 = 1;
-/// `ENDPOINTS` value (key port 0): packets to this address are replies of one-arm flows.
+/// `Endpoint::kind` (key port 0): packets to this address, at a port of the range, are
+/// replies of one-arm flows.
 pub const ENDPOINT_POOL: u32 = 2;
+
+/// Value of the ENDPOINTS map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `ENDPOINT_*`.
+    pub kind: u32,
+    /// A pool address's SNAT ports (the union of its VIPs' ranges), host order.
+    pub port_min: u16,
+    pub port_max: u16,
+}
+const _: () = assert!(size_of::<Endpoint>() == 8);
 
 /// Value of the REALS array: one backend server, as one VIP uses it.
 #[repr(C)]
@@ -437,6 +455,8 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Flow {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Endpoint {}
 }
 
 #[cfg(test)]
@@ -490,13 +510,17 @@ mod tests {
     }
 
     #[test]
-    fn flows_expire_after_their_timeout_and_sooner_once_closing() {
+    fn flows_expire_after_their_timeout_and_sooner_before_an_answer_or_once_closing() {
         let mut f = Flow {
             timeout: 30,
-            fin_timeout: 2,
+            short_timeout: 2,
             last_seen_ns: 10_000_000_000,
             ..Flow::EMPTY
         };
+        // Not answered yet: the short timeout.
+        assert!(!f.expired(12_000_000_000));
+        assert!(f.expired(12_000_000_001));
+        f.flags |= FLOW_ANSWERED;
         assert!(!f.expired(40_000_000_000));
         assert!(f.expired(40_000_000_001));
         f.flags |= FLOW_CLOSING;

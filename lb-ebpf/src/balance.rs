@@ -7,8 +7,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    mode_is_stateful, Family, Flow, FlowKey, IfaceConfig, Reason, VipMeta, FLOW_REPLY, MODE_DSR,
-    MODE_TUNNEL, PROTO_TCP,
+    mode_is_stateful, Family, Flow, FlowKey, IfaceConfig, RealEntry, Reason, VipMeta, FLOW_CLOSING,
+    FLOW_REPLY, MODE_DSR, MODE_ROUTER, MODE_TUNNEL, PROTO_TCP,
 };
 
 use crate::{
@@ -22,7 +22,7 @@ use crate::{
     maps::{self, Scratch},
     nat,
     packet::Packet,
-    parse::{self, Parsed, ETH_LEN},
+    parse::{self, Parsed, ETH_LEN, TCP_ACK, TCP_SYN},
     rewrite::{self, Tunnel},
     schedule,
 };
@@ -31,9 +31,9 @@ const V4: u8 = Family::V4 as u8;
 
 /// Decides what happens to the frame in `ctx`, which arrived on `ingress`.
 ///
-/// The heavy steps are functions of their own, not inlined, each called from here: the
-/// verifier limits the stack of a whole call chain to 512 bytes, and a function's frame
-/// counts only on the chains that call it. Large values live in the per-CPU scratch map.
+/// The heavy steps are functions of their own, not inlined, called from here or from
+/// `for_vip`: the verifier limits the stack of a whole call chain to 512 bytes, and a
+/// function's frame counts only on the chains that call it. Large values live in the per-CPU scratch map.
 /// BPF functions take five arguments and return one register, so steps write to `out`.
 /// Steps that only read and write the frame get it as a [`Packet`] built here: handed the
 /// context instead, the compiler passes them its 32-bit `data` fields, and the verifier
@@ -58,34 +58,96 @@ pub fn balance(ctx: &XdpContext, ingress: u32) -> Result<Sent, Reason> {
         forward(ctx, &pkt, p, &scratch.flow, &mut out)?;
         return Ok(out);
     };
-    let iface = lookup::addressed_to_us(p, ingress)?;
     match vip.mode {
-        MODE_DSR => {
-            let (_, real) = schedule::real(p, &vip)?;
-            rewrite::dsr(&pkt, iface.mac, real.mac())?;
-            out = Sent {
-                vip_id: vip.vip_id,
-                egress: real.ifindex(),
-                reply: false,
-            };
-        }
-        MODE_TUNNEL => match tunnel(ctx, p, &vip, &iface, &mut out) {
+        MODE_DSR | MODE_TUNNEL => match direct(ctx, &pkt, scratch, &vip, &mut out) {
+            // Sent from here: under `direct`, the call chain's stack would be too deep.
             Err(Reason::IcmpTooBig) => {
-                let next_hop_mtu = iface.mtu - decap::OUTER_LEN as u16;
-                let error = icmp::Error::fragmentation_needed(next_hop_mtu);
+                let iface = lookup::iface(ingress).ok_or(Reason::TooBig)?;
+                let error = icmp::Error::fragmentation_needed(scratch.next_hop_mtu);
                 return Err(answer(ctx, &iface, error, Reason::IcmpTooBig));
             }
             done => done?,
         },
         mode if mode_is_stateful(mode) && p.family == V4 => {
-            if !flow::live(&p.flow, flow::now(), &mut scratch.flow) {
-                flow::create(&vip, &iface, ingress, scratch)?;
-            }
+            flow_of(ctx, scratch, &vip)?;
             forward(ctx, &pkt, &scratch.parsed, &scratch.flow, &mut out)?;
         }
         _ => return Err(Reason::UnknownMode),
     }
     Ok(out)
+}
+
+/// dsr and tunnel: the real for the packet in `scratch` to `vip`, and the frame rewritten
+/// for it. A packet too big to tunnel is [`Reason::IcmpTooBig`], with the MTU that fits in
+/// `scratch.next_hop_mtu`, for the caller to answer.
+#[inline(never)]
+fn direct(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    scratch: &mut Scratch,
+    vip: &VipMeta,
+    out: &mut Sent,
+) -> Result<(), Reason> {
+    let ingress = ctx.ingress_ifindex() as u32;
+    let p = &scratch.parsed;
+    let iface = lookup::addressed_to_us(p, ingress)?;
+    let (_, real) = schedule::real(p, vip)?;
+    let egress = egress_iface(&real, ingress, &iface)?;
+    *out = Sent {
+        vip_id: vip.vip_id,
+        egress: real.ifindex(),
+        reply: false,
+    };
+    if vip.mode == MODE_DSR {
+        return rewrite::dsr(pkt, egress.mac, real.mac());
+    }
+    let tunnelled = tunnel(ctx, p, &real, &egress);
+    if tunnelled == Err(Reason::IcmpTooBig) {
+        scratch.next_hop_mtu = egress.mtu - decap::OUTER_LEN as u16;
+    }
+    tunnelled
+}
+
+/// nat, router, one-arm: puts the flow of the packet in `scratch` to `vip` into
+/// `scratch.flow`, creating it when it is new.
+#[inline(never)]
+fn flow_of(ctx: &XdpContext, scratch: &mut Scratch, vip: &VipMeta) -> Result<(), Reason> {
+    let ingress = ctx.ingress_ifindex() as u32;
+    let p = &scratch.parsed;
+    let iface = lookup::addressed_to_us(p, ingress)?;
+    // A TTL that would run out gets its ICMP before any state is made for it.
+    if vip.mode == MODE_ROUTER && p.ttl <= 1 {
+        return Err(answer(
+            ctx,
+            &iface,
+            icmp::Error::TIME_EXCEEDED,
+            Reason::IcmpTtlExceeded,
+        ));
+    }
+    let live = flow::live(&p.flow, flow::now(), &mut scratch.flow);
+    // A SYN on the tuple of a closing flow starts a new connection.
+    let syn = p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let reopen = live && syn && scratch.flow.flags & FLOW_CLOSING != 0;
+    if !live || reopen {
+        flow::create(vip, &iface, ingress, scratch, reopen)?;
+    }
+    Ok(())
+}
+
+/// The LB's side of the interface `real` is reached through: the ingress one's, or another
+/// attached interface's.
+#[inline(always)]
+fn egress_iface(
+    real: &RealEntry,
+    ingress: u32,
+    iface: &IfaceConfig,
+) -> Result<IfaceConfig, Reason> {
+    let egress = real.ifindex();
+    if egress == 0 || egress == ingress {
+        return Ok(*iface);
+    }
+    // A real behind an interface the LB is not attached to cannot be sent to.
+    lookup::iface(egress).ok_or(Reason::NoReal)
 }
 
 /// Stage 1, on a frame of its own.
@@ -150,6 +212,7 @@ fn translate(pkt: &Packet, p: &Parsed, flow: &Flow, out: &mut Sent) -> Result<()
         return Err(Reason::IcmpTtlExceeded);
     }
     nat::translate_v4(pkt, p.l4_off, p.flow.proto, flow)?;
+    flow::answered(&p.flow, flow, flow::now());
     if p.flow.proto == PROTO_TCP {
         flow::track_tcp(&p.flow, flow, p.tcp_flags);
     }
@@ -209,25 +272,22 @@ fn sent(flow: &Flow) -> Sent {
     }
 }
 
-/// Tunnel mode: IP-in-IP to the real, or ICMP "fragmentation needed" when that would not fit.
-/// Not inlined, for a stack frame of its own (the result goes to `out`: see `flow::create`).
+/// Tunnel mode: IP-in-IP to the real, from the LB's side of `egress`; when that would not fit
+/// its MTU, [`Reason::IcmpTooBig`] for the caller to answer "fragmentation needed". Not
+/// inlined, for a stack frame of its own.
 #[inline(never)]
 fn tunnel(
     ctx: &XdpContext,
     p: &Parsed,
-    vip: &VipMeta,
-    iface: &IfaceConfig,
-    out: &mut Sent,
+    real: &RealEntry,
+    egress: &IfaceConfig,
 ) -> Result<(), Reason> {
-    // SAFETY: data..data_end is the frame the kernel handed this program.
-    let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
-    let (_, real) = schedule::real(p, vip)?;
-    let inner_len = pkt.len() - ETH_LEN;
-    if inner_len + decap::OUTER_LEN > iface.mtu as usize {
+    let len = ctx.data_end() - ctx.data();
+    let inner_len = len - ETH_LEN;
+    if inner_len + decap::OUTER_LEN > egress.mtu as usize {
         if p.family != V4 {
             return Err(Reason::TooBig);
         }
-        // The caller answers with "fragmentation needed".
         return Err(Reason::IcmpTooBig);
     }
     // SAFETY: adjust_head on our own context; every packet pointer is re-derived below.
@@ -238,18 +298,12 @@ fn tunnel(
     let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
     let a = real.addr_bytes();
     let tunnel = Tunnel {
-        lb_mac: iface.mac,
+        lb_mac: egress.mac,
         next_hop_mac: real.mac(),
-        src: iface.ipv4,
+        src: egress.ipv4,
         dst: [a[0], a[1], a[2], a[3]],
     };
-    rewrite::ipip(&pkt, &tunnel, p.family, inner_len)?;
-    *out = Sent {
-        vip_id: vip.vip_id,
-        egress: real.ifindex(),
-        reply: false,
-    };
-    Ok(())
+    rewrite::ipip(&pkt, &tunnel, p.family, inner_len)
 }
 
 /// Turns the frame into ICMP `error` back to its sender, from the LB's address on `iface`.

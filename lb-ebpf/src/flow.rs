@@ -1,14 +1,16 @@
 //! The flow table of the stateful modes (nat, router, one-arm): a new flow gets two entries,
-//! one per direction, each saying how to rewrite its packets; TCP RST removes them, FIN
-//! shortens their timeout, idle ones expire; one-arm flows get a source from the SNAT pool.
+//! one per direction, each saying how to rewrite its packets. The two live and die together:
+//! a packet either way refreshes both, the first answer marks both answered, a FIN shortens
+//! both timeouts, a RST removes both; idle ones expire. One-arm flows get a source from the
+//! SNAT pool.
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_EXIST, BPF_NOEXIST},
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
 };
 use lb_common::{
-    Flow, FlowKey, IfaceConfig, Reason, VipMeta, FLOW_CLOSING, FLOW_DEC_TTL, FLOW_REPLY,
-    FLOW_SET_SRC_MAC, MODE_ONE_ARM, MODE_ROUTER, PROTO_TCP, SNAT_TRIES,
+    Flow, FlowKey, IfaceConfig, Reason, VipMeta, FLOW_ANSWERED, FLOW_CLOSING, FLOW_DEC_TTL,
+    FLOW_REPLY, FLOW_SET_SRC_MAC, MODE_ONE_ARM, MODE_ROUTER, PROTO_TCP, SNAT_TRIES,
 };
 
 use crate::{
@@ -20,8 +22,9 @@ use crate::{
 
 const EEXIST: i32 = -17;
 /// A flow's last-seen time is refreshed at most this often, so that a busy flow does not
-/// write its shared entry on every packet from every CPU.
-const REFRESH_NS: u64 = 1_000_000_000;
+/// write its shared entries on every packet from every CPU. Well under the shortest timeout
+/// userspace allows (1 s), so a flow is never found expired between its packets.
+const REFRESH_NS: u64 = 200_000_000;
 
 #[inline(always)]
 pub fn now() -> u64 {
@@ -29,8 +32,9 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// Copies the entry of `key` to `out` if it has not expired, and refreshes it.
-#[inline(always)]
+/// Copies the entry of `key` to `out` if it has not expired, and refreshes it and its
+/// partner. Not inlined: the partner's key needs stack of its own.
+#[inline(never)]
 pub fn live(key: &FlowKey, now: u64, out: &mut Flow) -> bool {
     let Some(entry) = FLOWS.get_ptr_mut(key) else {
         return false;
@@ -44,14 +48,47 @@ pub fn live(key: &FlowKey, now: u64, out: &mut Flow) -> bool {
     }
     if now.saturating_sub(flow.last_seen_ns) > REFRESH_NS {
         flow.last_seen_ns = now;
+        // A flow one way only (UDP to a sink, a server pushing) keeps its other entry, and
+        // with it a one-arm port, alive too.
+        update_partner(key, flow, now, 0);
     }
     *out = *flow;
     true
 }
 
+/// Marks a flow answered, the first time a reply crosses its reply entry `key`: from then on
+/// both entries live the VIP's full timeout.
+#[inline(never)]
+pub fn answered(key: &FlowKey, flow: &Flow, now: u64) {
+    if flow.flags & (FLOW_REPLY | FLOW_ANSWERED) != FLOW_REPLY {
+        return;
+    }
+    if let Some(entry) = FLOWS.get_ptr_mut(key) {
+        // SAFETY: a pointer into the map's value; setting a flag bit races only with the
+        // same write from another CPU.
+        unsafe { (*entry).flags |= FLOW_ANSWERED };
+    }
+    update_partner(key, flow, now, FLOW_ANSWERED);
+}
+
+/// Refreshes the other entry of `flow` (the entry of `key`) and sets `flags` on it.
+#[inline(always)]
+fn update_partner(key: &FlowKey, flow: &Flow, now: u64, flags: u8) {
+    let partner = flow.rewritten_key(key.proto, key.family).reversed();
+    if let Some(entry) = FLOWS.get_ptr_mut(&partner) {
+        // SAFETY: a pointer into the map's value; whole-word writes, racing only with the
+        // same writes from another CPU.
+        unsafe {
+            (*entry).last_seen_ns = now;
+            (*entry).flags |= flags;
+        }
+    }
+}
+
 /// Schedules the new flow of `vip` that the packet `scratch.parsed` starts, which came in on `ingress`
 /// (where the LB is `iface`), creates both its entries and writes the request direction's to
-/// `scratch.flow`. Not inlined: a function of its own has a stack frame of its own, which the
+/// `scratch.flow`. `reopen`: a SYN reuses the tuple of a closing flow, which the new one
+/// replaces. Not inlined: a function of its own has a stack frame of its own, which the
 /// verifier's 512-byte limit counts only on the paths that call it.
 #[inline(never)]
 pub fn create(
@@ -59,6 +96,7 @@ pub fn create(
     iface: &IfaceConfig,
     ingress: u32,
     scratch: &mut Scratch,
+    reopen: bool,
 ) -> Result<(), Reason> {
     let now = now();
     let Scratch {
@@ -90,7 +128,7 @@ pub fn create(
         _ if egress == ingress => FLOW_SET_SRC_MAC,
         _ => 0,
     };
-    let (timeout, fin_timeout) = if p.flow.proto == PROTO_TCP {
+    let (timeout, short_timeout) = if p.flow.proto == PROTO_TCP {
         (vip.timeouts.tcp, vip.timeouts.tcp_fin)
     } else {
         (vip.timeouts.udp, vip.timeouts.udp)
@@ -108,7 +146,7 @@ pub fn create(
         vip_id: vip.vip_id,
         real_id,
         timeout,
-        fin_timeout,
+        short_timeout,
         last_seen_ns: now,
     };
     // Replies go back where the request came from, to the MAC it came from, as from the VIP.
@@ -130,10 +168,47 @@ pub fn create(
     } else {
         claim(key, reply, now)?;
     }
-    if FLOWS.insert(&p.flow, &*out, BPF_ANY as u64).is_err() {
-        return Err(Reason::FlowInsert);
+    let flags = if reopen { BPF_ANY } else { BPF_NOEXIST };
+    match FLOWS.insert(&p.flow, &*out, flags as u64) {
+        Ok(()) => Ok(()),
+        // Another CPU created this flow meanwhile (its first packets arrived on two CPUs).
+        // Its entries win; the reply entry claimed here goes, unless it is the same one.
+        Err(EEXIST) => adopt(&p.flow, key, out, now),
+        Err(_errno) => Err(Reason::FlowInsert),
     }
+}
+
+/// Takes the live entry of `request_key` that another CPU created for the same flow into
+/// `out`, and removes the reply entry `claimed` this CPU claimed for it, if it differs from
+/// that flow's own. An expired entry is replaced by `out` instead.
+#[inline(always)]
+fn adopt(request_key: &FlowKey, claimed: &FlowKey, out: &mut Flow, now: u64) -> Result<(), Reason> {
+    let Some(entry) = FLOWS.get_ptr(request_key) else {
+        // Gone again (evicted): this CPU's flow stands.
+        return insert(request_key, out);
+    };
+    // SAFETY: a pointer into the map's value, copied at once.
+    let theirs = unsafe { *entry };
+    if theirs.expired(now) {
+        return insert(request_key, out);
+    }
+    let same = theirs.src == claimed.dst
+        && theirs.dst == claimed.src
+        && theirs.sport == claimed.dport
+        && theirs.dport == claimed.sport;
+    if !same {
+        // Not there any more is fine: nothing else can hold a key claimed this instant.
+        let _gone = FLOWS.remove(claimed).is_ok();
+    }
+    *out = theirs;
     Ok(())
+}
+
+#[inline(always)]
+fn insert(key: &FlowKey, flow: &Flow) -> Result<(), Reason> {
+    FLOWS
+        .insert(key, flow, BPF_ANY as u64)
+        .map_err(|_errno| Reason::FlowInsert)
 }
 
 /// The key the answers to `request`'s packets arrive with.
@@ -150,12 +225,12 @@ fn claim(key: &FlowKey, reply: &Flow, now: u64) -> Result<(), Reason> {
     match FLOWS.insert(key, reply, BPF_NOEXIST as u64) {
         Ok(()) => Ok(()),
         Err(EEXIST) => {
-            // Free to take: expired, evicted meanwhile, or this very flow's own (its request
-            // entry expired or was evicted, and it is being created again).
+            // Free to take: this very flow's own (its request entry expired or was evicted,
+            // and it is being created again), or no live flow holds it.
             let free = match FLOWS.get_ptr(key) {
                 None => true,
                 // SAFETY: a pointer into the map's value, read at once.
-                Some(held) => unsafe { (*held).expired(now) || same_peer(&*held, reply) },
+                Some(held) => unsafe { same_peer(&*held, reply) || unheld(key, &*held, now) },
             };
             if !free {
                 return Err(Reason::FlowClash);
@@ -174,10 +249,26 @@ fn same_peer(a: &Flow, b: &Flow) -> bool {
     a.src == b.src && a.dst == b.dst && a.sport == b.sport && a.dport == b.dport
 }
 
+/// Whether the reply entry `held` of `key` is free to take: it has expired, and so has the
+/// request entry it belongs to (or that entry is gone, or is another flow's now).
+#[inline(always)]
+fn unheld(key: &FlowKey, held: &Flow, now: u64) -> bool {
+    if !held.expired(now) {
+        return false;
+    }
+    let request = held.rewritten_key(key.proto, key.family).reversed();
+    match FLOWS.get_ptr(&request) {
+        None => true,
+        // SAFETY: a pointer into the map's value, read at once.
+        Some(r) => unsafe { (*r).expired(now) || (*r).src != key.dst || (*r).sport != key.dport },
+    }
+}
+
 /// One-arm: finds a free (pool address, port) towards the real for a new flow, inserts the
-/// reply entry under it, and makes it `request`'s source. Each CPU allocates only from its own slice of the port range, so two
-/// CPUs never race for a port; within a slice, a port is free when no live reply entry holds
-/// it (towards this real's address and port: the same port is reused towards other reals).
+/// reply entry under it, and makes it `request`'s source. Each CPU allocates only from its
+/// own slice of the port range, so two CPUs never race for a port; within a slice, a port is
+/// free when no live flow holds it (towards this real's address and port: the same port is
+/// reused towards other reals).
 #[inline(always)]
 fn claim_snat(
     vip_id: u32,
@@ -215,11 +306,11 @@ fn claim_snat(
                 return Ok(());
             }
             Err(EEXIST) => {
-                let expired = FLOWS
+                let free = FLOWS
                     .get_ptr(&*key)
                     // SAFETY: a pointer into the map's value, read at once.
-                    .is_some_and(|held| unsafe { (*held).expired(now) });
-                if expired && FLOWS.insert(&*key, reply, BPF_EXIST as u64).is_ok() {
+                    .is_some_and(|held| unsafe { unheld(key, &*held, now) });
+                if free && FLOWS.insert(&*key, reply, BPF_EXIST as u64).is_ok() {
                     // SAFETY: as above.
                     unsafe { *cursor = n.wrapping_add(1) };
                     request.src = *addr;

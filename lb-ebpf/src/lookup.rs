@@ -44,10 +44,12 @@ pub fn settings() -> Settings {
 pub fn is_stateful_reply(p: &Parsed) -> bool {
     let from = VipKey::from_wire(p.flow.src, p.flow.sport, p.flow.proto, p.family);
     // SAFETY: ENDPOINTS values are plain data, read at once.
-    if unsafe { ENDPOINTS.get(&from) }.is_some_and(|k| *k == ENDPOINT_REAL) {
+    if unsafe { ENDPOINTS.get(&from) }.is_some_and(|e| e.kind == ENDPOINT_REAL) {
         return true;
     }
     let to = VipKey::from_wire(p.flow.dst, [0; 2], p.flow.proto, p.family);
+    let port = u16::from_be_bytes(p.flow.dport);
     // SAFETY: as above.
-    unsafe { ENDPOINTS.get(&to) }.is_some_and(|k| *k == ENDPOINT_POOL)
+    unsafe { ENDPOINTS.get(&to) }
+        .is_some_and(|e| e.kind == ENDPOINT_POOL && e.port_min <= port && port <= e.port_max)
 }

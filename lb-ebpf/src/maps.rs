@@ -6,8 +6,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    Counter, Flow, FlowKey, IfaceConfig, RealEntry, Settings, SnatPool, VipCounters, VipKey,
-    VipMeta, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES, MAX_REALS, MAX_VIPS, RING_SIZE,
+    Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealEntry, Settings, SnatPool, VipCounters,
+    VipKey, VipMeta, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES, MAX_REALS, MAX_VIPS,
+    RING_SIZE,
 };
 
 /// The interfaces the program is attached to, by ifindex: the LB's MAC, MTU and IPv4
@@ -47,10 +48,10 @@ pub static SNAT_POOLS: Array<SnatPool, { MAX_VIPS as usize }> = Array::new();
 pub static SNAT_CURSOR: PerCpuArray<u32, 1> = PerCpuArray::new();
 
 /// Where replies of stateful flows come from (a nat/router real's address, port, protocol)
-/// or go to (a SNAT pool address, port 0): such a packet without a flow is counted as
-/// `pass_no_flow` instead of `pass_not_vip`.
+/// or go to (a SNAT pool address, port 0, and its port range): such a packet without a flow
+/// is counted as `pass_no_flow` instead of `pass_not_vip`.
 #[btf_map]
-pub static ENDPOINTS: HashMap<VipKey, u32, { MAX_ENDPOINTS as usize }> = HashMap::new();
+pub static ENDPOINTS: HashMap<VipKey, Endpoint, { MAX_ENDPOINTS as usize }> = HashMap::new();
 
 /// Per CPU: room for the datapath's largest values, which would not fit on the 512-byte BPF
 /// stack together. Only the program running on the CPU uses its slot.
@@ -69,6 +70,8 @@ pub struct Scratch {
     pub key: FlowKey,
     /// Where an ICMP error's quote is.
     pub quote: Quote,
+    /// Tunnel mode: the MTU a packet too big to tunnel must fit.
+    pub next_hop_mtu: u16,
 }
 
 /// This CPU's scratch space.

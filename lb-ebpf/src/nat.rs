@@ -122,7 +122,7 @@ pub(crate) mod tests {
             vip_id: 0,
             real_id: 0,
             timeout: 30,
-            fin_timeout: 10,
+            short_timeout: 10,
             last_seen_ns: 0,
         };
         f.src[..4].copy_from_slice(&src);

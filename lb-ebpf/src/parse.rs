@@ -27,12 +27,16 @@ pub struct Parsed {
     pub ip_end: usize,
     /// TCP flags (FIN 0x01, SYN 0x02, RST 0x04, ...); zero for UDP and ICMP.
     pub tcp_flags: u8,
+    /// TTL (IPv4) or hop limit (IPv6).
+    pub ttl: u8,
     /// Addresses, ports and protocol, in wire order. ICMP (IPv4 only) has zero ports.
     pub flow: FlowKey,
 }
 
 pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
 
 /// Fills every field of `out` from the frame. (Written in place: a struct returned by value
 /// through several inlined calls becomes several copies on the 512-byte BPF stack.) On error,
@@ -103,6 +107,7 @@ fn parse_v4(pkt: &Packet, out: &mut Parsed) -> Result<(), Reason> {
     out.l4_off = l4_off;
     out.ip_end = ETH_LEN + tot_len;
     out.tcp_flags = tcp_flags;
+    out.ttl = ip.ttl;
     Ok(())
 }
 
@@ -167,6 +172,7 @@ fn parse_v6(pkt: &Packet, out: &mut Parsed) -> Result<(), Reason> {
     out.l4_off = l4_off;
     out.ip_end = pkt.len();
     out.tcp_flags = tcp_flags;
+    out.ttl = ip.hop_limit;
     Ok(())
 }
 

@@ -51,8 +51,8 @@ pub fn ipip(pkt: &Packet, t: &Tunnel, family: u8, inner_len: usize) -> Result<()
 
 const _: () = assert!(core::mem::size_of::<Ipv4Hdr>() == 20);
 
-/// Direct server return: only the Ethernet header changes. The frame leaves from the interface
-/// it arrived on, so that interface's MAC becomes the source.
+/// Direct server return: only the Ethernet header changes; the source becomes the MAC of the
+/// LB's interface the frame leaves from.
 #[inline(always)]
 pub fn dsr(pkt: &Packet, lb_mac: [u8; 6], real_mac: [u8; 6]) -> Result<(), Reason> {
     // SAFETY: ptr_at checked that an EthHdr fits; XDP frames are writable.

@@ -13,9 +13,9 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    map_names, program_names, Counter, Flow, FlowKey, IfaceConfig, RealEntry, Settings, SnatPool,
-    VipCounters, VipKey, VipMeta, ENDPOINT_POOL, ENDPOINT_REAL, MAX_POOL_ADDRS, MAX_REALS,
-    MAX_VIPS, RING_SIZE,
+    map_names, program_names, Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealEntry, Settings,
+    SnatPool, VipCounters, VipKey, VipMeta, ENDPOINT_POOL, ENDPOINT_REAL, MAX_POOL_ADDRS,
+    MAX_REALS, MAX_VIPS, RING_SIZE,
 };
 use tracing::warn;
 
@@ -92,7 +92,7 @@ pub struct Datapath {
     settings: Array<MapData, Settings>,
     flows: HashMap<MapData, FlowKey, Flow>,
     snat_pools: Array<MapData, SnatPool>,
-    endpoints: HashMap<MapData, VipKey, u32>,
+    endpoints: HashMap<MapData, VipKey, Endpoint>,
     vip_ids: BTreeMap<VipSpec, u32>,
     vip_settings: BTreeMap<VipSpec, VipSettings>,
     /// The reals of each VIP, as last set.
@@ -216,30 +216,44 @@ impl Datapath {
     }
 
     /// Makes ENDPOINTS hold what the stateful VIPs' replies come from or go to: each nat and
-    /// router real's service endpoint, each one-arm pool address.
+    /// router real's service endpoint, each one-arm pool address with its ports (the union of
+    /// the ranges of the VIPs sharing it).
     fn sync_endpoints(&mut self) -> Result<()> {
-        let mut want = BTreeMap::new();
+        let mut want: BTreeMap<VipKey, Endpoint> = BTreeMap::new();
         for (vip, settings) in &self.vip_settings {
             let proto = vip.proto.number();
             match settings.mode {
                 Mode::Nat | Mode::Router => {
                     for r in self.vip_reals.get(vip).into_iter().flatten() {
                         let port = r.port.unwrap_or(vip.port);
-                        want.insert(endpoint_key(r.addr, port, proto), ENDPOINT_REAL);
+                        let real = Endpoint {
+                            kind: ENDPOINT_REAL,
+                            port_min: 0,
+                            port_max: 0,
+                        };
+                        want.insert(endpoint_key(r.addr, port, proto), real);
                     }
                 }
                 Mode::OneArm => {
+                    let ports = settings.snat_ports;
                     for a in &settings.snat_pool {
-                        want.insert(endpoint_key(*a, 0, proto), ENDPOINT_POOL);
+                        let e = want.entry(endpoint_key(*a, 0, proto)).or_insert(Endpoint {
+                            kind: ENDPOINT_POOL,
+                            port_min: ports.min,
+                            port_max: ports.max,
+                        });
+                        e.port_min = e.port_min.min(ports.min);
+                        e.port_max = e.port_max.max(ports.max);
                     }
                 }
                 Mode::Dsr | Mode::Tunnel => {}
             }
         }
-        for (key, kind) in &want {
+        for (key, endpoint) in &want {
             self.endpoints
-                .insert(key, kind, 0)
+                .insert(key, endpoint, 0)
                 .context("writing ENDPOINTS")?;
+            self.endpoint_keys.insert(*key);
         }
         let stale: Vec<VipKey> = self
             .endpoint_keys
@@ -251,8 +265,8 @@ impl Datapath {
             self.endpoints
                 .remove(&key)
                 .context("removing from ENDPOINTS")?;
+            self.endpoint_keys.remove(&key);
         }
-        self.endpoint_keys = want.into_keys().collect();
         Ok(())
     }
 
@@ -314,9 +328,18 @@ impl Datapath {
     /// Attaches the balancer to every interface of `ifaces`: natively when the driver can,
     /// else in generic mode with a warning. Detached again when the `Datapath` is dropped.
     pub fn attach_all(&mut self, ifaces: &[Interface]) -> Result<Vec<AttachMode>> {
-        let tunnel = self.vip_settings.values().any(|s| s.mode == Mode::Tunnel);
+        // Tunnels leave from the interfaces their reals are reached through (0: the one the
+        // packet came in on, which may be any).
+        let tunnel_ifindexes: BTreeSet<u32> = self
+            .vip_settings
+            .iter()
+            .filter(|(_, s)| s.mode == Mode::Tunnel)
+            .flat_map(|(vip, _)| self.vip_reals.get(vip).into_iter().flatten())
+            .map(|r| r.ifindex)
+            .collect();
         for i in ifaces {
-            if tunnel && i.config.ipv4 == [0; 4] {
+            let tunnels = tunnel_ifindexes.contains(&i.ifindex) || tunnel_ifindexes.contains(&0);
+            if tunnels && i.config.ipv4 == [0; 4] {
                 bail!("tunnel mode sends from an IPv4 address of {}, and it has none: add one (`ip addr add ... dev {}`)", i.name, i.name);
             }
             self.set_interface(i.ifindex, i.config)?;

@@ -130,7 +130,7 @@ pub async fn resolve(
             };
             if s.settings.mode == Mode::Dsr {
                 if let NextHop::Via(gw) = hop {
-                    bail!("dsr needs reals on the segment of {here}, but {} is routed via {gw}: use --mode tunnel for routed reals", r.addr);
+                    bail!("dsr needs reals on the segment of {here}, but {} is routed via {gw}: use mode tunnel for routed reals", r.addr);
                 }
             }
             per_real.push((egress, hop));
@@ -216,6 +216,9 @@ async fn finish(
         if s.settings.mode == Mode::OneArm {
             if s.settings.snat_pool.is_empty() {
                 let first = reals.first().map(|r| r.ifindex).unwrap_or_default();
+                if reals.iter().any(|r| r.ifindex != first) {
+                    bail!("one-arm VIP {}: its reals are reached through several interfaces, so no one interface address suits them all as source; give a snat_pool", s.vip);
+                }
                 let ipv4 = resolved
                     .interfaces
                     .iter()
@@ -230,10 +233,30 @@ async fn finish(
             if let Some(a) = s.settings.snat_pool.iter().find(|a| !local.contains(a)) {
                 bail!("SNAT pool address {a} of VIP {} is not an address of this host, so replies to it would not reach the LB: add it (`ip addr add {a}/32 dev IFACE`)", s.vip);
             }
+            warn_if_ephemeral(s);
         }
         resolved.reals.push(reals);
     }
     Ok(())
+}
+
+/// The host's own connections from a pool address take ephemeral ports: a SNAT range that
+/// overlaps them can meet such a connection to the same real (its replies would be taken
+/// for a flow's). Worth a warning, not a refusal: the host may never connect to its reals.
+fn warn_if_ephemeral(s: &Service) {
+    let Ok(text) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") else {
+        return;
+    };
+    let mut bounds = text
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u16>().ok());
+    let (Some(lo), Some(hi)) = (bounds.next(), bounds.next()) else {
+        return;
+    };
+    let ports = s.settings.snat_ports;
+    if ports.min <= hi && lo <= ports.max {
+        tracing::warn!(vip = %s.vip, snat_ports = %ports, ephemeral = %format!("{lo}-{hi}"), "the SNAT ports overlap the kernel's ephemeral ports (net.ipv4.ip_local_port_range): a connection of this host from a pool address to a real could meet a flow's; choose ports outside it");
+    }
 }
 
 async fn link_name(handle: &Handle, index: u32) -> Result<String> {

@@ -145,6 +145,15 @@ pub fn validate(services: &[Service], cpus: u32) -> Result<(), Invalid> {
                 format!("{a} is of another IP family than the VIP"),
             ));
         }
+        if let Some(a) = pool
+            .iter()
+            .find(|a| services.iter().any(|v| v.vip.addr == **a))
+        {
+            return Err(fail(
+                "snat_pool",
+                format!("{a} is a VIP address: replies to it would be taken for new requests; use an address of its own"),
+            ));
+        }
         if pool.iter().collect::<BTreeSet<_>>().len() != pool.len() {
             return Err(fail("snat_pool", "an address is listed twice".into()));
         }
@@ -246,6 +255,11 @@ mod tests {
             .map(|i| IpAddr::from([198, 18, 0, 200 + i]))
             .collect();
         assert_eq!(problem(s).field, "snat_pool");
+
+        let mut s = service("198.18.100.10:80/tcp", Mode::OneArm, &["198.18.0.11"]);
+        s.settings.snat_pool = vec!["198.18.100.10".parse().unwrap()];
+        let e = problem(s);
+        assert!(e.problem.contains("is a VIP address"), "{e}");
 
         let mut s = service("198.18.100.10:80/tcp", Mode::Router, &["198.18.0.11"]);
         s.settings.timeouts.udp = 0;

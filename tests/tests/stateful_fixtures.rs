@@ -3,7 +3,7 @@
 //! Every expected frame is built independently with etherparse, checksums included.
 
 use etherparse::{icmpv4, Icmpv4Type, IpNumber, Ipv4Header, PacketBuilder};
-use lb_common::{Reason, FLOW_CLOSING};
+use lb_common::{Reason, FLOW_ANSWERED, FLOW_CLOSING};
 use lb_userspace::{
     datapath::{Datapath, Real},
     service::VipSettings,
@@ -443,6 +443,18 @@ fn a_flow_has_two_entries_a_fin_shortens_them_and_a_rst_removes_them() {
     let entries = entries_of(&dp, 42000);
     assert_eq!(entries.len(), 2, "request and reply entries: {entries:?}");
     assert!(entries.iter().all(|(_, f)| f.flags & FLOW_CLOSING == 0));
+    assert!(
+        entries.iter().all(|(_, f)| f.flags & FLOW_ANSWERED == 0),
+        "half open until the real answers: the short timeout"
+    );
+    dp.run_frame(&real_b_to_lb().tcp(8080, 42000, Tcp::Ack, b""))
+        .unwrap();
+    assert!(
+        entries_of(&dp, 42000)
+            .iter()
+            .all(|(_, f)| f.flags & FLOW_ANSWERED != 0),
+        "the first answer marks both entries answered"
+    );
 
     let (action, _) = dp.run_frame(&to_real(Tcp::Fin)).unwrap();
     assert_eq!(action, XDP_REDIRECT, "the FIN is forwarded");
@@ -451,6 +463,17 @@ fn a_flow_has_two_entries_a_fin_shortens_them_and_a_rst_removes_them() {
     assert!(
         entries.iter().all(|(_, f)| f.flags & FLOW_CLOSING != 0),
         "both directions closing after a FIN: {entries:?}"
+    );
+
+    // A new connection on the same tuple (a SYN) replaces the closing flow.
+    dp.run_frame(&to_real(Tcp::Syn)).unwrap();
+    let entries = entries_of(&dp, 42000);
+    assert_eq!(entries.len(), 2);
+    assert!(
+        entries
+            .iter()
+            .all(|(_, f)| f.flags & (FLOW_CLOSING | FLOW_ANSWERED) == 0),
+        "a SYN after a FIN starts afresh: {entries:?}"
     );
 
     let (action, _) = dp
@@ -526,4 +549,42 @@ fn snat_ports_are_freed_when_their_flow_ends_or_expires() {
     );
     let (action, out) = dp.run_frame(&syn(41002)).unwrap();
     assert_eq!((action, port_of(&out)), (XDP_TX, EXHAUST_PORT));
+}
+
+#[test]
+fn a_ttl_that_would_expire_makes_no_flow() {
+    let dp = seeded_stateful();
+    let probe = client_to_lb(VIP_ROUTER)
+        .ttl(1)
+        .tcp(43000, 80, Tcp::Syn, b"");
+    assert_eq!(
+        dp.run_frame(&probe).unwrap().0,
+        XDP_TX,
+        "time exceeded sent"
+    );
+    assert!(
+        entries_of(&dp, 43000).is_empty(),
+        "no state for a packet not forwarded"
+    );
+}
+
+#[test]
+fn a_flow_one_way_only_keeps_its_snat_port() {
+    pin_to_cpu0();
+    let dp = short_lived_one_arm();
+    let syn = |sport| client_to_lb(VIP_EXHAUST).tcp(sport, 80, Tcp::Syn, b"");
+    let (action, _) = dp.run_frame(&syn(41000)).unwrap();
+    assert_eq!(action, XDP_TX);
+    // The client keeps sending for 2.4 s, past the 1 s timeout, and the real never answers:
+    // each packet refreshes both entries, so the port stays this flow's.
+    let data = client_to_lb(VIP_EXHAUST).tcp(41000, 80, Tcp::Ack, b"x");
+    for _ in 0..8 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(dp.run_frame(&data).unwrap().0, XDP_TX);
+        assert_eq!(
+            dp.run_frame(&syn(41001)).unwrap().0,
+            XDP_DROP,
+            "the port is still held"
+        );
+    }
 }

@@ -168,7 +168,7 @@ fn dsr_refuses_reals_behind_a_router() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("routed via {}", ROUTER_ADDRS[0])) && err.contains("--mode tunnel"),
+        err.contains(&format!("routed via {}", ROUTER_ADDRS[0])) && err.contains("mode tunnel"),
         "{err}"
     );
     assert!(!lab.lb_xdp_attached().unwrap());
