@@ -62,6 +62,9 @@ pub const VIP_EXHAUST: [u8; 4] = [198, 18, 100, 23];
 pub const VIP_NAT2: [u8; 4] = [198, 18, 100, 24];
 /// nat over a real on the ingress interface's own segment.
 pub const VIP_NAT_ONE_SEGMENT: [u8; 4] = [198, 18, 100, 25];
+/// dsr and tunnel over a real behind IFINDEX_B.
+pub const VIP_DSR_B: [u8; 4] = [198, 18, 100, 26];
+pub const VIP_TUNNEL_B: [u8; 4] = [198, 18, 100, 27];
 pub const POOL_IP: [u8; 4] = [198, 18, 0, 201];
 pub const POOL2_IP: [u8; 4] = [198, 18, 0, 202];
 /// First source port of CPU 0's slice of the pools' ranges.
@@ -73,7 +76,8 @@ pub const EXHAUST_PORT: u16 = 2000;
 /// 198.18.100.22:80/tcp and :53/udp over 198.18.0.11:8080/:5353 on the ingress interface
 /// with pool 198.18.0.201, 1024-32767; one-arm 198.18.100.23:80/tcp with pool 198.18.0.202
 /// and one port per CPU; nat 198.18.100.24:80/tcp over the same real and port as .20; nat
-/// 198.18.100.25:80/tcp over 198.18.0.11 on the ingress interface.
+/// 198.18.100.25:80/tcp over 198.18.0.11 on the ingress interface; dsr .26 and tunnel .27
+/// over 198.18.1.11 behind IFINDEX_B.
 pub fn seeded_stateful() -> Datapath {
     require_root();
     let mut dp = Datapath::load().expect("load");
@@ -146,6 +150,16 @@ pub fn seeded_stateful() -> Datapath {
             "198.18.100.25:80/tcp",
             VipSettings::new(Mode::Nat),
             real_a(None),
+        ),
+        (
+            "198.18.100.26:80/tcp",
+            VipSettings::new(Mode::Dsr),
+            real_b(None),
+        ),
+        (
+            "198.18.100.27:80/tcp",
+            VipSettings::new(Mode::Tunnel),
+            real_b(None),
         ),
     ] {
         dp.add_vip(vip(v), &settings).unwrap();

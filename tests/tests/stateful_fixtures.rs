@@ -124,6 +124,25 @@ fn with_options(h: &Hop, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     })
 }
 
+/// `frame` wrapped in IP-in-IP from the LB's address behind IFINDEX_B to the real there.
+fn ipip_via_b(frame: &[u8]) -> Vec<u8> {
+    let inner = &frame[14..];
+    let mut h = Ipv4Header::new(inner.len() as u16, 64, IpNumber(4), LB_B_IP, REAL_B_IP).unwrap();
+    h.dont_fragment = true;
+    h.header_checksum = h.calc_header_checksum();
+    let mut out = Vec::new();
+    etherparse::Ethernet2Header {
+        source: LB_B_MAC,
+        destination: REAL_B_MAC,
+        ether_type: etherparse::EtherType::IPV4,
+    }
+    .write(&mut out)
+    .unwrap();
+    h.write(&mut out).unwrap();
+    out.extend_from_slice(inner);
+    out
+}
+
 fn zero_udp_checksum(mut frame: Vec<u8>) -> Vec<u8> {
     frame[40..42].copy_from_slice(&[0, 0]);
     frame
@@ -359,6 +378,20 @@ fn rows() -> Vec<Row> {
             client_to_lb(VIP_NAT2).tcp(40100, 80, Tcp::Syn, b""),
             XDP_DROP,
             Reason::FlowClash,
+        ),
+        row(
+            "dsr to a real behind another interface: from that interface's MAC",
+            client_to_lb(VIP_DSR_B).tcp(40000, 80, Tcp::Syn, b""),
+            XDP_REDIRECT,
+            hop(LB_B_MAC, REAL_B_MAC, CLIENT, VIP_DSR_B).tcp(40000, 80, Tcp::Syn, b""),
+            Request,
+        ),
+        row(
+            "tunnel to a real behind another interface: from that interface's address",
+            client_to_lb(VIP_TUNNEL_B).tcp(40000, 80, Tcp::Syn, b""),
+            XDP_REDIRECT,
+            ipip_via_b(&client_to_lb(VIP_TUNNEL_B).tcp(40000, 80, Tcp::Syn, b"")),
+            Request,
         ),
         untouched(
             "nat: a packet from the real's service port that no flow knows",
