@@ -1,6 +1,7 @@
 //! Helpers shared by the root-requiring tests.
 
 pub mod fixture;
+pub mod frames;
 
 use std::path::PathBuf;
 
