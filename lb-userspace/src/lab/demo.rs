@@ -47,7 +47,7 @@ fn describe(mode: Mode) -> (&'static str, &'static str) {
             "one segment: client, LB and reals on one Linux bridge, 198.18.0.0/24",
         ),
         Mode::Nat => (
-            "nat (bridge/transparent: the LB bridges clients and reals, and rewrites addresses)",
+            "nat (bridge/transparent: the LB bridges clients and reals)",
             "the LB bridges its eth0 (clients) and eth1 (reals), one subnet 198.18.0.0/24",
         ),
         Mode::Router => (
@@ -55,7 +55,7 @@ fn describe(mode: Mode) -> (&'static str, &'static str) {
             "clients on 198.18.0.0/24 (LB eth0), reals on 198.18.1.0/24 (LB eth1, their gateway)",
         ),
         Mode::OneArm => (
-            "one-arm (full NAT: the reals see the LB's address as the client)",
+            "one-arm (full NAT: the reals see the LB as the client)",
             "one segment: client, LB and reals on one Linux bridge, 198.18.0.0/24",
         ),
     }
@@ -101,14 +101,19 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         lb_args.extend(["--real".into(), r.to_string()]);
     }
     if args.mode == Mode::Tunnel {
-        println!("\n$ lbctl decap attach eth0     # on every real: unwraps IP-in-IP sent to it");
+        println!("\n# on every real: unwrap the IP-in-IP sent to it");
+        println!("$ lbctl decap attach eth0");
         lab.start_decap(&lbctl)?;
     }
+    // The VIP on the first line, the reals on the next: 100 columns hold both.
+    let (head, reals_args) = lb_args.split_at(4);
+    println!("# on the lb:");
     println!(
-        "$ lbctl attach {} {}        # on the lb",
+        "$ lbctl attach {} {} \\",
         lab.lb_ifaces().join(" "),
-        lb_args.join(" ")
+        head.join(" ")
     );
+    println!("      {}", reals_args.join(" "));
     lab.start_lb(&lbctl, &lb_args)?;
     let facts = observe(&lab, args.requests as usize)?;
     let decapsulated = match args.mode {
@@ -185,10 +190,10 @@ fn print_facts(f: &DemoFacts, mode: Mode, decapsulated: Option<u64>) {
     );
     let how = match mode {
         Mode::Dsr => "only Ethernet addresses rewritten",
-        Mode::Tunnel => "each wrapped in an outer IPv4 header, lb -> real",
-        Mode::Nat => "destination address -> the real's, MACs as a bridge leaves them",
-        Mode::Router => "destination -> the real's, source MAC -> the LB's, TTL - 1",
-        Mode::OneArm => "destination -> the real, source -> the LB's address and a port of its own",
+        Mode::Tunnel => "wrapped in an outer IPv4 header, lb -> real",
+        Mode::Nat => "destination -> the real's address",
+        Mode::Router => "destination -> the real's, TTL - 1",
+        Mode::OneArm => "destination -> the real, source -> the LB's",
     };
     println!(
         "at the LB: {} packets to the VIP forwarded ({how}),",
@@ -199,7 +204,7 @@ fn print_facts(f: &DemoFacts, mode: Mode, decapsulated: Option<u64>) {
     }
     if mode.is_stateful() {
         println!(
-            "           {} replies forwarded back to the client, the VIP restored as their source:",
+            "           {} replies forwarded back, the VIP restored as their source:",
             f.lb_replies
         );
         println!("           the replies crossed the LB.");
