@@ -25,6 +25,9 @@ pub mod map_names {
     pub const SNAT_POOLS: &str = "SNAT_POOLS";
     pub const SNAT_CURSOR: &str = "SNAT_CURSOR";
     pub const ENDPOINTS: &str = "ENDPOINTS";
+    pub const ACTIVE: &str = "ACTIVE";
+    pub const SWEPT: &str = "SWEPT";
+    pub const OPEN: &str = "OPEN";
 }
 
 /// Program names in the object.

@@ -6,8 +6,8 @@ use core::mem::size_of;
 pub const MAX_VIPS: u32 = 512;
 /// Most reals across all VIPs (REALS array length).
 pub const MAX_REALS: u32 = 4096;
-/// Slots in each VIP's lookup ring. A prime, as Maglev's table construction requires, so the
-/// consistent-hashing builder that comes with the schedulers fills the same ring.
+/// Slots of each VIP's ring map: the largest Maglev table (a prime, as Maglev's construction
+/// requires), round-robin sequence or leastconn candidate list a VIP can have.
 pub const RING_SIZE: u32 = 65537;
 /// Seed of the flow hash. Fixed, so two LBs with the same config pick the same real for a flow.
 pub const FLOW_HASH_SEED: u32 = 0x5eed_1b01;
@@ -160,25 +160,57 @@ impl Timeouts {
     };
 }
 
+/// `VipMeta::sched`: Maglev consistent hashing over the flow hash (the default).
+pub const SCHED_MAGLEV: u8 = 1;
+/// `VipMeta::sched`: Maglev over a hash of the client address only.
+pub const SCHED_SOURCE: u8 = 2;
+/// `VipMeta::sched`: weighted round robin over new flows, each CPU in turn through the
+/// VIP's sequence; weights may change at runtime.
+pub const SCHED_ROUNDROBIN: u8 = 3;
+/// `VipMeta::sched`: as roundrobin, weights fixed at load.
+pub const SCHED_STATIC_RR: u8 = 4;
+/// `VipMeta::sched`: the up real with the fewest active flows for its weight.
+pub const SCHED_LEASTCONN: u8 = 5;
+
+/// `VipMeta::hash`: what the flow hash covers: addresses, ports and protocol.
+pub const HASH_FIVE_TUPLE: u8 = 0;
+/// `VipMeta::hash`: all but the source port (a client's flows stay together).
+pub const HASH_NO_SOURCE_PORT: u8 = 1;
+/// `VipMeta::hash`: the destination port (and protocol) only.
+pub const HASH_DESTINATION_PORT: u8 = 2;
+
+/// Most reals a leastconn VIP weighs against each other per new flow (the datapath's loop).
+pub const MAX_LEASTCONN_REALS: u32 = 256;
+
 /// Value of the VIPS map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VipMeta {
-    /// Index into RINGS, SNAT_POOLS and VIP_COUNTERS.
+    /// Index into RINGS, SNAT_POOLS, RR_CURSOR and VIP_COUNTERS.
     pub vip_id: u32,
     /// One of the `MODE_*` constants.
     pub mode: u8,
-    pub _pad: [u8; 3],
+    /// One of the `SCHED_*` constants.
+    pub sched: u8,
+    /// One of the `HASH_*` constants.
+    pub hash: u8,
+    pub _pad: u8,
+    /// Slots of the VIP's ring in use: the Maglev table size, the round-robin sequence's
+    /// length, or the number of leastconn candidates.
+    pub ring_size: u32,
     pub timeouts: Timeouts,
 }
-const _: () = assert!(size_of::<VipMeta>() == 20);
+const _: () = assert!(size_of::<VipMeta>() == 24);
 
 impl VipMeta {
     pub const fn new(vip_id: u32, mode: u8, timeouts: Timeouts) -> Self {
         Self {
             vip_id,
             mode,
-            _pad: [0; 3],
+            sched: SCHED_MAGLEV,
+            hash: HASH_FIVE_TUPLE,
+            _pad: 0,
+            ring_size: 0,
             timeouts,
         }
     }
@@ -259,6 +291,10 @@ pub const FLOW_CLOSING: u8 = 8;
 /// `Flow::flags`: the real has answered (a reply crossed the reply entry); until then the
 /// flow lives `short_timeout` after its last packet, as a half-open one.
 pub const FLOW_ANSWERED: u8 = 16;
+/// `Flow::flags`: a leastconn flow, counted active in OPEN and ACTIVE until it ends.
+pub const FLOW_COUNTED: u8 = 32;
+/// `Flow::flags`: a dsr or tunnel flow: one entry, no reply entry (replies go around).
+pub const FLOW_ONE_WAY: u8 = 64;
 
 /// Value of the FLOWS map: how to rewrite the packets of one direction of a flow. Every
 /// stateful flow has two entries; each one's key reversed and rewritten gives the other's.
@@ -355,6 +391,15 @@ pub struct Endpoint {
 }
 const _: () = assert!(size_of::<Endpoint>() == 8);
 
+/// `RealEntry::state`: the slot holds no real.
+pub const REAL_UNUSED: u8 = 0;
+/// `RealEntry::state`: takes new flows (if in its VIP's ring) and keeps its flows.
+pub const REAL_UP: u8 = 1;
+/// `RealEntry::state`: keeps its established flows, takes no new ones (weight 0).
+pub const REAL_DRAIN: u8 = 2;
+/// `RealEntry::state`: down or removed: its flows move to other reals.
+pub const REAL_DOWN: u8 = 3;
+
 /// Value of the REALS array: one backend server, as one VIP uses it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,11 +408,12 @@ pub struct RealEntry {
     /// The MAC frames to the real are sent to: its own, or its gateway's.
     mac: [u8; 6],
     family: u8,
-    /// Non-zero when the slot holds a real; an all-zero slot is unused.
-    in_use: u8,
+    /// `REAL_*`; an all-zero slot is unused.
+    state: u8,
     /// The real's service port; zero: the VIP's port (no port translation).
     port: [u8; 2],
-    _pad: [u8; 2],
+    /// Weight, host order (leastconn divides active flows by it).
+    weight: u16,
     /// Interface the real is reached through.
     ifindex: u32,
 }
@@ -387,11 +433,22 @@ impl RealEntry {
             addr,
             mac,
             family: family as u8,
-            in_use: 1,
+            state: REAL_UP,
             port: [0; 2],
-            _pad: [0; 2],
+            weight: 1,
             ifindex: 0,
         }
+    }
+
+    /// In `state` (a `REAL_*`).
+    pub const fn with_state(mut self, state: u8) -> Self {
+        self.state = state;
+        self
+    }
+
+    pub const fn with_weight(mut self, weight: u16) -> Self {
+        self.weight = weight;
+        self
     }
 
     /// The real listens on `port` instead of the VIP's port.
@@ -428,8 +485,16 @@ impl RealEntry {
     pub const fn family(&self) -> u8 {
         self.family
     }
-    pub const fn in_use(&self) -> bool {
-        self.in_use != 0
+    /// Takes new flows.
+    pub const fn is_up(&self) -> bool {
+        self.state == REAL_UP
+    }
+    /// Keeps the flows it has (up or draining).
+    pub const fn keeps_flows(&self) -> bool {
+        self.state == REAL_UP || self.state == REAL_DRAIN
+    }
+    pub const fn weight(&self) -> u16 {
+        self.weight
     }
 }
 
@@ -552,7 +617,9 @@ mod tests {
         // An all-zero REALS slot (what id 0 and unfilled slots hold) must read as unused.
         // SAFETY: RealEntry is plain bytes; all-zero is a valid value.
         let zero: RealEntry = unsafe { core::mem::zeroed() };
-        assert!(!zero.in_use());
-        assert!(RealEntry::v4([1, 2, 3, 4], [2; 6]).in_use());
+        assert!(!zero.keeps_flows() && !zero.is_up());
+        assert!(RealEntry::v4([1, 2, 3, 4], [2; 6]).is_up());
+        let draining = RealEntry::v4([1, 2, 3, 4], [2; 6]).with_state(REAL_DRAIN);
+        assert!(draining.keeps_flows() && !draining.is_up());
     }
 }

@@ -7,7 +7,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    mode_is_stateful, Family, Flow, FlowKey, IfaceConfig, RealEntry, Reason, VipMeta, FLOW_CLOSING,
+    mode_is_stateful, Family, Flow, FlowKey, IfaceConfig, Reason, VipMeta, FLOW_CLOSING,
     FLOW_REPLY, MODE_DSR, MODE_ROUTER, MODE_TUNNEL, PROTO_TCP,
 };
 
@@ -24,7 +24,6 @@ use crate::{
     packet::Packet,
     parse::{self, Parsed, ETH_LEN, TCP_ACK, TCP_SYN},
     rewrite::{self, Tunnel},
-    schedule,
 };
 
 const V4: u8 = Family::V4 as u8;
@@ -58,63 +57,63 @@ pub fn balance(ctx: &XdpContext, ingress: u32) -> Result<Sent, Reason> {
         forward(ctx, &pkt, p, &scratch.flow, &mut out)?;
         return Ok(out);
     };
-    match vip.mode {
-        MODE_DSR | MODE_TUNNEL => match direct(ctx, &pkt, scratch, &vip, &mut out) {
-            // Sent from here: under `direct`, the call chain's stack would be too deep.
-            Err(Reason::IcmpTooBig) => {
-                let iface = lookup::iface(ingress).ok_or(Reason::TooBig)?;
-                let error = icmp::Error::fragmentation_needed(scratch.next_hop_mtu);
-                return Err(answer(ctx, &iface, error, Reason::IcmpTooBig));
-            }
-            done => done?,
-        },
-        mode if mode_is_stateful(mode) && p.family == V4 => {
-            flow_of(ctx, scratch, &vip)?;
-            forward(ctx, &pkt, &scratch.parsed, &scratch.flow, &mut out)?;
-        }
-        _ => return Err(Reason::UnknownMode),
+    let mode = vip.mode;
+    if mode != MODE_DSR && mode != MODE_TUNNEL && !(mode_is_stateful(mode) && p.family == V4) {
+        return Err(Reason::UnknownMode);
     }
-    Ok(out)
+    flow_of(ctx, scratch, &vip)?;
+    if mode_is_stateful(mode) {
+        forward(ctx, &pkt, &scratch.parsed, &scratch.flow, &mut out)?;
+        return Ok(out);
+    }
+    match direct(ctx, &pkt, scratch, mode, &mut out) {
+        // Sent from here: under `direct`, the call chain's stack would be too deep.
+        Err(Reason::IcmpTooBig) => {
+            let iface = lookup::iface(ingress).ok_or(Reason::TooBig)?;
+            let error = icmp::Error::fragmentation_needed(scratch.next_hop_mtu);
+            Err(answer(ctx, &iface, error, Reason::IcmpTooBig))
+        }
+        done => done.map(|()| out),
+    }
 }
 
-/// dsr and tunnel: the real for the packet in `scratch` to `vip`, and the frame rewritten
-/// for it. A packet too big to tunnel is [`Reason::IcmpTooBig`], with the MTU that fits in
+/// dsr and tunnel: the frame rewritten for the real of its flow (in `scratch.flow`). A
+/// packet too big to tunnel is [`Reason::IcmpTooBig`], with the MTU that fits in
 /// `scratch.next_hop_mtu`, for the caller to answer.
 #[inline(never)]
 fn direct(
     ctx: &XdpContext,
     pkt: &Packet,
     scratch: &mut Scratch,
-    vip: &VipMeta,
+    mode: u8,
     out: &mut Sent,
 ) -> Result<(), Reason> {
-    let ingress = ctx.ingress_ifindex() as u32;
-    let p = &scratch.parsed;
-    let iface = lookup::addressed_to_us(p, ingress)?;
-    let (_, real) = schedule::real(p, vip)?;
-    let egress = egress_iface(&real, ingress, &iface)?;
+    let flow = &scratch.flow;
     *out = Sent {
-        vip_id: vip.vip_id,
-        egress: real.ifindex(),
+        vip_id: flow.vip_id,
+        egress: flow.egress_ifindex,
         reply: false,
     };
-    if vip.mode == MODE_DSR {
-        return rewrite::dsr(pkt, egress.mac, real.mac());
+    let egress = egress_iface(flow.egress_ifindex, ctx.ingress_ifindex() as u32)?;
+    if mode == MODE_DSR {
+        return rewrite::dsr(pkt, egress.mac, flow.dst_mac);
     }
-    let tunnelled = tunnel(ctx, p, &real, &egress);
+    let tunnelled = tunnel(ctx, &scratch.parsed, flow, &egress);
     if tunnelled == Err(Reason::IcmpTooBig) {
         scratch.next_hop_mtu = egress.mtu - decap::OUTER_LEN as u16;
     }
     tunnelled
 }
 
-/// nat, router, one-arm: puts the flow of the packet in `scratch` to `vip` into
-/// `scratch.flow`, creating it when it is new.
+/// Puts the flow of the packet in `scratch` to `vip` into `scratch.flow`: its entry, or a
+/// new flow's when there is none, or when its real no longer keeps flows (down, or out of the
+/// VIP: its flows move, and reset at the new real as in every L4 LB).
 #[inline(never)]
 fn flow_of(ctx: &XdpContext, scratch: &mut Scratch, vip: &VipMeta) -> Result<(), Reason> {
     let ingress = ctx.ingress_ifindex() as u32;
     let p = &scratch.parsed;
     let iface = lookup::addressed_to_us(p, ingress)?;
+    let (tcp, tcp_flags) = (p.flow.proto == PROTO_TCP, p.tcp_flags);
     // A TTL that would run out gets its ICMP before any state is made for it.
     if vip.mode == MODE_ROUTER && p.ttl <= 1 {
         return Err(answer(
@@ -126,28 +125,25 @@ fn flow_of(ctx: &XdpContext, scratch: &mut Scratch, vip: &VipMeta) -> Result<(),
     }
     let live = flow::live(&p.flow, flow::now(), &mut scratch.flow);
     // A SYN on the tuple of a closing flow starts a new connection.
-    let syn = p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let reopen = live && syn && scratch.flow.flags & FLOW_CLOSING != 0;
+    let syn = tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let closing = scratch.flow.flags & FLOW_CLOSING != 0;
+    let reopen = live && ((syn && closing) || !flow::real_keeps(&scratch.flow));
     if !live || reopen {
         flow::create(vip, &iface, ingress, scratch, reopen)?;
+    }
+    // dsr and tunnel see a flow's end here; the stateful modes when they translate it.
+    if !mode_is_stateful(vip.mode) && tcp {
+        flow::track_tcp(&scratch.parsed.flow, &scratch.flow, tcp_flags);
     }
     Ok(())
 }
 
-/// The LB's side of the interface `real` is reached through: the ingress one's, or another
-/// attached interface's.
+/// The LB's side of interface `egress` (0: `ingress`), where a frame leaves.
 #[inline(always)]
-fn egress_iface(
-    real: &RealEntry,
-    ingress: u32,
-    iface: &IfaceConfig,
-) -> Result<IfaceConfig, Reason> {
-    let egress = real.ifindex();
-    if egress == 0 || egress == ingress {
-        return Ok(*iface);
-    }
+fn egress_iface(egress: u32, ingress: u32) -> Result<IfaceConfig, Reason> {
+    let ifindex = if egress == 0 { ingress } else { egress };
     // A real behind an interface the LB is not attached to cannot be sent to.
-    lookup::iface(egress).ok_or(Reason::NoReal)
+    lookup::iface(ifindex).ok_or(Reason::NoReal)
 }
 
 /// Stage 1, on a frame of its own.
@@ -272,16 +268,11 @@ fn sent(flow: &Flow) -> Sent {
     }
 }
 
-/// Tunnel mode: IP-in-IP to the real, from the LB's side of `egress`; when that would not fit
+/// Tunnel mode: IP-in-IP to the real of `flow`, from the LB's side of `egress`; when that would not fit
 /// its MTU, [`Reason::IcmpTooBig`] for the caller to answer "fragmentation needed". Not
 /// inlined, for a stack frame of its own.
 #[inline(never)]
-fn tunnel(
-    ctx: &XdpContext,
-    p: &Parsed,
-    real: &RealEntry,
-    egress: &IfaceConfig,
-) -> Result<(), Reason> {
+fn tunnel(ctx: &XdpContext, p: &Parsed, flow: &Flow, egress: &IfaceConfig) -> Result<(), Reason> {
     let len = ctx.data_end() - ctx.data();
     let inner_len = len - ETH_LEN;
     if inner_len + decap::OUTER_LEN > egress.mtu as usize {
@@ -296,10 +287,10 @@ fn tunnel(
     }
     // SAFETY: the frame as it is after adjust_head.
     let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
-    let a = real.addr_bytes();
+    let a = flow.dst;
     let tunnel = Tunnel {
         lb_mac: egress.mac,
-        next_hop_mac: real.mac(),
+        next_hop_mac: flow.dst_mac,
         src: egress.ipv4,
         dst: [a[0], a[1], a[2], a[3]],
     };

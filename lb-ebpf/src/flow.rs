@@ -9,13 +9,14 @@ use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
 };
 use lb_common::{
-    Flow, FlowKey, IfaceConfig, Reason, VipMeta, FLOW_ANSWERED, FLOW_CLOSING, FLOW_DEC_TTL,
-    FLOW_REPLY, FLOW_SET_SRC_MAC, MODE_ONE_ARM, MODE_ROUTER, PROTO_TCP, SNAT_TRIES,
+    mode_is_stateful, Flow, FlowKey, IfaceConfig, Reason, VipMeta, FLOW_ANSWERED, FLOW_CLOSING,
+    FLOW_COUNTED, FLOW_DEC_TTL, FLOW_ONE_WAY, FLOW_REPLY, FLOW_SET_SRC_MAC, MODE_NAT, MODE_ONE_ARM,
+    MODE_ROUTER, PROTO_TCP, SCHED_LEASTCONN, SNAT_TRIES,
 };
 
 use crate::{
     lookup,
-    maps::{Scratch, FLOWS, SNAT_CURSOR, SNAT_POOLS},
+    maps::{Scratch, FLOWS, OPEN, REALS, SNAT_CURSOR, SNAT_POOLS},
     parse::{Parsed, TCP_FIN, TCP_RST},
     schedule,
 };
@@ -50,7 +51,9 @@ pub fn live(key: &FlowKey, now: u64, out: &mut Flow) -> bool {
         flow.last_seen_ns = now;
         // A flow one way only (UDP to a sink, a server pushing) keeps its other entry, and
         // with it a one-arm port, alive too.
-        update_partner(key, flow, now, 0);
+        if flow.flags & FLOW_ONE_WAY == 0 {
+            update_partner(key, flow, now, 0);
+        }
     }
     *out = *flow;
     true
@@ -85,10 +88,11 @@ fn update_partner(key: &FlowKey, flow: &Flow, now: u64, flags: u8) {
     }
 }
 
-/// Schedules the new flow of `vip` that the packet `scratch.parsed` starts, which came in on `ingress`
-/// (where the LB is `iface`), creates both its entries and writes the request direction's to
-/// `scratch.flow`. `reopen`: a SYN reuses the tuple of a closing flow, which the new one
-/// replaces. Not inlined: a function of its own has a stack frame of its own, which the
+/// Schedules the new flow of `vip` that the packet `scratch.parsed` starts, which came in on
+/// `ingress` (where the LB is `iface`), creates its entries (a stateful flow's two, a dsr or
+/// tunnel flow's one) and writes the request direction's to `scratch.flow`. `reopen`: the
+/// new flow replaces one of the same tuple (a SYN on a closing flow, a flow whose real is
+/// gone). Not inlined: a function of its own has a stack frame of its own, which the
 /// verifier's 512-byte limit counts only on the paths that call it.
 #[inline(never)]
 pub fn create(
@@ -119,15 +123,21 @@ pub fn create(
         // A real behind an interface the LB is not attached to cannot be sent to.
         lookup::iface(egress).ok_or(Reason::NoReal)?.mac
     };
-    let flags = match vip.mode {
+    let stateful = mode_is_stateful(vip.mode);
+    let mut flags = match vip.mode {
         MODE_ROUTER => FLOW_SET_SRC_MAC | FLOW_DEC_TTL,
         MODE_ONE_ARM => FLOW_SET_SRC_MAC,
         // nat bridges: frames keep their source MAC between two segments. Sent back out of
         // the segment they came from, they must not: a switch would learn the client's MAC
         // on the LB's port and send the client's replies there.
-        _ if egress == ingress => FLOW_SET_SRC_MAC,
-        _ => 0,
+        MODE_NAT if egress == ingress => FLOW_SET_SRC_MAC,
+        MODE_NAT => 0,
+        // dsr and tunnel never see the answers: their flows live the full timeout at once.
+        _ => FLOW_SET_SRC_MAC | FLOW_ONE_WAY | FLOW_ANSWERED,
     };
+    if vip.sched == SCHED_LEASTCONN {
+        flags |= FLOW_COUNTED;
+    }
     let (timeout, short_timeout) = if p.flow.proto == PROTO_TCP {
         (vip.timeouts.tcp, vip.timeouts.tcp_fin)
     } else {
@@ -149,6 +159,9 @@ pub fn create(
         short_timeout,
         last_seen_ns: now,
     };
+    if !stateful {
+        return insert_request(&p.flow, key, out, now, reopen, false);
+    }
     // Replies go back where the request came from, to the MAC it came from, as from the VIP.
     *reply = Flow {
         src: p.flow.dst,
@@ -168,12 +181,36 @@ pub fn create(
     } else {
         claim(key, reply, now)?;
     }
+    insert_request(&p.flow, key, out, now, reopen, true)
+}
+
+/// Inserts the request entry `out` of a new flow under `request_key` (over a flow it
+/// replaces when `reopen`), and starts counting it when it is a leastconn flow. `claimed`:
+/// the reply entry a stateful flow claimed, taken back if another CPU's flow wins.
+#[inline(always)]
+fn insert_request(
+    request_key: &FlowKey,
+    claimed: &FlowKey,
+    out: &mut Flow,
+    now: u64,
+    reopen: bool,
+    stateful: bool,
+) -> Result<(), Reason> {
     let flags = if reopen { BPF_ANY } else { BPF_NOEXIST };
-    match FLOWS.insert(&p.flow, &*out, flags as u64) {
-        Ok(()) => Ok(()),
+    match FLOWS.insert(request_key, &*out, flags as u64) {
+        Ok(()) => {
+            if out.flags & FLOW_COUNTED != 0
+                && OPEN
+                    .insert(request_key, out.real_id, BPF_NOEXIST as u64)
+                    .is_ok()
+            {
+                schedule::count(out.real_id, 1);
+            }
+            Ok(())
+        }
         // Another CPU created this flow meanwhile (its first packets arrived on two CPUs).
         // Its entries win; the reply entry claimed here goes, unless it is the same one.
-        Err(EEXIST) => adopt(&p.flow, key, out, now),
+        Err(EEXIST) => adopt(request_key, claimed, out, now, stateful),
         Err(_errno) => Err(Reason::FlowInsert),
     }
 }
@@ -182,7 +219,13 @@ pub fn create(
 /// `out`, and removes the reply entry `claimed` this CPU claimed for it, if it differs from
 /// that flow's own. An expired entry is replaced by `out` instead.
 #[inline(always)]
-fn adopt(request_key: &FlowKey, claimed: &FlowKey, out: &mut Flow, now: u64) -> Result<(), Reason> {
+fn adopt(
+    request_key: &FlowKey,
+    claimed: &FlowKey,
+    out: &mut Flow,
+    now: u64,
+    stateful: bool,
+) -> Result<(), Reason> {
     let Some(entry) = FLOWS.get_ptr(request_key) else {
         // Gone again (evicted): this CPU's flow stands.
         return insert(request_key, out);
@@ -196,7 +239,7 @@ fn adopt(request_key: &FlowKey, claimed: &FlowKey, out: &mut Flow, now: u64) -> 
         && theirs.dst == claimed.src
         && theirs.sport == claimed.dport
         && theirs.dport == claimed.sport;
-    if !same {
+    if stateful && !same {
         // Not there any more is fine: nothing else can hold a key claimed this instant.
         let _gone = FLOWS.remove(claimed).is_ok();
     }
@@ -327,28 +370,67 @@ fn claim_snat(
     Err(Reason::SnatExhausted)
 }
 
-/// Follows a TCP flow's end: after a RST both entries go (the connection is gone at both
-/// ends); after a FIN both live only the VIP's FIN timeout past their last packet.
+/// Follows a TCP flow's end: after a RST its entries go (the connection is gone at both
+/// ends); after a FIN they live only the VIP's FIN timeout past their last packet. Either
+/// ends a leastconn flow's count.
 #[inline(always)]
 pub fn track_tcp(key: &FlowKey, flow: &Flow, tcp_flags: u8) {
     if tcp_flags & (TCP_RST | TCP_FIN) == 0 {
         return;
     }
+    let one_way = flow.flags & FLOW_ONE_WAY != 0;
     let partner = flow.rewritten_key(key.proto, key.family).reversed();
+    if flow.flags & FLOW_COUNTED != 0 {
+        let request = if flow.flags & FLOW_REPLY != 0 {
+            &partner
+        } else {
+            key
+        };
+        end_count(request);
+    }
     if tcp_flags & TCP_RST != 0 {
         // Either entry may be gone already (evicted, or the other direction's RST removed
         // it on another CPU): removing what is not there is no error here.
-        let _gone = FLOWS.remove(key).is_ok() & FLOWS.remove(&partner).is_ok();
+        let _gone = FLOWS.remove(key).is_ok() & (one_way || FLOWS.remove(&partner).is_ok());
         return;
     }
     if flow.flags & FLOW_CLOSING != 0 {
         return;
     }
-    for k in [key, &partner] {
-        if let Some(entry) = FLOWS.get_ptr_mut(k) {
-            // SAFETY: a pointer into the map's value; setting a flag bit races only with
-            // the same write from another CPU.
-            unsafe { (*entry).flags |= FLOW_CLOSING };
-        }
+    close(key);
+    if !one_way {
+        close(&partner);
     }
+}
+
+#[inline(always)]
+fn close(key: &FlowKey) {
+    if let Some(entry) = FLOWS.get_ptr_mut(key) {
+        // SAFETY: a pointer into the map's value; setting a flag bit races only with the
+        // same write from another CPU.
+        unsafe { (*entry).flags |= FLOW_CLOSING };
+    }
+}
+
+/// Ends the count of the leastconn flow of `request_key`, once: only the one who removes
+/// its OPEN entry (a CPU seeing its FIN or RST, or userspace sweeping it idle) counts it.
+#[inline(always)]
+fn end_count(request_key: &FlowKey) {
+    let Some(real_id) = OPEN.get_ptr(request_key) else {
+        return;
+    };
+    // SAFETY: a pointer into the map's value, read at once.
+    let real_id = unsafe { *real_id };
+    if OPEN.remove(request_key).is_ok() {
+        schedule::count(real_id, -1);
+    }
+}
+
+/// Whether the request entry `flow` still goes to a real that keeps its flows: a real taken
+/// down or out of its VIP moves them (they reset at the new real, as in every L4 LB).
+#[inline(always)]
+pub fn real_keeps(flow: &Flow) -> bool {
+    REALS
+        .get(flow.real_id)
+        .is_some_and(|r| r.keeps_flows() && r.addr_bytes() == flow.dst)
 }

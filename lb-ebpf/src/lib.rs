@@ -6,6 +6,9 @@
 //! `schedule`, `flow`, `emit`) and the path through them (`balance`) are proven by the
 //! `BPF_PROG_TEST_RUN` fixtures in the `tests` crate.
 #![cfg_attr(not(test), no_std)]
+// The atomic add of leastconn's shared counters (see `schedule::count`).
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 pub mod csum;
 pub mod decap;

@@ -53,6 +53,26 @@ pub static SNAT_CURSOR: PerCpuArray<u32, 1> = PerCpuArray::new();
 #[btf_map]
 pub static ENDPOINTS: HashMap<VipKey, Endpoint, { MAX_ENDPOINTS as usize }> = HashMap::new();
 
+/// Per CPU and VIP id: where the CPU is in the VIP's round-robin sequence. Each CPU walks the
+/// sequence on its own, so no counter is shared (and fought over) between CPUs.
+#[btf_map]
+pub static RR_CURSOR: PerCpuArray<u32, { MAX_VIPS as usize }> = PerCpuArray::new();
+
+/// Per real id: leastconn flows started and not ended, as the datapath counts them (atomic
+/// adds: +1 when a flow starts, −1 when its FIN or RST is seen).
+#[btf_map]
+pub static ACTIVE: Array<u64, { MAX_REALS as usize }> = Array::new();
+
+/// Per real id: leastconn flows that ended idle, as userspace counts them (it alone writes
+/// this): a real's active flows are ACTIVE − SWEPT.
+#[btf_map]
+pub static SWEPT: Array<u64, { MAX_REALS as usize }> = Array::new();
+
+/// The leastconn flows counted in ACTIVE, by request key → real id: whoever removes an entry
+/// (the datapath at FIN or RST, userspace when the flow expired) ends its count, once.
+#[btf_map]
+pub static OPEN: HashMap<FlowKey, u32, { MAX_FLOWS as usize }> = HashMap::new();
+
 /// Per CPU: room for the datapath's largest values, which would not fit on the 512-byte BPF
 /// stack together. Only the program running on the CPU uses its slot.
 #[btf_map]

@@ -8,8 +8,9 @@ use serde::{de::Error as _, Deserialize, Deserializer};
 use toml::Spanned;
 
 use crate::{
+    maglev,
     service::{self, Service, VipSettings},
-    spec::{Mode, PortRange, RealSpec, VipSpec},
+    spec::{Balance, HashFields, Mode, PortRange, RealSpec, VipSpec},
 };
 
 /// Why a configuration file was rejected.
@@ -44,7 +45,13 @@ struct File {
 struct VipTable {
     address: Spanned<FromText<VipSpec>>,
     #[serde(default)]
-    mode: Option<FromText<ModeName>>,
+    mode: Option<FromText<Named<Mode>>>,
+    #[serde(default)]
+    balance: Option<FromText<Named<Balance>>>,
+    #[serde(default)]
+    hash: Option<FromText<Named<HashFields>>>,
+    #[serde(default)]
+    maglev_size: Option<u32>,
     reals: Vec<FromText<RealSpec>>,
     #[serde(default)]
     snat_pool: Vec<FromText<IpAddr>>,
@@ -71,18 +78,20 @@ where
     }
 }
 
-/// A mode by its `--mode` name.
-struct ModeName(Mode);
+/// A value of a command-line enum (mode, balance, hash), by the name the command line takes.
+struct Named<T>(T);
 
-impl FromStr for ModeName {
+impl<T: clap::ValueEnum> FromStr for Named<T> {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        <Mode as clap::ValueEnum>::from_str(s, false)
-            .map(ModeName)
-            .map_err(|_| {
-                format!("`{s}`: the mode must be one of dsr, tunnel, nat, router, one-arm")
-            })
+        T::from_str(s, false).map(Named).map_err(|_| {
+            let names: Vec<String> = T::value_variants()
+                .iter()
+                .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_owned()))
+                .collect();
+            format!("`{s}`: must be one of {}", names.join(", "))
+        })
     }
 }
 
@@ -113,6 +122,9 @@ pub fn parse(text: &str, path: &str, cpus: u32) -> Result<Vec<Service>, ConfigEr
             vip: v.address.into_inner().0,
             settings: VipSettings {
                 mode: v.mode.map_or(Mode::Dsr, |m| m.0 .0),
+                balance: v.balance.map_or(Balance::Maglev, |b| b.0 .0),
+                hash: v.hash.map_or(HashFields::FiveTuple, |h| h.0 .0),
+                maglev_size: v.maglev_size.unwrap_or(maglev::DEFAULT_SIZE),
                 timeouts: Timeouts {
                     tcp: v.tcp_timeout.unwrap_or(defaults.tcp),
                     tcp_fin: v.tcp_fin_timeout.unwrap_or(defaults.tcp_fin),

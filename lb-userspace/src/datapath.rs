@@ -15,14 +15,14 @@ use aya::{
 use lb_common::{
     map_names, program_names, Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealEntry, Settings,
     SnatPool, VipCounters, VipKey, VipMeta, ENDPOINT_POOL, ENDPOINT_REAL, MAX_POOL_ADDRS,
-    MAX_REALS, MAX_VIPS, RING_SIZE,
+    MAX_REALS, MAX_VIPS, REAL_DOWN, REAL_DRAIN, REAL_UP, RING_SIZE,
 };
 use tracing::warn;
 
 use crate::{
     ring,
     service::VipSettings,
-    spec::{Mode, VipSpec},
+    spec::{Balance, Mode, RealSpec, VipSpec},
     stats::CounterTable,
 };
 
@@ -36,16 +36,29 @@ pub struct Real {
     pub mac: [u8; 6],
     /// The interface it is reached through; 0: the one the packet came in on.
     pub ifindex: u32,
+    /// 0: draining (keeps its flows, takes no new ones).
+    pub weight: u16,
 }
 
 impl Real {
-    /// A real on the segment of the interface packets come in on, serving the VIP's port.
+    /// A real on the segment of the interface packets come in on, serving the VIP's port,
+    /// weight 1.
     pub fn on_segment(addr: IpAddr, mac: [u8; 6]) -> Self {
         Self {
             addr,
             port: None,
             mac,
             ifindex: 0,
+            weight: 1,
+        }
+    }
+
+    /// This real as a RealSpec would name it (for Maglev's names and messages).
+    fn spec(&self) -> RealSpec {
+        RealSpec {
+            addr: self.addr,
+            port: self.port,
+            weight: self.weight,
         }
     }
 
@@ -54,11 +67,22 @@ impl Real {
             IpAddr::V4(a) => RealEntry::v4(a.octets(), self.mac),
             IpAddr::V6(a) => RealEntry::v6(a.octets(), self.mac),
         };
+        let state = if self.weight == 0 {
+            REAL_DRAIN
+        } else {
+            REAL_UP
+        };
         entry
             .with_port(self.port.unwrap_or(0))
             .with_ifindex(self.ifindex)
+            .with_weight(self.weight)
+            .with_state(state)
     }
 }
+
+/// A real of a VIP as REALS ids are handed out: one id per VIP and real endpoint, so each
+/// VIP has its own weight, state and leastconn count of a real.
+type RealKey = (VipSpec, IpAddr, u16);
 
 /// An interface the balancer is attached to, and the LB's side of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,11 +117,18 @@ pub struct Datapath {
     flows: HashMap<MapData, FlowKey, Flow>,
     snat_pools: Array<MapData, SnatPool>,
     endpoints: HashMap<MapData, VipKey, Endpoint>,
+    active: Array<MapData, u64>,
+    swept: Array<MapData, u64>,
+    open: HashMap<MapData, FlowKey, u32>,
     vip_ids: BTreeMap<VipSpec, u32>,
     vip_settings: BTreeMap<VipSpec, VipSettings>,
+    /// Each VIP's VIPS value, as last written.
+    vip_meta: BTreeMap<VipSpec, VipMeta>,
     /// The reals of each VIP, as last set.
     vip_reals: BTreeMap<VipSpec, Vec<Real>>,
-    real_ids: BTreeMap<Real, u32>,
+    real_ids: BTreeMap<RealKey, u32>,
+    /// Leastconn flows swept idle, per real id (SWEPT as last written).
+    swept_counts: BTreeMap<u32, u64>,
     /// What ENDPOINTS holds, as last written.
     endpoint_keys: BTreeSet<VipKey>,
 }
@@ -144,11 +175,16 @@ impl Datapath {
             flows: take(&mut ebpf, map_names::FLOWS)?,
             snat_pools: take(&mut ebpf, map_names::SNAT_POOLS)?,
             endpoints: take(&mut ebpf, map_names::ENDPOINTS)?,
+            active: take(&mut ebpf, map_names::ACTIVE)?,
+            swept: take(&mut ebpf, map_names::SWEPT)?,
+            open: take(&mut ebpf, map_names::OPEN)?,
             ebpf,
             vip_ids: BTreeMap::new(),
             vip_settings: BTreeMap::new(),
+            vip_meta: BTreeMap::new(),
             vip_reals: BTreeMap::new(),
             real_ids: BTreeMap::new(),
+            swept_counts: BTreeMap::new(),
             endpoint_keys: BTreeSet::new(),
         };
         dp.write_settings()?;
@@ -182,37 +218,159 @@ impl Datapath {
                 .context("writing SNAT_POOLS")?;
         }
         // The ring goes in before the VIP entry, so no packet ever finds a VIP without one.
-        self.install_ring(vip_id, &ring::striped(&[], RING_SIZE))?;
-        let meta = VipMeta::new(vip_id, settings.mode.code(), settings.timeouts);
+        self.install_ring(vip_id, &[])?;
+        let meta = VipMeta {
+            sched: settings.balance.code(),
+            hash: settings.hash.code(),
+            ..VipMeta::new(vip_id, settings.mode.code(), settings.timeouts)
+        };
         self.vips
             .insert(vip.key(), meta, 0)
             .context("writing VIPS")?;
         self.vip_ids.insert(vip, vip_id);
         self.vip_settings.insert(vip, settings.clone());
+        self.vip_meta.insert(vip, meta);
         self.write_settings()?;
         self.sync_endpoints()?;
         Ok(vip_id)
     }
 
-    /// Replaces the set of reals of `vip`. New flows hash over the new set at once; the ring
-    /// is striped, not consistent, so flows of unchanged reals may move too (until Maglev),
-    /// except those of stateful modes, which keep the real their flow entry names.
+    /// Replaces the reals of `vip`, as one change: new flows are scheduled over the new set
+    /// at once (the ring swapped whole), established flows stay on their real while it
+    /// stays (draining, weight 0, included), and move when it goes.
     pub fn set_reals(&mut self, vip: &VipSpec, reals: &[Real]) -> Result<()> {
-        let vip_id = *self
-            .vip_ids
+        let settings = self
+            .vip_settings
+            .get(vip)
+            .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?
+            .clone();
+        let mut meta = self.vip_meta[vip];
+        let mut members = Vec::with_capacity(reals.len());
+        for real in reals {
+            let id = self.real_id(vip, real)?;
+            self.reals
+                .set(id, real.entry(), 0)
+                .context("writing REALS")?;
+            members.push(ring::Member {
+                id,
+                name: real.spec().endpoint(vip.port),
+                weight: u32::from(real.weight),
+            });
+        }
+        let slots = ring::build(settings.balance, settings.maglev_size, &members);
+        // The datapath reads ring[hash % size]: a packet between the two writes must not find
+        // a size larger than the ring it sees. Growing: ring first; shrinking: size first.
+        let old_size = meta.ring_size;
+        meta.ring_size = slots.len() as u32;
+        if meta.ring_size < old_size {
+            self.write_meta(vip, meta)?;
+        }
+        self.install_ring(meta.vip_id, &slots)?;
+        if meta.ring_size >= old_size {
+            self.write_meta(vip, meta)?;
+        }
+        // Reals no longer in the VIP: down, so their flows move; their ids free for reuse
+        // (a flow names its real's address too, so a reused id sends nothing astray).
+        let kept: BTreeSet<RealKey> = reals.iter().map(|r| real_key(vip, r)).collect();
+        let gone: Vec<(RealKey, u32)> = self
+            .real_ids
+            .iter()
+            .filter(|(k, _)| k.0 == *vip && !kept.contains(*k))
+            .map(|(k, id)| (*k, *id))
+            .collect();
+        for (key, id) in gone {
+            if let Some(old) = self
+                .vip_reals
+                .get(vip)
+                .and_then(|rs| rs.iter().find(|r| real_key(vip, r) == key))
+            {
+                self.reals
+                    .set(id, old.entry().with_state(REAL_DOWN), 0)
+                    .context("writing REALS")?;
+            }
+            self.real_ids.remove(&key);
+        }
+        self.vip_reals.insert(*vip, reals.to_vec());
+        self.sync_endpoints()
+    }
+
+    /// Changes one real's weight (0: drain). Refused for static-rr VIPs, whose weights are
+    /// fixed at load.
+    pub fn set_weight(
+        &mut self,
+        vip: &VipSpec,
+        addr: IpAddr,
+        port: Option<u16>,
+        weight: u16,
+    ) -> Result<()> {
+        let settings = self
+            .vip_settings
             .get(vip)
             .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?;
-        let mut ids = Vec::with_capacity(reals.len());
-        for real in reals {
-            ids.push(self.real_id(real)?);
+        if settings.balance == Balance::StaticRr {
+            bail!("VIP {vip} balances static-rr, whose weights are fixed at load: reload it, or use roundrobin to change weights at runtime");
         }
-        let installed = self.install_ring(vip_id, &ring::striped(&ids, RING_SIZE));
-        if installed.is_ok() {
-            self.vip_reals.insert(*vip, reals.to_vec());
+        let mut reals = self.vip_reals.get(vip).cloned().unwrap_or_default();
+        let want = port.unwrap_or(vip.port);
+        let real = reals
+            .iter_mut()
+            .find(|r| r.addr == addr && r.port.unwrap_or(vip.port) == want)
+            .ok_or_else(|| anyhow!("{addr} port {want} is not a real of VIP {vip}"))?;
+        real.weight = weight;
+        self.set_reals(vip, &reals)
+    }
+
+    fn write_meta(&mut self, vip: &VipSpec, meta: VipMeta) -> Result<()> {
+        self.vips
+            .insert(vip.key(), meta, 0)
+            .context("writing VIPS")?;
+        self.vip_meta.insert(*vip, meta);
+        Ok(())
+    }
+
+    /// Ends the count of leastconn flows that went idle without a FIN or RST (their OPEN
+    /// entry outlived their flow entry): what `lbctl attach` runs every second. Returns how
+    /// many it ended.
+    pub fn sweep(&mut self) -> Result<u64> {
+        let now = monotonic_ns();
+        let mut ended: Vec<(FlowKey, u32)> = Vec::new();
+        for entry in self.open.iter() {
+            let (key, real_id) = entry.context("reading OPEN")?;
+            let live = match self.flows.get(&key, 0) {
+                Ok(flow) => !flow.expired(now),
+                Err(aya::maps::MapError::KeyNotFound) => false,
+                Err(e) => return Err(e).context("reading FLOWS"),
+            };
+            if !live {
+                ended.push((key, real_id));
+            }
         }
-        self.free_unused_real_ids();
-        installed?;
-        self.sync_endpoints()
+        let mut count = 0;
+        for (key, real_id) in ended {
+            // Only who removes the entry ends the count: the datapath may have seen the
+            // flow's FIN meanwhile.
+            if self.open.remove(&key).is_ok() {
+                let swept = self.swept_counts.entry(real_id).or_insert(0);
+                *swept += 1;
+                self.swept
+                    .set(real_id, *swept, 0)
+                    .context("writing SWEPT")?;
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    /// A real's active leastconn flows of `vip`, as the datapath weighs them.
+    pub fn active_flows(&self, vip: &VipSpec, addr: IpAddr, port: Option<u16>) -> Result<u64> {
+        let key = (*vip, addr, port.unwrap_or(vip.port));
+        let id = *self
+            .real_ids
+            .get(&key)
+            .ok_or_else(|| anyhow!("{addr} is not a real of VIP {vip}"))?;
+        let started = self.active.get(&id, 0).context("reading ACTIVE")?;
+        let swept = self.swept.get(&id, 0).context("reading SWEPT")?;
+        Ok(started.saturating_sub(swept))
     }
 
     /// Makes ENDPOINTS hold what the stateful VIPs' replies come from or go to: each nat and
@@ -270,15 +428,9 @@ impl Datapath {
         Ok(())
     }
 
-    /// Returns the ids of reals no VIP uses any more to the pool. Their REALS slots keep
-    /// their contents until reused, so a packet still holding an old ring finds a real.
-    fn free_unused_real_ids(&mut self) {
-        let in_use: BTreeSet<Real> = self.vip_reals.values().flatten().copied().collect();
-        self.real_ids.retain(|real, _| in_use.contains(real));
-    }
-
-    fn real_id(&mut self, real: &Real) -> Result<u32> {
-        if let Some(id) = self.real_ids.get(real) {
+    fn real_id(&mut self, vip: &VipSpec, real: &Real) -> Result<u32> {
+        let key = real_key(vip, real);
+        if let Some(id) = self.real_ids.get(&key) {
             return Ok(*id);
         }
         // Id 0 stays empty: it is what an unfilled ring slot points at.
@@ -292,21 +444,21 @@ impl Datapath {
                     MAX_REALS - 1
                 )
             })?;
-        self.reals
-            .set(id, real.entry(), 0)
-            .context("writing REALS")?;
-        self.real_ids.insert(*real, id);
+        // A reused id starts its leastconn count afresh.
+        let swept = self.active.get(&id, 0).context("reading ACTIVE")?;
+        self.swept.set(id, swept, 0).context("writing SWEPT")?;
+        self.swept_counts.insert(id, swept);
+        self.real_ids.insert(key, id);
         Ok(id)
     }
 
-    /// Builds the ring in a fresh map and swaps it in with one update of RINGS.
+    /// Builds the ring in a fresh map and swaps it in with one update of RINGS: no packet
+    /// sees a half-written ring.
     fn install_ring(&mut self, vip_id: u32, slots: &[u32]) -> Result<()> {
         let mut ring = Ring::create(RING_SIZE, 0).context("creating a ring map")?;
         for (slot, real_id) in slots.iter().enumerate() {
-            if *real_id != 0 {
-                ring.set(slot as u32, real_id, 0)
-                    .context("filling a ring map")?;
-            }
+            ring.set(slot as u32, real_id, 0)
+                .context("filling a ring map")?;
         }
         self.rings
             .set(vip_id, &ring, 0)
@@ -485,4 +637,19 @@ fn snat_pool(vip: &VipSpec, settings: &VipSettings) -> Result<SnatPool> {
         };
     }
     Ok(pool)
+}
+
+fn real_key(vip: &VipSpec, real: &Real) -> RealKey {
+    (*vip, real.addr, real.port.unwrap_or(vip.port))
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

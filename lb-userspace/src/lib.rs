@@ -5,6 +5,7 @@ pub mod config;
 pub mod datapath;
 pub mod iface;
 pub mod lab;
+pub mod maglev;
 pub mod neigh;
 pub mod resolve;
 pub mod ring;
@@ -12,6 +13,7 @@ pub mod route;
 pub mod service;
 pub mod spec;
 pub mod stats;
+pub mod wrr;
 
 /// The eBPF object built from lb-ebpf, embedded so lbctl is one binary.
 pub static LB_EBPF_OBJECT: &[u8] =

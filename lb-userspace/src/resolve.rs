@@ -211,6 +211,7 @@ async fn finish(
                 port: r.port,
                 mac,
                 ifindex,
+                weight: r.weight,
             });
         }
         if s.settings.mode == Mode::OneArm {

@@ -1,38 +1,92 @@
-//! Builders of a VIP's lookup ring: slot → real id. The datapath picks `ring[hash % size]`.
+//! What a VIP's ring holds, per scheduler: the real id of each Maglev slot (maglev, source),
+//! the weighted round-robin sequence (roundrobin, static-rr), or the candidates (leastconn).
+//! The datapath reads `ring[slot]` for `slot < len`; an empty ring means no real takes new
+//! flows.
 
-/// Reals take slots in turn: slot `i` belongs to `reals[i % n]`. With a prime ring size every
-/// real gets ⌊size/n⌋ or ⌈size/n⌉ slots, so hashed flows spread evenly. An empty real list
-/// gives an all-zero ring, and id 0 is "no real".
-pub fn striped(real_ids: &[u32], size: u32) -> Vec<u32> {
-    if real_ids.is_empty() {
-        return vec![0; size as usize];
+use crate::{maglev, spec::Balance, wrr};
+
+/// A real of the VIP, as the ring needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its REALS id.
+    pub id: u32,
+    /// Its name on every LB (address:port), for Maglev.
+    pub name: String,
+    /// 0: takes no new flows (draining).
+    pub weight: u32,
+}
+
+/// The ring of a VIP balanced by `balance` over `members` (`maglev_size`: the Maglev table's
+/// size, a prime; see `maglev::check_size`).
+pub fn build(balance: Balance, maglev_size: u32, members: &[Member]) -> Vec<u32> {
+    match balance {
+        Balance::Maglev | Balance::Source => {
+            let m: Vec<maglev::Member> = members
+                .iter()
+                .map(|r| maglev::Member {
+                    name: r.name.clone(),
+                    weight: r.weight,
+                })
+                .collect();
+            maglev::build(&m, maglev_size)
+                .map(|table| table.into_iter().map(|i| members[i as usize].id).collect())
+                .unwrap_or_default()
+        }
+        Balance::Roundrobin | Balance::StaticRr => {
+            let weights: Vec<u32> = members.iter().map(|r| r.weight).collect();
+            wrr::sequence(&weights)
+                .into_iter()
+                .map(|i| members[i as usize].id)
+                .collect()
+        }
+        Balance::Leastconn => members
+            .iter()
+            .filter(|r| r.weight > 0)
+            .map(|r| r.id)
+            .collect(),
     }
-    (0..size as usize)
-        .map(|i| real_ids[i % real_ids.len()])
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_real_gets_its_share_within_one_slot() {
-        for n in 1..=7u32 {
-            let ids: Vec<u32> = (1..=n).collect();
-            let ring = striped(&ids, 65537);
-            for id in &ids {
-                let got = ring.iter().filter(|s| *s == id).count() as u32;
-                assert!(
-                    got == 65537 / n || got == 65537 / n + 1,
-                    "n={n} id={id} got={got}"
-                );
-            }
-        }
+    fn members(weights: &[u32]) -> Vec<Member> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| Member {
+                id: 10 + i as u32,
+                name: format!("198.18.0.{}:80", 11 + i),
+                weight: *w,
+            })
+            .collect()
     }
 
     #[test]
-    fn no_reals_means_no_real_anywhere() {
-        assert!(striped(&[], 13).iter().all(|s| *s == 0));
+    fn each_scheduler_fills_its_ring_with_real_ids() {
+        let m = members(&[1, 2, 0]);
+        let maglev = build(Balance::Maglev, 251, &m);
+        assert_eq!(maglev.len(), 251);
+        assert!(maglev.iter().all(|id| [10, 11].contains(id)));
+        let rr = build(Balance::Roundrobin, 251, &m);
+        assert_eq!(rr.iter().filter(|id| **id == 11).count(), 2);
+        assert_eq!(rr.len(), 3);
+        assert_eq!(build(Balance::Leastconn, 251, &m), [10, 11]);
+    }
+
+    #[test]
+    fn nobody_to_take_flows_is_an_empty_ring() {
+        let m = members(&[0, 0]);
+        for b in [
+            Balance::Maglev,
+            Balance::Source,
+            Balance::Roundrobin,
+            Balance::StaticRr,
+            Balance::Leastconn,
+        ] {
+            assert!(build(b, 251, &m).is_empty(), "{b}");
+        }
+        assert!(build(Balance::Maglev, 251, &[]).is_empty());
     }
 }

@@ -3,14 +3,22 @@
 
 use std::{collections::BTreeSet, fmt, net::IpAddr};
 
-use lb_common::{Timeouts, MAX_POOL_ADDRS};
+use lb_common::{Timeouts, MAX_LEASTCONN_REALS, MAX_POOL_ADDRS, RING_SIZE};
 
-use crate::spec::{Mode, PortRange, RealSpec, VipSpec};
+use crate::{
+    maglev,
+    spec::{Balance, HashFields, Mode, PortRange, RealSpec, VipSpec},
+};
 
 /// How a VIP is served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VipSettings {
     pub mode: Mode,
+    pub balance: Balance,
+    /// maglev: what the flow hash covers.
+    pub hash: HashFields,
+    /// maglev and source: the table's size, a prime.
+    pub maglev_size: u32,
     pub timeouts: Timeouts,
     /// One-arm: the LB-owned addresses flows get as their source. Empty: the IPv4 address of
     /// the interface the reals are reached through.
@@ -24,6 +32,9 @@ impl VipSettings {
     pub fn new(mode: Mode) -> Self {
         Self {
             mode,
+            balance: Balance::Maglev,
+            hash: HashFields::FiveTuple,
+            maglev_size: maglev::DEFAULT_SIZE,
             timeouts: Timeouts::DEFAULT,
             snat_pool: Vec::new(),
             snat_ports: PortRange::SNAT_DEFAULT,
@@ -108,6 +119,7 @@ pub fn validate(services: &[Service], cpus: u32) -> Result<(), Invalid> {
                 }
             }
         }
+        check_balance(s).map_err(|(field, problem)| fail(field, problem))?;
         let t = s.settings.timeouts;
         for (field, v) in [
             ("tcp_timeout", t.tcp),
@@ -166,6 +178,59 @@ pub fn validate(services: &[Service], cpus: u32) -> Result<(), Invalid> {
         }
     }
     Ok(())
+}
+
+/// What the scheduler of a service needs of its reals and settings.
+fn check_balance(s: &Service) -> Result<(), (&'static str, String)> {
+    let set = &s.settings;
+    let consistent = matches!(set.balance, Balance::Maglev | Balance::Source);
+    if set.hash != HashFields::FiveTuple && set.balance != Balance::Maglev {
+        return Err((
+            "hash",
+            format!(
+                "chooses what maglev hashes; balance {} does not hash flows",
+                set.balance
+            ),
+        ));
+    }
+    if consistent {
+        if set.maglev_size > RING_SIZE {
+            return Err((
+                "maglev_size",
+                format!(
+                    "{} is more than the {RING_SIZE} slots a VIP's table has",
+                    set.maglev_size
+                ),
+            ));
+        }
+        maglev::check_size(set.maglev_size, s.reals.len())
+            .map_err(|e| ("maglev_size", e.to_string()))?;
+    } else if set.maglev_size != maglev::DEFAULT_SIZE {
+        return Err((
+            "maglev_size",
+            format!("sizes a maglev table; balance {} has none", set.balance),
+        ));
+    }
+    match set.balance {
+        Balance::Leastconn if s.reals.len() > MAX_LEASTCONN_REALS as usize => Err((
+            "reals",
+            format!(
+                "{} reals; leastconn weighs at most {MAX_LEASTCONN_REALS} against each other",
+                s.reals.len()
+            ),
+        )),
+        Balance::Roundrobin | Balance::StaticRr => {
+            let total: u32 = s.reals.iter().map(|r| u32::from(r.weight)).sum();
+            if total > RING_SIZE {
+                return Err((
+                    "reals",
+                    format!("the weights add up to {total}; a round-robin cycle holds at most {RING_SIZE}"),
+                ));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +329,25 @@ mod tests {
         let mut s = service("198.18.100.10:80/tcp", Mode::Router, &["198.18.0.11"]);
         s.settings.timeouts.udp = 0;
         assert_eq!(problem(s).field, "udp_timeout");
+
+        let mut s = service("198.18.100.10:80/tcp", Mode::Dsr, &["198.18.0.11"]);
+        s.settings.maglev_size = 65536;
+        let e = problem(s);
+        assert!(
+            e.field == "maglev_size" && e.problem.contains("not a prime"),
+            "{e}"
+        );
+        let mut s = service("198.18.100.10:80/tcp", Mode::Dsr, &["198.18.0.11"]);
+        s.settings.balance = Balance::Roundrobin;
+        s.settings.hash = HashFields::NoSourcePort;
+        assert_eq!(problem(s).field, "hash");
+        let many: Vec<String> = (0..300)
+            .map(|i| format!("198.18.{}.{}", i / 200, i % 200 + 1))
+            .collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let mut s = service("198.18.100.10:80/tcp", Mode::Dsr, &refs);
+        s.settings.balance = Balance::Leastconn;
+        assert!(problem(s).problem.contains("at most 256"));
 
         let twice = service("198.18.100.10:80/tcp", Mode::Dsr, &["198.18.0.11"]);
         let e = validate(&[twice.clone(), twice], 1).unwrap_err();

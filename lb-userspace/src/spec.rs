@@ -3,7 +3,9 @@
 use std::{fmt, net::IpAddr, str::FromStr};
 
 use lb_common::{
-    VipKey, MODE_DSR, MODE_NAT, MODE_ONE_ARM, MODE_ROUTER, MODE_TUNNEL, PROTO_TCP, PROTO_UDP,
+    VipKey, HASH_DESTINATION_PORT, HASH_FIVE_TUPLE, HASH_NO_SOURCE_PORT, MODE_DSR, MODE_NAT,
+    MODE_ONE_ARM, MODE_ROUTER, MODE_TUNNEL, PROTO_TCP, PROTO_UDP, SCHED_LEASTCONN, SCHED_MAGLEV,
+    SCHED_ROUNDROBIN, SCHED_SOURCE, SCHED_STATIC_RR,
 };
 
 /// L4 protocol of a VIP.
@@ -169,57 +171,188 @@ impl fmt::Display for Mode {
     }
 }
 
-/// A real server as operators name it: `ADDRESS` or `ADDRESS:PORT` (`[2001:2::11]:8080`).
-/// Without a port, the real serves the VIP's port.
+/// How a VIP picks the real of a new flow (HAProxy's `balance`). Established flows keep
+/// their real whatever the algorithm, while it stays up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum Balance {
+    /// Maglev consistent hashing of the flow: a real's removal moves only its own flows'
+    /// hashes; several LBs with the same config pick the same reals.
+    Maglev,
+    /// Maglev over the client's address only: a client sticks to a real.
+    Source,
+    /// Weighted round robin over new flows; weights can change at runtime.
+    Roundrobin,
+    /// Weighted round robin, weights fixed at load.
+    StaticRr,
+    /// The up real with the fewest active flows for its weight (at most 256 reals).
+    Leastconn,
+}
+
+impl Balance {
+    pub fn code(self) -> u8 {
+        match self {
+            Balance::Maglev => SCHED_MAGLEV,
+            Balance::Source => SCHED_SOURCE,
+            Balance::Roundrobin => SCHED_ROUNDROBIN,
+            Balance::StaticRr => SCHED_STATIC_RR,
+            Balance::Leastconn => SCHED_LEASTCONN,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Balance::Maglev => "maglev",
+            Balance::Source => "source",
+            Balance::Roundrobin => "roundrobin",
+            Balance::StaticRr => "static-rr",
+            Balance::Leastconn => "leastconn",
+        }
+    }
+}
+
+impl fmt::Display for Balance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the flow hash of a maglev VIP covers (Katran's hash flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum HashFields {
+    /// Addresses, ports and protocol: each flow on its own.
+    FiveTuple,
+    /// All but the client's port: a client's connections go to one real.
+    NoSourcePort,
+    /// The destination port only: every client of a port to one real.
+    DestinationPort,
+}
+
+impl HashFields {
+    pub fn code(self) -> u8 {
+        match self {
+            HashFields::FiveTuple => HASH_FIVE_TUPLE,
+            HashFields::NoSourcePort => HASH_NO_SOURCE_PORT,
+            HashFields::DestinationPort => HASH_DESTINATION_PORT,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HashFields::FiveTuple => "five-tuple",
+            HashFields::NoSourcePort => "no-source-port",
+            HashFields::DestinationPort => "destination-port",
+        }
+    }
+}
+
+impl fmt::Display for HashFields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A real server as operators name it: `ADDRESS` or `ADDRESS:PORT` (`[2001:2::11]:8080`),
+/// then options: `,weight=N` (0 to 256, default 1; 0 drains: established flows stay, no new
+/// ones come). Without a port, the real serves the VIP's port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RealSpec {
     pub addr: IpAddr,
     pub port: Option<u16>,
+    pub weight: u16,
+}
+
+/// The largest weight: as HAProxy's.
+pub const MAX_WEIGHT: u16 = 256;
+
+impl RealSpec {
+    /// `addr` on the VIP's port, weight 1.
+    pub fn new(addr: IpAddr) -> Self {
+        Self {
+            addr,
+            port: None,
+            weight: 1,
+        }
+    }
+
+    /// How Maglev and logs name the real: its address and port, the same on every LB.
+    pub fn endpoint(&self, vip_port: u16) -> String {
+        let port = self.port.unwrap_or(vip_port);
+        match self.addr {
+            IpAddr::V4(a) => format!("{a}:{port}"),
+            IpAddr::V6(a) => format!("[{a}]:{port}"),
+        }
+    }
 }
 
 impl fmt::Display for RealSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.addr, self.port) {
-            (a, None) => write!(f, "{a}"),
-            (IpAddr::V4(a), Some(p)) => write!(f, "{a}:{p}"),
-            (IpAddr::V6(a), Some(p)) => write!(f, "[{a}]:{p}"),
+            (a, None) => write!(f, "{a}")?,
+            (IpAddr::V4(a), Some(p)) => write!(f, "{a}:{p}")?,
+            (IpAddr::V6(a), Some(p)) => write!(f, "[{a}]:{p}")?,
         }
+        if self.weight != 1 {
+            write!(f, ",weight={}", self.weight)?;
+        }
+        Ok(())
     }
 }
 
 /// Why a real string was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RealSpecError {
-    #[error("`{0}`: expected ADDRESS or ADDRESS:PORT, e.g. 198.18.0.11, 198.18.0.11:8080 or [2001:2::11]:8080")]
+    #[error("`{0}`: expected ADDRESS or ADDRESS:PORT, then options, e.g. 198.18.0.11, 198.18.0.11:8080,weight=2 or [2001:2::11]:8080")]
     Shape(String),
     #[error("`{0}`: the port must be a number from 1 to 65535")]
     Port(String),
+    #[error("`{0}`: the weight must be a number from 0 (drain) to 256")]
+    Weight(String),
+    #[error("`{0}`: unknown option `{1}`; a real takes `,weight=N`")]
+    Option(String, String),
 }
 
 impl FromStr for RealSpec {
     type Err = RealSpecError;
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Ok(addr) = s.parse::<IpAddr>() {
-            return Ok(RealSpec { addr, port: None });
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut parts = text.split(',');
+        let mut real = parse_address(parts.next().unwrap_or_default(), text)?;
+        for option in parts {
+            match option.trim().split_once('=') {
+                Some(("weight", w)) => {
+                    real.weight = match w.trim().parse::<u16>() {
+                        Ok(w) if w <= MAX_WEIGHT => w,
+                        _ => return Err(RealSpecError::Weight(text.into())),
+                    };
+                }
+                _ => return Err(RealSpecError::Option(text.into(), option.into())),
+            }
         }
-        let (addr, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| RealSpecError::Shape(s.into()))?;
-        let addr = match addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
-            Some(v6) => v6.parse::<std::net::Ipv6Addr>().map(IpAddr::V6),
-            None => addr.parse::<std::net::Ipv4Addr>().map(IpAddr::V4),
-        }
-        .map_err(|_| RealSpecError::Shape(s.into()))?;
-        let port = match port.parse::<u16>() {
-            Ok(p) if p != 0 => p,
-            _ => return Err(RealSpecError::Port(s.into())),
-        };
-        Ok(RealSpec {
-            addr,
-            port: Some(port),
-        })
+        Ok(real)
     }
+}
+
+/// `ADDRESS` or `ADDRESS:PORT`: `s`, the first part of the real `text`.
+fn parse_address(s: &str, text: &str) -> Result<RealSpec, RealSpecError> {
+    if let Ok(addr) = s.parse::<IpAddr>() {
+        return Ok(RealSpec::new(addr));
+    }
+    let (addr, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| RealSpecError::Shape(text.into()))?;
+    let addr = match addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().map(IpAddr::V6),
+        None => addr.parse::<std::net::Ipv4Addr>().map(IpAddr::V4),
+    }
+    .map_err(|_| RealSpecError::Shape(text.into()))?;
+    let port = match port.parse::<u16>() {
+        Ok(p) if p != 0 => p,
+        _ => return Err(RealSpecError::Port(text.into())),
+    };
+    Ok(RealSpec {
+        port: Some(port),
+        ..RealSpec::new(addr)
+    })
 }
 
 /// An inclusive port range, `MIN-MAX`.

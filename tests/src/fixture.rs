@@ -96,12 +96,14 @@ pub fn seeded_stateful() -> Datapath {
         port,
         mac: REAL_B_MAC,
         ifindex: IFINDEX_B,
+        weight: 1,
     };
     let real_a = |port| Real {
         addr: REAL_IP.into(),
         port,
         mac: REAL_MAC,
         ifindex: IFINDEX_A,
+        weight: 1,
     };
     let cpus = lb_userspace::datapath::possible_cpus().unwrap() as u16;
     let one_arm = |pool: [u8; 4], ports: &str| VipSettings {

@@ -410,6 +410,7 @@ fn short_lived_one_arm() -> Datapath {
         port: None,
         mac: REAL_MAC,
         ifindex: IFINDEX_A,
+        weight: 1,
     };
     dp.set_reals(&v, &[real]).unwrap();
     dp

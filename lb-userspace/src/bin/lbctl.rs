@@ -8,9 +8,10 @@ use lb_common::Timeouts;
 use lb_userspace::{
     config,
     datapath::{self, AttachMode, Datapath},
+    maglev,
     resolve::{self, Resolved},
     service::{self, Service, VipSettings},
-    spec::{Mode, PortRange, RealSpec, VipSpec},
+    spec::{Balance, HashFields, Mode, PortRange, RealSpec, VipSpec},
     stats,
 };
 use tokio::signal::unix::{signal, SignalKind};
@@ -75,11 +76,22 @@ struct AttachArgs {
     /// Forwarding mode of the --vip VIPs.
     #[arg(long, value_enum, default_value_t = Mode::Dsr)]
     mode: Mode,
+    /// How new flows are spread over the reals.
+    #[arg(long, value_enum, default_value_t = Balance::Maglev)]
+    balance: Balance,
+    /// maglev: what the flow hash covers.
+    #[arg(long, value_enum, default_value_t = HashFields::FiveTuple)]
+    hash: HashFields,
+    /// maglev and source: the table's size, a prime; larger spreads finer (at least the
+    /// number of reals; 100 slots per real or more is good).
+    #[arg(long, value_name = "PRIME", default_value_t = maglev::DEFAULT_SIZE)]
+    maglev_size: u32,
     /// Virtual service, ADDRESS:PORT/PROTO (tcp or udp). Repeat for several.
     #[arg(long = "vip", value_name = "VIP", required_unless_present = "config")]
     vips: Vec<VipSpec>,
     /// Real server, ADDRESS or ADDRESS:PORT (a port other than the VIP's needs nat, router or
-    /// one-arm); every --vip is balanced over all of them. Repeat for several.
+    /// one-arm), then `,weight=N` (0-256, default 1; 0 drains); every --vip is balanced over
+    /// all of them. Repeat for several.
     #[arg(long = "real", value_name = "REAL", required_unless_present = "config")]
     reals: Vec<RealSpec>,
     /// one-arm: LB-owned source addresses for the flows [default: the address of the
@@ -112,6 +124,9 @@ impl AttachArgs {
         }
         let settings = VipSettings {
             mode: self.mode,
+            balance: self.balance,
+            hash: self.hash,
+            maglev_size: self.maglev_size,
             timeouts: Timeouts {
                 tcp: self.tcp_timeout,
                 tcp_fin: self.tcp_fin_timeout,

@@ -1,0 +1,265 @@
+//! Maglev consistent hashing (Eisenbud et al., NSDI 2016), weighted: the table a VIP's flows
+//! hash into. Pure and deterministic: two LBs with the same reals build the same table, so
+//! several behind ECMP agree without sharing state.
+//!
+//! Each real walks its own permutation of the slots (offset and skip from two hashes of its
+//! name) and takes the next free one when its turn comes. Weights decide how often a real's
+//! turn comes: by turn `t` a real of weight `w` has had `⌊t·w / w_max⌋` turns, so at any
+//! point every real holds its weight share within one slot. Removing a real frees only its
+//! own slots for the others (and a few more, as the others' preference lists shift); adding
+//! one takes about its share.
+
+use std::io::Cursor;
+
+/// The table size a VIP gets unless configured: a prime, 655 slots per real at 100 reals.
+pub const DEFAULT_SIZE: u32 = 65537;
+
+const SEED_OFFSET: u32 = 0x6d61_676c; // "magl"
+const SEED_SKIP: u32 = 0x6576_3031; // "ev01"
+
+/// A real as Maglev sees it: a name that identifies it the same way on every LB (its address
+/// and port), and its weight. Weight 0 takes no slots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub weight: u32,
+}
+
+/// Why a table cannot be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MaglevError {
+    #[error("the Maglev table size {0} is not a prime: use one, e.g. 65537, 16381, 251")]
+    NotPrime(u32),
+    #[error("the Maglev table size {size} is smaller than the {members} reals it must hold")]
+    TooSmall { size: u32, members: usize },
+}
+
+/// Checks a table size: a prime (so every skip visits every slot), at least 2.
+pub fn check_size(size: u32, members: usize) -> Result<(), MaglevError> {
+    if !is_prime(size) {
+        return Err(MaglevError::NotPrime(size));
+    }
+    if (size as usize) < members {
+        return Err(MaglevError::TooSmall { size, members });
+    }
+    Ok(())
+}
+
+pub fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let n = u64::from(n);
+    let mut d = 2u64;
+    while d * d <= n {
+        if n % d == 0 {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+fn hash(name: &str, seed: u32) -> u32 {
+    // A read from a byte slice cannot fail.
+    murmur3::murmur3_32(&mut Cursor::new(name.as_bytes()), seed).unwrap_or_default()
+}
+
+/// The table of `size` slots (a prime, see [`check_size`]): slot → index into `members`.
+/// `None` when no member has a weight (nothing to send to).
+pub fn build(members: &[Member], size: u32) -> Option<Vec<u32>> {
+    // In name order: the table depends on the reals, not on the order they were listed in.
+    let mut live: Vec<usize> = (0..members.len())
+        .filter(|i| members[*i].weight > 0)
+        .collect();
+    live.sort_by(|a, b| members[*a].name.cmp(&members[*b].name));
+    if live.is_empty() {
+        return None;
+    }
+    let m = size as u64;
+    // Position in its permutation and step, per live member.
+    let mut at: Vec<u64> = Vec::with_capacity(live.len());
+    let mut skip: Vec<u64> = Vec::with_capacity(live.len());
+    for &i in &live {
+        at.push(u64::from(hash(&members[i].name, SEED_OFFSET)) % m);
+        skip.push(u64::from(hash(&members[i].name, SEED_SKIP)) % (m - 1) + 1);
+    }
+    let weights: Vec<u64> = live.iter().map(|i| u64::from(members[*i].weight)).collect();
+    let w_max = weights.iter().copied().max().unwrap_or(1);
+    let mut taken: Vec<u64> = vec![0; live.len()];
+    const FREE: u32 = u32::MAX;
+    let mut table = vec![FREE; size as usize];
+    let mut filled = 0u64;
+    let mut turn = 0u64;
+    while filled < m {
+        turn += 1;
+        for (k, &i) in live.iter().enumerate() {
+            // Turns this member has earned by now.
+            if taken[k] >= turn * weights[k] / w_max {
+                continue;
+            }
+            let mut slot = at[k];
+            while table[slot as usize] != FREE {
+                slot += skip[k];
+                if slot >= m {
+                    slot -= m;
+                }
+            }
+            table[slot as usize] = i as u32;
+            at[k] = slot;
+            taken[k] += 1;
+            filled += 1;
+            if filled == m {
+                break;
+            }
+        }
+    }
+    Some(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(n: usize) -> Vec<Member> {
+        (0..n)
+            .map(|i| Member {
+                name: format!("198.18.{}.{}:80", i / 250, i % 250 + 1),
+                weight: 1,
+            })
+            .collect()
+    }
+
+    fn counts(table: &[u32], n: usize) -> Vec<usize> {
+        let mut c = vec![0; n];
+        for s in table {
+            c[*s as usize] += 1;
+        }
+        c
+    }
+
+    /// Slots whose member (by name) differs between two tables.
+    fn moved(a: &[u32], am: &[Member], b: &[u32], bm: &[Member]) -> Vec<usize> {
+        (0..a.len())
+            .filter(|s| am[a[*s] as usize].name != bm[b[*s] as usize].name)
+            .collect()
+    }
+
+    #[test]
+    fn equal_weights_get_m_over_n_within_one_slot() {
+        for n in [1, 2, 3, 7, 10, 100, 1000] {
+            let m = members(n);
+            let t = build(&m, DEFAULT_SIZE).unwrap();
+            let ideal = DEFAULT_SIZE as f64 / n as f64;
+            for (i, c) in counts(&t, n).into_iter().enumerate() {
+                assert!(
+                    (c as f64 - ideal).abs() <= 1.0,
+                    "n={n}: real {i} has {c} slots, ideal {ideal:.1}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn weighted_shares_within_one_percent() {
+        let mut m = members(100);
+        for (i, r) in m.iter_mut().enumerate() {
+            r.weight = 1 + (i as u32 % 10);
+        }
+        let total: u32 = m.iter().map(|r| r.weight).sum();
+        let t = build(&m, DEFAULT_SIZE).unwrap();
+        for (i, c) in counts(&t, m.len()).into_iter().enumerate() {
+            let ideal = DEFAULT_SIZE as f64 * m[i].weight as f64 / total as f64;
+            assert!(
+                ((c as f64 - ideal) / ideal).abs() < 0.01,
+                "real {i} (weight {}) has {c} slots, ideal {ideal:.1}",
+                m[i].weight
+            );
+        }
+        // 1:2:3 over a small table, and weight 0 takes nothing.
+        let mut m = members(4);
+        for (r, w) in m.iter_mut().zip([1, 2, 3, 0]) {
+            r.weight = w;
+        }
+        let t = build(&m, 60013).unwrap();
+        let c = counts(&t, 4);
+        assert_eq!(c[3], 0);
+        for (i, w) in [1.0, 2.0, 3.0].iter().enumerate() {
+            let ideal = 60013.0 * w / 6.0;
+            assert!((c[i] as f64 - ideal).abs() <= 1.0, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn deterministic_and_independent_of_listing_order() {
+        let m = members(50);
+        let t = build(&m, DEFAULT_SIZE).unwrap();
+        assert_eq!(Some(&t), build(&m, DEFAULT_SIZE).as_ref());
+        // Another LB listing the same reals in another order sends every slot to the same
+        // real.
+        let mut shuffled = m.clone();
+        shuffled.reverse();
+        shuffled.swap(3, 17);
+        let u = build(&shuffled, DEFAULT_SIZE).unwrap();
+        assert!(moved(&t, &m, &u, &shuffled).is_empty());
+    }
+
+    #[test]
+    fn removing_one_of_n_moves_little_beyond_its_own_slots() {
+        for n in [5, 10, 50, 100] {
+            let all = members(n);
+            let before = build(&all, DEFAULT_SIZE).unwrap();
+            for gone in [0, n / 2, n - 1] {
+                let rest: Vec<Member> = all
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != gone)
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                let after = build(&rest, DEFAULT_SIZE).unwrap();
+                let own = before.iter().filter(|s| **s as usize == gone).count();
+                let changed = moved(&before, &all, &after, &rest).len();
+                let beyond = (changed - own) as f64 / DEFAULT_SIZE as f64;
+                assert!(
+                    beyond < 0.02,
+                    "n={n}, removing {gone}: {:.2}% moved beyond its own slots",
+                    beyond * 100.0
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn adding_one_moves_under_twice_its_share() {
+        for n in [5, 10, 50, 100] {
+            let all = members(n + 1);
+            let before = build(&all[..n], DEFAULT_SIZE).unwrap();
+            let after = build(&all, DEFAULT_SIZE).unwrap();
+            let changed = moved(&before, &all[..n], &after, &all).len() as f64;
+            let ideal = DEFAULT_SIZE as f64 / (n + 1) as f64;
+            assert!(
+                changed < 2.0 * ideal,
+                "n={n}: {changed} slots moved, ideal {ideal:.0}"
+            );
+        }
+    }
+
+    #[test]
+    fn sizes_must_be_prime_and_large_enough() {
+        assert_eq!(check_size(65537, 100), Ok(()));
+        assert_eq!(check_size(65536, 1), Err(MaglevError::NotPrime(65536)));
+        assert_eq!(
+            check_size(7, 8),
+            Err(MaglevError::TooSmall {
+                size: 7,
+                members: 8
+            })
+        );
+        assert!(build(&[], 7).is_none());
+        let zero = vec![Member {
+            name: "a".into(),
+            weight: 0,
+        }];
+        assert!(build(&zero, 7).is_none());
+    }
+}
