@@ -2,6 +2,7 @@
 //! resolves reals' MAC addresses from the kernel, and reads counters back.
 
 pub mod config;
+pub mod daemon;
 pub mod datapath;
 pub mod iface;
 pub mod lab;

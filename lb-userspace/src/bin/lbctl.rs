@@ -6,10 +6,9 @@ use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use lb_common::Timeouts;
 use lb_userspace::{
-    config,
+    config, daemon,
     datapath::{self, AttachMode, Datapath},
     maglev,
-    resolve::{self, Resolved},
     service::{self, Service, VipSettings},
     spec::{Balance, HashFields, Mode, PortRange, RealSpec, VipSpec},
     stats,
@@ -70,7 +69,8 @@ struct AttachArgs {
     #[arg(required = true, value_name = "IFACE")]
     ifaces: Vec<String>,
     /// Serve the VIPs of this file (TOML, see lbctl.example.toml), each with its own mode,
-    /// instead of --vip/--real.
+    /// instead of --vip/--real. SIGHUP reloads it: reals, weights and drains change at once,
+    /// established flows stay on the reals that stay.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["vips", "reals", "snat_pool", "snat_ports"])]
     config: Option<PathBuf>,
     /// Forwarding mode of the --vip VIPs.
@@ -116,12 +116,9 @@ struct AttachArgs {
 }
 
 impl AttachArgs {
-    /// The services to serve, checked: from the file, or from the flags.
+    /// The services the flags name, checked.
     fn services(&self) -> Result<Vec<Service>> {
         let cpus = datapath::possible_cpus()?;
-        if let Some(path) = &self.config {
-            return Ok(config::load(path, cpus)?);
-        }
         let settings = VipSettings {
             mode: self.mode,
             balance: self.balance,
@@ -186,56 +183,12 @@ fn main() -> ExitCode {
 }
 
 async fn attach(args: AttachArgs) -> Result<()> {
-    // Signals first: a Ctrl-C during set-up is handled (after it) instead of killing lbctl
-    // half-way with neighbour entries added.
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let services = args.services()?;
-    let timeout = Duration::from_secs(args.resolve_timeout);
-    let resolved = resolve::resolve(&args.ifaces, &services, timeout).await?;
-    let (dp, how) = match serve(&resolved) {
-        Ok(served) => served,
-        Err(e) => {
-            resolved.forget_neighbours().await;
-            return Err(e);
-        }
+    let source = match &args.config {
+        Some(path) => daemon::Source::File(path.clone()),
+        None => daemon::Source::Flags(args.services()?),
     };
-    for (s, reals) in resolved.services.iter().zip(&resolved.reals) {
-        for r in reals {
-            info!(vip = %s.vip, mode = %s.settings.mode, real = %r.addr, port = r.port.unwrap_or(s.vip.port), mac = %resolve::fmt_mac(&r.mac), ifindex = r.ifindex, "real");
-        }
-        if s.settings.mode == Mode::OneArm {
-            let pool: Vec<String> = s.settings.snat_pool.iter().map(|a| a.to_string()).collect();
-            info!(vip = %s.vip, pool = %pool.join(","), ports = %s.settings.snat_ports, "snat pool");
-        }
-    }
-    let vips: Vec<String> = resolved
-        .services
-        .iter()
-        .map(|s| s.vip.to_string())
-        .collect();
-    let modes: Vec<&str> = how
-        .iter()
-        .map(|h| match h {
-            AttachMode::Native => "native",
-            AttachMode::Generic => "generic",
-        })
-        .collect();
-    info!(
-        ifaces = %args.ifaces.join(","),
-        xdp = %modes.join(","),
-        vips = %vips.join(","),
-        "attached; forwarding until SIGINT/SIGTERM"
-    );
-
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM"),
-        _ = int.recv() => info!("SIGINT"),
-    }
-    let counters = dp.counters()?;
-    drop(dp);
-    info!(ifaces = %args.ifaces.join(","), forwarded = counters.forwarded.packets, replies = counters.replies.packets, "detached");
-    Ok(())
+    let timeout = Duration::from_secs(args.resolve_timeout);
+    daemon::run(args.ifaces, source, timeout).await
 }
 
 fn check_config(path: &std::path::Path) -> Result<()> {
@@ -266,15 +219,4 @@ async fn decap(iface: &str) -> Result<()> {
     drop(dp);
     info!(%iface, decapsulated = counters.forwarded.packets, "detached");
     Ok(())
-}
-
-/// Loads the datapath, configures every VIP and attaches.
-fn serve(r: &Resolved) -> Result<(Datapath, Vec<AttachMode>)> {
-    let mut dp = Datapath::load()?;
-    for (s, reals) in r.services.iter().zip(&r.reals) {
-        dp.add_vip(s.vip, &s.settings)?;
-        dp.set_reals(&s.vip, reals)?;
-    }
-    let how = dp.attach_all(&r.interfaces)?;
-    Ok((dp, how))
 }

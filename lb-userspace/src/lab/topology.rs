@@ -28,7 +28,11 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use super::{netns::unique_prefix, Netns, Server};
+use super::{
+    netns::unique_prefix,
+    sessions::{EchoServer, SESSION_PORT},
+    Netns, Server,
+};
 use crate::{datapath::Datapath, stats::Stats};
 
 pub const LB_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -97,6 +101,8 @@ pub struct Lab {
     /// `lbctl decap attach eth0` in each real, for tunnel mode.
     decaps: Vec<LbProcess>,
     pub servers: Vec<Server>,
+    /// Every real's echo server, for long-lived connections.
+    _echo: Vec<EchoServer>,
     /// Holds the pass program on the LB's switch ports (veth needs it to accept XDP_TX).
     _switch_port_xdp: Datapath,
     pub client: Netns,
@@ -334,12 +340,15 @@ impl Lab {
             real_addrs.push(addr);
         }
         let mut servers = Vec::new();
+        let mut echo = Vec::new();
         for (i, real) in reals.iter().enumerate() {
             let name = format!("r{}", i + 1);
             for port in [VIP_PORT, ALT_PORT] {
                 let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
                 servers.push(Server::start_tcp(real, &name, any)?);
             }
+            let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SESSION_PORT);
+            echo.push(EchoServer::start(real, &name, any)?);
             // UDP answers from the address a socket is bound to (or the route's, for
             // 0.0.0.0): one socket per address, so dsr and tunnel answer from the VIP.
             for addr in std::iter::once(real_addrs[i]).chain(DIRECT_RETURN_VIPS) {
@@ -351,6 +360,7 @@ impl Lab {
             lb_process: None,
             decaps: Vec::new(),
             servers,
+            _echo: echo,
             _switch_port_xdp: switch_port_xdp,
             client,
             lb,
@@ -401,6 +411,31 @@ impl Lab {
             self.decaps.push(spawn_lbctl(real, lbctl, &args)?);
         }
         Ok(())
+    }
+
+    /// Sends SIGHUP to the balancer (which reloads its --config file) and waits until it has
+    /// reloaded; the reload's refusal, with the log, is the error.
+    pub fn reload_lb(&self) -> Result<()> {
+        let process = self
+            .lb_process
+            .as_ref()
+            .context("the lab's balancer is not running")?;
+        let count = |log: &str, what: &str| log.matches(what).count();
+        let before = process.log();
+        let (ok, refused) = (count(&before, "reloaded"), count(&before, "reload refused"));
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(process.child.id() as libc::pid_t, libc::SIGHUP) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = process.log();
+            if count(&log, "reloaded") > ok {
+                return Ok(());
+            }
+            if count(&log, "reload refused") > refused || Instant::now() > deadline {
+                bail!("lbctl did not reload:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends SIGTERM to the balancer and waits for it; returns its log.

@@ -1,0 +1,177 @@
+//! `lbctl attach`: the balancer's life. Configuration checked before anything is touched,
+//! then resolved and attached; while it runs, leastconn flows that went idle are swept every
+//! second and SIGHUP reloads the configuration file; SIGINT/SIGTERM detach.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context as _, Result};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
+
+use crate::{
+    config,
+    datapath::{self, AttachMode, Datapath},
+    resolve::{self, Resolved},
+    service::Service,
+    spec::Mode,
+};
+
+/// Where the services come from.
+pub enum Source {
+    /// A configuration file, reloaded on SIGHUP.
+    File(PathBuf),
+    /// Command-line flags, checked.
+    Flags(Vec<Service>),
+}
+
+/// How often leastconn's idle flows are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Serves `source` on `ifaces` until SIGINT or SIGTERM.
+pub async fn run(ifaces: Vec<String>, source: Source, resolve_timeout: Duration) -> Result<()> {
+    // Signals first: a Ctrl-C during set-up is handled (after it) instead of killing lbctl
+    // half-way with neighbour entries added.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let services = match &source {
+        Source::File(path) => config::load(path, datapath::possible_cpus()?)?,
+        Source::Flags(services) => services.clone(),
+    };
+    let mut current = resolve::resolve(&ifaces, &services, resolve_timeout).await?;
+    let (mut dp, how) = match serve(&current) {
+        Ok(served) => served,
+        Err(e) => {
+            current.forget_neighbours().await;
+            return Err(e);
+        }
+    };
+    log_services(&current);
+    let modes: Vec<&str> = how
+        .iter()
+        .map(|h| match h {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        })
+        .collect();
+    let vips: Vec<String> = current.services.iter().map(|s| s.vip.to_string()).collect();
+    info!(
+        ifaces = %ifaces.join(","),
+        xdp = %modes.join(","),
+        vips = %vips.join(","),
+        "attached; forwarding until SIGINT/SIGTERM (SIGHUP reloads)"
+    );
+
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM"); break; }
+            _ = int.recv() => { info!("SIGINT"); break; }
+            _ = hup.recv() => match &source {
+                Source::File(path) => match reload(&ifaces, path, &mut dp, &mut current, resolve_timeout).await {
+                    Ok(changed) => info!(file = %path.display(), vips_changed = changed, "reloaded"),
+                    Err(e) => warn!(file = %path.display(), error = %format!("{e:#}"), "reload refused; the running configuration stays"),
+                },
+                Source::Flags(_) => warn!("SIGHUP reloads the --config file, and lbctl runs from flags: nothing to reload"),
+            },
+            _ = sweep.tick() => {
+                if let Err(e) = dp.sweep() {
+                    warn!(error = %format!("{e:#}"), "sweeping idle leastconn flows failed");
+                }
+            }
+        }
+    }
+    let counters = dp.counters()?;
+    drop(dp);
+    info!(ifaces = %ifaces.join(","), forwarded = counters.forwarded.packets, replies = counters.replies.packets, "detached");
+    Ok(())
+}
+
+/// Loads the datapath, configures every VIP and attaches.
+fn serve(r: &Resolved) -> Result<(Datapath, Vec<AttachMode>)> {
+    let mut dp = Datapath::load()?;
+    for (s, reals) in r.services.iter().zip(&r.reals) {
+        dp.add_vip(s.vip, &s.settings)?;
+        dp.set_reals(&s.vip, reals)?;
+    }
+    let how = dp.attach_all(&r.interfaces)?;
+    Ok((dp, how))
+}
+
+/// Applies the file's reals, weights and drains to the running VIPs: each VIP's reals change
+/// as one (its ring swapped whole), established flows stay on reals that stay. Everything is
+/// checked and resolved before the first change; what cannot change yet without a restart
+/// (VIPs added or removed, a VIP's mode, balance or other settings) refuses the reload.
+/// Returns how many VIPs changed.
+async fn reload(
+    ifaces: &[String],
+    path: &std::path::Path,
+    dp: &mut Datapath,
+    current: &mut Resolved,
+    timeout: Duration,
+) -> Result<usize> {
+    let services = config::load(path, datapath::possible_cpus()?)?;
+    let next = resolve::resolve(ifaces, &services, timeout).await?;
+    if let Err(e) = same_vips(current, &next) {
+        next.forget_neighbours().await;
+        return Err(e);
+    }
+    let mut changed = 0;
+    for (s, reals) in next.services.iter().zip(&next.reals) {
+        let before = current
+            .services
+            .iter()
+            .position(|o| o.vip == s.vip)
+            .map(|i| &current.reals[i]);
+        if before != Some(reals) {
+            dp.set_reals(&s.vip, reals)?;
+            changed += 1;
+        }
+    }
+    let Resolved {
+        services, reals, ..
+    } = next;
+    current.services = services;
+    current.reals = reals;
+    log_services(current);
+    Ok(changed)
+}
+
+/// Refuses what a reload cannot change yet: the set of VIPs, a VIP's settings (compared as
+/// resolved: a one-arm default pool included).
+fn same_vips(current: &Resolved, next: &Resolved) -> Result<()> {
+    for s in &next.services {
+        let Some(old) = current.services.iter().find(|o| o.vip == s.vip) else {
+            bail!("VIP {} is new: adding VIPs needs a restart for now", s.vip);
+        };
+        if old.settings != s.settings {
+            bail!(
+                "VIP {}: only its reals and their weights change on reload; other settings need a restart for now",
+                s.vip
+            );
+        }
+    }
+    if let Some(gone) = current
+        .services
+        .iter()
+        .find(|o| !next.services.iter().any(|s| s.vip == o.vip))
+    {
+        bail!(
+            "VIP {} is gone from the file: removing VIPs needs a restart for now",
+            gone.vip
+        );
+    }
+    Ok(())
+}
+
+fn log_services(r: &Resolved) {
+    for (s, reals) in r.services.iter().zip(&r.reals) {
+        for real in reals {
+            info!(vip = %s.vip, mode = %s.settings.mode, balance = %s.settings.balance, real = %real.addr, port = real.port.unwrap_or(s.vip.port), weight = real.weight, mac = %resolve::fmt_mac(&real.mac), ifindex = real.ifindex, "real");
+        }
+        if s.settings.mode == Mode::OneArm {
+            let pool: Vec<String> = s.settings.snat_pool.iter().map(|a| a.to_string()).collect();
+            info!(vip = %s.vip, pool = %pool.join(","), ports = %s.settings.snat_ports, "snat pool");
+        }
+    }
+}
