@@ -10,6 +10,29 @@ mod counters;
 mod maps;
 
 pub use counters::{Counter, Reason, Verdict, VipCounters, COUNTER_SLOTS};
+
+/// Value of BENCH_FRAME: the frame a benchmark run restores before every repeat.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchFrame {
+    /// The frame's first bytes (a benchmark frame is at least this long).
+    pub bytes: [u8; BENCH_FRAME_LEN],
+    /// Non-zero: each repeat is a new flow: a 32-bit count whose low half is written as the
+    /// source port at `vary_sport_at`, its high half at `vary_addr_at` (the source address's
+    /// last two bytes), so a run of millions has no flow twice.
+    pub vary_sport_at: u32,
+    pub vary_addr_at: u32,
+    /// The frame's length, to undo a tunnel's outer header between repeats.
+    pub len: u32,
+}
+const _: () = assert!(core::mem::size_of::<BenchFrame>() == BENCH_FRAME_LEN + 12);
+
+/// Bytes of a benchmark frame restored before every repeat.
+pub const BENCH_FRAME_LEN: usize = 64;
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), byte array and integers, no padding (asserted size).
+unsafe impl aya::Pod for BenchFrame {}
 pub use maps::*;
 
 /// Map names, shared by the object (`#[map]`/`#[btf_map]` statics) and userspace lookups.
@@ -28,6 +51,7 @@ pub mod map_names {
     pub const ACTIVE: &str = "ACTIVE";
     pub const SWEPT: &str = "SWEPT";
     pub const OPEN: &str = "OPEN";
+    pub const BENCH_FRAME: &str = "BENCH_FRAME";
 }
 
 /// Program names in the object.
@@ -38,4 +62,10 @@ pub mod program_names {
     pub const PASS: &str = "lb_pass";
     /// Runs on real servers of tunnel-mode VIPs: strips the LB's outer IPv4 header.
     pub const DECAP: &str = "lb_decap";
+    /// Benchmarks only (BPF_PROG_TEST_RUN, never attached): restores the frame BENCH_FRAME
+    /// holds, then runs the balancer, so each repeat sees the input and not its own output.
+    pub const BENCH: &str = "lb_bench";
+    /// Benchmarks only: restores the frame as `BENCH` does, swaps the MACs and sends it back:
+    /// the floor of the path (a trivial XDP_TX program plus the restore).
+    pub const BENCH_FLOOR: &str = "lb_bench_floor";
 }

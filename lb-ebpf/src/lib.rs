@@ -24,6 +24,8 @@ pub mod rewrite;
 #[cfg(target_arch = "bpf")]
 pub mod balance;
 #[cfg(target_arch = "bpf")]
+pub mod bench;
+#[cfg(target_arch = "bpf")]
 pub mod emit;
 #[cfg(target_arch = "bpf")]
 pub mod flow;

@@ -8,14 +8,19 @@ mod programs {
         programs::XdpContext,
     };
     use lb_common::Reason;
-    use lb_ebpf::{balance, decap, emit, lookup, packet::Packet};
+    use lb_ebpf::{balance, bench, decap, emit, lookup, packet::Packet};
 
     /// The load balancer: parse → lookup → schedule → rewrite → emit.
     #[xdp]
     pub fn lb_xdp(ctx: XdpContext) -> u32 {
+        run(&ctx)
+    }
+
+    #[inline(always)]
+    fn run(ctx: &XdpContext) -> u32 {
         let len = ctx.data_end() - ctx.data();
         let ingress = ctx.ingress_ifindex() as u32;
-        match balance::balance(&ctx, ingress) {
+        match balance::balance(ctx, ingress) {
             Ok(sent) => emit::forwarded(&sent, ingress, len),
             Err(reason) => emit::not_forwarded(reason, len),
         }
@@ -45,6 +50,21 @@ mod programs {
             return Err(Reason::Truncated);
         }
         Ok(())
+    }
+
+    /// Benchmarks only: the balancer on the frame restored before every test-run repeat.
+    #[xdp]
+    pub fn lb_bench(ctx: XdpContext) -> u32 {
+        bench::restore(&ctx);
+        run(&ctx)
+    }
+
+    /// Benchmarks only: the restore and a MAC swap, the floor of the path.
+    #[xdp]
+    pub fn lb_bench_floor(ctx: XdpContext) -> u32 {
+        bench::restore(&ctx);
+        bench::swap_macs(&ctx);
+        aya_ebpf::bindings::xdp_action::XDP_TX
     }
 
     /// Passes every frame. veth drops frames that XDP_TX sends to a peer without an XDP

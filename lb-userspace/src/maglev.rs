@@ -86,28 +86,31 @@ pub fn build(members: &[Member], size: u32) -> Option<Vec<u32>> {
     }
     let weights: Vec<u64> = live.iter().map(|i| u64::from(members[*i].weight)).collect();
     let w_max = weights.iter().copied().max().unwrap_or(1);
-    let mut taken: Vec<u64> = vec![0; live.len()];
-    const FREE: u32 = u32::MAX;
-    let mut table = vec![FREE; size as usize];
+    // Turns earned and not yet taken, in units of w_max: a member of weight w earns w per
+    // turn and takes a slot per w_max earned (so by turn t it has ⌊t·w/w_max⌋ slots).
+    let mut credit: Vec<u64> = vec![0; live.len()];
+    let mut table = vec![0u32; size as usize];
+    // Which slots are taken, as bits: 8 KiB for 65537 slots, where the probing stays in the
+    // fastest cache instead of walking the table.
+    let mut taken = vec![0u64; (size as usize).div_ceil(64)];
     let mut filled = 0u64;
-    let mut turn = 0u64;
     while filled < m {
-        turn += 1;
         for (k, &i) in live.iter().enumerate() {
-            // Turns this member has earned by now.
-            if taken[k] >= turn * weights[k] / w_max {
+            credit[k] += weights[k];
+            if credit[k] < w_max {
                 continue;
             }
+            credit[k] -= w_max;
             let mut slot = at[k];
-            while table[slot as usize] != FREE {
+            while taken[(slot / 64) as usize] & (1 << (slot % 64)) != 0 {
                 slot += skip[k];
                 if slot >= m {
                     slot -= m;
                 }
             }
+            taken[(slot / 64) as usize] |= 1 << (slot % 64);
             table[slot as usize] = i as u32;
             at[k] = slot;
-            taken[k] += 1;
             filled += 1;
             if filled == m {
                 break;

@@ -31,6 +31,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the benchmarks (needs root): Maglev table builds and the datapath's nanoseconds
+    /// per packet per scheduler and mode; writes target/bench/report.md and report.json.
+    Bench,
     /// Build lbctl and run `lbctl demo` (needs root): the lab, on real packets.
     Demo {
         /// Arguments for `lbctl demo`, e.g. `--requests 300`.
@@ -74,6 +77,7 @@ fn main() -> Result<()> {
                 .args(&args)
                 .env("LBCTL", lbctl))
         }
+        Cmd::Bench => run(cargo().args(["run", "--release", "-p", "tests", "--bin", "bench"])),
         Cmd::Demo { args } => {
             run(cargo().args(["build", "--release", "-p", "lb-userspace", "--bin", "lbctl"]))?;
             run(Command::new(target_dir().join("release/lbctl"))
