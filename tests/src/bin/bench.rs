@@ -142,7 +142,9 @@ fn main() -> Result<()> {
         if mode == Mode::OneArm {
             // Ports to spare for a flood of new flows: more than the flow table holds, so a
             // port comes round again only after its old flow left the table.
-            settings.snat_pool = (1..=8).map(|i| IpAddr::from([198, 18, 0, 200 + i])).collect();
+            settings.snat_pool = (1..=8)
+                .map(|i| IpAddr::from([198, 18, 0, 200 + i]))
+                .collect();
             settings.snat_ports = "1024-65535".parse()?;
         }
         cases.push((format!("{mode}, maglev"), settings));

@@ -1,0 +1,312 @@
+//! The loaded XDP object and the only code that knows its map names. Everything else speaks
+//! in verbs: `add_vip`, `set_reals`, `attach`, `counters`.
+
+mod flows;
+mod services;
+mod testrun;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    maps::{Array, ArrayOfMaps, HashMap, MapData, PerCpuArray},
+    programs::{TestRun, TestRunOptions, Xdp, XdpMode},
+    Ebpf,
+};
+use lb_common::{
+    map_names, program_names, BenchFrame, Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealEntry,
+    Settings, SnatPool, VipCounters, VipKey, VipMeta, BENCH_FRAME_LEN, ENDPOINT_POOL,
+    ENDPOINT_REAL, MAX_POOL_ADDRS, MAX_REALS, MAX_VIPS, REAL_DOWN, REAL_DRAIN, REAL_UP, RING_SIZE,
+};
+use tracing::warn;
+
+use crate::{
+    ring,
+    service::VipSettings,
+    spec::{Balance, Mode, RealSpec, VipSpec},
+    stats::CounterTable,
+};
+
+/// A backend server as the datapath needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Real {
+    pub addr: IpAddr,
+    /// The port it serves the VIP on; `None`: the VIP's own.
+    pub port: Option<u16>,
+    /// The MAC frames to it are sent to: its own, or its gateway's.
+    pub mac: [u8; 6],
+    /// The interface it is reached through; 0: the one the packet came in on.
+    pub ifindex: u32,
+    /// 0: draining (keeps its flows, takes no new ones).
+    pub weight: u16,
+}
+
+impl Real {
+    /// A real on the segment of the interface packets come in on, serving the VIP's port,
+    /// weight 1.
+    pub fn on_segment(addr: IpAddr, mac: [u8; 6]) -> Self {
+        Self {
+            addr,
+            port: None,
+            mac,
+            ifindex: 0,
+            weight: 1,
+        }
+    }
+
+    /// This real as a RealSpec would name it (for Maglev's names and messages).
+    fn spec(&self) -> RealSpec {
+        RealSpec {
+            addr: self.addr,
+            port: self.port,
+            weight: self.weight,
+        }
+    }
+
+    fn entry(&self) -> RealEntry {
+        let entry = match self.addr {
+            IpAddr::V4(a) => RealEntry::v4(a.octets(), self.mac),
+            IpAddr::V6(a) => RealEntry::v6(a.octets(), self.mac),
+        };
+        let state = if self.weight == 0 {
+            REAL_DRAIN
+        } else {
+            REAL_UP
+        };
+        entry
+            .with_port(self.port.unwrap_or(0))
+            .with_ifindex(self.ifindex)
+            .with_weight(self.weight)
+            .with_state(state)
+    }
+}
+
+/// A real of a VIP as REALS ids are handed out: one id per VIP and real endpoint, so each
+/// VIP has its own weight, state and leastconn count of a real.
+type RealKey = (VipSpec, IpAddr, u16);
+
+/// An interface the balancer is attached to, and the LB's side of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub ifindex: u32,
+    pub config: IfaceConfig,
+}
+
+/// How the program ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver (native XDP).
+    Native,
+    /// In the kernel's generic path, because the native attach failed (most often: the
+    /// driver has no XDP support).
+    Generic,
+}
+
+type Ring = Array<MapData, u32>;
+
+/// The loaded program and its maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+    vips: HashMap<MapData, VipKey, VipMeta>,
+    reals: Array<MapData, RealEntry>,
+    rings: ArrayOfMaps<MapData, Ring>,
+    counters: PerCpuArray<MapData, Counter>,
+    vip_counters: PerCpuArray<MapData, VipCounters>,
+    ifaces: HashMap<MapData, u32, IfaceConfig>,
+    settings: Array<MapData, Settings>,
+    flows: HashMap<MapData, FlowKey, Flow>,
+    snat_pools: Array<MapData, SnatPool>,
+    endpoints: HashMap<MapData, VipKey, Endpoint>,
+    active: Array<MapData, u64>,
+    swept: Array<MapData, u64>,
+    open: HashMap<MapData, FlowKey, u32>,
+    bench_frame: Array<MapData, BenchFrame>,
+    vip_ids: BTreeMap<VipSpec, u32>,
+    vip_settings: BTreeMap<VipSpec, VipSettings>,
+    /// Each VIP's VIPS value, as last written.
+    vip_meta: BTreeMap<VipSpec, VipMeta>,
+    /// The reals of each VIP, as last set.
+    vip_reals: BTreeMap<VipSpec, Vec<Real>>,
+    real_ids: BTreeMap<RealKey, u32>,
+    /// Leastconn flows swept idle, per real id (SWEPT as last written).
+    swept_counts: BTreeMap<u32, u64>,
+    /// What ENDPOINTS holds, as last written.
+    endpoint_keys: BTreeSet<VipKey>,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("the eBPF object has no map {name}: lbctl was built wrong"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+/// The number of possible CPUs, as per-CPU maps and the SNAT allocator count them.
+pub fn possible_cpus() -> Result<u32> {
+    let n = aya::util::nr_cpus().map_err(|(path, e)| anyhow!("reading {path}: {e}"))?;
+    Ok(n as u32)
+}
+
+impl Datapath {
+    /// Loads the embedded object into the kernel (programs verified, maps created, nothing
+    /// attached yet).
+    pub fn load() -> Result<Self> {
+        let mut ebpf = Ebpf::load(crate::LB_EBPF_OBJECT).context(
+            "loading the eBPF object failed: lbctl needs root (CAP_BPF + CAP_NET_ADMIN) and a kernel with BTF",
+        )?;
+        for name in [program_names::LB, program_names::PASS, program_names::DECAP] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("the eBPF object has no program {name}"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("the kernel rejected program {name}"))?;
+        }
+        let mut dp = Self {
+            vips: take(&mut ebpf, map_names::VIPS)?,
+            reals: take(&mut ebpf, map_names::REALS)?,
+            rings: take(&mut ebpf, map_names::RINGS)?,
+            counters: take(&mut ebpf, map_names::COUNTERS)?,
+            vip_counters: take(&mut ebpf, map_names::VIP_COUNTERS)?,
+            ifaces: take(&mut ebpf, map_names::IFACES)?,
+            settings: take(&mut ebpf, map_names::SETTINGS)?,
+            flows: take(&mut ebpf, map_names::FLOWS)?,
+            snat_pools: take(&mut ebpf, map_names::SNAT_POOLS)?,
+            endpoints: take(&mut ebpf, map_names::ENDPOINTS)?,
+            active: take(&mut ebpf, map_names::ACTIVE)?,
+            swept: take(&mut ebpf, map_names::SWEPT)?,
+            open: take(&mut ebpf, map_names::OPEN)?,
+            bench_frame: take(&mut ebpf, map_names::BENCH_FRAME)?,
+            ebpf,
+            vip_ids: BTreeMap::new(),
+            vip_settings: BTreeMap::new(),
+            vip_meta: BTreeMap::new(),
+            vip_reals: BTreeMap::new(),
+            real_ids: BTreeMap::new(),
+            swept_counts: BTreeMap::new(),
+            endpoint_keys: BTreeSet::new(),
+        };
+        dp.write_settings()?;
+        Ok(dp)
+    }
+
+    fn write_settings(&mut self) -> Result<()> {
+        let stateful = self.vip_settings.values().any(|s| s.mode.is_stateful());
+        let settings = Settings {
+            cpus: possible_cpus()?,
+            stateful: u32::from(stateful),
+        };
+        self.settings
+            .set(0, settings, 0)
+            .context("writing SETTINGS")
+    }
+
+    /// Attaches the balancer to `iface`, taking the LB's side of it from the interface
+    /// itself. See [`Datapath::attach_all`].
+    pub fn attach(&mut self, iface: &str) -> Result<AttachMode> {
+        let interface = Interface {
+            name: iface.to_owned(),
+            ifindex: crate::iface::index(iface)?,
+            config: crate::iface::config(iface)?,
+        };
+        Ok(self.attach_all(&[interface])?[0])
+    }
+
+    /// Attaches the balancer to every interface of `ifaces`: natively when the driver can,
+    /// else in generic mode with a warning. Detached again when the `Datapath` is dropped.
+    pub fn attach_all(&mut self, ifaces: &[Interface]) -> Result<Vec<AttachMode>> {
+        // Tunnels leave from the interfaces their reals are reached through (0: the one the
+        // packet came in on, which may be any).
+        let tunnel_ifindexes: BTreeSet<u32> = self
+            .vip_settings
+            .iter()
+            .filter(|(_, s)| s.mode == Mode::Tunnel)
+            .flat_map(|(vip, _)| self.vip_reals.get(vip).into_iter().flatten())
+            .map(|r| r.ifindex)
+            .collect();
+        for i in ifaces {
+            let tunnels = tunnel_ifindexes.contains(&i.ifindex) || tunnel_ifindexes.contains(&0);
+            if tunnels && i.config.ipv4 == [0; 4] {
+                bail!("tunnel mode sends from an IPv4 address of {}, and it has none: add one (`ip addr add ... dev {}`)", i.name, i.name);
+            }
+            self.set_interface(i.ifindex, i.config)?;
+        }
+        ifaces
+            .iter()
+            .map(|i| self.attach_program(program_names::LB, &i.name))
+            .collect()
+    }
+
+    /// Attaches the decapsulation program, for a real server of tunnel-mode VIPs: IP-in-IP
+    /// sent to the interface's IPv4 address is unwrapped and passed up the stack.
+    pub fn attach_decap(&mut self, iface: &str) -> Result<AttachMode> {
+        let config = crate::iface::config(iface)?;
+        if config.ipv4 == [0; 4] {
+            bail!(
+                "{iface} has no IPv4 address: decap accepts tunnels sent to it, so add one first"
+            );
+        }
+        self.set_interface(crate::iface::index(iface)?, config)?;
+        self.attach_program(program_names::DECAP, iface)
+    }
+
+    fn attach_program(&mut self, name: &str, iface: &str) -> Result<AttachMode> {
+        let prog = self.program(name)?;
+        match prog.attach(iface, XdpMode::Driver) {
+            Ok(_) => Ok(AttachMode::Native),
+            Err(native) => {
+                warn!(%iface, error = %native, "native XDP attach failed; falling back to generic (skb) mode, which is slower");
+                prog.attach(iface, XdpMode::Skb)
+                    .with_context(|| format!("attaching XDP to {iface} failed in native ({native}) and generic mode: does the interface exist, and is another XDP program attached?"))?;
+                Ok(AttachMode::Generic)
+            }
+        }
+    }
+
+    /// The LB's side of interface `ifindex` (MAC, MTU, IPv4 address): VIP frames must be
+    /// addressed to its MAC, and frames the LB sends as an L3 hop leave from it. The attach
+    /// verbs set it; BPF_PROG_TEST_RUN runs see the loopback interface (ifindex 1).
+    pub fn set_interface(&mut self, ifindex: u32, config: IfaceConfig) -> Result<()> {
+        self.ifaces
+            .insert(ifindex, config, 0)
+            .context("writing IFACES")
+    }
+
+    /// Attaches the pass-everything program to `iface`: what a veth peer needs to accept the
+    /// frames XDP_TX sends it. Detached when the `Datapath` is dropped.
+    pub fn attach_pass(&mut self, iface: &str) -> Result<()> {
+        self.program(program_names::PASS)?
+            .attach(iface, XdpMode::Driver)
+            .with_context(|| format!("attaching the pass program to {iface}"))?;
+        Ok(())
+    }
+
+    fn program(&mut self, name: &str) -> Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("the eBPF object has no program {name}"))?
+            .try_into()?)
+    }
+
+    /// The global counters, summed over CPUs.
+    pub fn counters(&self) -> Result<CounterTable> {
+        CounterTable::read(&self.counters)
+    }
+
+    /// Packets and bytes forwarded for `vip` per direction, summed over CPUs.
+    pub fn vip_forwarded(&self, vip: &VipSpec) -> Result<VipCounters> {
+        let vip_id = *self
+            .vip_ids
+            .get(vip)
+            .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?;
+        crate::stats::sum_vip(&self.vip_counters, vip_id)
+    }
+}

@@ -1,0 +1,264 @@
+//! The verbs that change what the datapath serves: VIPs, their reals and weights, and what
+//! follows from them (rings, REALS entries, ENDPOINTS).
+
+use super::*;
+
+impl Datapath {
+    /// Starts serving `vip` as `settings` say, with no reals yet (its packets are dropped as
+    /// `drop_no_real` until `set_reals`). A one-arm VIP needs its SNAT pool filled in.
+    pub fn add_vip(&mut self, vip: VipSpec, settings: &VipSettings) -> Result<u32> {
+        if self.vip_ids.contains_key(&vip) {
+            bail!("VIP {vip} is already configured");
+        }
+        let used: BTreeSet<u32> = self.vip_ids.values().copied().collect();
+        let vip_id = (0..MAX_VIPS)
+            .find(|id| !used.contains(id))
+            .ok_or_else(|| anyhow!("cannot add {vip}: all {MAX_VIPS} VIP slots are in use"))?;
+        if settings.mode == Mode::OneArm {
+            self.snat_pools
+                .set(vip_id, snat_pool(&vip, settings)?, 0)
+                .context("writing SNAT_POOLS")?;
+        }
+        // The ring goes in before the VIP entry, so no packet ever finds a VIP without one.
+        self.install_ring(vip_id, &[])?;
+        let meta = VipMeta {
+            sched: settings.balance.code(),
+            hash: settings.hash.code(),
+            ..VipMeta::new(vip_id, settings.mode.code(), settings.timeouts)
+        };
+        self.vips
+            .insert(vip.key(), meta, 0)
+            .context("writing VIPS")?;
+        self.vip_ids.insert(vip, vip_id);
+        self.vip_settings.insert(vip, settings.clone());
+        self.vip_meta.insert(vip, meta);
+        self.write_settings()?;
+        self.sync_endpoints()?;
+        Ok(vip_id)
+    }
+
+    /// Replaces the reals of `vip`, as one change: new flows are scheduled over the new set
+    /// at once (the ring swapped whole), established flows stay on their real while it
+    /// stays (draining, weight 0, included), and move when it goes.
+    pub fn set_reals(&mut self, vip: &VipSpec, reals: &[Real]) -> Result<()> {
+        let settings = self
+            .vip_settings
+            .get(vip)
+            .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?
+            .clone();
+        let mut meta = self.vip_meta[vip];
+        let mut members = Vec::with_capacity(reals.len());
+        for real in reals {
+            let id = self.real_id(vip, real)?;
+            self.reals
+                .set(id, real.entry(), 0)
+                .context("writing REALS")?;
+            members.push(ring::Member {
+                id,
+                name: real.spec().endpoint(vip.port),
+                weight: u32::from(real.weight),
+            });
+        }
+        let slots = ring::build(settings.balance, settings.maglev_size, &members);
+        // The datapath reads ring[hash % size]: a packet between the two writes must not find
+        // a size larger than the ring it sees. Growing: ring first; shrinking: size first.
+        let old_size = meta.ring_size;
+        meta.ring_size = slots.len() as u32;
+        if meta.ring_size < old_size {
+            self.write_meta(vip, meta)?;
+        }
+        self.install_ring(meta.vip_id, &slots)?;
+        if meta.ring_size >= old_size {
+            self.write_meta(vip, meta)?;
+        }
+        // Reals no longer in the VIP: down, so their flows move; their ids free for reuse
+        // (a flow names its real's address too, so a reused id sends nothing astray).
+        let kept: BTreeSet<RealKey> = reals.iter().map(|r| real_key(vip, r)).collect();
+        let gone: Vec<(RealKey, u32)> = self
+            .real_ids
+            .iter()
+            .filter(|(k, _)| k.0 == *vip && !kept.contains(*k))
+            .map(|(k, id)| (*k, *id))
+            .collect();
+        for (key, id) in gone {
+            if let Some(old) = self
+                .vip_reals
+                .get(vip)
+                .and_then(|rs| rs.iter().find(|r| real_key(vip, r) == key))
+            {
+                self.reals
+                    .set(id, old.entry().with_state(REAL_DOWN), 0)
+                    .context("writing REALS")?;
+            }
+            self.real_ids.remove(&key);
+        }
+        self.vip_reals.insert(*vip, reals.to_vec());
+        self.sync_endpoints()
+    }
+
+    /// Changes one real's weight (0: drain). Refused for static-rr VIPs, whose weights are
+    /// fixed at load.
+    pub fn set_weight(
+        &mut self,
+        vip: &VipSpec,
+        addr: IpAddr,
+        port: Option<u16>,
+        weight: u16,
+    ) -> Result<()> {
+        let settings = self
+            .vip_settings
+            .get(vip)
+            .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?;
+        if settings.balance == Balance::StaticRr {
+            bail!("VIP {vip} balances static-rr, whose weights are fixed at load: reload it, or use roundrobin to change weights at runtime");
+        }
+        let mut reals = self.vip_reals.get(vip).cloned().unwrap_or_default();
+        let want = port.unwrap_or(vip.port);
+        let real = reals
+            .iter_mut()
+            .find(|r| r.addr == addr && r.port.unwrap_or(vip.port) == want)
+            .ok_or_else(|| anyhow!("{addr} port {want} is not a real of VIP {vip}"))?;
+        real.weight = weight;
+        self.set_reals(vip, &reals)
+    }
+
+    fn write_meta(&mut self, vip: &VipSpec, meta: VipMeta) -> Result<()> {
+        self.vips
+            .insert(vip.key(), meta, 0)
+            .context("writing VIPS")?;
+        self.vip_meta.insert(*vip, meta);
+        Ok(())
+    }
+
+    /// Makes ENDPOINTS hold what the stateful VIPs' replies come from or go to: each nat and
+    /// router real's service endpoint, each one-arm pool address with its ports (the union of
+    /// the ranges of the VIPs sharing it).
+    fn sync_endpoints(&mut self) -> Result<()> {
+        let mut want: BTreeMap<VipKey, Endpoint> = BTreeMap::new();
+        for (vip, settings) in &self.vip_settings {
+            let proto = vip.proto.number();
+            match settings.mode {
+                Mode::Nat | Mode::Router => {
+                    for r in self.vip_reals.get(vip).into_iter().flatten() {
+                        let port = r.port.unwrap_or(vip.port);
+                        let real = Endpoint {
+                            kind: ENDPOINT_REAL,
+                            port_min: 0,
+                            port_max: 0,
+                        };
+                        want.insert(endpoint_key(r.addr, port, proto), real);
+                    }
+                }
+                Mode::OneArm => {
+                    let ports = settings.snat_ports;
+                    for a in &settings.snat_pool {
+                        let e = want.entry(endpoint_key(*a, 0, proto)).or_insert(Endpoint {
+                            kind: ENDPOINT_POOL,
+                            port_min: ports.min,
+                            port_max: ports.max,
+                        });
+                        e.port_min = e.port_min.min(ports.min);
+                        e.port_max = e.port_max.max(ports.max);
+                    }
+                }
+                Mode::Dsr | Mode::Tunnel => {}
+            }
+        }
+        for (key, endpoint) in &want {
+            self.endpoints
+                .insert(key, endpoint, 0)
+                .context("writing ENDPOINTS")?;
+            self.endpoint_keys.insert(*key);
+        }
+        let stale: Vec<VipKey> = self
+            .endpoint_keys
+            .iter()
+            .filter(|k| !want.contains_key(*k))
+            .copied()
+            .collect();
+        for key in stale {
+            self.endpoints
+                .remove(&key)
+                .context("removing from ENDPOINTS")?;
+            self.endpoint_keys.remove(&key);
+        }
+        Ok(())
+    }
+
+    fn real_id(&mut self, vip: &VipSpec, real: &Real) -> Result<u32> {
+        let key = real_key(vip, real);
+        if let Some(id) = self.real_ids.get(&key) {
+            return Ok(*id);
+        }
+        // Id 0 stays empty: it is what an unfilled ring slot points at.
+        let used: BTreeSet<u32> = self.real_ids.values().copied().collect();
+        let id = (1..MAX_REALS)
+            .find(|id| !used.contains(id))
+            .ok_or_else(|| {
+                anyhow!(
+                    "cannot add real {}: all {} real slots are in use",
+                    real.addr,
+                    MAX_REALS - 1
+                )
+            })?;
+        // A reused id starts its leastconn count afresh.
+        let swept = self.active.get(&id, 0).context("reading ACTIVE")?;
+        self.swept.set(id, swept, 0).context("writing SWEPT")?;
+        self.swept_counts.insert(id, swept);
+        self.real_ids.insert(key, id);
+        Ok(id)
+    }
+
+    /// Builds the ring in a fresh map and swaps it in with one update of RINGS: no packet
+    /// sees a half-written ring.
+    fn install_ring(&mut self, vip_id: u32, slots: &[u32]) -> Result<()> {
+        let mut ring = Ring::create(RING_SIZE, 0).context("creating a ring map")?;
+        for (slot, real_id) in slots.iter().enumerate() {
+            ring.set(slot as u32, real_id, 0)
+                .context("filling a ring map")?;
+        }
+        self.rings
+            .set(vip_id, &ring, 0)
+            .context("installing a ring in RINGS")?;
+        Ok(())
+    }
+}
+
+fn endpoint_key(addr: IpAddr, port: u16, proto: u8) -> VipKey {
+    match addr {
+        IpAddr::V4(a) => VipKey::v4(a.octets(), port, proto),
+        IpAddr::V6(a) => VipKey::v6(a.octets(), port, proto),
+    }
+}
+
+/// SNAT_POOLS value of a one-arm VIP.
+fn snat_pool(vip: &VipSpec, settings: &VipSettings) -> Result<SnatPool> {
+    let addrs = &settings.snat_pool;
+    if addrs.is_empty() || addrs.len() > MAX_POOL_ADDRS {
+        bail!(
+            "one-arm VIP {vip} needs 1 to {MAX_POOL_ADDRS} SNAT pool addresses, has {}",
+            addrs.len()
+        );
+    }
+    let mut pool = SnatPool {
+        count: addrs.len() as u32,
+        port_min: settings.snat_ports.min,
+        port_max: settings.snat_ports.max,
+        ..SnatPool::EMPTY
+    };
+    for (slot, a) in pool.addrs.iter_mut().zip(addrs) {
+        *slot = match a {
+            IpAddr::V4(v4) => {
+                let mut s = [0; 16];
+                s[..4].copy_from_slice(&v4.octets());
+                s
+            }
+            IpAddr::V6(v6) => v6.octets(),
+        };
+    }
+    Ok(pool)
+}
+
+fn real_key(vip: &VipSpec, real: &Real) -> RealKey {
+    (*vip, real.addr, real.port.unwrap_or(vip.port))
+}
