@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), no_std)]
 
 mod counters;
+mod flows;
 mod maps;
 
 pub use counters::{Counter, Reason, Verdict, VipCounters, COUNTER_SLOTS};
@@ -33,6 +34,7 @@ pub const BENCH_FRAME_LEN: usize = 64;
 #[cfg(feature = "user")]
 // SAFETY: repr(C), byte array and integers, no padding (asserted size).
 unsafe impl aya::Pod for BenchFrame {}
+pub use flows::*;
 pub use maps::*;
 
 /// Map names, shared by the object (`#[map]`/`#[btf_map]` statics) and userspace lookups.

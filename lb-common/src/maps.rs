@@ -248,149 +248,6 @@ impl SnatPool {
     }
 }
 
-/// Key of the FLOWS map, and what the flow hash is computed over: a packet's addresses,
-/// ports and protocol in wire order. IPv4 addresses are zero-extended to 16 bytes.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    pub sport: [u8; 2],
-    pub dport: [u8; 2],
-    pub proto: u8,
-    /// `Family` as u8, so an IPv4 flow never equals an IPv6 one with the same bytes.
-    pub family: u8,
-    pub _pad: [u8; 2],
-}
-const _: () = assert!(size_of::<FlowKey>() == 40);
-
-impl FlowKey {
-    /// The key of the packets that answer this one: addresses and ports swapped.
-    #[inline(always)]
-    pub const fn reversed(&self) -> Self {
-        Self {
-            src: self.dst,
-            dst: self.src,
-            sport: self.dport,
-            dport: self.sport,
-            proto: self.proto,
-            family: self.family,
-            _pad: [0; 2],
-        }
-    }
-}
-
-/// `Flow::flags`: this entry translates replies (real → client), not requests.
-pub const FLOW_REPLY: u8 = 1;
-/// `Flow::flags`: write `src_mac` (the LB is an L3 hop); without it the source MAC stays.
-pub const FLOW_SET_SRC_MAC: u8 = 2;
-/// `Flow::flags`: decrement the TTL (router mode).
-pub const FLOW_DEC_TTL: u8 = 4;
-/// `Flow::flags`: a FIN was seen; the entry lives `short_timeout` after its last packet.
-pub const FLOW_CLOSING: u8 = 8;
-/// `Flow::flags`: the real has answered (a reply crossed the reply entry); until then the
-/// flow lives `short_timeout` after its last packet, as a half-open one.
-pub const FLOW_ANSWERED: u8 = 16;
-/// `Flow::flags`: a leastconn flow, counted active in OPEN and ACTIVE until it ends.
-pub const FLOW_COUNTED: u8 = 32;
-/// `Flow::flags`: a dsr or tunnel flow: one entry, no reply entry (replies go around).
-pub const FLOW_ONE_WAY: u8 = 64;
-
-/// Value of the FLOWS map: how to rewrite the packets of one direction of a flow. Every
-/// stateful flow has two entries; each one's key reversed and rewritten gives the other's.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Flow {
-    /// Source and destination address to write.
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    /// Source and destination port to write.
-    pub sport: [u8; 2],
-    pub dport: [u8; 2],
-    pub dst_mac: [u8; 6],
-    /// Written only with [`FLOW_SET_SRC_MAC`].
-    pub src_mac: [u8; 6],
-    /// `FLOW_*` bits.
-    pub flags: u8,
-    pub _pad: [u8; 3],
-    /// Interface the rewritten frame leaves from.
-    pub egress_ifindex: u32,
-    pub vip_id: u32,
-    pub real_id: u32,
-    /// Idle timeout in seconds of an answered flow, and the one of a flow not answered yet
-    /// or closing (a FIN seen). Both are the VIP's UDP timeout for UDP; for TCP the
-    /// established and the FIN timeout (like conntrack's SYN_SENT and TIME_WAIT, 120 s).
-    pub timeout: u32,
-    pub short_timeout: u32,
-    /// bpf_ktime_get_ns of the last packet (refreshed at most once a second).
-    pub last_seen_ns: u64,
-}
-const _: () = assert!(size_of::<Flow>() == 80);
-
-impl Flow {
-    /// A placeholder for a function to fill.
-    pub const EMPTY: Self = Self {
-        src: [0; 16],
-        dst: [0; 16],
-        sport: [0; 2],
-        dport: [0; 2],
-        dst_mac: [0; 6],
-        src_mac: [0; 6],
-        flags: 0,
-        _pad: [0; 3],
-        egress_ifindex: 0,
-        vip_id: 0,
-        real_id: 0,
-        timeout: 0,
-        short_timeout: 0,
-        last_seen_ns: 0,
-    };
-
-    /// The key of the packets this entry writes, as they leave the LB.
-    #[inline(always)]
-    pub const fn rewritten_key(&self, proto: u8, family: u8) -> FlowKey {
-        FlowKey {
-            src: self.src,
-            dst: self.dst,
-            sport: self.sport,
-            dport: self.dport,
-            proto,
-            family,
-            _pad: [0; 2],
-        }
-    }
-
-    /// Whether the flow was idle longer than its timeout at `now_ns`.
-    #[inline(always)]
-    pub const fn expired(&self, now_ns: u64) -> bool {
-        let limit = if self.flags & FLOW_CLOSING != 0 || self.flags & FLOW_ANSWERED == 0 {
-            self.short_timeout
-        } else {
-            self.timeout
-        };
-        now_ns.saturating_sub(self.last_seen_ns) > limit as u64 * 1_000_000_000
-    }
-}
-
-/// `Endpoint::kind`: packets from this (address, port, protocol) are replies of nat/router
-/// flows.
-pub const ENDPOINT_REAL: u32 = 1;
-/// `Endpoint::kind` (key port 0): packets to this address, at a port of the range, are
-/// replies of one-arm flows.
-pub const ENDPOINT_POOL: u32 = 2;
-
-/// Value of the ENDPOINTS map.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Endpoint {
-    /// `ENDPOINT_*`.
-    pub kind: u32,
-    /// A pool address's SNAT ports (the union of its VIPs' ranges), host order.
-    pub port_min: u16,
-    pub port_max: u16,
-}
-const _: () = assert!(size_of::<Endpoint>() == 8);
-
 /// `RealEntry::state`: the slot holds no real.
 pub const REAL_UNUSED: u8 = 0;
 /// `RealEntry::state`: takes new flows (if in its VIP's ring) and keeps its flows.
@@ -516,12 +373,6 @@ mod pod {
     unsafe impl aya::Pod for super::Settings {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SnatPool {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::FlowKey {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::Flow {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::Endpoint {}
 }
 
 #[cfg(test)]
@@ -572,44 +423,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn flows_expire_after_their_timeout_and_sooner_before_an_answer_or_once_closing() {
-        let mut f = Flow {
-            timeout: 30,
-            short_timeout: 2,
-            last_seen_ns: 10_000_000_000,
-            ..Flow::EMPTY
-        };
-        // Not answered yet: the short timeout.
-        assert!(!f.expired(12_000_000_000));
-        assert!(f.expired(12_000_000_001));
-        f.flags |= FLOW_ANSWERED;
-        assert!(!f.expired(40_000_000_000));
-        assert!(f.expired(40_000_000_001));
-        f.flags |= FLOW_CLOSING;
-        assert!(f.expired(12_000_000_001));
-        assert!(!f.expired(5)); // a clock behind last_seen is not an expiry
-    }
-
-    #[test]
-    fn reversed_key_swaps_both_ends() {
-        let k = FlowKey {
-            src: [1; 16],
-            dst: [2; 16],
-            sport: [0, 3],
-            dport: [0, 4],
-            proto: 6,
-            family: 4,
-            _pad: [0; 2],
-        };
-        let r = k.reversed();
-        assert_eq!(
-            (r.src, r.dst, r.sport, r.dport),
-            (k.dst, k.src, k.dport, k.sport)
-        );
-        assert_eq!(r.reversed(), k);
     }
 
     #[test]

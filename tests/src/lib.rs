@@ -2,6 +2,7 @@
 
 pub mod fixture;
 pub mod frames;
+pub mod table;
 
 use std::path::PathBuf;
 

@@ -11,21 +11,11 @@ use lb_userspace::{
     service::VipSettings,
     spec::Mode,
 };
-use tests::{assert_checksums_valid, fixture::*, require_root};
-
-enum Counted {
-    Forwarded,
-    Because(Reason),
-}
-
-struct Row {
-    name: &'static str,
-    frame: Vec<u8>,
-    action: u32,
-    /// `None`: the frame must leave unchanged.
-    output: Option<Vec<u8>>,
-    counted: Counted,
-}
+use tests::{
+    fixture::*,
+    require_root,
+    table::{self, Counted, Row},
+};
 
 fn rows() -> Vec<Row> {
     let tcp = tcp4(VIP, 80, b"GET / HTTP/1.0\r\n\r\n");
@@ -134,21 +124,21 @@ fn rows() -> Vec<Row> {
             output: Some(ipip_out(&tunnel, 4)),
             frame: tunnel,
             action: XDP_TX,
-            counted: Forwarded,
+            counted: Request,
         },
         Row {
             name: "tcp to ipv6 tunnel vip: 6in4",
             output: Some(ipip_out(&tunnel6, 41)),
             frame: tunnel6,
             action: XDP_TX,
-            counted: Forwarded,
+            counted: Request,
         },
         Row {
             name: "tunnel: inner packet of mtu - 20 fits",
             output: Some(ipip_out(&fits, 4)),
             frame: fits,
             action: XDP_TX,
-            counted: Forwarded,
+            counted: Request,
         },
         Row {
             name: "tunnel: one byte more is too big: icmp fragmentation needed back",
@@ -176,35 +166,35 @@ fn rows() -> Vec<Row> {
             output: Some(dsr_out(&tcp)),
             frame: tcp,
             action: XDP_TX,
-            counted: Forwarded,
+            counted: Request,
         },
         Row {
             name: "tcp odd payload length",
             output: Some(dsr_out(&tcp_odd)),
             frame: tcp_odd,
             action: XDP_TX,
-            counted: Forwarded,
+            counted: Request,
         },
         Row {
             name: "udp to vip",
             output: Some(dsr_out(&udp)),
             frame: udp.clone(),
             action: XDP_TX,
-            counted: Forwarded,
+            counted: Request,
         },
         Row {
             name: "ipv4 options and tcp options",
             output: Some(dsr_out(&tcp_opts)),
             frame: tcp_opts,
             action: XDP_TX,
-            counted: Forwarded,
+            counted: Request,
         },
         Row {
             name: "tcp to ipv6 vip",
             output: Some(dsr_out(&tcp6)),
             frame: tcp6,
             action: XDP_TX,
-            counted: Forwarded,
+            counted: Request,
         },
         Row {
             name: "vip address, other port",
@@ -316,34 +306,7 @@ fn rows() -> Vec<Row> {
 
 #[test]
 fn fixture_table() {
-    let dp = seeded();
-    for row in rows() {
-        let before = dp.counters().unwrap();
-        let (action, out) = dp.run_frame(&row.frame).unwrap();
-        assert_eq!(
-            action,
-            row.action,
-            "{}: action (counters moved: {:?})",
-            row.name,
-            delta(&before, &dp.counters().unwrap())
-        );
-        let want = row.output.clone().unwrap_or_else(|| row.frame.clone());
-        assert_eq!(out, want, "{}: output bytes", row.name);
-        if action == XDP_TX {
-            assert_checksums_valid(&out);
-        }
-        let label = match row.counted {
-            Counted::Forwarded => "forwarded",
-            Counted::Because(r) => r.label(),
-        };
-        let moved = delta(&before, &dp.counters().unwrap());
-        assert_eq!(
-            moved,
-            vec![(label.to_owned(), 1, row.frame.len() as u64)],
-            "{}: counters",
-            row.name
-        );
-    }
+    table::run(&seeded(), rows());
 }
 
 #[test]

@@ -9,45 +9,10 @@ use lb_userspace::{
     spec::Mode,
 };
 use tests::{
-    assert_checksums_valid,
     fixture::*,
     frames::{hop, ipip_via_b, time_exceeded, udp_ip, with_options, zero_udp_checksum, Hop, Tcp},
+    table::{self, row, untouched, Counted, Row},
 };
-
-enum Counted {
-    Request,
-    Reply,
-    Because(Reason),
-}
-
-struct Row {
-    name: &'static str,
-    frame: Vec<u8>,
-    action: u32,
-    /// `None`: the frame must leave unchanged.
-    output: Option<Vec<u8>>,
-    counted: Counted,
-}
-
-fn row(name: &'static str, frame: Vec<u8>, action: u32, output: Vec<u8>, counted: Counted) -> Row {
-    Row {
-        name,
-        frame,
-        action,
-        output: Some(output),
-        counted,
-    }
-}
-
-fn untouched(name: &'static str, frame: Vec<u8>, action: u32, reason: Reason) -> Row {
-    Row {
-        name,
-        frame,
-        action,
-        output: None,
-        counted: Counted::Because(reason),
-    }
-}
 
 // Who sends to whom: the client to the LB, the LB to the reals and back.
 fn client_to_lb(vip: [u8; 4]) -> Hop {
@@ -295,33 +260,7 @@ fn rows() -> Vec<Row> {
 #[test]
 fn stateful_fixture_table() {
     pin_to_cpu0();
-    let dp = seeded_stateful();
-    for row in rows() {
-        let before = dp.counters().unwrap();
-        let (action, out) = dp.run_frame(&row.frame).unwrap();
-        let moved = delta(&before, &dp.counters().unwrap());
-        assert_eq!(
-            action, row.action,
-            "{}: action (counted {moved:?})",
-            row.name
-        );
-        let want = row.output.clone().unwrap_or_else(|| row.frame.clone());
-        assert_eq!(out, want, "{}: output bytes", row.name);
-        if action == XDP_TX || action == XDP_REDIRECT {
-            assert_checksums_valid(&out);
-        }
-        let label = match row.counted {
-            Counted::Request => "forwarded",
-            Counted::Reply => "forwarded_replies",
-            Counted::Because(r) => r.label(),
-        };
-        assert_eq!(
-            moved,
-            vec![(label.to_owned(), 1, row.frame.len() as u64)],
-            "{}: counters",
-            row.name
-        );
-    }
+    table::run(&seeded_stateful(), rows());
 }
 
 /// The flow table entries whose key or rewrite names client port `port`.
