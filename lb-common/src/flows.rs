@@ -76,7 +76,7 @@ pub struct Flow {
     /// established and the FIN timeout (like conntrack's SYN_SENT and TIME_WAIT, 120 s).
     pub timeout: u32,
     pub short_timeout: u32,
-    /// bpf_ktime_get_ns of the last packet (refreshed at most once a second).
+    /// bpf_ktime_get_ns of the last packet (refreshed at most every 200 ms).
     pub last_seen_ns: u64,
 }
 const _: () = assert!(size_of::<Flow>() == 80);

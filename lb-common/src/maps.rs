@@ -273,8 +273,11 @@ pub struct RealEntry {
     weight: u16,
     /// Interface the real is reached through.
     ifindex: u32,
+    /// The VIP the real serves under this id (ids are per VIP and real).
+    vip_id: u32,
+    _pad2: [u8; 4],
 }
-const _: () = assert!(size_of::<RealEntry>() == 32);
+const _: () = assert!(size_of::<RealEntry>() == 40);
 
 impl RealEntry {
     pub const fn v4(addr: [u8; 4], mac: [u8; 6]) -> Self {
@@ -294,7 +297,18 @@ impl RealEntry {
             port: [0; 2],
             weight: 1,
             ifindex: 0,
+            vip_id: 0,
+            _pad2: [0; 4],
         }
+    }
+
+    /// Serving the VIP of id `vip_id`.
+    pub const fn with_vip(mut self, vip_id: u32) -> Self {
+        self.vip_id = vip_id;
+        self
+    }
+    pub const fn vip_id(&self) -> u32 {
+        self.vip_id
     }
 
     /// In `state` (a `REAL_*`).

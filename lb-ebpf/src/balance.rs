@@ -127,7 +127,8 @@ fn flow_of(ctx: &XdpContext, scratch: &mut Scratch, vip: &VipMeta) -> Result<(),
     // A SYN on the tuple of a closing flow starts a new connection.
     let syn = tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     let closing = scratch.flow.flags & FLOW_CLOSING != 0;
-    let reopen = live && ((syn && closing) || !flow::real_keeps(&scratch.flow));
+    let reopen =
+        live && ((syn && closing) || !flow::real_keeps(&scratch.parsed.flow, &mut scratch.flow));
     if !live || reopen {
         flow::create(vip, &iface, ingress, scratch, reopen)?;
     }

@@ -199,13 +199,7 @@ fn insert_request(
     let flags = if reopen { BPF_ANY } else { BPF_NOEXIST };
     match FLOWS.insert(request_key, &*out, flags as u64) {
         Ok(()) => {
-            if out.flags & FLOW_COUNTED != 0
-                && OPEN
-                    .insert(request_key, out.real_id, BPF_NOEXIST as u64)
-                    .is_ok()
-            {
-                schedule::count(out.real_id, 1);
-            }
+            start_count(request_key, out);
             Ok(())
         }
         // Another CPU created this flow meanwhile (its first packets arrived on two CPUs).
@@ -228,12 +222,13 @@ fn adopt(
 ) -> Result<(), Reason> {
     let Some(entry) = FLOWS.get_ptr(request_key) else {
         // Gone again (evicted): this CPU's flow stands.
-        return insert(request_key, out);
+        return stand(request_key, out);
     };
     // SAFETY: a pointer into the map's value, copied at once.
     let theirs = unsafe { *entry };
     if theirs.expired(now) {
-        return insert(request_key, out);
+        // An old flow of the same tuple, expired but not yet evicted: this one replaces it.
+        return stand(request_key, out);
     }
     let same = theirs.src == claimed.dst
         && theirs.dst == claimed.src
@@ -247,11 +242,32 @@ fn adopt(
     Ok(())
 }
 
+/// Puts this CPU's request entry `out` in over whatever `key` holds, and counts it.
 #[inline(always)]
-fn insert(key: &FlowKey, flow: &Flow) -> Result<(), Reason> {
+fn stand(key: &FlowKey, out: &Flow) -> Result<(), Reason> {
     FLOWS
-        .insert(key, flow, BPF_ANY as u64)
-        .map_err(|_errno| Reason::FlowInsert)
+        .insert(key, out, BPF_ANY as u64)
+        .map_err(|_errno| Reason::FlowInsert)?;
+    start_count(key, out);
+    Ok(())
+}
+
+/// Counts the new leastconn flow `flow` of `request_key` active on its real. An OPEN entry
+/// of the same tuple belongs to the flow this one replaces (expired, closing, or whose real
+/// went away): that one's count ends first.
+#[inline(always)]
+fn start_count(request_key: &FlowKey, flow: &Flow) {
+    if flow.flags & FLOW_COUNTED == 0 {
+        return;
+    }
+    let mut inserted = OPEN.insert(request_key, flow.real_id, BPF_NOEXIST as u64);
+    if inserted == Err(EEXIST) {
+        end_count(request_key);
+        inserted = OPEN.insert(request_key, flow.real_id, BPF_NOEXIST as u64);
+    }
+    if inserted.is_ok() {
+        schedule::count(flow.real_id, 1);
+    }
 }
 
 /// The key the answers to `request`'s packets arrive with.
@@ -426,11 +442,25 @@ fn end_count(request_key: &FlowKey) {
     }
 }
 
-/// Whether the request entry `flow` still goes to a real that keeps its flows: a real taken
-/// down or out of its VIP moves them (they reset at the new real, as in every L4 LB).
+/// Whether the request entry `flow` still goes to a real that keeps its flows: the real of
+/// its id, of its VIP and address, up or draining. A real taken down or out of its VIP moves
+/// its flows (they reset at the new real, as in every L4 LB). When the real's MAC changed
+/// (a new NIC, a gateway moved), the flow follows it: `flow` and its entry `key` take it.
 #[inline(always)]
-pub fn real_keeps(flow: &Flow) -> bool {
-    REALS
-        .get(flow.real_id)
-        .is_some_and(|r| r.keeps_flows() && r.addr_bytes() == flow.dst)
+pub fn real_keeps(key: &FlowKey, flow: &mut Flow) -> bool {
+    let Some(real) = REALS.get(flow.real_id) else {
+        return false;
+    };
+    let same = real.keeps_flows()
+        && real.vip_id() == flow.vip_id
+        && real.addr_bytes() == flow.dst
+        && (real.ifindex() == 0 || real.ifindex() == flow.egress_ifindex);
+    if same && real.mac() != flow.dst_mac {
+        flow.dst_mac = real.mac();
+        if let Some(entry) = FLOWS.get_ptr_mut(key) {
+            // SAFETY: a pointer into the map's value; a whole-field write.
+            unsafe { (*entry).dst_mac = real.mac() };
+        }
+    }
+    same
 }

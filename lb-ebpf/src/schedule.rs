@@ -2,7 +2,10 @@
 //! (or the client address), the CPU's next turn in the weighted round-robin sequence, or the
 //! up real with the fewest active flows for its weight.
 
-use aya_ebpf::{cty::c_void, helpers::bpf_loop};
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{bpf_get_smp_processor_id, bpf_loop},
+};
 use lb_common::{
     RealEntry, Reason, VipMeta, FLOW_HASH_SEED, HASH_DESTINATION_PORT, HASH_NO_SOURCE_PORT,
     MAX_LEASTCONN_REALS, SCHED_LEASTCONN, SCHED_ROUNDROBIN, SCHED_SOURCE, SCHED_STATIC_RR,
@@ -22,17 +25,30 @@ pub fn real(p: &Parsed, vip: &VipMeta) -> Result<(u32, RealEntry), Reason> {
         return Err(Reason::NoReal);
     }
     let slot = match vip.sched {
-        SCHED_ROUNDROBIN | SCHED_STATIC_RR => next_turn(vip.vip_id) % size,
+        // Each CPU from its own place in the sequence, so that at low rates the first real of
+        // the sequence does not take every CPU's first flow; each CPU's split stays exact.
+        SCHED_ROUNDROBIN | SCHED_STATIC_RR => {
+            // SAFETY: a helper without arguments.
+            let cpu = unsafe { bpf_get_smp_processor_id() };
+            next_turn(vip.vip_id).wrapping_add(cpu.wrapping_mul(RR_CPU_STRIDE)) % size
+        }
         SCHED_LEASTCONN => return least_loaded(p, vip),
         SCHED_SOURCE => hash::flow_fields(&p.flow, &hash::SOURCE_ADDRESS, FLOW_HASH_SEED) % size,
         _ => flow_hash(p, vip) % size,
     };
     let real_id = ring_slot(vip, slot)?;
+    // A real the ring names is in it by its weight: a draining one here is a ring about to be
+    // replaced (userspace drains a real, then swaps in the ring without it); better it than
+    // no real. A real taken down is out of every ring before it is marked down.
     match REALS.get(real_id) {
-        Some(real) if real.is_up() => Ok((real_id, *real)),
+        Some(real) if real.keeps_flows() => Ok((real_id, *real)),
         _ => Err(Reason::NoReal),
     }
 }
+
+/// How far apart the CPUs start in a round-robin sequence (a prime, so they spread over any
+/// sequence length).
+const RR_CPU_STRIDE: u32 = 7919;
 
 /// The flow hash over the fields the VIP hashes.
 #[inline(always)]
@@ -140,12 +156,18 @@ extern "C" fn weigh(index: u32, ctx: *mut c_void) -> i64 {
     0
 }
 
-/// A real's active leastconn flows: started and not ended, less those that ended idle.
+/// A real's active leastconn flows: started and not ended, less those that ended idle. Read
+/// as signed, so a count a race took below zero reads as none, not as 2^64.
 #[inline(always)]
 fn active(real_id: u32) -> u64 {
-    let started = ACTIVE.get(real_id).copied().unwrap_or(0);
-    let swept = SWEPT.get(real_id).copied().unwrap_or(0);
-    started.saturating_sub(swept)
+    let started = ACTIVE.get(real_id).copied().unwrap_or(0) as i64;
+    let swept = SWEPT.get(real_id).copied().unwrap_or(0) as i64;
+    let n = started.wrapping_sub(swept);
+    if n < 0 {
+        0
+    } else {
+        n as u64
+    }
 }
 
 /// Counts a leastconn flow started (+1) or ended (−1) on `real_id`.

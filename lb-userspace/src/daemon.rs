@@ -10,10 +10,10 @@ use tracing::{info, warn};
 
 use crate::{
     config,
-    datapath::{self, AttachMode, Datapath},
+    datapath::{self, AttachMode, Datapath, Real},
     resolve::{self, Resolved},
     service::Service,
-    spec::Mode,
+    spec::{Mode, VipSpec},
 };
 
 /// Where the services come from.
@@ -70,7 +70,7 @@ pub async fn run(ifaces: Vec<String>, source: Source, resolve_timeout: Duration)
             _ = hup.recv() => match &source {
                 Source::File(path) => match reload(&ifaces, path, &mut dp, &mut current, resolve_timeout).await {
                     Ok(changed) => info!(file = %path.display(), vips_changed = changed, "reloaded"),
-                    Err(e) => warn!(file = %path.display(), error = %format!("{e:#}"), "reload refused; the running configuration stays"),
+                    Err(e) => warn!(file = %path.display(), error = %format!("{e:#}"), "reload refused"),
                 },
                 Source::Flags(_) => warn!("SIGHUP reloads the --config file, and lbctl runs from flags: nothing to reload"),
             },
@@ -101,8 +101,8 @@ fn serve(r: &Resolved) -> Result<(Datapath, Vec<AttachMode>)> {
 /// Applies the file's reals, weights and drains to the running VIPs: each VIP's reals change
 /// as one (its ring swapped whole), established flows stay on reals that stay. Everything is
 /// checked and resolved before the first change; what cannot change yet without a restart
-/// (VIPs added or removed, a VIP's mode, balance or other settings) refuses the reload.
-/// Returns how many VIPs changed.
+/// (VIPs added or removed, a VIP's mode, balance or other settings) refuses the reload and
+/// changes nothing. Returns how many VIPs changed.
 async fn reload(
     ifaces: &[String],
     path: &std::path::Path,
@@ -112,29 +112,77 @@ async fn reload(
 ) -> Result<usize> {
     let services = config::load(path, datapath::possible_cpus()?)?;
     let next = resolve::resolve(ifaces, &services, timeout).await?;
-    if let Err(e) = same_vips(current, &next) {
+    let changes: Vec<(VipSpec, &[Real])> = next
+        .services
+        .iter()
+        .zip(&next.reals)
+        .filter(|(s, reals)| {
+            let before = current.services.iter().position(|o| o.vip == s.vip);
+            before.map(|i| &current.reals[i]) != Some(*reals)
+        })
+        .map(|(s, reals)| (s.vip, reals.as_slice()))
+        .collect();
+    let checked = same_vips(current, &next)
+        .and_then(|()| tunnel_sources(&next))
+        .and_then(|()| match dp.real_ids_short(&changes) {
+            0 => Ok(()),
+            n => bail!(
+                "{n} more reals than the datapath holds ({} in all)",
+                lb_common::MAX_REALS - 1
+            ),
+        });
+    if let Err(e) = checked {
         next.forget_neighbours().await;
         return Err(e);
     }
     let mut changed = 0;
-    for (s, reals) in next.services.iter().zip(&next.reals) {
-        let before = current
-            .services
-            .iter()
-            .position(|o| o.vip == s.vip)
-            .map(|i| &current.reals[i]);
-        if before != Some(reals) {
-            dp.set_reals(&s.vip, reals)?;
-            changed += 1;
+    for (vip, reals) in &changes {
+        if let Err(e) = dp.set_reals(vip, reals) {
+            // Map writes failing midway: what was applied stays applied, and is recorded.
+            adopt(current, &next, &changes[..changed]);
+            return Err(e.context(format!(
+                "applied to {changed} of {} changed VIPs before this failure",
+                changes.len()
+            )));
         }
+        changed += 1;
     }
-    let Resolved {
-        services, reals, ..
-    } = next;
-    current.services = services;
-    current.reals = reals;
+    adopt(current, &next, &changes);
     log_services(current);
     Ok(changed)
+}
+
+/// Records the reals of the VIPs in `applied` as running.
+fn adopt(current: &mut Resolved, next: &Resolved, applied: &[(VipSpec, &[Real])]) {
+    for (vip, _) in applied {
+        let Some(n) = next.services.iter().position(|s| s.vip == *vip) else {
+            continue;
+        };
+        if let Some(c) = current.services.iter().position(|s| s.vip == *vip) {
+            current.reals[c] = next.reals[n].clone();
+            current.services[c] = next.services[n].clone();
+        }
+    }
+}
+
+/// Tunnels leave from the address of the interface their real is reached through.
+fn tunnel_sources(next: &Resolved) -> Result<()> {
+    for (s, reals) in next.services.iter().zip(&next.reals) {
+        if s.settings.mode != Mode::Tunnel {
+            continue;
+        }
+        for r in reals {
+            let iface = next.interfaces.iter().find(|i| i.ifindex == r.ifindex);
+            if iface.is_some_and(|i| i.config.ipv4 == [0; 4]) {
+                bail!(
+                    "real {} of tunnel VIP {} is reached through an interface without an IPv4 address to tunnel from",
+                    r.addr,
+                    s.vip
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Refuses what a reload cannot change yet: the set of VIPs, a VIP's settings (compared as

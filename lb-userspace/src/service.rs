@@ -205,6 +205,25 @@ fn check_balance(s: &Service) -> Result<(), (&'static str, String)> {
         }
         maglev::check_size(set.maglev_size, s.reals.len())
             .map_err(|e| ("maglev_size", e.to_string()))?;
+        // A real's share of the table is its share of the weights: at least one slot each.
+        let total: u64 = s.reals.iter().map(|r| u64::from(r.weight)).sum();
+        if let Some(light) = s
+            .reals
+            .iter()
+            .filter(|r| r.weight > 0)
+            .min_by_key(|r| r.weight)
+        {
+            if u64::from(set.maglev_size) * u64::from(light.weight) < total {
+                return Err((
+                    "maglev_size",
+                    format!(
+                        "{} slots would give real {light} no slot at all (its weight against the total {total}): use at least {} slots",
+                        set.maglev_size,
+                        total.div_ceil(u64::from(light.weight))
+                    ),
+                ));
+            }
+        }
     } else if set.maglev_size != maglev::DEFAULT_SIZE {
         return Err((
             "maglev_size",
@@ -337,6 +356,14 @@ mod tests {
             e.field == "maglev_size" && e.problem.contains("not a prime"),
             "{e}"
         );
+        let mut s = service(
+            "198.18.100.10:80/tcp",
+            Mode::Dsr,
+            &["198.18.0.11", "198.18.0.12,weight=256"],
+        );
+        s.settings.maglev_size = 251;
+        let e = problem(s);
+        assert!(e.problem.contains("no slot at all"), "{e}");
         let mut s = service("198.18.100.10:80/tcp", Mode::Dsr, &["198.18.0.11"]);
         s.settings.balance = Balance::Roundrobin;
         s.settings.hash = HashFields::NoSourcePort;

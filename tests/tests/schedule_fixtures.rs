@@ -271,3 +271,89 @@ fn every_real_weight_zero_drops_new_flows() {
         XDP_DROP
     );
 }
+
+/// A leastconn VIP whose flows expire after a second.
+fn short_leastconn(reals: &[Real]) -> (Datapath, VipSpec) {
+    let mut settings = balanced(Balance::Leastconn);
+    settings.timeouts.tcp = 1;
+    settings.timeouts.tcp_fin = 1;
+    vip_with(settings, reals)
+}
+
+#[test]
+fn leastconn_counts_a_tuple_reused_after_its_flow_expired_once() {
+    let (mut dp, v) = short_leastconn(&[real(1, 1)]);
+    let r1 = IpAddr::from([198, 18, 0, 11]);
+    sent_to(&dp, &segment(CLIENT, 10000, Tcp::Syn));
+    assert_eq!(dp.active_flows(&v, r1, None).unwrap(), 1);
+    // Expired, but still in the table (nothing evicted it): the same tuple starts anew.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    sent_to(&dp, &segment(CLIENT, 10000, Tcp::Syn));
+    assert_eq!(
+        dp.active_flows(&v, r1, None).unwrap(),
+        1,
+        "the old flow's count ended, the new one's began"
+    );
+    assert_eq!(dp.sweep().unwrap(), 0, "the new flow is live");
+    assert_eq!(dp.active_flows(&v, r1, None).unwrap(), 1);
+}
+
+#[test]
+fn leastconn_counts_a_moved_flow_on_its_new_real() {
+    let (mut dp, v) = short_leastconn(&[real(1, 1), real(2, 0)]);
+    let (r1, r2) = (
+        IpAddr::from([198, 18, 0, 11]),
+        IpAddr::from([198, 18, 0, 12]),
+    );
+    assert_eq!(sent_to(&dp, &segment(CLIENT, 10000, Tcp::Syn)), 1);
+    // Real 1 leaves: the flow's next packet goes to real 2, and counts there.
+    dp.set_reals(&v, &[real(2, 1)]).unwrap();
+    assert_eq!(sent_to(&dp, &segment(CLIENT, 10000, Tcp::Ack)), 2);
+    assert_eq!(dp.active_flows(&v, r2, None).unwrap(), 1);
+    assert!(
+        dp.active_flows(&v, r1, None).is_err(),
+        "real 1 is no longer the VIP's"
+    );
+}
+
+#[test]
+fn a_real_moving_to_another_vip_takes_no_flows_of_the_old_one_with_it() {
+    let mut dp = Datapath::load().unwrap();
+    dp.set_interface(IFINDEX_A, lb_iface()).unwrap();
+    let (a, b) = (vip("198.18.100.30:80/tcp"), vip("198.18.100.31:80/tcp"));
+    dp.add_vip(a, &balanced(Balance::Maglev)).unwrap();
+    dp.add_vip(b, &balanced(Balance::Maglev)).unwrap();
+    dp.set_reals(&a, &[real(1, 1), real(2, 1)]).unwrap();
+    dp.set_reals(&b, &[real(3, 1)]).unwrap();
+    let on_1: Vec<u16> = (0..200)
+        .filter(|p| sent_to(&dp, &segment(CLIENT, 10000 + p, Tcp::Syn)) == 1)
+        .collect();
+    assert!(!on_1.is_empty());
+    // Real 1 leaves VIP a and joins VIP b: a's flows on it move to real 2.
+    dp.set_reals(&a, &[real(2, 1)]).unwrap();
+    dp.set_reals(&b, &[real(3, 1), real(1, 1)]).unwrap();
+    for p in on_1 {
+        assert_eq!(
+            sent_to(&dp, &segment(CLIENT, 10000 + p, Tcp::Ack)),
+            2,
+            "flow {p}"
+        );
+    }
+}
+
+#[test]
+fn a_flow_follows_its_reals_new_mac() {
+    let (mut dp, v) = vip_with(balanced(Balance::Maglev), &[real(1, 1)]);
+    let flow = segment(CLIENT, 10000, Tcp::Syn);
+    assert_eq!(sent_to(&dp, &flow), 1);
+    let moved_nic = Real {
+        mac: [2, 0, 0, 0, 0, 0x10 + 9],
+        ..real(1, 1)
+    };
+    dp.set_reals(&v, &[moved_nic]).unwrap();
+    assert_eq!(
+        sent_to(&dp, &segment(CLIENT, 10000, Tcp::Ack)),
+        9,
+        "to the real's new MAC"
+    );
+}

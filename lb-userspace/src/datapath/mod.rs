@@ -132,6 +132,8 @@ pub struct Datapath {
     /// The reals of each VIP, as last set.
     vip_reals: BTreeMap<VipSpec, Vec<Real>>,
     real_ids: BTreeMap<RealKey, u32>,
+    /// Where the search for a free real id starts (ids are handed out in turn).
+    next_real_id: u32,
     /// Leastconn flows swept idle, per real id (SWEPT as last written).
     swept_counts: BTreeMap<u32, u64>,
     /// What ENDPOINTS holds, as last written.
@@ -190,6 +192,7 @@ impl Datapath {
             vip_meta: BTreeMap::new(),
             vip_reals: BTreeMap::new(),
             real_ids: BTreeMap::new(),
+            next_real_id: 1,
             swept_counts: BTreeMap::new(),
             endpoint_keys: BTreeSet::new(),
         };

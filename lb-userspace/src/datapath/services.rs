@@ -51,7 +51,7 @@ impl Datapath {
         for real in reals {
             let id = self.real_id(vip, real)?;
             self.reals
-                .set(id, real.entry(), 0)
+                .set(id, real.entry().with_vip(meta.vip_id), 0)
                 .context("writing REALS")?;
             members.push(ring::Member {
                 id,
@@ -71,8 +71,8 @@ impl Datapath {
         if meta.ring_size >= old_size {
             self.write_meta(vip, meta)?;
         }
-        // Reals no longer in the VIP: down, so their flows move; their ids free for reuse
-        // (a flow names its real's address too, so a reused id sends nothing astray).
+        // Reals no longer in the VIP: down, so their flows move; their ids free for reuse,
+        // last (a flow also names its real's VIP and address, checked with the id).
         let kept: BTreeSet<RealKey> = reals.iter().map(|r| real_key(vip, r)).collect();
         let gone: Vec<(RealKey, u32)> = self
             .real_ids
@@ -87,7 +87,11 @@ impl Datapath {
                 .and_then(|rs| rs.iter().find(|r| real_key(vip, r) == key))
             {
                 self.reals
-                    .set(id, old.entry().with_state(REAL_DOWN), 0)
+                    .set(
+                        id,
+                        old.entry().with_vip(meta.vip_id).with_state(REAL_DOWN),
+                        0,
+                    )
                     .context("writing REALS")?;
             }
             self.real_ids.remove(&key);
@@ -185,14 +189,29 @@ impl Datapath {
         Ok(())
     }
 
+    /// How many real ids `set_reals(vip, reals)` needs that are not free now: it takes the
+    /// new reals' ids before it frees the ids of reals that leave.
+    pub fn real_ids_short(&self, changes: &[(VipSpec, &[Real])]) -> usize {
+        let new = changes
+            .iter()
+            .flat_map(|(vip, reals)| reals.iter().map(move |r| real_key(vip, r)))
+            .filter(|k| !self.real_ids.contains_key(k))
+            .count();
+        let free = (MAX_REALS - 1) as usize - self.real_ids.len();
+        new.saturating_sub(free)
+    }
+
     fn real_id(&mut self, vip: &VipSpec, real: &Real) -> Result<u32> {
         let key = real_key(vip, real);
         if let Some(id) = self.real_ids.get(&key) {
             return Ok(*id);
         }
-        // Id 0 stays empty: it is what an unfilled ring slot points at.
+        // Id 0 stays empty: it is what an unfilled ring slot points at. Ids are taken in
+        // turn, not lowest first: a freed id comes back only after all the others, when
+        // nothing of its old real (flows, leastconn counts) is likely left.
         let used: BTreeSet<u32> = self.real_ids.values().copied().collect();
-        let id = (1..MAX_REALS)
+        let id = (0..MAX_REALS - 1)
+            .map(|i| (self.next_real_id - 1 + i) % (MAX_REALS - 1) + 1)
             .find(|id| !used.contains(id))
             .ok_or_else(|| {
                 anyhow!(
@@ -201,6 +220,7 @@ impl Datapath {
                     MAX_REALS - 1
                 )
             })?;
+        self.next_real_id = id % (MAX_REALS - 1) + 1;
         // A reused id starts its leastconn count afresh.
         let swept = self.active.get(&id, 0).context("reading ACTIVE")?;
         self.swept.set(id, swept, 0).context("writing SWEPT")?;
