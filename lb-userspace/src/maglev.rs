@@ -76,44 +76,53 @@ pub fn build(members: &[Member], size: u32) -> Option<Vec<u32>> {
     if live.is_empty() {
         return None;
     }
-    let m = size as u64;
-    // Position in its permutation and step, per live member.
-    let mut at: Vec<u64> = Vec::with_capacity(live.len());
-    let mut skip: Vec<u64> = Vec::with_capacity(live.len());
-    for &i in &live {
-        at.push(u64::from(hash(&members[i].name, SEED_OFFSET)) % m);
-        skip.push(u64::from(hash(&members[i].name, SEED_SKIP)) % (m - 1) + 1);
+    // Each live member's walk through its permutation of the slots.
+    struct Walk {
+        at: u32,
+        skip: u32,
+        weight: u32,
+        /// Turns earned and not yet taken, in units of the largest weight: a member of
+        /// weight w earns w per turn and takes a slot per w_max earned (so by turn t it has
+        /// ⌊t·w/w_max⌋ slots).
+        credit: u32,
+        index: u32,
     }
-    let weights: Vec<u64> = live.iter().map(|i| u64::from(members[*i].weight)).collect();
-    let w_max = weights.iter().copied().max().unwrap_or(1);
-    // Turns earned and not yet taken, in units of w_max: a member of weight w earns w per
-    // turn and takes a slot per w_max earned (so by turn t it has ⌊t·w/w_max⌋ slots).
-    let mut credit: Vec<u64> = vec![0; live.len()];
+    let mut walks: Vec<Walk> = live
+        .iter()
+        .map(|&i| Walk {
+            at: hash(&members[i].name, SEED_OFFSET) % size,
+            skip: hash(&members[i].name, SEED_SKIP) % (size - 1) + 1,
+            weight: members[i].weight,
+            credit: 0,
+            index: i as u32,
+        })
+        .collect();
+    let w_max = walks.iter().map(|w| w.weight).max().unwrap_or(1);
     let mut table = vec![0u32; size as usize];
     // Which slots are taken, as bits: 8 KiB for 65537 slots, where the probing stays in the
     // fastest cache instead of walking the table.
     let mut taken = vec![0u64; (size as usize).div_ceil(64)];
-    let mut filled = 0u64;
-    while filled < m {
-        for (k, &i) in live.iter().enumerate() {
-            credit[k] += weights[k];
-            if credit[k] < w_max {
+    let mut filled = 0u32;
+    'fill: loop {
+        for w in walks.iter_mut() {
+            w.credit += w.weight;
+            if w.credit < w_max {
                 continue;
             }
-            credit[k] -= w_max;
-            let mut slot = at[k];
+            w.credit -= w_max;
+            let mut slot = w.at;
             while taken[(slot / 64) as usize] & (1 << (slot % 64)) != 0 {
-                slot += skip[k];
-                if slot >= m {
-                    slot -= m;
+                slot += w.skip;
+                if slot >= size {
+                    slot -= size;
                 }
             }
             taken[(slot / 64) as usize] |= 1 << (slot % 64);
-            table[slot as usize] = i as u32;
-            at[k] = slot;
+            table[slot as usize] = w.index;
+            w.at = slot;
             filled += 1;
-            if filled == m {
-                break;
+            if filled == size {
+                break 'fill;
             }
         }
     }
