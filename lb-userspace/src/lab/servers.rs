@@ -31,17 +31,29 @@ pub struct Server {
 impl Server {
     /// Listens on `addr` inside `ns` and answers every connection with `name`.
     pub fn start_tcp(ns: &Netns, name: &str, addr: SocketAddr) -> Result<Self> {
+        let name = name.to_owned();
+        Self::listen(ns, addr, move |stream, peer, _| {
+            answer(stream, &name, peer.ip(), addr.port())
+        })
+    }
+
+    /// Listens on TCP `addr` inside `ns` and hands every connection to `serve`, with the flag
+    /// that says the server is stopping, until it stops.
+    pub fn listen(
+        ns: &Netns,
+        addr: SocketAddr,
+        mut serve: impl FnMut(TcpStream, SocketAddr, &Arc<AtomicBool>) + Send + 'static,
+    ) -> Result<Self> {
         let listener = ns
             .run(move || TcpListener::bind(addr))?
             .with_context(|| format!("binding {addr} in {}", ns.name()))?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let name = name.to_owned();
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((stream, peer)) => answer(stream, &name, peer.ip(), addr.port()),
+                    Ok((stream, peer)) => serve(stream, peer, &flag),
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
             }

@@ -7,7 +7,7 @@
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -18,53 +18,41 @@ use std::{
 
 use anyhow::{anyhow, Context as _, Result};
 
-use super::Netns;
+use super::{Netns, Server};
 
 /// The port of the echo servers.
 pub const SESSION_PORT: u16 = 9000;
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// An echo server in a real's namespace; stops (with its connections) when dropped.
+/// An echo server in a real's namespace: every connection on its own thread, answering
+/// until the client closes or the server stops (when dropped).
 pub struct EchoServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// Its stop flag stops the connections' threads too.
+    listener: Server,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl EchoServer {
     pub fn start(ns: &Netns, name: &str, addr: SocketAddr) -> Result<Self> {
-        let listener = ns
-            .run(move || TcpListener::bind(addr))?
-            .with_context(|| format!("binding {addr} in {}", ns.name()))?;
-        listener.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (name, flag) = (name.to_owned(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut conns = Vec::new();
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let (name, flag) = (name.clone(), flag.clone());
-                        conns.push(std::thread::spawn(move || echo(stream, &name, &flag)));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                }
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (name, all) = (name.to_owned(), conns.clone());
+        let listener = Server::listen(ns, addr, move |stream, _, stop| {
+            let (name, stop) = (name.clone(), stop.clone());
+            let conn = std::thread::spawn(move || echo(stream, &name, &stop));
+            if let Ok(mut all) = all.lock() {
+                all.push(conn);
             }
-            for c in conns {
-                let _ = c.join();
-            }
-        });
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-        })
+        })?;
+        Ok(Self { listener, conns })
     }
 }
 
 impl Drop for EchoServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        self.listener.stop();
+        let conns = self.conns.lock().map(|mut c| std::mem::take(&mut *c));
+        for c in conns.unwrap_or_default() {
+            let _ = c.join();
         }
     }
 }
