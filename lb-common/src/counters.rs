@@ -117,6 +117,9 @@ reasons! {
     /// options, the interface no IPv4 address, or the packet is itself an ICMP error (no
     /// error is ever sent about an error).
     TtlExpired = 19, Drop, "drop_ttl_expired";
+    /// The VIP has no real up and says `when_empty = "pass"`: the LB's own stack answers
+    /// (a RST, a port unreachable, or a service of its own), instead of silence.
+    NoRealPass = 20, Pass, "pass_no_real";
 }
 
 impl Reason {

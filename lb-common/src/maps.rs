@@ -9,6 +9,10 @@ pub const MAX_REALS: u32 = 4096;
 /// Slots of each VIP's ring map: the largest Maglev table (a prime, as Maglev's construction
 /// requires), round-robin sequence or leastconn candidate list a VIP can have.
 pub const RING_SIZE: u32 = 65537;
+/// Flags of each ring map: `BPF_F_MMAPABLE`, so userspace fills a fresh ring with one memory
+/// copy instead of 65,537 map updates (a reload or a health change swaps rings quickly).
+/// The kernel requires an inner map to have the flags of the template, so both sides use this.
+pub const RING_MAP_FLAGS: u32 = 1 << 10;
 /// Seed of the flow hash. Fixed, so two LBs with the same config pick the same real for a flow.
 pub const FLOW_HASH_SEED: u32 = 0x5eed_1b01;
 
@@ -179,6 +183,10 @@ pub const HASH_NO_SOURCE_PORT: u8 = 1;
 /// `VipMeta::hash`: the destination port (and protocol) only.
 pub const HASH_DESTINATION_PORT: u8 = 2;
 
+/// `VipMeta::flags`: with no real to take a new flow, pass it to the LB's own stack instead
+/// of dropping it.
+pub const VIP_PASS_WHEN_EMPTY: u8 = 1;
+
 /// Most reals a leastconn VIP weighs against each other per new flow (the datapath's loop).
 pub const MAX_LEASTCONN_REALS: u32 = 256;
 
@@ -194,7 +202,8 @@ pub struct VipMeta {
     pub sched: u8,
     /// One of the `HASH_*` constants.
     pub hash: u8,
-    pub _pad: u8,
+    /// `VIP_*` bits.
+    pub flags: u8,
     /// Slots of the VIP's ring in use: the Maglev table size, the round-robin sequence's
     /// length, or the number of leastconn candidates.
     pub ring_size: u32,
@@ -209,7 +218,7 @@ impl VipMeta {
             mode,
             sched: SCHED_MAGLEV,
             hash: HASH_FIVE_TUPLE,
-            _pad: 0,
+            flags: 0,
             ring_size: 0,
             timeouts,
         }

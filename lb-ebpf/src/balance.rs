@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     mode_is_stateful, Family, Flow, FlowKey, IfaceConfig, Reason, VipMeta, FLOW_CLOSING,
-    FLOW_REPLY, MODE_DSR, MODE_ROUTER, MODE_TUNNEL, PROTO_TCP,
+    FLOW_REPLY, MODE_DSR, MODE_ROUTER, MODE_TUNNEL, PROTO_TCP, VIP_PASS_WHEN_EMPTY,
 };
 
 use crate::{
@@ -61,7 +61,12 @@ pub fn balance(ctx: &XdpContext, ingress: u32) -> Result<Sent, Reason> {
     if mode != MODE_DSR && mode != MODE_TUNNEL && !(mode_is_stateful(mode) && p.family == V4) {
         return Err(Reason::UnknownMode);
     }
-    flow_of(ctx, scratch, &vip)?;
+    match flow_of(ctx, scratch, &vip) {
+        Err(Reason::NoReal) if vip.flags & VIP_PASS_WHEN_EMPTY != 0 => {
+            return Err(Reason::NoRealPass)
+        }
+        done => done?,
+    }
     if mode_is_stateful(mode) {
         forward(ctx, &pkt, &scratch.parsed, &scratch.flow, &mut out)?;
         return Ok(out);

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use lb_common::{
     BenchFrame, Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealEntry, Settings, SnatPool,
     VipCounters, VipKey, VipMeta, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES, MAX_REALS,
-    MAX_VIPS, RING_SIZE,
+    MAX_VIPS, RING_MAP_FLAGS, RING_SIZE,
 };
 
 /// The interfaces the program is attached to, by ifindex: the LB's MAC, MTU and IPv4
@@ -31,8 +31,10 @@ pub static REALS: Array<RealEntry, { MAX_REALS as usize }> = Array::new();
 /// One lookup ring per VIP id: flow-hash slot → real id. Each VIP's ring is its own inner map,
 /// so userspace replaces a whole ring at once and no packet sees a half-written one.
 #[btf_map]
-pub static RINGS: ArrayOfMaps<Array<u32, { RING_SIZE as usize }>, { MAX_VIPS as usize }> =
-    ArrayOfMaps::new();
+pub static RINGS: ArrayOfMaps<
+    Array<u32, { RING_SIZE as usize }, { RING_MAP_FLAGS as usize }>,
+    { MAX_VIPS as usize },
+> = ArrayOfMaps::new();
 
 /// The flows of stateful VIPs, one entry per direction. Shared by all CPUs: a reply may
 /// arrive on another CPU than its request.

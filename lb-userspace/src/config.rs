@@ -8,6 +8,7 @@ use serde::{de::Error as _, Deserialize, Deserializer};
 use toml::Spanned;
 
 use crate::{
+    health::Check,
     maglev,
     service::{self, Service, VipSettings},
     spec::{Balance, HashFields, Mode, PortRange, RealSpec, VipSpec},
@@ -63,6 +64,27 @@ struct VipTable {
     tcp_fin_timeout: Option<u32>,
     #[serde(default)]
     udp_timeout: Option<u32>,
+    #[serde(default)]
+    check: Option<FromText<Check>>,
+    #[serde(default)]
+    when_empty: Option<FromText<WhenEmpty>>,
+}
+
+/// What a VIP does with new flows when no real is up.
+struct WhenEmpty(bool);
+
+impl FromStr for WhenEmpty {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "drop" => Ok(WhenEmpty(false)),
+            "pass" => Ok(WhenEmpty(true)),
+            _ => Err(format!(
+                "`{s}`: must be drop (the default) or pass (to the LB's own stack)"
+            )),
+        }
+    }
 }
 
 /// A value written as a string and parsed with `FromStr`; its error becomes the file's.
@@ -132,6 +154,8 @@ pub fn parse(text: &str, path: &str, cpus: u32) -> Result<Vec<Service>, ConfigEr
                 },
                 snat_pool: v.snat_pool.into_iter().map(|a| a.0).collect(),
                 snat_ports: v.snat_ports.map_or(PortRange::SNAT_DEFAULT, |p| p.0),
+                check: v.check.map(|c| c.0),
+                pass_when_empty: v.when_empty.is_some_and(|w| w.0 .0),
             },
             reals: v.reals.into_iter().map(|r| r.0).collect(),
         });

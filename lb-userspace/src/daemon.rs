@@ -1,16 +1,22 @@
 //! `lbctl attach`: the balancer's life. Configuration checked before anything is touched,
-//! then resolved and attached; while it runs, leastconn flows that went idle are swept every
-//! second and SIGHUP reloads the configuration file; SIGINT/SIGTERM detach.
+//! then resolved and attached; while it runs, health checks take reals down and up, leastconn
+//! flows that went idle are swept every second and SIGHUP reloads the configuration file;
+//! SIGINT/SIGTERM detach.
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
 use tracing::{info, warn};
 
 use crate::{
+    checks::{self, Checks, RealKey},
     config,
     datapath::{self, AttachMode, Datapath, Real},
+    health::Change,
     resolve::{self, Resolved},
     service::Service,
     spec::{Mode, VipSpec},
@@ -62,18 +68,36 @@ pub async fn run(ifaces: Vec<String>, source: Source, resolve_timeout: Duration)
         "attached; forwarding until SIGINT/SIGTERM (SIGHUP reloads)"
     );
 
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut health: BTreeMap<RealKey, bool> = BTreeMap::new();
+    let mut checks = Checks::start(&current.services, &current.reals, &health, &events_tx);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM"); break; }
             _ = int.recv() => { info!("SIGINT"); break; }
             _ = hup.recv() => match &source {
-                Source::File(path) => match reload(&ifaces, path, &mut dp, &mut current, resolve_timeout).await {
-                    Ok(changed) => info!(file = %path.display(), vips_changed = changed, "reloaded"),
+                Source::File(path) => match reload(&ifaces, path, &mut dp, &mut current, &health, resolve_timeout).await {
+                    Ok(changed) => {
+                        // The checks follow the reals; each real keeps the health it had.
+                        checks = Checks::start(&current.services, &current.reals, &health, &events_tx);
+                        info!(file = %path.display(), vips_changed = changed, "reloaded");
+                    }
                     Err(e) => warn!(file = %path.display(), error = %format!("{e:#}"), "reload refused"),
                 },
                 Source::Flags(_) => warn!("SIGHUP reloads the --config file, and lbctl runs from flags: nothing to reload"),
             },
+            Some(event) = events.recv() => {
+                let (vip, addr, port) = event.real;
+                let up = event.change == Change::WentUp;
+                health.insert(event.real, up);
+                // Logged once the datapath has it: the line means the change is in effect.
+                match apply_health(&mut dp, &current, &health, &vip) {
+                    Err(e) => warn!(%vip, real = %addr, port, up, error = %format!("{e:#}"), "applying a health change failed"),
+                    Ok(()) if up => info!(%vip, real = %addr, port, "real is up: its checks pass again"),
+                    Ok(()) => warn!(%vip, real = %addr, port, why = %event.why, "real is down: its checks fail; its flows move"),
+                }
+            }
             _ = sweep.tick() => {
                 if let Err(e) = dp.sweep() {
                     warn!(error = %format!("{e:#}"), "sweeping idle leastconn flows failed");
@@ -81,6 +105,7 @@ pub async fn run(ifaces: Vec<String>, source: Source, resolve_timeout: Duration)
             }
         }
     }
+    drop(checks);
     let counters = dp.counters()?;
     drop(dp);
     info!(ifaces = %ifaces.join(","), forwarded = counters.forwarded.packets, replies = counters.replies.packets, "detached");
@@ -108,10 +133,15 @@ async fn reload(
     path: &std::path::Path,
     dp: &mut Datapath,
     current: &mut Resolved,
+    health: &BTreeMap<RealKey, bool>,
     timeout: Duration,
 ) -> Result<usize> {
     let services = config::load(path, datapath::possible_cpus()?)?;
-    let next = resolve::resolve(ifaces, &services, timeout).await?;
+    let mut next = resolve::resolve(ifaces, &services, timeout).await?;
+    // Reals keep the health their checks found.
+    for (s, reals) in next.services.iter().zip(next.reals.iter_mut()) {
+        *reals = with_health(&s.vip, reals, health);
+    }
     let changes: Vec<(VipSpec, &[Real])> = next
         .services
         .iter()
@@ -150,6 +180,30 @@ async fn reload(
     adopt(current, &next, &changes);
     log_services(current);
     Ok(changed)
+}
+
+/// `reals` of `vip`, those whose checks fail marked down.
+fn with_health(vip: &VipSpec, reals: &[Real], health: &BTreeMap<RealKey, bool>) -> Vec<Real> {
+    reals
+        .iter()
+        .map(|r| Real {
+            down: health.get(&checks::real_key(vip, r)) == Some(&false),
+            ..*r
+        })
+        .collect()
+}
+
+/// Gives the datapath the reals of `vip` as their health now says.
+fn apply_health(
+    dp: &mut Datapath,
+    current: &Resolved,
+    health: &BTreeMap<RealKey, bool>,
+    vip: &VipSpec,
+) -> Result<()> {
+    let Some(i) = current.services.iter().position(|s| s.vip == *vip) else {
+        return Ok(());
+    };
+    dp.set_reals(vip, &with_health(vip, &current.reals[i], health))
 }
 
 /// Records the reals of the VIPs in `applied` as running.

@@ -1,13 +1,16 @@
 //! lbctl's control plane: loads the embedded XDP object, fills its maps through domain verbs,
 //! resolves reals' MAC addresses from the kernel, and reads counters back.
 
+pub mod checks;
 pub mod config;
 pub mod daemon;
 pub mod datapath;
+pub mod health;
 pub mod iface;
 pub mod lab;
 pub mod maglev;
 pub mod neigh;
+pub mod probe;
 pub mod resolve;
 pub mod ring;
 pub mod route;

@@ -212,6 +212,7 @@ async fn finish(
                 mac,
                 ifindex,
                 weight: r.weight,
+                down: false,
             });
         }
         if s.settings.mode == Mode::OneArm {

@@ -6,6 +6,7 @@ use std::{collections::BTreeSet, fmt, net::IpAddr};
 use lb_common::{Timeouts, MAX_LEASTCONN_REALS, MAX_POOL_ADDRS, RING_SIZE};
 
 use crate::{
+    health::Check,
     maglev,
     spec::{Balance, HashFields, Mode, PortRange, RealSpec, VipSpec},
 };
@@ -25,6 +26,11 @@ pub struct VipSettings {
     pub snat_pool: Vec<IpAddr>,
     /// One-arm: the source ports flows get.
     pub snat_ports: PortRange,
+    /// How the reals' health is checked; `None`: not checked, always up.
+    pub check: Option<Check>,
+    /// With no real up: pass new flows to the LB's own stack (which answers them as its
+    /// own: a RST, a port unreachable) instead of dropping them.
+    pub pass_when_empty: bool,
 }
 
 impl VipSettings {
@@ -38,6 +44,8 @@ impl VipSettings {
             timeouts: Timeouts::DEFAULT,
             snat_pool: Vec::new(),
             snat_ports: PortRange::SNAT_DEFAULT,
+            check: None,
+            pass_when_empty: false,
         }
     }
 }

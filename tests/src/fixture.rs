@@ -97,6 +97,7 @@ pub fn seeded_stateful() -> Datapath {
         mac: REAL_B_MAC,
         ifindex: IFINDEX_B,
         weight: 1,
+        down: false,
     };
     let real_a = |port| Real {
         addr: REAL_IP.into(),
@@ -104,6 +105,7 @@ pub fn seeded_stateful() -> Datapath {
         mac: REAL_MAC,
         ifindex: IFINDEX_A,
         weight: 1,
+        down: false,
     };
     let cpus = lb_userspace::datapath::possible_cpus().unwrap() as u16;
     let one_arm = |pool: [u8; 4], ports: &str| VipSettings {

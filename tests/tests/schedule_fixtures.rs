@@ -357,3 +357,32 @@ fn a_flow_follows_its_reals_new_mac() {
         "to the real's new MAC"
     );
 }
+
+#[test]
+fn a_real_marked_down_takes_no_new_flows_and_its_flows_move() {
+    let (mut dp, v) = vip_with(
+        balanced(Balance::Maglev),
+        &[real(1, 1), real(2, 1), real(3, 1)],
+    );
+    let first: Vec<u8> = (0..300)
+        .map(|p| sent_to(&dp, &segment(CLIENT, 10000 + p, Tcp::Syn)))
+        .collect();
+    let down = Real {
+        down: true,
+        ..real(2, 1)
+    };
+    dp.set_reals(&v, &[real(1, 1), down, real(3, 1)]).unwrap();
+    let new = tally((0..300).map(|p| sent_to(&dp, &segment(CLIENT, 20000 + p, Tcp::Syn))));
+    assert!(
+        !new.contains_key(&2),
+        "no new flow to a real that is down: {new:?}"
+    );
+    for (p, r) in first.iter().enumerate() {
+        let now = sent_to(&dp, &segment(CLIENT, 10000 + p as u16, Tcp::Ack));
+        if *r == 2 {
+            assert_ne!(now, 2, "flow {p} moved off the real that is down");
+        } else {
+            assert_eq!(now, *r);
+        }
+    }
+}

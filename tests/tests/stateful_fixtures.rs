@@ -350,6 +350,7 @@ fn short_lived_one_arm() -> Datapath {
         mac: REAL_MAC,
         ifindex: IFINDEX_A,
         weight: 1,
+        down: false,
     };
     dp.set_reals(&v, &[real]).unwrap();
     dp

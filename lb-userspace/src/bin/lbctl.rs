@@ -8,6 +8,7 @@ use lb_common::Timeouts;
 use lb_userspace::{
     config, daemon,
     datapath::{self, AttachMode, Datapath},
+    health::Check,
     maglev,
     service::{self, Service, VipSettings},
     spec::{Balance, HashFields, Mode, PortRange, RealSpec, VipSpec},
@@ -29,7 +30,7 @@ struct Cli {
 enum Command {
     /// Load the balancer on one or more interfaces and forward VIP traffic until
     /// SIGINT/SIGTERM, then detach.
-    Attach(AttachArgs),
+    Attach(Box<AttachArgs>),
     /// Check a configuration file without touching anything: every error names the file,
     /// line and field.
     CheckConfig {
@@ -101,6 +102,15 @@ struct AttachArgs {
     /// one-arm: source ports for the flows.
     #[arg(long, value_name = "MIN-MAX", default_value_t = PortRange::SNAT_DEFAULT)]
     snat_ports: PortRange,
+    /// Check the reals' health, HAProxy-like: `tcp`, `http,path=/health,status=200` or
+    /// `udp,payload=ping`, then `,inter=2s,fastinter=..,downinter=..,rise=2,fall=3,timeout=..,
+    /// port=N`. A real failing `fall` checks in a row is down (its flows move) until `rise`
+    /// checks pass.
+    #[arg(long, value_name = "CHECK")]
+    check: Option<Check>,
+    /// With no real up, pass new flows to the LB's own stack instead of dropping them.
+    #[arg(long)]
+    pass_when_empty: bool,
     /// Seconds a TCP flow lives without packets (nat, router, one-arm).
     #[arg(long, value_name = "SECONDS", default_value_t = Timeouts::DEFAULT.tcp)]
     tcp_timeout: u32,
@@ -131,6 +141,8 @@ impl AttachArgs {
             },
             snat_pool: self.snat_pool.clone(),
             snat_ports: self.snat_ports,
+            check: self.check.clone(),
+            pass_when_empty: self.pass_when_empty,
         };
         let services: Vec<Service> = self
             .vips
@@ -165,7 +177,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Attach(args) => rt.block_on(attach(args)),
+        Command::Attach(args) => rt.block_on(attach(*args)),
         Command::CheckConfig { file } => check_config(&file),
         Command::Stats { iface } => {
             rt.block_on(async { stats::read_attached(&iface).await.map(|s| print!("{s}")) })

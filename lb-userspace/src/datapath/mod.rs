@@ -2,6 +2,7 @@
 //! in verbs: `add_vip`, `set_reals`, `attach`, `counters`.
 
 mod flows;
+mod ring_map;
 mod services;
 mod testrun;
 
@@ -19,7 +20,8 @@ use aya::{
 use lb_common::{
     map_names, program_names, BenchFrame, Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealEntry,
     Settings, SnatPool, VipCounters, VipKey, VipMeta, BENCH_FRAME_LEN, ENDPOINT_POOL,
-    ENDPOINT_REAL, MAX_POOL_ADDRS, MAX_REALS, MAX_VIPS, REAL_DOWN, REAL_DRAIN, REAL_UP, RING_SIZE,
+    ENDPOINT_REAL, MAX_POOL_ADDRS, MAX_REALS, MAX_VIPS, REAL_DOWN, REAL_DRAIN, REAL_UP,
+    VIP_PASS_WHEN_EMPTY,
 };
 use tracing::warn;
 
@@ -42,6 +44,8 @@ pub struct Real {
     pub ifindex: u32,
     /// 0: draining (keeps its flows, takes no new ones).
     pub weight: u16,
+    /// Down (a failing health check, maintenance): no new flows, and its flows move.
+    pub down: bool,
 }
 
 impl Real {
@@ -54,6 +58,7 @@ impl Real {
             mac,
             ifindex: 0,
             weight: 1,
+            down: false,
         }
     }
 
@@ -71,7 +76,9 @@ impl Real {
             IpAddr::V4(a) => RealEntry::v4(a.octets(), self.mac),
             IpAddr::V6(a) => RealEntry::v6(a.octets(), self.mac),
         };
-        let state = if self.weight == 0 {
+        let state = if self.down {
+            REAL_DOWN
+        } else if self.weight == 0 {
             REAL_DRAIN
         } else {
             REAL_UP
@@ -106,14 +113,13 @@ pub enum AttachMode {
     Generic,
 }
 
-type Ring = Array<MapData, u32>;
-
 /// The loaded program and its maps.
 pub struct Datapath {
     ebpf: Ebpf,
     vips: HashMap<MapData, VipKey, VipMeta>,
     reals: Array<MapData, RealEntry>,
-    rings: ArrayOfMaps<MapData, Ring>,
+    /// Inner maps are built by `ring_map`.
+    rings: ArrayOfMaps<MapData, MapData>,
     counters: PerCpuArray<MapData, Counter>,
     vip_counters: PerCpuArray<MapData, VipCounters>,
     ifaces: HashMap<MapData, u32, IfaceConfig>,

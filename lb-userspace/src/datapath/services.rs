@@ -1,7 +1,7 @@
 //! The verbs that change what the datapath serves: VIPs, their reals and weights, and what
 //! follows from them (rings, REALS entries, ENDPOINTS).
 
-use super::*;
+use super::{ring_map, *};
 
 impl Datapath {
     /// Starts serving `vip` as `settings` say, with no reals yet (its packets are dropped as
@@ -24,6 +24,11 @@ impl Datapath {
         let meta = VipMeta {
             sched: settings.balance.code(),
             hash: settings.hash.code(),
+            flags: if settings.pass_when_empty {
+                VIP_PASS_WHEN_EMPTY
+            } else {
+                0
+            },
             ..VipMeta::new(vip_id, settings.mode.code(), settings.timeouts)
         };
         self.vips
@@ -48,15 +53,22 @@ impl Datapath {
             .clone();
         let mut meta = self.vip_meta[vip];
         let mut members = Vec::with_capacity(reals.len());
+        // Reals going down are marked so after the new ring (without them) is in: the old
+        // ring still sends new flows to them until then, and they must not be dropped.
+        let mut going_down = Vec::new();
         for real in reals {
             let id = self.real_id(vip, real)?;
-            self.reals
-                .set(id, real.entry().with_vip(meta.vip_id), 0)
-                .context("writing REALS")?;
+            let entry = real.entry().with_vip(meta.vip_id);
+            if real.down {
+                going_down.push((id, entry));
+            } else {
+                self.reals.set(id, entry, 0).context("writing REALS")?;
+            }
             members.push(ring::Member {
                 id,
                 name: real.spec().endpoint(vip.port),
-                weight: u32::from(real.weight),
+                // A real that is down takes no slot, as a draining one.
+                weight: if real.down { 0 } else { u32::from(real.weight) },
             });
         }
         let slots = ring::build(settings.balance, settings.maglev_size, &members);
@@ -70,6 +82,9 @@ impl Datapath {
         self.install_ring(meta.vip_id, &slots)?;
         if meta.ring_size >= old_size {
             self.write_meta(vip, meta)?;
+        }
+        for (id, entry) in going_down {
+            self.reals.set(id, entry, 0).context("writing REALS")?;
         }
         // Reals no longer in the VIP: down, so their flows move; their ids free for reuse,
         // last (a flow also names its real's VIP and address, checked with the id).
@@ -232,11 +247,7 @@ impl Datapath {
     /// Builds the ring in a fresh map and swaps it in with one update of RINGS: no packet
     /// sees a half-written ring.
     fn install_ring(&mut self, vip_id: u32, slots: &[u32]) -> Result<()> {
-        let mut ring = Ring::create(RING_SIZE, 0).context("creating a ring map")?;
-        for (slot, real_id) in slots.iter().enumerate() {
-            ring.set(slot as u32, real_id, 0)
-                .context("filling a ring map")?;
-        }
+        let ring = ring_map::filled(slots)?;
         self.rings
             .set(vip_id, &ring, 0)
             .context("installing a ring in RINGS")?;

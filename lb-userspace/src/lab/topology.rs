@@ -19,6 +19,7 @@
 //! servers on ports 80 and 8080 and its UDP servers on port 53, on all its addresses.
 
 use std::{
+    collections::BTreeMap,
     fs::File,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
@@ -100,7 +101,9 @@ pub struct Lab {
     lb_process: Option<LbProcess>,
     /// `lbctl decap attach eth0` in each real, for tunnel mode.
     decaps: Vec<LbProcess>,
-    pub servers: Vec<Server>,
+    /// Every real's TCP servers, by real (0-based) and port, and its UDP servers.
+    tcp_servers: BTreeMap<(usize, u16), Server>,
+    _udp_servers: Vec<Server>,
     /// Every real's echo server, for long-lived connections.
     _echo: Vec<EchoServer>,
     /// Holds the pass program on the LB's switch ports (veth needs it to accept XDP_TX).
@@ -339,13 +342,14 @@ impl Lab {
             reals.push(real);
             real_addrs.push(addr);
         }
-        let mut servers = Vec::new();
+        let mut tcp_servers = BTreeMap::new();
+        let mut udp_servers = Vec::new();
         let mut echo = Vec::new();
         for (i, real) in reals.iter().enumerate() {
             let name = format!("r{}", i + 1);
             for port in [VIP_PORT, ALT_PORT] {
                 let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-                servers.push(Server::start_tcp(real, &name, any)?);
+                tcp_servers.insert((i, port), Server::start_tcp(real, &name, any)?);
             }
             let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SESSION_PORT);
             echo.push(EchoServer::start(real, &name, any)?);
@@ -353,13 +357,14 @@ impl Lab {
             // 0.0.0.0): one socket per address, so dsr and tunnel answer from the VIP.
             for addr in std::iter::once(real_addrs[i]).chain(DIRECT_RETURN_VIPS) {
                 let at = SocketAddr::new(IpAddr::V4(addr), UDP_PORT);
-                servers.push(Server::start_udp(real, &name, at)?);
+                udp_servers.push(Server::start_udp(real, &name, at)?);
             }
         }
         Ok(Self {
             lb_process: None,
             decaps: Vec::new(),
-            servers,
+            tcp_servers,
+            _udp_servers: udp_servers,
             _echo: echo,
             _switch_port_xdp: switch_port_xdp,
             client,
@@ -379,6 +384,25 @@ impl Lab {
     /// The reals' addresses, as `--real` arguments want them.
     pub fn real_addrs(&self) -> Vec<Ipv4Addr> {
         self.real_addrs.clone()
+    }
+
+    /// Stops real `i`'s (0-based) TCP server on `port`: connections to it are refused.
+    pub fn stop_tcp_server(&mut self, i: usize, port: u16) -> Result<()> {
+        let mut server = self
+            .tcp_servers
+            .remove(&(i, port))
+            .with_context(|| format!("real {i} runs no TCP server on port {port}"))?;
+        server.stop();
+        Ok(())
+    }
+
+    /// Starts real `i`'s (0-based) TCP server on `port` again.
+    pub fn start_tcp_server(&mut self, i: usize, port: u16) -> Result<()> {
+        let real = self.reals.get(i).context("no such real")?;
+        let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+        let server = Server::start_tcp(real, &format!("r{}", i + 1), any)?;
+        self.tcp_servers.insert((i, port), server);
+        Ok(())
     }
 
     /// The LB's interfaces: eth0, and eth1 in the labs where the LB joins two segments.

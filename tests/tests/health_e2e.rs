@@ -1,0 +1,103 @@
+//! Health checks end to end: a real's server stops, its checks fail `fall` times and it
+//! leaves the VIP, with no new connection failing after; it starts again and is back after
+//! `rise` checks. With `--pass-when-empty`, a VIP with no real up is answered by the LB.
+
+use std::{
+    io::ErrorKind,
+    net::{IpAddr, SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use lb_userspace::lab::{drive_tcp, Lab, VIP_ADDR, VIP_PORT};
+use tests::{lbctl, require_root};
+
+fn vip() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(VIP_ADDR), VIP_PORT)
+}
+
+/// Waits until the balancer's log says `what` `times` times.
+fn wait_for_log(lab: &Lab, what: &str, times: usize) -> Duration {
+    let start = Instant::now();
+    while lab.lb_log().matches(what).count() < times {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no {what:?} in the log within 10 s:\n{}",
+            lab.lb_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+fn args(lab: &Lab, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = ["--mode", "dsr", "--vip", "198.18.100.10:80/tcp", "--check"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.push("tcp,inter=200ms,timeout=200ms,rise=2,fall=2".into());
+    for r in lab.real_addrs() {
+        a.extend(["--real".into(), r.to_string()]);
+    }
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+#[test]
+fn a_real_whose_server_stops_leaves_after_fall_checks_and_returns_after_rise() {
+    require_root();
+    let mut lab = Lab::one_segment(3).unwrap();
+    let lb_args = args(&lab, &[]);
+    lab.start_lb(&lbctl(), &lb_args).unwrap();
+    let all = drive_tcp(&lab.client, vip(), 60).unwrap();
+    assert!(all.iter().any(|r| r.as_ref().is_ok_and(|r| r.real == "r2")));
+
+    lab.stop_tcp_server(1, VIP_PORT).unwrap();
+    let took = wait_for_log(&lab, "real is down", 1);
+    assert!(lab.lb_log().contains("198.18.0.12"), "{}", lab.lb_log());
+    // fall = 2 checks 200 ms apart: it went within about half a second, not instantly.
+    assert!(took < Duration::from_secs(3), "down after {took:?}");
+    let after = drive_tcp(&lab.client, vip(), 60).unwrap();
+    let failed: Vec<&String> = after.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "no new connection fails once it is down: {failed:?}"
+    );
+    assert!(after
+        .iter()
+        .all(|r| r.as_ref().is_ok_and(|r| r.real != "r2")));
+
+    lab.start_tcp_server(1, VIP_PORT).unwrap();
+    wait_for_log(&lab, "real is up", 1);
+    let back = drive_tcp(&lab.client, vip(), 60).unwrap();
+    assert!(
+        back.iter()
+            .any(|r| r.as_ref().is_ok_and(|r| r.real == "r2")),
+        "r2 takes connections again"
+    );
+    assert!(back.iter().all(Result::is_ok));
+    lab.stop_lb().unwrap();
+}
+
+#[test]
+fn a_vip_with_no_real_up_can_pass_to_the_lb_which_refuses_at_once() {
+    require_root();
+    let mut lab = Lab::one_segment(1).unwrap();
+    let lb_args = args(&lab, &["--pass-when-empty"]);
+    lab.start_lb(&lbctl(), &lb_args).unwrap();
+    lab.stop_tcp_server(0, VIP_PORT).unwrap();
+    wait_for_log(&lab, "real is down", 1);
+    // The LB holds the VIP itself and has nothing listening: its kernel answers RST.
+    let kind = lab
+        .client
+        .run(|| {
+            TcpStream::connect_timeout(&vip(), Duration::from_secs(2))
+                .map(drop)
+                .unwrap_err()
+                .kind()
+        })
+        .unwrap();
+    assert_eq!(kind, ErrorKind::ConnectionRefused, "refused, not timed out");
+    let stats = lab.lb_stats().unwrap();
+    assert!(stats.counters.reason(lb_common::Reason::NoRealPass).packets >= 1);
+    lab.stop_lb().unwrap();
+}
