@@ -37,40 +37,108 @@ impl std::error::Error for ConfigError {}
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    /// Settings every VIP has unless its table says otherwise.
+    #[serde(default)]
+    defaults: Defaults,
     #[serde(default, rename = "vip")]
     vips: Vec<VipTable>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VipTable {
-    address: Spanned<FromText<VipSpec>>,
-    #[serde(default)]
-    mode: Option<FromText<Named<Mode>>>,
-    #[serde(default)]
-    balance: Option<FromText<Named<Balance>>>,
-    #[serde(default)]
-    hash: Option<FromText<Named<HashFields>>>,
-    #[serde(default)]
-    maglev_size: Option<u32>,
-    reals: Vec<FromText<RealSpec>>,
-    #[serde(default)]
-    snat_pool: Vec<FromText<IpAddr>>,
-    #[serde(default)]
-    snat_ports: Option<FromText<PortRange>>,
-    #[serde(default)]
-    tcp_timeout: Option<u32>,
-    #[serde(default)]
-    tcp_fin_timeout: Option<u32>,
-    #[serde(default)]
-    udp_timeout: Option<u32>,
-    #[serde(default)]
-    check: Option<FromText<Check>>,
-    #[serde(default)]
-    when_empty: Option<FromText<WhenEmpty>>,
+/// Declares a table with the settings a VIP can have, and `extra` fields before them: the
+/// `[defaults]` table and each `[[vip]]` take the same settings by the same names.
+macro_rules! with_vip_settings {
+    ($(#[$meta:meta])* struct $name:ident { $($extra:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            $($extra: $ty,)*
+            #[serde(default)]
+            mode: Option<FromText<Named<Mode>>>,
+            #[serde(default)]
+            balance: Option<FromText<Named<Balance>>>,
+            #[serde(default)]
+            hash: Option<FromText<Named<HashFields>>>,
+            #[serde(default)]
+            maglev_size: Option<u32>,
+            #[serde(default)]
+            snat_pool: Option<Vec<FromText<IpAddr>>>,
+            #[serde(default)]
+            snat_ports: Option<FromText<PortRange>>,
+            #[serde(default)]
+            tcp_timeout: Option<u32>,
+            #[serde(default)]
+            tcp_fin_timeout: Option<u32>,
+            #[serde(default)]
+            udp_timeout: Option<u32>,
+            #[serde(default)]
+            check: Option<FromText<Check>>,
+            #[serde(default)]
+            when_empty: Option<FromText<WhenEmpty>>,
+        }
+    };
+}
+
+with_vip_settings!(
+    /// `[defaults]`: what a `[[vip]]` that does not say gets.
+    #[derive(Default)]
+    struct Defaults {}
+);
+
+with_vip_settings!(
+    struct VipTable {
+        address: Spanned<FromText<VipSpec>>,
+        reals: Vec<FromText<RealSpec>>,
+    }
+);
+
+impl VipTable {
+    /// This VIP's settings: its own, else the defaults', else lbctl's.
+    fn settings(self, d: &Defaults) -> (VipSpec, VipSettings, Vec<RealSpec>) {
+        let built_in = Timeouts::DEFAULT;
+        let settings = VipSettings {
+            mode: self.mode.or(d.mode).map_or(Mode::Dsr, |m| m.0 .0),
+            balance: self
+                .balance
+                .or(d.balance)
+                .map_or(Balance::Maglev, |b| b.0 .0),
+            hash: self
+                .hash
+                .or(d.hash)
+                .map_or(HashFields::FiveTuple, |h| h.0 .0),
+            maglev_size: self
+                .maglev_size
+                .or(d.maglev_size)
+                .unwrap_or(maglev::DEFAULT_SIZE),
+            timeouts: Timeouts {
+                tcp: self.tcp_timeout.or(d.tcp_timeout).unwrap_or(built_in.tcp),
+                tcp_fin: self
+                    .tcp_fin_timeout
+                    .or(d.tcp_fin_timeout)
+                    .unwrap_or(built_in.tcp_fin),
+                udp: self.udp_timeout.or(d.udp_timeout).unwrap_or(built_in.udp),
+            },
+            snat_pool: self
+                .snat_pool
+                .or_else(|| d.snat_pool.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| a.0)
+                .collect(),
+            snat_ports: self
+                .snat_ports
+                .or(d.snat_ports)
+                .map_or(PortRange::SNAT_DEFAULT, |p| p.0),
+            check: self.check.or_else(|| d.check.clone()).map(|c| c.0),
+            pass_when_empty: self.when_empty.or(d.when_empty).is_some_and(|w| w.0 .0),
+        };
+        let reals = self.reals.into_iter().map(|r| r.0).collect();
+        (self.address.into_inner().0, settings, reals)
+    }
 }
 
 /// What a VIP does with new flows when no real is up.
+#[derive(Clone, Copy)]
 struct WhenEmpty(bool);
 
 impl FromStr for WhenEmpty {
@@ -88,6 +156,7 @@ impl FromStr for WhenEmpty {
 }
 
 /// A value written as a string and parsed with `FromStr`; its error becomes the file's.
+#[derive(Clone, Copy)]
 struct FromText<T>(T);
 
 impl<'de, T: FromStr> Deserialize<'de> for FromText<T>
@@ -101,6 +170,7 @@ where
 }
 
 /// A value of a command-line enum (mode, balance, hash), by the name the command line takes.
+#[derive(Clone, Copy)]
 struct Named<T>(T);
 
 impl<T: clap::ValueEnum> FromStr for Named<T> {
@@ -139,25 +209,11 @@ pub fn parse(text: &str, path: &str, cpus: u32) -> Result<Vec<Service>, ConfigEr
     let mut services = Vec::with_capacity(file.vips.len());
     for v in file.vips {
         spans.push(v.address.span());
-        let defaults = Timeouts::DEFAULT;
+        let (vip, settings, reals) = v.settings(&file.defaults);
         services.push(Service {
-            vip: v.address.into_inner().0,
-            settings: VipSettings {
-                mode: v.mode.map_or(Mode::Dsr, |m| m.0 .0),
-                balance: v.balance.map_or(Balance::Maglev, |b| b.0 .0),
-                hash: v.hash.map_or(HashFields::FiveTuple, |h| h.0 .0),
-                maglev_size: v.maglev_size.unwrap_or(maglev::DEFAULT_SIZE),
-                timeouts: Timeouts {
-                    tcp: v.tcp_timeout.unwrap_or(defaults.tcp),
-                    tcp_fin: v.tcp_fin_timeout.unwrap_or(defaults.tcp_fin),
-                    udp: v.udp_timeout.unwrap_or(defaults.udp),
-                },
-                snat_pool: v.snat_pool.into_iter().map(|a| a.0).collect(),
-                snat_ports: v.snat_ports.map_or(PortRange::SNAT_DEFAULT, |p| p.0),
-                check: v.check.map(|c| c.0),
-                pass_when_empty: v.when_empty.is_some_and(|w| w.0 .0),
-            },
-            reals: v.reals.into_iter().map(|r| r.0).collect(),
+            vip,
+            settings,
+            reals,
         });
     }
     if services.is_empty() {
@@ -201,6 +257,47 @@ mod tests {
                 Mode::Router,
                 Mode::OneArm
             ]
+        );
+    }
+
+    #[test]
+    fn defaults_apply_to_every_vip_that_does_not_say_otherwise() {
+        let text = r#"
+[defaults]
+mode = "nat"
+balance = "roundrobin"
+check = "tcp,inter=1s"
+udp_timeout = 60
+
+[[vip]]
+address = "198.18.100.10:80/tcp"
+reals = ["198.18.0.11", "198.18.0.12,weight=2,state=drain"]
+
+[[vip]]
+address = "198.18.100.11:53/udp"
+mode = "dsr"
+check = "udp,payload=q"
+reals = ["198.18.0.11,state=maint"]
+"#;
+        let s = parse(text, "lb.toml", 2).unwrap();
+        assert_eq!(s[0].settings.mode, Mode::Nat);
+        assert_eq!(s[0].settings.balance, Balance::Roundrobin);
+        assert_eq!(s[0].settings.check, Some("tcp,inter=1s".parse().unwrap()));
+        assert_eq!(s[0].settings.timeouts.udp, 60);
+        assert_eq!(s[0].reals[1].state, crate::spec::RealState::Drain);
+        assert_eq!(s[1].settings.mode, Mode::Dsr);
+        assert_eq!(s[1].settings.balance, Balance::Roundrobin);
+        assert_eq!(s[1].settings.check, Some("udp,payload=q".parse().unwrap()));
+        assert_eq!(s[1].reals[0].state, crate::spec::RealState::Maint);
+
+        let e = error("[defaults]\nmode = \"nat\"\nreals = []\n[[vip]]\naddress = \"198.18.100.10:80/tcp\"\nreals = [\"198.18.0.11\"]\n");
+        assert!(e.starts_with("lb.toml:3:") && e.contains("reals"), "{e}");
+        let e = error(
+            "[[vip]]\naddress = \"198.18.100.10:80/tcp\"\nreals = [\"198.18.0.11,state=down\"]\n",
+        );
+        assert!(
+            e.starts_with("lb.toml:3:") && e.contains("ready, drain or maint"),
+            "{e}"
         );
     }
 

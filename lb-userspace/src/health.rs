@@ -143,13 +143,25 @@ impl fmt::Display for Check {
         if let Some(p) = self.port {
             write!(f, ",port={p}")?;
         }
+        let d = humantime::format_duration;
         write!(
             f,
             ",inter={},rise={},fall={}",
-            humantime::format_duration(self.inter),
+            d(self.inter),
             self.rise,
             self.fall
-        )
+        )?;
+        // The rest only when not what `inter` implies, so the common case reads short.
+        for (name, value) in [
+            ("fastinter", self.fastinter),
+            ("downinter", self.downinter),
+            ("timeout", self.timeout),
+        ] {
+            if value != self.inter {
+                write!(f, ",{name}={}", d(value))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -252,6 +264,18 @@ mod tests {
             }
         );
         assert_eq!(c.timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_check_reads_back_as_it_prints() {
+        for text in [
+            "tcp",
+            "http,path=/health,status=204,port=8081,inter=1s,fastinter=200ms,timeout=500ms",
+            "udp,payload=hello,downinter=10s,rise=5,fall=1",
+        ] {
+            let c: Check = text.parse().unwrap();
+            assert_eq!(c.to_string().parse::<Check>().unwrap(), c, "{text} → {c}");
+        }
     }
 
     #[test]

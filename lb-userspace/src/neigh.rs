@@ -128,15 +128,17 @@ impl AddedNeighbours {
     }
 }
 
-/// The MAC address of each of `addrs` on `iface`, from the kernel's neighbour table. A missing
-/// entry is added as a *managed* neighbour, which the kernel resolves (ARP/ND) and keeps
-/// fresh; the entries added are returned so a failed attach can remove them. On error, this
-/// removes them itself.
+/// The MAC address of each of `addrs` on `iface`, from the kernel's neighbour table, or why
+/// there is none. A missing entry is added as a *managed* neighbour, which the kernel resolves
+/// (ARP/ND) and keeps resolving and fresh; all are waited for together, up to `timeout`. An
+/// address that does not answer is not an error here: the caller reports it and keeps the
+/// managed entry, so it resolves when the host appears. The entries added are returned so a
+/// failed attach can remove them.
 pub async fn resolve_macs(
     iface: &str,
     addrs: &[IpAddr],
     timeout: Duration,
-) -> Result<(Vec<[u8; 6]>, AddedNeighbours)> {
+) -> Result<(Vec<Result<[u8; 6], String>>, AddedNeighbours)> {
     let handle = connect()?;
     let (ifindex, _) = link_attributes(&handle, iface).await?;
     let mut added = AddedNeighbours {
@@ -146,28 +148,45 @@ pub async fn resolve_macs(
     };
     let mut macs = Vec::with_capacity(addrs.len());
     for &addr in addrs {
-        match resolve_one(&handle, iface, ifindex, addr, timeout, &mut added).await {
-            Ok(mac) => macs.push(mac),
+        let known = match lookup(&handle, ifindex, addr).await {
+            Ok(known) => known,
             Err(e) => {
                 added.remove().await;
                 return Err(e);
             }
+        };
+        if known.is_none() {
+            if let Err(e) = ask_to_resolve(&handle, iface, ifindex, addr).await {
+                added.remove().await;
+                return Err(e);
+            }
+            added.addrs.push(addr);
+        }
+        macs.push(known);
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    while macs.iter().any(Option::is_none) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for (mac, &addr) in macs.iter_mut().zip(addrs) {
+            if mac.is_none() {
+                *mac = lookup(&handle, ifindex, addr).await.unwrap_or_default();
+            }
         }
     }
-    Ok((macs, added))
+    let found = macs
+        .into_iter()
+        .zip(addrs)
+        .map(|(mac, addr)| {
+            mac.ok_or_else(|| {
+                format!("{addr} did not answer ARP/ND on {iface} within {timeout:?}: is it up, and on the same L2 segment as {iface}?")
+            })
+        })
+        .collect();
+    Ok((found, added))
 }
 
-async fn resolve_one(
-    handle: &Handle,
-    iface: &str,
-    ifindex: u32,
-    addr: IpAddr,
-    timeout: Duration,
-    added: &mut AddedNeighbours,
-) -> Result<[u8; 6]> {
-    if let Some(mac) = lookup(handle, ifindex, addr).await? {
-        return Ok(mac);
-    }
+/// Adds `addr` on `ifindex` as a managed neighbour entry, which the kernel resolves.
+async fn ask_to_resolve(handle: &Handle, iface: &str, ifindex: u32, addr: IpAddr) -> Result<()> {
     let mut req = handle
         .neighbours()
         .add(ifindex, addr)
@@ -178,18 +197,5 @@ async fn resolve_one(
         .push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
     req.execute()
         .await
-        .with_context(|| format!("asking the kernel to resolve {addr} on {iface}"))?;
-    added.addrs.push(addr);
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(mac) = lookup(handle, ifindex, addr).await? {
-            return Ok(mac);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(anyhow!(
-                "{addr} did not answer ARP/ND on {iface} within {timeout:?}: is it up, and on the same L2 segment as {iface}?"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .with_context(|| format!("asking the kernel to resolve {addr} on {iface}"))
 }

@@ -22,6 +22,7 @@ use rtnetlink::{
 };
 
 use crate::{
+    checks::{real_key, RealKey},
     datapath::{Interface, Real},
     iface, neigh,
     route::{self, NextHop, Route},
@@ -38,9 +39,26 @@ pub struct Resolved {
     pub reals: Vec<Vec<Real>>,
     /// Neighbour entries lbctl added; `remove` them if the attach fails.
     pub added: Vec<neigh::AddedNeighbours>,
+    /// Reals whose next hop has no MAC yet, and why: they are in `reals`, down, until it
+    /// resolves (the kernel keeps trying: their neighbour entries are managed).
+    pub unresolved: BTreeMap<RealKey, String>,
+    /// Every next hop's (interface or bridge index, address): the neighbour entries to watch.
+    pub next_hops: BTreeSet<(u32, IpAddr)>,
 }
 
 impl Resolved {
+    /// Nothing served yet.
+    pub fn empty() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            services: Vec::new(),
+            reals: Vec::new(),
+            added: Vec::new(),
+            unresolved: BTreeMap::new(),
+            next_hops: BTreeSet::new(),
+        }
+    }
+
     /// Takes back the neighbour entries lbctl added.
     pub async fn forget_neighbours(self) {
         for a in self.added {
@@ -152,14 +170,17 @@ pub async fn resolve(
         services: services.to_vec(),
         reals: Vec::new(),
         added: Vec::new(),
+        unresolved: BTreeMap::new(),
+        next_hops: BTreeSet::new(),
     };
-    let mut macs: BTreeMap<(u32, IpAddr), [u8; 6]> = BTreeMap::new();
+    let mut macs: BTreeMap<(u32, IpAddr), Result<[u8; 6], String>> = BTreeMap::new();
     for (ifindex, addrs) in &wanted {
         let name = &names[ifindex];
         match neigh::resolve_macs(name, addrs, timeout).await {
             Ok((found, added)) => {
                 resolved.added.push(added);
                 for (a, m) in addrs.iter().zip(found) {
+                    resolved.next_hops.insert((*ifindex, *a));
                     macs.insert((*ifindex, *a), m);
                 }
             }
@@ -179,12 +200,12 @@ pub async fn resolve(
 }
 
 /// Turns next hops and MACs into reals (a bridge's port found in its forwarding database),
-/// and fills in one-arm pools.
+/// and fills in one-arm pools. A real whose next hop has no MAC is kept, down, and recorded.
 async fn finish(
     handle: &Handle,
     resolved: &mut Resolved,
     hops: &[Vec<(Egress, NextHop)>],
-    macs: &BTreeMap<(u32, IpAddr), [u8; 6]>,
+    macs: &BTreeMap<(u32, IpAddr), Result<[u8; 6], String>>,
     bridges: &BTreeMap<u32, (String, BTreeSet<u32>)>,
 ) -> Result<()> {
     let local = local_addresses(handle).await?;
@@ -192,28 +213,36 @@ async fn finish(
         let mut reals = Vec::new();
         for (r, (egress, hop)) in s.reals.iter().zip(per_real) {
             let (Egress::Direct(i) | Egress::Bridge(i)) = *egress;
-            let mac = macs[&(i, hop.addr())];
-            let ifindex = match *egress {
-                Egress::Direct(i) => i,
-                Egress::Bridge(b) => {
-                    let (bridge, ports) = &bridges[&b];
-                    bridge_port(handle, mac, ports).await?.ok_or_else(|| {
-                        anyhow!(
-                            "bridge {bridge} does not know which port {} ({}) is behind: is it up?",
-                            hop.addr(),
-                            fmt_mac(&mac)
-                        )
-                    })?
-                }
-            };
-            reals.push(Real {
+            let mut real = Real {
                 addr: r.addr,
                 port: r.port,
-                mac,
-                ifindex,
+                mac: [0; 6],
+                ifindex: i,
                 weight: r.weight,
                 down: false,
-            });
+            };
+            let mac = match &macs[&(i, hop.addr())] {
+                Ok(mac) => *mac,
+                Err(why) => {
+                    real.down = true;
+                    let key = real_key(&s.vip, &real);
+                    resolved.unresolved.insert(key, why.clone());
+                    reals.push(real);
+                    continue;
+                }
+            };
+            real.mac = mac;
+            if let Egress::Bridge(b) = *egress {
+                let (bridge, ports) = &bridges[&b];
+                real.ifindex = bridge_port(handle, mac, ports).await?.ok_or_else(|| {
+                    anyhow!(
+                        "bridge {bridge} does not know which port {} ({}) is behind: is it up?",
+                        hop.addr(),
+                        fmt_mac(&mac)
+                    )
+                })?;
+            }
+            reals.push(real);
         }
         if s.settings.mode == Mode::OneArm {
             if s.settings.snat_pool.is_empty() {

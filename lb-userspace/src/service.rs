@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeSet, fmt, net::IpAddr};
 
-use lb_common::{Timeouts, MAX_LEASTCONN_REALS, MAX_POOL_ADDRS, RING_SIZE};
+use lb_common::{Timeouts, MAX_LEASTCONN_REALS, MAX_POOL_ADDRS, MAX_VIPS, RING_SIZE};
 
 use crate::{
     health::Check,
@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// How a VIP is served.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VipSettings {
     pub mode: Mode,
     pub balance: Balance,
@@ -20,6 +20,7 @@ pub struct VipSettings {
     pub hash: HashFields,
     /// maglev and source: the table's size, a prime.
     pub maglev_size: u32,
+    #[serde(with = "crate::text_serde::timeouts")]
     pub timeouts: Timeouts,
     /// One-arm: the LB-owned addresses flows get as their source. Empty: the IPv4 address of
     /// the interface the reals are reached through.
@@ -51,7 +52,7 @@ impl VipSettings {
 }
 
 /// One VIP and its reals.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Service {
     pub vip: VipSpec,
     pub settings: VipSettings,
@@ -91,6 +92,12 @@ pub fn validate(services: &[Service], cpus: u32) -> Result<(), Invalid> {
         };
         if !vips.insert(s.vip) {
             return Err(fail("address", "listed twice; list each VIP once".into()));
+        }
+        if index >= MAX_VIPS as usize {
+            return Err(fail(
+                "address",
+                format!("more than the {MAX_VIPS} VIPs the datapath holds"),
+            ));
         }
         let mode = s.settings.mode;
         if s.vip.addr.is_ipv6() && mode != Mode::Dsr {

@@ -253,12 +253,70 @@ impl fmt::Display for HashFields {
 
 /// A real server as operators name it: `ADDRESS` or `ADDRESS:PORT` (`[2001:2::11]:8080`),
 /// then options: `,weight=N` (0 to 256, default 1; 0 drains: established flows stay, no new
-/// ones come). Without a port, the real serves the VIP's port.
+/// ones come) and `,state=ready|drain|maint`. Without a port, the real serves the VIP's port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RealSpec {
     pub addr: IpAddr,
     pub port: Option<u16>,
     pub weight: u16,
+    pub state: RealState,
+}
+
+/// What the operator wants of a real, as HAProxy's `set server state`.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RealState {
+    /// Takes new flows (when its checks pass).
+    #[default]
+    Ready,
+    /// Keeps its established flows, takes no new ones: for taking it out gently.
+    Drain,
+    /// Out: no new flows, and its established flows move to the other reals.
+    Maint,
+}
+
+impl RealState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RealState::Ready => "ready",
+            RealState::Drain => "drain",
+            RealState::Maint => "maint",
+        }
+    }
+}
+
+impl fmt::Display for RealState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for RealState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ready" => Ok(RealState::Ready),
+            "drain" => Ok(RealState::Drain),
+            "maint" => Ok(RealState::Maint),
+            other => Err(format!(
+                "`{other}` is not a real state: ready, drain or maint"
+            )),
+        }
+    }
 }
 
 /// The largest weight: as HAProxy's.
@@ -271,6 +329,7 @@ impl RealSpec {
             addr,
             port: None,
             weight: 1,
+            state: RealState::Ready,
         }
     }
 
@@ -294,6 +353,9 @@ impl fmt::Display for RealSpec {
         if self.weight != 1 {
             write!(f, ",weight={}", self.weight)?;
         }
+        if self.state != RealState::Ready {
+            write!(f, ",state={}", self.state)?;
+        }
         Ok(())
     }
 }
@@ -307,8 +369,12 @@ pub enum RealSpecError {
     Port(String),
     #[error("`{0}`: the weight must be a number from 0 (drain) to 256")]
     Weight(String),
-    #[error("`{0}`: unknown option `{1}`; a real takes `,weight=N`")]
+    #[error(
+        "`{0}`: unknown option `{1}`; a real takes `,weight=N` and `,state=ready|drain|maint`"
+    )]
     Option(String, String),
+    #[error("`{0}`: the state must be ready, drain or maint")]
+    State(String),
 }
 
 impl FromStr for RealSpec {
@@ -324,6 +390,12 @@ impl FromStr for RealSpec {
                         Ok(w) if w <= MAX_WEIGHT => w,
                         _ => return Err(RealSpecError::Weight(text.into())),
                     };
+                }
+                Some(("state", st)) => {
+                    real.state = st
+                        .trim()
+                        .parse()
+                        .map_err(|_| RealSpecError::State(text.into()))?;
                 }
                 _ => return Err(RealSpecError::Option(text.into(), option.into())),
             }

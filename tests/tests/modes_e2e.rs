@@ -178,6 +178,7 @@ fn router_joins_two_subnets_and_the_reals_see_the_client() {
     let out = lab
         .lb
         .command(&lbctl().display().to_string())
+        .env("LBCTL_SOCKET", lab.lb_socket())
         .args(["attach", "eth0", "--config"])
         .arg(&config)
         .output()
@@ -235,6 +236,7 @@ fn one_arm_by_default_takes_the_interface_address_and_refuses_a_foreign_pool() {
     let out = lab
         .lb
         .command(&lbctl().display().to_string())
+        .env("LBCTL_SOCKET", lab.lb_socket())
         .arg("attach")
         .arg("eth0")
         .args(args(&["--snat-pool", "198.18.0.250"]))

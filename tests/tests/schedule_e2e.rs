@@ -174,27 +174,42 @@ fn leastconn_sends_new_connections_away_from_a_real_holding_twenty() {
 }
 
 #[test]
-fn a_reload_that_would_change_more_than_reals_changes_nothing() {
+fn a_refused_reload_changes_nothing_and_a_good_one_changes_the_scheduler_and_the_vips() {
     require_root();
     let mut lab = Lab::one_segment(2).unwrap();
     let file = ConfigFile::new("refused");
     file.write(&config("maglev", &["198.18.0.11"]));
     lab.start_lb(&lbctl(), &file.arg()).unwrap();
-    file.write(&config("roundrobin", &["198.18.0.11", "198.18.0.12"]));
+    let vip = SocketAddr::new(IpAddr::V4(VIP_ADDR), VIP_PORT);
+    // A file that parses but cannot be served: a real the LB has no route to.
+    file.write(&config("roundrobin", &["198.18.0.11", "198.19.9.9"]));
     let err = lab.reload_lb().unwrap_err().to_string();
+    assert!(err.contains("198.19.9.9"), "{err}");
+    let replies = drive_tcp(&lab.client, vip, 20).unwrap();
     assert!(
-        err.contains("need a restart") || err.contains("needs a restart"),
-        "{err}"
+        replies
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|r| r.real == "r1")),
+        "still maglev over r1 only"
     );
-    // Still maglev over r1 only.
-    let replies = drive_tcp(
-        &lab.client,
-        SocketAddr::new(IpAddr::V4(VIP_ADDR), VIP_PORT),
-        20,
-    )
-    .unwrap();
-    assert!(replies
+
+    // Another scheduler, another real, and one VIP of the two gone.
+    let both = config("roundrobin", &["198.18.0.11", "198.18.0.12"]);
+    let one_vip = both.split("\n\n").nth(1).unwrap().to_owned();
+    file.write(&one_vip);
+    lab.reload_lb().unwrap();
+    let replies = drive_tcp(&lab.client, vip, 20).unwrap();
+    let r2 = replies
         .iter()
-        .all(|r| r.as_ref().is_ok_and(|r| r.real == "r1")));
+        .filter(|r| r.as_ref().is_ok_and(|r| r.real == "r2"))
+        .count();
+    // Per-CPU cursors: alternation is exact per CPU, near even over all.
+    assert!((5..=15).contains(&r2), "round robin shares: {replies:?}");
+    let listed = lab.lbctl(&lbctl(), &["vip", "list"]).unwrap();
+    assert_eq!(listed.lines().count(), 2, "a header and one VIP:\n{listed}");
+    assert!(
+        listed.contains(&format!("{VIP_ADDR}:{VIP_PORT}/tcp")) && listed.contains("roundrobin"),
+        "{listed}"
+    );
     lab.stop_lb().unwrap();
 }

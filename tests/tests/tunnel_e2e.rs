@@ -77,6 +77,7 @@ fn tunnel_mode_refuses_ipv6_vips_for_now() {
     let out = lab
         .lb
         .command(&lbctl().display().to_string())
+        .env("LBCTL_SOCKET", lab.lb_socket())
         .args([
             "attach",
             "eth0",
@@ -162,6 +163,7 @@ fn dsr_refuses_reals_behind_a_router() {
     let out = lab
         .lb
         .command(&lbctl().display().to_string())
+        .env("LBCTL_SOCKET", lab.lb_socket())
         .args(&args)
         .output()
         .unwrap();

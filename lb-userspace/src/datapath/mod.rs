@@ -14,7 +14,7 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{Array, ArrayOfMaps, HashMap, MapData, PerCpuArray},
-    programs::{TestRun, TestRunOptions, Xdp, XdpMode},
+    programs::{xdp::XdpLinkId, TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf,
 };
 use lb_common::{
@@ -68,6 +68,7 @@ impl Real {
             addr: self.addr,
             port: self.port,
             weight: self.weight,
+            state: crate::spec::RealState::Ready,
         }
     }
 
@@ -144,6 +145,8 @@ pub struct Datapath {
     swept_counts: BTreeMap<u32, u64>,
     /// What ENDPOINTS holds, as last written.
     endpoint_keys: BTreeSet<VipKey>,
+    /// The program's attachments, by interface.
+    links: BTreeMap<String, XdpLinkId>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -201,6 +204,7 @@ impl Datapath {
             next_real_id: 1,
             swept_counts: BTreeMap::new(),
             endpoint_keys: BTreeSet::new(),
+            links: BTreeMap::new(),
         };
         dp.write_settings()?;
         Ok(dp)
@@ -253,6 +257,17 @@ impl Datapath {
             .collect()
     }
 
+    /// Takes the balancer off `iface`; the other interfaces keep it.
+    pub fn detach(&mut self, iface: &str) -> Result<()> {
+        let link = self
+            .links
+            .remove(iface)
+            .ok_or_else(|| anyhow!("lbctl is not attached to {iface}"))?;
+        self.program(program_names::LB)?
+            .detach(link)
+            .with_context(|| format!("detaching from {iface}"))
+    }
+
     /// Attaches the decapsulation program, for a real server of tunnel-mode VIPs: IP-in-IP
     /// sent to the interface's IPv4 address is unwrapped and passed up the stack.
     pub fn attach_decap(&mut self, iface: &str) -> Result<AttachMode> {
@@ -268,15 +283,17 @@ impl Datapath {
 
     fn attach_program(&mut self, name: &str, iface: &str) -> Result<AttachMode> {
         let prog = self.program(name)?;
-        match prog.attach(iface, XdpMode::Driver) {
-            Ok(_) => Ok(AttachMode::Native),
+        let (link, how) = match prog.attach(iface, XdpMode::Driver) {
+            Ok(link) => (link, AttachMode::Native),
             Err(native) => {
                 warn!(%iface, error = %native, "native XDP attach failed; falling back to generic (skb) mode, which is slower");
-                prog.attach(iface, XdpMode::Skb)
+                let link = prog.attach(iface, XdpMode::Skb)
                     .with_context(|| format!("attaching XDP to {iface} failed in native ({native}) and generic mode: does the interface exist, and is another XDP program attached?"))?;
-                Ok(AttachMode::Generic)
+                (link, AttachMode::Generic)
             }
-        }
+        };
+        self.links.insert(iface.to_owned(), link);
+        Ok(how)
     }
 
     /// The LB's side of interface `ifindex` (MAC, MTU, IPv4 address): VIP frames must be

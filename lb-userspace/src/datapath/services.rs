@@ -24,11 +24,7 @@ impl Datapath {
         let meta = VipMeta {
             sched: settings.balance.code(),
             hash: settings.hash.code(),
-            flags: if settings.pass_when_empty {
-                VIP_PASS_WHEN_EMPTY
-            } else {
-                0
-            },
+            flags: vip_flags(settings),
             ..VipMeta::new(vip_id, settings.mode.code(), settings.timeouts)
         };
         self.vips
@@ -40,6 +36,64 @@ impl Datapath {
         self.write_settings()?;
         self.sync_endpoints()?;
         Ok(vip_id)
+    }
+
+    /// Stops serving `vip`: its packets go to the LB's own stack again; its reals are marked
+    /// down and their ids and the VIP's id are freed.
+    pub fn remove_vip(&mut self, vip: &VipSpec) -> Result<()> {
+        if !self.vip_ids.contains_key(vip) {
+            bail!("VIP {vip} is not configured");
+        }
+        // Reals first (set_reals rewrites the VIPS entry), then the VIP.
+        self.set_reals(vip, &[])?;
+        self.vips.remove(&vip.key()).context("removing from VIPS")?;
+        self.vip_ids.remove(vip);
+        self.vip_settings.remove(vip);
+        self.vip_meta.remove(vip);
+        self.vip_reals.remove(vip);
+        self.write_settings()?;
+        self.sync_endpoints()
+    }
+
+    /// Gives `vip` new settings, keeping its reals. Within a mode the VIP keeps its id and
+    /// its flows (a new scheduler applies to new flows); a new mode makes it a new VIP,
+    /// whose established flows move (they were rewritten the old mode's way).
+    pub fn change_vip(&mut self, vip: &VipSpec, settings: &VipSettings) -> Result<()> {
+        let old = self
+            .vip_settings
+            .get(vip)
+            .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?;
+        let reals = self.vip_reals.get(vip).cloned().unwrap_or_default();
+        if old.mode != settings.mode {
+            self.remove_vip(vip)?;
+            self.add_vip(*vip, settings)?;
+            return self.set_reals(vip, &reals);
+        }
+        let vip_id = self.vip_ids[vip];
+        if settings.mode == Mode::OneArm {
+            self.snat_pools
+                .set(vip_id, snat_pool(vip, settings)?, 0)
+                .context("writing SNAT_POOLS")?;
+        }
+        let meta = VipMeta {
+            sched: settings.balance.code(),
+            hash: settings.hash.code(),
+            flags: vip_flags(settings),
+            timeouts: settings.timeouts,
+            ..self.vip_meta[vip]
+        };
+        self.write_meta(vip, meta)?;
+        self.vip_settings.insert(*vip, settings.clone());
+        // The ring follows the new scheduler and table size.
+        self.set_reals(vip, &reals)
+    }
+
+    /// The VIPs served, with their settings and reals as last set.
+    pub fn served(&self) -> impl Iterator<Item = (&VipSpec, &VipSettings, &[Real])> {
+        self.vip_settings.iter().map(|(vip, settings)| {
+            let reals = self.vip_reals.get(vip).map_or(&[][..], Vec::as_slice);
+            (vip, settings, reals)
+        })
     }
 
     /// Replaces the reals of `vip`, as one change: new flows are scheduled over the new set
@@ -252,6 +306,14 @@ impl Datapath {
             .set(vip_id, &ring, 0)
             .context("installing a ring in RINGS")?;
         Ok(())
+    }
+}
+
+fn vip_flags(settings: &VipSettings) -> u8 {
+    if settings.pass_when_empty {
+        VIP_PASS_WHEN_EMPTY
+    } else {
+        0
     }
 }
 

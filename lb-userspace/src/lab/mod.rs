@@ -14,6 +14,6 @@ pub use netns::{unique_prefix, Netns, NsThread};
 pub use servers::{drive_tcp, drive_tcp_padded, drive_udp, Reply, Server};
 pub use sessions::{EchoServer, SessionState, Sessions, SESSION_PORT};
 pub use topology::{
-    Lab, LbProcess, ALT_PORT, BRIDGED_REAL_ADDRS, CLIENT_ADDR, LB_ADDR, LB_B_ADDR, REAL_ADDRS,
-    ROUTED_REAL_ADDRS, ROUTER_ADDRS, SNAT_ADDR, UDP_PORT, VIP_ADDR, VIP_PORT,
+    Lab, LbProcess, ALT_PORT, BRIDGED_REAL_ADDRS, CLIENT_ADDR, HOST_IFACE, LB_ADDR, LB_B_ADDR,
+    REAL_ADDRS, ROUTED_REAL_ADDRS, ROUTER_ADDRS, SNAT_ADDR, UDP_PORT, VIP_ADDR, VIP_PORT,
 };

@@ -420,8 +420,38 @@ impl Lab {
         let mut full = vec!["attach".to_owned()];
         full.extend(self.lb_ifaces());
         full.extend_from_slice(args);
+        // Each lab's balancer has its own admin socket: labs run side by side.
+        full.extend([
+            "--socket".to_owned(),
+            self.lb_socket().display().to_string(),
+        ]);
         self.lb_process = Some(spawn_lbctl(&self.lb, lbctl, &full)?);
         Ok(())
+    }
+
+    /// The admin socket of the lab's balancer.
+    pub fn lb_socket(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("{}.sock", self.lb.name()))
+    }
+
+    /// Runs `lbctl ARGS... --socket SOCKET` against the lab's balancer: its output, or its
+    /// error output as the error.
+    pub fn lbctl(&self, lbctl: &Path, args: &[&str]) -> Result<String> {
+        let out = std::process::Command::new(lbctl)
+            .args(args)
+            .arg("--socket")
+            .arg(self.lb_socket())
+            .output()
+            .with_context(|| format!("running {}", lbctl.display()))?;
+        if !out.status.success() {
+            bail!(
+                "`lbctl {}` failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Runs `lbctl decap attach eth0` in every real and waits until each is attached.

@@ -1,0 +1,115 @@
+//! The admin socket: how `lbctl vip|real|reload|status|detach` talk to a running `lbctl
+//! attach`. A root-only Unix stream socket; one JSON request per line, one JSON response per
+//! line (a shell can speak it: `echo '{"command":"status"}' | socat - UNIX:/run/lbctl.sock`).
+
+pub mod client;
+pub mod server;
+pub mod show;
+
+use serde::{Deserialize, Serialize};
+
+use crate::edit::{Edit, RealRef};
+use crate::spec::VipSpec;
+
+/// Where `lbctl attach` listens and the other commands connect, unless `--socket` says.
+pub const DEFAULT_SOCKET: &str = "/run/lbctl.sock";
+
+/// What a command asks of the daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    VipList,
+    /// The reals of one VIP, or of all.
+    RealList {
+        vip: Option<VipSpec>,
+    },
+    /// A change to the served VIPs and reals, checked and applied as a reload is.
+    Edit {
+        edit: Edit,
+    },
+    /// Read the configuration file again and apply it; runtime edits not in it are undone.
+    Reload,
+    /// Stop balancing on one interface; on the last one, the daemon stops.
+    Detach {
+        iface: String,
+    },
+}
+
+/// The daemon's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Response {
+    Status(Status),
+    Vips {
+        vips: Vec<VipRow>,
+    },
+    Reals {
+        reals: Vec<RealRow>,
+    },
+    /// Done, and what changed.
+    Done {
+        message: String,
+    },
+    /// Refused or failed; nothing changed unless `message` says otherwise.
+    Error {
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    /// The configuration file, or "command line".
+    pub source: String,
+    pub interfaces: Vec<IfaceRow>,
+    pub vips: usize,
+    pub reals: usize,
+    /// Reals taking new flows.
+    pub reals_up: usize,
+    pub packets_forwarded: u64,
+    pub packets_not_forwarded: u64,
+    /// Where the maps and links are pinned.
+    pub pinned: String,
+    /// Whether forwarding goes on after the daemon stops.
+    pub keep_on_exit: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IfaceRow {
+    pub name: String,
+    /// native or generic.
+    pub xdp: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipRow {
+    pub vip: VipSpec,
+    pub mode: String,
+    pub balance: String,
+    pub check: Option<String>,
+    pub when_empty: String,
+    pub reals: usize,
+    pub reals_up: usize,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RealRow {
+    pub vip: VipSpec,
+    pub real: RealRef,
+    pub weight: u16,
+    /// ready, drain or maint: what the operator set.
+    pub state: String,
+    /// up, down or unchecked: what the checks found.
+    pub health: String,
+    /// Its next hop's MAC, or why there is none.
+    pub mac: String,
+    /// Whether it takes new flows now.
+    pub serving: bool,
+    /// The last check's result when it is down.
+    pub why: Option<String>,
+}

@@ -1,0 +1,162 @@
+//! The commands that talk to a running `lbctl attach` over its admin socket.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use super::vip_flags::VipFlags;
+use crate::{
+    admin::{client, show, Request, DEFAULT_SOCKET},
+    edit::{Edit, RealRef},
+    service::Service,
+    spec::{RealSpec, RealState, VipSpec},
+};
+
+/// Where the running lbctl is, and how to print its answer.
+#[derive(Args, Clone, Debug)]
+pub struct Talk {
+    /// The admin socket of the lbctl to talk to (`lbctl attach --socket`).
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_SOCKET, env = "LBCTL_SOCKET")]
+    pub socket: PathBuf,
+    /// Print the answer as JSON, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum VipCommand {
+    /// List the VIPs served: mode, scheduler, check, reals taking new flows, packets.
+    List,
+    /// Serve a new VIP, as `lbctl attach --vip` would; its reals are resolved first.
+    Add {
+        /// ADDRESS:PORT/PROTO (tcp or udp).
+        vip: VipSpec,
+        #[command(flatten)]
+        flags: VipFlags,
+        /// Real server: ADDRESS or ADDRESS:PORT, then `,weight=N` and `,state=...`. Repeat.
+        #[arg(long = "real", value_name = "REAL", required = true)]
+        reals: Vec<RealSpec>,
+    },
+    /// Stop serving a VIP: its packets go to the LB's own stack again.
+    Del {
+        /// ADDRESS:PORT/PROTO.
+        vip: VipSpec,
+    },
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum RealCommand {
+    /// List the reals: weight, state, health, MAC, whether they take new flows.
+    List {
+        /// Only this VIP's.
+        #[arg(long)]
+        vip: Option<VipSpec>,
+    },
+    /// Add a real to a VIP: ADDRESS or ADDRESS:PORT, then `,weight=N` and `,state=...`.
+    Add {
+        real: RealSpec,
+        /// The VIP it serves.
+        #[arg(long)]
+        vip: VipSpec,
+    },
+    /// Remove a real: its flows move to the others.
+    Del {
+        /// ADDRESS, or ADDRESS:PORT.
+        real: RealRef,
+        /// Only in this VIP [default: every VIP that has it].
+        #[arg(long)]
+        vip: Option<VipSpec>,
+    },
+    /// Change a real's weight (0 to 256; 0 drains).
+    Weight {
+        /// ADDRESS, or ADDRESS:PORT.
+        real: RealRef,
+        weight: u16,
+        /// Only in this VIP [default: every VIP that has it].
+        #[arg(long)]
+        vip: Option<VipSpec>,
+    },
+    /// Take no new flows; established ones stay until they end (HAProxy's drain).
+    Drain {
+        /// ADDRESS, or ADDRESS:PORT.
+        real: RealRef,
+        /// Only in this VIP [default: every VIP that has it].
+        #[arg(long)]
+        vip: Option<VipSpec>,
+    },
+    /// Take no flows at all: established ones move to the other reals (maintenance).
+    Maint {
+        /// ADDRESS, or ADDRESS:PORT.
+        real: RealRef,
+        /// Only in this VIP [default: every VIP that has it].
+        #[arg(long)]
+        vip: Option<VipSpec>,
+    },
+    /// Back from drain or maint: take new flows again (when its checks pass).
+    Ready {
+        /// ADDRESS, or ADDRESS:PORT.
+        real: RealRef,
+        /// Only in this VIP [default: every VIP that has it].
+        #[arg(long)]
+        vip: Option<VipSpec>,
+    },
+}
+
+impl VipCommand {
+    pub fn request(self) -> Request {
+        match self {
+            VipCommand::List => Request::VipList,
+            VipCommand::Add { vip, flags, reals } => Request::Edit {
+                edit: Edit::AddVip {
+                    service: Service {
+                        vip,
+                        settings: flags.settings(),
+                        reals,
+                    },
+                },
+            },
+            VipCommand::Del { vip } => Request::Edit {
+                edit: Edit::DelVip { vip },
+            },
+        }
+    }
+}
+
+impl RealCommand {
+    pub fn request(self) -> Request {
+        let state = |vip, real, state| Request::Edit {
+            edit: Edit::State { vip, real, state },
+        };
+        match self {
+            RealCommand::List { vip } => Request::RealList { vip },
+            RealCommand::Add { real, vip } => Request::Edit {
+                edit: Edit::AddReal { vip, real },
+            },
+            RealCommand::Del { real, vip } => Request::Edit {
+                edit: Edit::DelReal { vip, real },
+            },
+            RealCommand::Weight { real, weight, vip } => Request::Edit {
+                edit: Edit::Weight { vip, real, weight },
+            },
+            RealCommand::Drain { real, vip } => state(vip, real, RealState::Drain),
+            RealCommand::Maint { real, vip } => state(vip, real, RealState::Maint),
+            RealCommand::Ready { real, vip } => state(vip, real, RealState::Ready),
+        }
+    }
+}
+
+/// Sends `request`, prints the answer; an error answer fails the command.
+pub async fn talk(talk: &Talk, request: Request) -> Result<()> {
+    let response = client::call(&talk.socket, &request).await?;
+    let (text, ok) = show::render(&response, talk.json);
+    if ok {
+        print!("{text}");
+        Ok(())
+    } else if talk.json {
+        print!("{text}");
+        anyhow::bail!("lbctl refused the command")
+    } else {
+        anyhow::bail!("{}", text.trim_end().trim_start_matches("error: "))
+    }
+}

@@ -1,0 +1,236 @@
+//! `lbctl`'s command line: what each command takes (the `///` docs are its help) and what
+//! it runs.
+
+pub mod admin;
+pub mod vip_flags;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::info;
+
+use crate::{
+    admin::{Request, DEFAULT_SOCKET},
+    config, daemon,
+    datapath::{self, AttachMode, Datapath},
+    doctor::{self, DoctorRealArgs},
+    service::{self, Service},
+    spec::{RealSpec, VipSpec},
+    stats,
+};
+use admin::{RealCommand, Talk, VipCommand};
+use vip_flags::VipFlags;
+
+/// An L4 load balancer on XDP: rewrites packets for virtual services (VIPs) in the kernel
+/// and sends them to real servers.
+#[derive(Parser)]
+#[command(name = "lbctl", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the balancer on one or more interfaces and forward VIP traffic until
+    /// SIGINT/SIGTERM, then detach. Runs in the foreground; other lbctl commands talk to it.
+    Attach(Box<AttachArgs>),
+    /// Check a configuration file without touching anything: every error names the file,
+    /// line and field.
+    CheckConfig {
+        /// The TOML file (see lbctl.example.toml).
+        file: PathBuf,
+    },
+    /// The running lbctl: interfaces, VIPs, reals taking flows, packets.
+    Status(Talk),
+    /// List, add and remove VIPs of the running lbctl.
+    Vip {
+        #[command(subcommand)]
+        command: VipCommand,
+        #[command(flatten)]
+        talk: Talk,
+    },
+    /// List, add, remove, weigh, drain and maintain reals of the running lbctl.
+    Real {
+        #[command(subcommand)]
+        command: RealCommand,
+        #[command(flatten)]
+        talk: Talk,
+    },
+    /// Make the running lbctl read its configuration file again and serve it (as SIGHUP):
+    /// only what changed changes, established flows stay on the reals that stay. Runtime
+    /// changes the file does not have are undone.
+    Reload(Talk),
+    /// Take the running lbctl off an interface; off its last one, it stops.
+    Detach {
+        /// An interface it is attached to.
+        iface: String,
+        #[command(flatten)]
+        talk: Talk,
+    },
+    /// Print the counters of the balancer attached to an interface: packets forwarded, and
+    /// every packet not forwarded by reason.
+    Stats {
+        /// Interface the balancer is attached to.
+        iface: String,
+    },
+    /// On a real server of tunnel-mode VIPs: unwrap the LB's IP-in-IP packets.
+    #[command(subcommand)]
+    Decap(DecapCommand),
+    /// Check a host for what being a real server needs, and say what to change.
+    #[command(subcommand)]
+    Doctor(DoctorCommand),
+    /// Build a lab of network namespaces (client, LB, three reals), balance real TCP
+    /// connections through it and print what happened. Needs root; leaves nothing behind.
+    Demo(crate::lab::demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum DecapCommand {
+    /// Attach the decapsulation program to an interface and keep it there until
+    /// SIGINT/SIGTERM: IP-in-IP (and 6in4) sent to the interface's IPv4 address is stripped
+    /// of its outer header and passed up the stack; all other traffic passes untouched.
+    Attach {
+        /// Interface the tunnelled packets arrive on.
+        iface: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DoctorCommand {
+    /// Run on a real server of dsr or tunnel VIPs: checks the VIPs are on lo, ARP sysctls,
+    /// rp_filter and the decap program, and prints the exact commands that fix what is not
+    /// right. Exits 1 unless all checks pass.
+    Real(DoctorRealArgs),
+}
+
+#[derive(Args)]
+struct AttachArgs {
+    /// Interfaces to attach to: where VIP traffic arrives and reals are reached. Name several
+    /// when the LB sits between networks (router mode: the clients' and the reals' side;
+    /// nat as a bridge: its ports).
+    #[arg(required = true, value_name = "IFACE")]
+    ifaces: Vec<String>,
+    /// Serve the VIPs of this file (TOML, see lbctl.example.toml), each with its own mode,
+    /// instead of --vip/--real. SIGHUP or `lbctl reload` reloads it.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["vips", "reals", "snat_pool", "snat_ports"])]
+    config: Option<PathBuf>,
+    /// Virtual service, ADDRESS:PORT/PROTO (tcp or udp). Repeat for several.
+    #[arg(long = "vip", value_name = "VIP", required_unless_present = "config")]
+    vips: Vec<VipSpec>,
+    /// Real server, ADDRESS or ADDRESS:PORT (a port other than the VIP's needs nat, router or
+    /// one-arm), then `,weight=N` (0-256, default 1; 0 drains) and `,state=ready|drain|maint`;
+    /// every --vip is balanced over all of them. Repeat for several.
+    #[arg(long = "real", value_name = "REAL", required_unless_present = "config")]
+    reals: Vec<RealSpec>,
+    /// How the --vip VIPs are served.
+    #[command(flatten)]
+    vip: VipFlags,
+    /// How long to wait for a real to answer ARP/ND when first named; one that does not is
+    /// reported and not used until it answers.
+    #[arg(long, default_value = "3", value_name = "SECONDS")]
+    resolve_timeout: u64,
+    /// The admin socket other lbctl commands talk to this one through (root only).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET, env = "LBCTL_SOCKET")]
+    socket: PathBuf,
+}
+
+impl AttachArgs {
+    /// The services the flags name, checked.
+    fn services(&self) -> Result<Vec<Service>> {
+        let settings = self.vip.settings();
+        let services: Vec<Service> = self
+            .vips
+            .iter()
+            .map(|vip| Service {
+                vip: *vip,
+                settings: settings.clone(),
+                reals: self.reals.clone(),
+            })
+            .collect();
+        service::validate(&services, datapath::possible_cpus()?)?;
+        Ok(services)
+    }
+}
+
+impl Cli {
+    /// Runs the command.
+    pub fn run(self) -> Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        match self.command {
+            Command::Attach(args) => rt.block_on(attach(*args)),
+            Command::CheckConfig { file } => check_config(&file),
+            Command::Status(talk) => rt.block_on(admin::talk(&talk, Request::Status)),
+            Command::Vip { command, talk } => rt.block_on(admin::talk(&talk, command.request())),
+            Command::Real { command, talk } => rt.block_on(admin::talk(&talk, command.request())),
+            Command::Reload(talk) => rt.block_on(admin::talk(&talk, Request::Reload)),
+            Command::Detach { iface, talk } => {
+                rt.block_on(admin::talk(&talk, Request::Detach { iface }))
+            }
+            Command::Stats { iface } => {
+                rt.block_on(async { stats::read_attached(&iface).await.map(|s| print!("{s}")) })
+            }
+            Command::Decap(DecapCommand::Attach { iface }) => rt.block_on(decap(&iface)),
+            Command::Demo(args) => crate::lab::demo::run(&args),
+            Command::Doctor(DoctorCommand::Real(args)) => {
+                // check_real runs its own runtime: not inside `rt`.
+                drop(rt);
+                let report = doctor::check_real(&args)?;
+                println!("{report}");
+                if !report.all_ok() {
+                    anyhow::bail!("this real needs the changes above");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn attach(args: AttachArgs) -> Result<()> {
+    let source = match &args.config {
+        Some(path) => daemon::Source::File(path.clone()),
+        None => daemon::Source::Flags(args.services()?),
+    };
+    daemon::run(daemon::Options {
+        ifaces: args.ifaces,
+        source,
+        resolve_timeout: Duration::from_secs(args.resolve_timeout),
+        socket: args.socket,
+    })
+    .await
+}
+
+fn check_config(path: &std::path::Path) -> Result<()> {
+    let services = config::load(path, datapath::possible_cpus()?)?;
+    for s in &services {
+        let reals: Vec<String> = s.reals.iter().map(|r| r.to_string()).collect();
+        println!("{}  {}  {}", s.vip, s.settings.mode, reals.join(" "));
+    }
+    println!("{}: {} VIPs, valid", path.display(), services.len());
+    Ok(())
+}
+
+async fn decap(iface: &str) -> Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut dp = Datapath::load()?;
+    let how = dp.attach_decap(iface)?;
+    info!(
+        %iface,
+        xdp = match how { AttachMode::Native => "native", AttachMode::Generic => "generic" },
+        "attached; decapsulating until SIGINT/SIGTERM"
+    );
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM"),
+        _ = int.recv() => info!("SIGINT"),
+    }
+    let counters = dp.counters()?;
+    drop(dp);
+    info!(%iface, decapsulated = counters.forwarded.packets, "detached");
+    Ok(())
+}

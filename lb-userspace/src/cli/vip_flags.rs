@@ -1,0 +1,75 @@
+//! How a VIP is served, as flags: shared by `lbctl attach --vip` and `lbctl vip add`.
+
+use std::net::IpAddr;
+
+use clap::Args;
+use lb_common::Timeouts;
+
+use crate::{
+    health::Check,
+    maglev,
+    service::VipSettings,
+    spec::{Balance, HashFields, Mode, PortRange},
+};
+
+#[derive(Args, Clone, Debug)]
+pub struct VipFlags {
+    /// Forwarding mode.
+    #[arg(long, value_enum, default_value_t = Mode::Dsr)]
+    pub mode: Mode,
+    /// How new flows are spread over the reals.
+    #[arg(long, value_enum, default_value_t = Balance::Maglev)]
+    pub balance: Balance,
+    /// maglev: what the flow hash covers.
+    #[arg(long, value_enum, default_value_t = HashFields::FiveTuple)]
+    pub hash: HashFields,
+    /// maglev and source: the table's size, a prime; larger spreads finer (at least the
+    /// number of reals; 100 slots per real or more is good).
+    #[arg(long, value_name = "PRIME", default_value_t = maglev::DEFAULT_SIZE)]
+    pub maglev_size: u32,
+    /// one-arm: LB-owned source addresses for the flows [default: the address of the
+    /// interface the reals are reached through].
+    #[arg(long, value_name = "ADDRESS,...", value_delimiter = ',')]
+    pub snat_pool: Vec<IpAddr>,
+    /// one-arm: source ports for the flows.
+    #[arg(long, value_name = "MIN-MAX", default_value_t = PortRange::SNAT_DEFAULT)]
+    pub snat_ports: PortRange,
+    /// Check the reals' health, HAProxy-like: `tcp`, `http,path=/health,status=200` or
+    /// `udp,payload=ping`, then `,inter=2s,fastinter=..,downinter=..,rise=2,fall=3,timeout=..,
+    /// port=N`. A real failing `fall` checks in a row is down (its flows move) until `rise`
+    /// checks pass.
+    #[arg(long, value_name = "CHECK")]
+    pub check: Option<Check>,
+    /// With no real up, pass new flows to the LB's own stack instead of dropping them.
+    #[arg(long)]
+    pub pass_when_empty: bool,
+    /// Seconds a TCP flow lives without packets (nat, router, one-arm).
+    #[arg(long, value_name = "SECONDS", default_value_t = Timeouts::DEFAULT.tcp)]
+    pub tcp_timeout: u32,
+    /// Seconds a TCP flow lives without packets once a FIN was seen.
+    #[arg(long, value_name = "SECONDS", default_value_t = Timeouts::DEFAULT.tcp_fin)]
+    pub tcp_fin_timeout: u32,
+    /// Seconds a UDP flow lives without packets.
+    #[arg(long, value_name = "SECONDS", default_value_t = Timeouts::DEFAULT.udp)]
+    pub udp_timeout: u32,
+}
+
+impl VipFlags {
+    pub fn settings(&self) -> VipSettings {
+        VipSettings {
+            mode: self.mode,
+            balance: self.balance,
+            hash: self.hash,
+            maglev_size: self.maglev_size,
+            timeouts: Timeouts {
+                tcp: self.tcp_timeout,
+                tcp_fin: self.tcp_fin_timeout,
+                udp: self.udp_timeout,
+            },
+            snat_pool: self.snat_pool.clone(),
+            snat_ports: self.snat_ports,
+            check: self.check.clone(),
+            pass_when_empty: self.pass_when_empty,
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The daemon's answers to admin requests (`lbctl status`, `vip list`, `real drain`, ...).
+
+use std::time::Instant;
+
+use super::running::Running;
+use crate::{
+    admin::{IfaceRow, RealRow, Response, Status, VipRow},
+    checks::real_key,
+    datapath::AttachMode,
+    edit::RealRef,
+    resolve::fmt_mac,
+    spec::VipSpec,
+};
+
+/// What `status` reports besides the running state.
+pub struct Facts {
+    pub started: Instant,
+    pub source: String,
+    pub attached: Vec<(String, AttachMode)>,
+    pub pinned: String,
+    pub keep_on_exit: bool,
+}
+
+pub fn status(r: &Running, facts: &Facts) -> Response {
+    let counters = match r.dp.counters() {
+        Ok(c) => c,
+        Err(e) => return error(e),
+    };
+    let not_forwarded = counters.reasons.iter().map(|(_, c)| c.packets).sum();
+    let (mut reals, mut up) = (0, 0);
+    for i in 0..r.current.services.len() {
+        let e = r.effective(i);
+        reals += e.len();
+        up += e.iter().filter(|x| !x.down && x.weight > 0).count();
+    }
+    Response::Status(Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        uptime_secs: facts.started.elapsed().as_secs(),
+        source: facts.source.clone(),
+        interfaces: facts
+            .attached
+            .iter()
+            .map(|(name, how)| IfaceRow {
+                name: name.clone(),
+                xdp: match how {
+                    AttachMode::Native => "native",
+                    AttachMode::Generic => "generic",
+                }
+                .into(),
+            })
+            .collect(),
+        vips: r.current.services.len(),
+        reals,
+        reals_up: up,
+        packets_forwarded: counters.forwarded.packets + counters.replies.packets,
+        packets_not_forwarded: not_forwarded,
+        pinned: facts.pinned.clone(),
+        keep_on_exit: facts.keep_on_exit,
+    })
+}
+
+pub fn vips(r: &Running) -> Response {
+    let mut rows = Vec::new();
+    for (i, s) in r.current.services.iter().enumerate() {
+        let reals = r.effective(i);
+        let counters = match r.dp.vip_forwarded(&s.vip) {
+            Ok(c) => c,
+            Err(e) => return error(e),
+        };
+        rows.push(VipRow {
+            vip: s.vip,
+            mode: s.settings.mode.to_string(),
+            balance: s.settings.balance.to_string(),
+            check: s.settings.check.as_ref().map(|c| c.to_string()),
+            when_empty: if s.settings.pass_when_empty {
+                "pass"
+            } else {
+                "drop"
+            }
+            .into(),
+            reals: reals.len(),
+            reals_up: reals.iter().filter(|x| !x.down && x.weight > 0).count(),
+            packets: counters.requests.packets + counters.replies.packets,
+            bytes: counters.requests.bytes + counters.replies.bytes,
+        });
+    }
+    Response::Vips { vips: rows }
+}
+
+pub fn reals(r: &Running, only: Option<VipSpec>) -> Response {
+    if let Some(v) = only {
+        if !r.current.services.iter().any(|s| s.vip == v) {
+            return Response::Error {
+                message: format!("no VIP {v} (see `lbctl vip list`)"),
+            };
+        }
+    }
+    let mut rows = Vec::new();
+    for (i, s) in r.current.services.iter().enumerate() {
+        if only.is_some_and(|v| v != s.vip) {
+            continue;
+        }
+        for (spec, real) in s.reals.iter().zip(r.effective(i)) {
+            let key = real_key(&s.vip, &real);
+            let unresolved = r.current.unresolved.get(&key);
+            let health = r.health.get(&key);
+            let (health_word, why) = match (&s.settings.check, health) {
+                (None, _) => ("unchecked", None),
+                (Some(_), None) => ("up", None),
+                (Some(_), Some((true, _))) => ("up", None),
+                (Some(_), Some((false, why))) => ("down", Some(why.clone())),
+            };
+            rows.push(RealRow {
+                vip: s.vip,
+                real: RealRef {
+                    addr: real.addr,
+                    port: real.port,
+                },
+                weight: spec.weight,
+                state: spec.state.to_string(),
+                health: health_word.into(),
+                mac: match unresolved {
+                    Some(_) => "unresolved".into(),
+                    None => fmt_mac(&real.mac),
+                },
+                serving: !real.down && real.weight > 0,
+                why: unresolved.cloned().or(why),
+            });
+        }
+    }
+    Response::Reals { reals: rows }
+}
+
+pub fn error(e: anyhow::Error) -> Response {
+    Response::Error {
+        message: format!("{e:#}"),
+    }
+}

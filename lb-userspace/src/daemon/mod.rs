@@ -1,0 +1,300 @@
+//! `lbctl attach`: the balancer's life. The configuration is checked and the admin socket
+//! claimed before anything is touched; then reals are resolved, the datapath filled and
+//! attached. While it runs, one loop takes every change in turn: health checks taking reals
+//! down and up, admin commands, SIGHUP reloads, and a sweep of idle leastconn flows every
+//! second. SIGINT/SIGTERM (or detaching the last interface) stop it.
+
+mod answer;
+mod running;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
+use tracing::{debug, info, warn};
+
+use crate::{
+    admin::{server::AdminSocket, Request, Response},
+    checks::{Checks, Event},
+    config,
+    datapath::{self, AttachMode, Datapath},
+    edit,
+    health::Change,
+    neigh_watch::{self, NeighbourChange, NeighbourWatch},
+    resolve,
+    service::Service,
+};
+use running::Running;
+
+/// Where the services come from.
+pub enum Source {
+    /// A configuration file, reloaded on SIGHUP and `lbctl reload`.
+    File(PathBuf),
+    /// Command-line flags, checked.
+    Flags(Vec<Service>),
+}
+
+/// How `lbctl attach` runs, besides what it serves.
+pub struct Options {
+    pub ifaces: Vec<String>,
+    pub source: Source,
+    /// How long to wait for reals to answer ARP/ND when they are first named.
+    pub resolve_timeout: Duration,
+    pub socket: PathBuf,
+}
+
+/// How often leastconn's idle flows are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Serves until SIGINT or SIGTERM, or until its last interface is detached.
+pub async fn run(opts: Options) -> Result<()> {
+    // Signals first: a Ctrl-C during set-up is handled (after it) instead of killing lbctl
+    // half-way with neighbour entries added.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let services = match &opts.source {
+        Source::File(path) => config::load(path, datapath::possible_cpus()?)?,
+        Source::Flags(services) => services.clone(),
+    };
+    let (_socket, mut calls) = AdminSocket::listen(&opts.socket)?;
+    let (mut running, attached) = start(&opts, services).await?;
+    running.log_services();
+    let facts = answer::Facts {
+        started: Instant::now(),
+        source: match &opts.source {
+            Source::File(p) => p.display().to_string(),
+            Source::Flags(_) => "command line".into(),
+        },
+        attached: opts.ifaces.iter().cloned().zip(attached).collect(),
+        pinned: "-".into(),
+        keep_on_exit: false,
+    };
+    let mut facts = facts;
+    info!(
+        ifaces = %opts.ifaces.join(","),
+        xdp = %facts.attached.iter().map(|(_, h)| mode_name(*h)).collect::<Vec<_>>().join(","),
+        vips = %running.current.services.iter().map(|s| s.vip.to_string()).collect::<Vec<_>>().join(","),
+        socket = %opts.socket.display(),
+        "attached; forwarding until SIGINT/SIGTERM (SIGHUP reloads)"
+    );
+
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut checks = start_checks(&running, &events_tx);
+    let (neighbours, mut neighbour_changes) = NeighbourWatch::start(
+        running.current.next_hops.iter().copied(),
+        neigh_watch::DEFAULT_REFRESH,
+    )
+    .await?;
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM"); break; }
+            _ = int.recv() => { info!("SIGINT"); break; }
+            _ = hup.recv() => {
+                match reload(&mut running, &opts).await {
+                    Ok(message) => info!("{message}"),
+                    Err(e) => warn!(error = %format!("{e:#}"), "reload refused"),
+                }
+                checks = start_checks(&running, &events_tx);
+                neighbours.set_wanted(running.current.next_hops.iter().copied());
+            }
+            Some(call) = calls.recv() => {
+                let stop = matches!(&call.request, Request::Detach { iface } if facts.attached.len() == 1 && facts.attached[0].0 == *iface);
+                let response = handle(&mut running, &opts, &mut facts, call.request).await;
+                let refused = matches!(response, Response::Error { .. });
+                // The checks follow the reals; each real keeps the health it had.
+                checks = start_checks(&running, &events_tx);
+                neighbours.set_wanted(running.current.next_hops.iter().copied());
+                // The caller may be gone; the change stands either way.
+                let _ = call.reply.send(response);
+                if stop && !refused {
+                    info!("the last interface was detached");
+                    break;
+                }
+            }
+            Some(event) = events.recv() => on_health(&mut running, event),
+            Some(change) = neighbour_changes.recv() => {
+                if on_neighbour(&mut running, change).await {
+                    checks = start_checks(&running, &events_tx);
+                    neighbours.set_wanted(running.current.next_hops.iter().copied());
+                }
+            }
+            _ = sweep.tick() => {
+                if let Err(e) = running.dp.sweep() {
+                    warn!(error = %format!("{e:#}"), "sweeping idle leastconn flows failed");
+                }
+            }
+        }
+    }
+    drop(checks);
+    let counters = running.dp.counters()?;
+    drop(running);
+    info!(ifaces = %opts.ifaces.join(","), forwarded = counters.forwarded.packets, replies = counters.replies.packets, "detached");
+    Ok(())
+}
+
+/// Resolves, loads, fills and attaches.
+async fn start(opts: &Options, services: Vec<Service>) -> Result<(Running, Vec<AttachMode>)> {
+    let current = resolve::resolve(&opts.ifaces, &services, opts.resolve_timeout).await?;
+    let dp = match Datapath::load() {
+        Ok(dp) => dp,
+        Err(e) => {
+            current.forget_neighbours().await;
+            return Err(e);
+        }
+    };
+    let mut running = Running {
+        ifaces: opts.ifaces.clone(),
+        dp,
+        configured: services,
+        current: resolve::Resolved::empty(),
+        health: BTreeMap::new(),
+    };
+    let filled = running
+        .serve(&current)
+        .and_then(|()| running.dp.attach_all(&current.interfaces));
+    match filled {
+        Ok(how) => {
+            running.current = current;
+            Ok((running, how))
+        }
+        Err(e) => {
+            current.forget_neighbours().await;
+            Err(e)
+        }
+    }
+}
+
+fn start_checks(running: &Running, events: &mpsc::UnboundedSender<Event>) -> Checks {
+    let known: BTreeMap<_, bool> = running
+        .health
+        .iter()
+        .map(|(k, (up, _))| (*k, *up))
+        .collect();
+    Checks::start(
+        &running.current.services,
+        &running.current.reals,
+        &known,
+        events,
+    )
+}
+
+fn on_health(running: &mut Running, event: Event) {
+    let (vip, addr, port) = event.real;
+    let up = event.change == Change::WentUp;
+    // Logged once the datapath has it: the line means the change is in effect.
+    match running.set_health(event.real, up, event.why.clone()) {
+        Err(e) => {
+            warn!(%vip, real = %addr, port, up, error = %format!("{e:#}"), "applying a health change failed")
+        }
+        Ok(()) if up => info!(%vip, real = %addr, port, "real is up: its checks pass again"),
+        Ok(()) => {
+            warn!(%vip, real = %addr, port, why = %event.why, "real is down: its checks fail; its flows move")
+        }
+    }
+}
+
+/// Follows a next hop's MAC: the kernel learnt a new one (a gratuitous ARP, an unsolicited
+/// NA, a real that came up), so everything is resolved again and what changed is applied.
+/// A MAC lost (an entry failing or deleted) is not followed: the last one stays in use, as
+/// such gaps are mostly brief and a real that is really gone fails its checks. Returns
+/// whether what is served changed.
+async fn on_neighbour(running: &mut Running, change: NeighbourChange) -> bool {
+    let Some(mac) = change.mac else {
+        debug!(addr = %change.addr, ifindex = change.ifindex, "a next hop lost its MAC; keeping the last one");
+        return false;
+    };
+    info!(addr = %change.addr, mac = %resolve::fmt_mac(&mac), "a next hop's MAC changed: following it");
+    let services = running.configured.clone();
+    // No waiting: the kernel has the new MAC already; hops still unresolved stay so.
+    match running.apply(services, Duration::ZERO).await {
+        Ok(changed) => {
+            info!(vips_changed = changed, "reals follow their next hops' MACs");
+            changed > 0
+        }
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "following a MAC change failed");
+            false
+        }
+    }
+}
+
+/// Reads the configuration file again and serves it.
+async fn reload(running: &mut Running, opts: &Options) -> Result<String> {
+    let Source::File(path) = &opts.source else {
+        anyhow::bail!("lbctl runs from command-line flags: there is no file to reload");
+    };
+    let services = config::load(path, datapath::possible_cpus()?)?;
+    let changed = running.apply(services, opts.resolve_timeout).await?;
+    running.log_services();
+    Ok(format!(
+        "reloaded {}: {changed} VIPs changed",
+        path.display()
+    ))
+}
+
+async fn handle(
+    running: &mut Running,
+    opts: &Options,
+    facts: &mut answer::Facts,
+    request: Request,
+) -> Response {
+    match request {
+        Request::Status => answer::status(running, facts),
+        Request::VipList => answer::vips(running),
+        Request::RealList { vip } => answer::reals(running, vip),
+        Request::Reload => match reload(running, opts).await {
+            Ok(message) => {
+                info!("{message}");
+                Response::Done { message }
+            }
+            Err(e) => answer::error(e),
+        },
+        Request::Edit { edit } => {
+            let (next, said) = match edit::apply(&running.configured, &edit) {
+                Ok(done) => done,
+                Err(message) => return Response::Error { message },
+            };
+            match running.apply(next, opts.resolve_timeout).await {
+                Ok(_) => {
+                    info!(change = %said, "runtime change");
+                    Response::Done { message: said }
+                }
+                Err(e) => answer::error(e),
+            }
+        }
+        Request::Detach { iface } => match running.dp.detach(&iface) {
+            Ok(()) => {
+                facts.attached.retain(|(name, _)| *name != iface);
+                info!(%iface, "detached from one interface");
+                Response::Done {
+                    message: format!("detached from {iface}"),
+                }
+            }
+            Err(e) => answer::error(e),
+        },
+    }
+}
+
+fn mode_name(how: AttachMode) -> &'static str {
+    match how {
+        AttachMode::Native => "native",
+        AttachMode::Generic => "generic",
+    }
+}
+
+/// The admin socket path a command uses.
+pub fn socket_path(given: Option<&Path>) -> PathBuf {
+    given.map_or_else(
+        || PathBuf::from(crate::admin::DEFAULT_SOCKET),
+        Path::to_path_buf,
+    )
+}
