@@ -54,6 +54,29 @@ pub mod map_names {
     pub const SWEPT: &str = "SWEPT";
     pub const OPEN: &str = "OPEN";
     pub const BENCH_FRAME: &str = "BENCH_FRAME";
+    pub const RR_CURSOR: &str = "RR_CURSOR";
+
+    /// The maps pinned while lbctl runs, which a restarted or upgraded lbctl takes over:
+    /// what is served (VIPs, reals, rings, interfaces), the flows and what they hold (SNAT
+    /// ports, leastconn counts, round-robin cursors), and the counters. Not pinned: the
+    /// per-CPU scratch space and the benchmarks' maps, which hold nothing between packets.
+    pub const KEPT: &[&str] = &[
+        VIPS,
+        REALS,
+        RINGS,
+        COUNTERS,
+        VIP_COUNTERS,
+        IFACES,
+        SETTINGS,
+        FLOWS,
+        SNAT_POOLS,
+        SNAT_CURSOR,
+        ENDPOINTS,
+        ACTIVE,
+        SWEPT,
+        OPEN,
+        RR_CURSOR,
+    ];
 }
 
 /// Program names in the object.

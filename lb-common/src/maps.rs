@@ -376,6 +376,14 @@ impl RealEntry {
     pub const fn weight(&self) -> u16 {
         self.weight
     }
+    /// The `REAL_*` state; 0: an unused slot.
+    pub const fn state(&self) -> u8 {
+        self.state
+    }
+    /// The real's own port, host order; 0: the VIP's.
+    pub const fn port(&self) -> u16 {
+        u16::from_be_bytes(self.port)
+    }
 }
 
 #[cfg(feature = "user")]

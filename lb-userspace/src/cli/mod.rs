@@ -14,7 +14,7 @@ use tracing::info;
 use crate::{
     admin::{Request, DEFAULT_SOCKET},
     config, daemon,
-    datapath::{self, AttachMode, Datapath},
+    datapath::{self, Datapath},
     doctor::{self, DoctorRealArgs},
     service::{self, Service},
     spec::{RealSpec, VipSpec},
@@ -64,11 +64,16 @@ enum Command {
     /// changes the file does not have are undone.
     Reload(Talk),
     /// Take the running lbctl off an interface; off its last one, it stops.
+    /// With no lbctl running, it removes what an earlier one left forwarding
+    /// (`--keep-on-exit`) from the pinned state.
     Detach {
         /// An interface it is attached to.
         iface: String,
         #[command(flatten)]
         talk: Talk,
+        /// The pinned state, with no lbctl running [default: /sys/fs/bpf/lbctl/IFACE].
+        #[arg(long, value_name = "DIR")]
+        pin_dir: Option<PathBuf>,
     },
     /// Print the counters of the balancer attached to an interface: packets forwarded, and
     /// every packet not forwarded by reason.
@@ -135,6 +140,16 @@ struct AttachArgs {
     /// The admin socket other lbctl commands talk to this one through (root only).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET, env = "LBCTL_SOCKET")]
     socket: PathBuf,
+    /// Where maps and links are pinned (on bpffs) [default: /sys/fs/bpf/lbctl/IFACE, after
+    /// the first interface]. An lbctl starting on state an earlier one left there takes it
+    /// over: its flows go on.
+    #[arg(long, value_name = "DIR")]
+    pin_dir: Option<PathBuf>,
+    /// When stopped, leave the program attached and forwarding with what it serves, for the
+    /// next lbctl (a restart, an upgrade) to take over without losing a flow. Without it,
+    /// stopping detaches and removes the pinned state.
+    #[arg(long)]
+    keep_on_exit: bool,
 }
 
 impl AttachArgs {
@@ -169,8 +184,17 @@ impl Cli {
             Command::Vip { command, talk } => rt.block_on(admin::talk(&talk, command.request())),
             Command::Real { command, talk } => rt.block_on(admin::talk(&talk, command.request())),
             Command::Reload(talk) => rt.block_on(admin::talk(&talk, Request::Reload)),
-            Command::Detach { iface, talk } => {
-                rt.block_on(admin::talk(&talk, Request::Detach { iface }))
+            Command::Detach {
+                iface,
+                talk,
+                pin_dir,
+            } => {
+                if std::os::unix::net::UnixStream::connect(&talk.socket).is_ok() {
+                    return rt.block_on(admin::talk(&talk, Request::Detach { iface }));
+                }
+                let dir = pin_dir.unwrap_or_else(|| datapath::pins::default_dir(&iface));
+                println!("{}", datapath::pins::detach_kept(&iface, &dir)?);
+                Ok(())
             }
             Command::Stats { iface } => {
                 rt.block_on(async { stats::read_attached(&iface).await.map(|s| print!("{s}")) })
@@ -196,11 +220,16 @@ async fn attach(args: AttachArgs) -> Result<()> {
         Some(path) => daemon::Source::File(path.clone()),
         None => daemon::Source::Flags(args.services()?),
     };
+    let pin_dir = args
+        .pin_dir
+        .unwrap_or_else(|| datapath::pins::default_dir(&args.ifaces[0]));
     daemon::run(daemon::Options {
         ifaces: args.ifaces,
         source,
         resolve_timeout: Duration::from_secs(args.resolve_timeout),
         socket: args.socket,
+        pin_dir,
+        keep_on_exit: args.keep_on_exit,
     })
     .await
 }
@@ -222,7 +251,7 @@ async fn decap(iface: &str) -> Result<()> {
     let how = dp.attach_decap(iface)?;
     info!(
         %iface,
-        xdp = match how { AttachMode::Native => "native", AttachMode::Generic => "generic" },
+        xdp = how.name(),
         "attached; decapsulating until SIGINT/SIGTERM"
     );
     tokio::select! {

@@ -43,11 +43,7 @@ pub fn status(r: &Running, facts: &Facts) -> Response {
             .iter()
             .map(|(name, how)| IfaceRow {
                 name: name.clone(),
-                xdp: match how {
-                    AttachMode::Native => "native",
-                    AttachMode::Generic => "generic",
-                }
-                .into(),
+                xdp: how.name().into(),
             })
             .collect(),
         vips: r.current.services.len(),

@@ -24,7 +24,7 @@ use crate::{
     admin::{server::AdminSocket, Request, Response},
     checks::{Checks, Event},
     config,
-    datapath::{self, AttachMode, Datapath},
+    datapath::{self, pins::StateDir, AttachMode, Datapath},
     edit,
     health::Change,
     neigh_watch::{self, NeighbourChange, NeighbourWatch},
@@ -48,6 +48,10 @@ pub struct Options {
     /// How long to wait for reals to answer ARP/ND when they are first named.
     pub resolve_timeout: Duration,
     pub socket: PathBuf,
+    /// Where maps and links are pinned.
+    pub pin_dir: PathBuf,
+    /// Leave the program forwarding when the daemon stops, for the next one to take over.
+    pub keep_on_exit: bool,
 }
 
 /// How often leastconn's idle flows are swept.
@@ -65,7 +69,9 @@ pub async fn run(opts: Options) -> Result<()> {
         Source::Flags(services) => services.clone(),
     };
     let (_socket, mut calls) = AdminSocket::listen(&opts.socket)?;
-    let (mut running, attached) = start(&opts, services).await?;
+    let pins = StateDir::open(&opts.pin_dir)?;
+    let (mut running, attached) = start(&opts, services, pins).await?;
+    running.dp.keep_on_exit(opts.keep_on_exit);
     running.log_services();
     let facts = answer::Facts {
         started: Instant::now(),
@@ -74,13 +80,13 @@ pub async fn run(opts: Options) -> Result<()> {
             Source::Flags(_) => "command line".into(),
         },
         attached: opts.ifaces.iter().cloned().zip(attached).collect(),
-        pinned: "-".into(),
-        keep_on_exit: false,
+        pinned: opts.pin_dir.display().to_string(),
+        keep_on_exit: opts.keep_on_exit,
     };
     let mut facts = facts;
     info!(
         ifaces = %opts.ifaces.join(","),
-        xdp = %facts.attached.iter().map(|(_, h)| mode_name(*h)).collect::<Vec<_>>().join(","),
+        xdp = %facts.attached.iter().map(|(_, h)| h.name()).collect::<Vec<_>>().join(","),
         vips = %running.current.services.iter().map(|s| s.vip.to_string()).collect::<Vec<_>>().join(","),
         socket = %opts.socket.display(),
         "attached; forwarding until SIGINT/SIGTERM (SIGHUP reloads)"
@@ -117,6 +123,8 @@ pub async fn run(opts: Options) -> Result<()> {
                 let _ = call.reply.send(response);
                 if stop && !refused {
                     info!("the last interface was detached");
+                    // Nothing left to keep forwarding.
+                    running.dp.keep_on_exit(false);
                     break;
                 }
             }
@@ -137,14 +145,22 @@ pub async fn run(opts: Options) -> Result<()> {
     drop(checks);
     let counters = running.dp.counters()?;
     drop(running);
-    info!(ifaces = %opts.ifaces.join(","), forwarded = counters.forwarded.packets, replies = counters.replies.packets, "detached");
+    if opts.keep_on_exit {
+        info!(pinned = %opts.pin_dir.display(), forwarded = counters.forwarded.packets, "stopped; the program keeps forwarding (--keep-on-exit) until the next lbctl takes over or `lbctl detach`");
+    } else {
+        info!(ifaces = %opts.ifaces.join(","), forwarded = counters.forwarded.packets, replies = counters.replies.packets, "detached");
+    }
     Ok(())
 }
 
-/// Resolves, loads, fills and attaches.
-async fn start(opts: &Options, services: Vec<Service>) -> Result<(Running, Vec<AttachMode>)> {
+/// Resolves, loads (taking over what an earlier lbctl left pinned), fills and attaches.
+async fn start(
+    opts: &Options,
+    services: Vec<Service>,
+    pins: StateDir,
+) -> Result<(Running, Vec<AttachMode>)> {
     let current = resolve::resolve(&opts.ifaces, &services, opts.resolve_timeout).await?;
-    let dp = match Datapath::load() {
+    let dp = match Datapath::load_pinned(pins) {
         Ok(dp) => dp,
         Err(e) => {
             current.forget_neighbours().await;
@@ -160,6 +176,7 @@ async fn start(opts: &Options, services: Vec<Service>) -> Result<(Running, Vec<A
     };
     let filled = running
         .serve(&current)
+        .and_then(|()| running.dp.retire_unclaimed())
         .and_then(|()| running.dp.attach_all(&current.interfaces));
     match filled {
         Ok(how) => {
@@ -281,13 +298,6 @@ async fn handle(
             }
             Err(e) => answer::error(e),
         },
-    }
-}
-
-fn mode_name(how: AttachMode) -> &'static str {
-    match how {
-        AttachMode::Native => "native",
-        AttachMode::Generic => "generic",
     }
 }
 

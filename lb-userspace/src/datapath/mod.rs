@@ -2,20 +2,24 @@
 //! in verbs: `add_vip`, `set_reals`, `attach`, `counters`.
 
 mod flows;
+pub mod pins;
+mod recover;
 mod ring_map;
 mod services;
 mod testrun;
+mod xdp_netlink;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    os::fd::AsFd as _,
 };
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{Array, ArrayOfMaps, HashMap, MapData, PerCpuArray},
     programs::{xdp::XdpLinkId, TestRun, TestRunOptions, Xdp, XdpMode},
-    Ebpf,
+    Ebpf, EbpfLoader,
 };
 use lb_common::{
     map_names, program_names, BenchFrame, Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealEntry,
@@ -24,6 +28,7 @@ use lb_common::{
     VIP_PASS_WHEN_EMPTY,
 };
 use tracing::warn;
+use xdp_netlink::{XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_FLAGS_UPDATE_IF_NOEXIST};
 
 use crate::{
     ring,
@@ -112,6 +117,18 @@ pub enum AttachMode {
     /// In the kernel's generic path, because the native attach failed (most often: the
     /// driver has no XDP support).
     Generic,
+    /// Through the link an earlier lbctl left attached, in the mode it chose.
+    TakenOver,
+}
+
+impl AttachMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+            AttachMode::TakenOver => "taken over",
+        }
+    }
 }
 
 /// The loaded program and its maps.
@@ -147,6 +164,45 @@ pub struct Datapath {
     endpoint_keys: BTreeSet<VipKey>,
     /// The program's attachments, by interface.
     links: BTreeMap<String, XdpLinkId>,
+    /// Where maps are pinned, if they are.
+    pins: Option<pins::StateDir>,
+    /// Interfaces the balancer is attached to over netlink (with pinned state): ifindex and
+    /// XDP mode flags.
+    netlink_attached: BTreeMap<String, (u32, u32)>,
+    /// Leave the pins when dropped (the program goes on forwarding); else remove them.
+    keep_pins: bool,
+}
+
+impl Drop for Datapath {
+    /// Without `keep_on_exit`, detaches from every interface and unpins the maps (freed once
+    /// this process closes them).
+    fn drop(&mut self) {
+        if self.keep_pins {
+            return;
+        }
+        let ifaces: Vec<String> = self.netlink_attached.keys().cloned().collect();
+        for iface in ifaces {
+            if let Err(e) = self.detach_netlink(&iface) {
+                warn!(%iface, error = %format!("{e:#}"), "could not detach; `ip link set dev IFACE xdp off` does");
+            }
+        }
+        if let Some(pins) = &self.pins {
+            if let Err(e) = pins.remove_all() {
+                warn!(error = %format!("{e:#}"), dir = %pins.path().display(), "could not remove the pinned state; remove it by hand, or the next lbctl takes it over");
+            }
+        }
+    }
+}
+
+/// What the kernel says of the loaded program `id`.
+pub(crate) fn program_info(id: u32) -> Result<aya::programs::ProgramInfo> {
+    for info in aya::programs::loaded_programs() {
+        let info = info.context("listing the loaded BPF programs")?;
+        if info.id() == id {
+            return Ok(info);
+        }
+    }
+    bail!("no BPF program has id {id}")
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -167,9 +223,37 @@ pub fn possible_cpus() -> Result<u32> {
 
 impl Datapath {
     /// Loads the embedded object into the kernel (programs verified, maps created, nothing
-    /// attached yet).
+    /// attached yet), with nothing pinned: for the decap program, tests and benchmarks.
     pub fn load() -> Result<Self> {
-        let mut ebpf = Ebpf::load(crate::LB_EBPF_OBJECT).context(
+        Self::load_with(None)
+    }
+
+    /// Loads the balancer with its state pinned in `dir`. When an earlier lbctl left state
+    /// there, its maps are taken over (refused if their layout is not this build's) and what
+    /// they serve is read back; its links are taken over by `attach_all`.
+    pub fn load_pinned(dir: pins::StateDir) -> Result<Self> {
+        let adopting = dir.has_maps();
+        if adopting {
+            let obj = aya_obj::Object::parse(crate::LB_EBPF_OBJECT)
+                .context("reading the embedded eBPF object")?;
+            dir.check_layout(&obj)?;
+        }
+        let mut dp = Self::load_with(Some(dir))?;
+        if adopting {
+            dp.recover()?;
+            dp.keep_pins = true;
+        }
+        Ok(dp)
+    }
+
+    fn load_with(pins: Option<pins::StateDir>) -> Result<Self> {
+        let mut loader = EbpfLoader::new();
+        if let Some(dir) = &pins {
+            for name in map_names::KEPT {
+                loader.map_pin_path(name, dir.map_path(name));
+            }
+        }
+        let mut ebpf = loader.load(crate::LB_EBPF_OBJECT).context(
             "loading the eBPF object failed: lbctl needs root (CAP_BPF + CAP_NET_ADMIN) and a kernel with BTF",
         )?;
         for name in [program_names::LB, program_names::PASS, program_names::DECAP] {
@@ -205,6 +289,9 @@ impl Datapath {
             swept_counts: BTreeMap::new(),
             endpoint_keys: BTreeSet::new(),
             links: BTreeMap::new(),
+            pins,
+            keep_pins: false,
+            netlink_attached: BTreeMap::new(),
         };
         dp.write_settings()?;
         Ok(dp)
@@ -251,14 +338,81 @@ impl Datapath {
             }
             self.set_interface(i.ifindex, i.config)?;
         }
-        ifaces
-            .iter()
-            .map(|i| self.attach_program(program_names::LB, &i.name))
-            .collect()
+        ifaces.iter().map(|i| self.attach_lb(&i.name)).collect()
+    }
+
+    /// Attaches the balancer to `iface`. With pinned state, over netlink (see
+    /// `xdp_netlink`): an earlier lbctl's program still attached there, on the maps this one
+    /// took over, is replaced by this one in one step; any other program is left alone.
+    fn attach_lb(&mut self, iface: &str) -> Result<AttachMode> {
+        let Some(pins) = &self.pins else {
+            return self.attach_program(program_names::LB, iface);
+        };
+        let flows_id = pins.map_id(map_names::FLOWS)?;
+        let ifindex = crate::iface::index(iface)?;
+        let prog = self.program(program_names::LB)?;
+        let fd = prog.fd().context("the balancer's program is not loaded")?;
+        let fd = fd.as_fd();
+        if let Some(old) = xdp_netlink::attached(ifindex)? {
+            let info = program_info(old.prog_id)?;
+            let name = info.name_as_str().unwrap_or("?");
+            let ours = name == program_names::LB
+                && info.map_ids()?.unwrap_or_default().contains(&flows_id);
+            if !ours {
+                bail!("{iface} has another XDP program attached ({name}, id {}): lbctl replaces only its own. If it is an lbctl's with another --pin-dir, stop that one; else detach it (`ip link set dev {iface} xdp off`)", old.prog_id);
+            }
+            let old_fd = info.fd().context("opening the attached program")?;
+            xdp_netlink::set(ifindex, Some(fd), old.mode, Some(old_fd.as_fd()))
+                .with_context(|| format!("swapping this program in on {iface}"))?;
+            self.netlink_attached
+                .insert(iface.to_owned(), (ifindex, old.mode));
+            return Ok(AttachMode::TakenOver);
+        }
+        let native = XDP_FLAGS_DRV_MODE | XDP_FLAGS_UPDATE_IF_NOEXIST;
+        let how = match xdp_netlink::set(ifindex, Some(fd), native, None) {
+            Ok(()) => (XDP_FLAGS_DRV_MODE, AttachMode::Native),
+            Err(e) => {
+                warn!(%iface, error = %format!("{e:#}"), "native XDP attach failed; falling back to generic (skb) mode, which is slower");
+                let generic = XDP_FLAGS_SKB_MODE | XDP_FLAGS_UPDATE_IF_NOEXIST;
+                xdp_netlink::set(ifindex, Some(fd), generic, None).with_context(|| {
+                    format!("attaching XDP to {iface} failed in native ({e:#}) and generic mode")
+                })?;
+                (XDP_FLAGS_SKB_MODE, AttachMode::Generic)
+            }
+        };
+        self.netlink_attached
+            .insert(iface.to_owned(), (ifindex, how.0));
+        Ok(how.1)
+    }
+
+    /// Takes this program off `iface` if it is attached there over netlink.
+    fn detach_netlink(&mut self, iface: &str) -> Result<bool> {
+        let Some((ifindex, mode)) = self.netlink_attached.remove(iface) else {
+            return Ok(false);
+        };
+        let prog = self.program(program_names::LB)?;
+        let fd = prog.fd().context("the balancer's program is not loaded")?;
+        xdp_netlink::set(ifindex, None, mode, Some(fd.as_fd()))
+            .with_context(|| format!("detaching from {iface}"))?;
+        Ok(true)
+    }
+
+    /// Leaves the program attached and the maps pinned when this is dropped, for the next
+    /// lbctl to take over (`--keep-on-exit`); by default everything is removed.
+    pub fn keep_on_exit(&mut self, keep: bool) {
+        self.keep_pins = keep;
+    }
+
+    /// Where the state is pinned, if it is.
+    pub fn pin_dir(&self) -> Option<&std::path::Path> {
+        self.pins.as_ref().map(pins::StateDir::path)
     }
 
     /// Takes the balancer off `iface`; the other interfaces keep it.
     pub fn detach(&mut self, iface: &str) -> Result<()> {
+        if self.detach_netlink(iface)? {
+            return Ok(());
+        }
         let link = self
             .links
             .remove(iface)

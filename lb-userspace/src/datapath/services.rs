@@ -7,26 +7,40 @@ impl Datapath {
     /// Starts serving `vip` as `settings` say, with no reals yet (its packets are dropped as
     /// `drop_no_real` until `set_reals`). A one-arm VIP needs its SNAT pool filled in.
     pub fn add_vip(&mut self, vip: VipSpec, settings: &VipSettings) -> Result<u32> {
-        if self.vip_ids.contains_key(&vip) {
+        if self.vip_settings.contains_key(&vip) {
             bail!("VIP {vip} is already configured");
         }
+        // Found in the pinned maps of an earlier lbctl: it keeps its id, and its ring serves
+        // until set_reals swaps in the new one.
+        let adopted = self.vip_ids.get(&vip).map(|id| (*id, self.vip_meta[&vip]));
         let used: BTreeSet<u32> = self.vip_ids.values().copied().collect();
-        let vip_id = (0..MAX_VIPS)
-            .find(|id| !used.contains(id))
-            .ok_or_else(|| anyhow!("cannot add {vip}: all {MAX_VIPS} VIP slots are in use"))?;
+        let vip_id = match adopted {
+            Some((id, _)) => id,
+            None => (0..MAX_VIPS)
+                .find(|id| !used.contains(id))
+                .ok_or_else(|| anyhow!("cannot add {vip}: all {MAX_VIPS} VIP slots are in use"))?,
+        };
         if settings.mode == Mode::OneArm {
             self.snat_pools
                 .set(vip_id, snat_pool(&vip, settings)?, 0)
                 .context("writing SNAT_POOLS")?;
         }
-        // The ring goes in before the VIP entry, so no packet ever finds a VIP without one.
-        self.install_ring(vip_id, &[])?;
-        let meta = VipMeta {
+        let mut meta = VipMeta {
             sched: settings.balance.code(),
             hash: settings.hash.code(),
             flags: vip_flags(settings),
             ..VipMeta::new(vip_id, settings.mode.code(), settings.timeouts)
         };
+        match adopted {
+            Some((_, old)) if old.mode == meta.mode => meta.ring_size = old.ring_size,
+            Some(_) => {
+                // Another mode than before: its old flows move (as `change_vip` does).
+                self.remove_vip(&vip)?;
+                return self.add_vip(vip, settings);
+            }
+            // The ring goes in before the VIP entry: no packet finds a VIP without one.
+            None => self.install_ring(vip_id, &[])?,
+        }
         self.vips
             .insert(vip.key(), meta, 0)
             .context("writing VIPS")?;
@@ -41,12 +55,14 @@ impl Datapath {
     /// Stops serving `vip`: its packets go to the LB's own stack again; its reals are marked
     /// down and their ids and the VIP's id are freed.
     pub fn remove_vip(&mut self, vip: &VipSpec) -> Result<()> {
-        if !self.vip_ids.contains_key(vip) {
-            bail!("VIP {vip} is not configured");
-        }
-        // Reals first (set_reals rewrites the VIPS entry), then the VIP.
-        self.set_reals(vip, &[])?;
+        let vip_id = *self
+            .vip_ids
+            .get(vip)
+            .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?;
+        // The VIP first: from here no packet is scheduled for it.
         self.vips.remove(&vip.key()).context("removing from VIPS")?;
+        self.retire_reals(vip, vip_id, &BTreeSet::new())?;
+        self.install_ring(vip_id, &[])?;
         self.vip_ids.remove(vip);
         self.vip_settings.remove(vip);
         self.vip_meta.remove(vip);
@@ -140,31 +156,8 @@ impl Datapath {
         for (id, entry) in going_down {
             self.reals.set(id, entry, 0).context("writing REALS")?;
         }
-        // Reals no longer in the VIP: down, so their flows move; their ids free for reuse,
-        // last (a flow also names its real's VIP and address, checked with the id).
         let kept: BTreeSet<RealKey> = reals.iter().map(|r| real_key(vip, r)).collect();
-        let gone: Vec<(RealKey, u32)> = self
-            .real_ids
-            .iter()
-            .filter(|(k, _)| k.0 == *vip && !kept.contains(*k))
-            .map(|(k, id)| (*k, *id))
-            .collect();
-        for (key, id) in gone {
-            if let Some(old) = self
-                .vip_reals
-                .get(vip)
-                .and_then(|rs| rs.iter().find(|r| real_key(vip, r) == key))
-            {
-                self.reals
-                    .set(
-                        id,
-                        old.entry().with_vip(meta.vip_id).with_state(REAL_DOWN),
-                        0,
-                    )
-                    .context("writing REALS")?;
-            }
-            self.real_ids.remove(&key);
-        }
+        self.retire_reals(vip, meta.vip_id, &kept)?;
         self.vip_reals.insert(*vip, reals.to_vec());
         self.sync_endpoints()
     }
@@ -193,6 +186,30 @@ impl Datapath {
             .ok_or_else(|| anyhow!("{addr} port {want} is not a real of VIP {vip}"))?;
         real.weight = weight;
         self.set_reals(vip, &reals)
+    }
+
+    /// Reals of `vip` not in `kept`: down, so their flows move; their ids free for reuse,
+    /// last (a flow also names its real's VIP and address, checked with the id).
+    fn retire_reals(&mut self, vip: &VipSpec, vip_id: u32, kept: &BTreeSet<RealKey>) -> Result<()> {
+        let gone: Vec<(RealKey, u32)> = self
+            .real_ids
+            .iter()
+            .filter(|(k, _)| k.0 == *vip && !kept.contains(*k))
+            .map(|(k, id)| (*k, *id))
+            .collect();
+        for (key, id) in gone {
+            if let Some(old) = self
+                .vip_reals
+                .get(vip)
+                .and_then(|rs| rs.iter().find(|r| real_key(vip, r) == key))
+            {
+                self.reals
+                    .set(id, old.entry().with_vip(vip_id).with_state(REAL_DOWN), 0)
+                    .context("writing REALS")?;
+            }
+            self.real_ids.remove(&key);
+        }
+        Ok(())
     }
 
     fn write_meta(&mut self, vip: &VipSpec, meta: VipMeta) -> Result<()> {
@@ -352,6 +369,6 @@ fn snat_pool(vip: &VipSpec, settings: &VipSettings) -> Result<SnatPool> {
     Ok(pool)
 }
 
-fn real_key(vip: &VipSpec, real: &Real) -> RealKey {
+pub(super) fn real_key(vip: &VipSpec, real: &Real) -> RealKey {
     (*vip, real.addr, real.port.unwrap_or(vip.port))
 }

@@ -10,7 +10,7 @@ mod servers;
 mod sessions;
 mod topology;
 
-pub use netns::{unique_prefix, Netns, NsThread};
+pub use netns::{unique_prefix, BpfMount, Netns, NsThread};
 pub use servers::{drive_tcp, drive_tcp_padded, drive_udp, Reply, Server};
 pub use sessions::{EchoServer, SessionState, Sessions, SESSION_PORT};
 pub use topology::{

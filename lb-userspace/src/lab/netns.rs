@@ -1,8 +1,9 @@
-//! A network namespace that exists as long as its guard.
+//! A network namespace that exists as long as its guard, and a bpffs mount likewise.
 
 use std::{
     fs::File,
     os::fd::AsRawFd,
+    path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
 };
@@ -143,6 +144,52 @@ impl Drop for Netns {
                 "warning: could not delete network namespace {}; remove it with `ip netns del {}`",
                 self.name, self.name
             );
+        }
+    }
+}
+
+/// A bpffs instance of the lab's own, mounted in the test's mount namespace (which the
+/// namespaces' `ip netns exec` processes see): the balancer pins its state there, so a
+/// restarted balancer finds it, and labs running side by side never share it. Unmounted on
+/// drop, with whatever is still pinned in it.
+pub struct BpfMount {
+    path: PathBuf,
+}
+
+impl BpfMount {
+    pub fn new(name: &str) -> Result<Self> {
+        let path = std::env::temp_dir().join(format!("{name}-bpf"));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        let status = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&path)
+            .status()
+            .context("running mount")?;
+        if !status.success() {
+            bail!("mounting bpffs at {} failed ({status})", path.display());
+        }
+        Ok(Self { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for BpfMount {
+    fn drop(&mut self) {
+        // Lazy: a process still holding a pinned object does not keep the lab from ending.
+        let unmounted = Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if unmounted {
+            if let Err(e) = std::fs::remove_dir(&self.path) {
+                eprintln!("could not remove {}: {e}", self.path.display());
+            }
+        } else {
+            eprintln!("could not unmount {}", self.path.display());
         }
     }
 }

@@ -30,7 +30,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use super::{
-    netns::unique_prefix,
+    netns::{unique_prefix, BpfMount},
     sessions::{EchoServer, SESSION_PORT},
     Netns, Server,
 };
@@ -108,6 +108,8 @@ pub struct Lab {
     _echo: Vec<EchoServer>,
     /// Holds the pass program on the LB's switch ports (veth needs it to accept XDP_TX).
     _switch_port_xdp: Datapath,
+    /// Where the balancer pins its state.
+    bpffs: BpfMount,
     pub client: Netns,
     pub lb: Netns,
     /// The LB's interfaces, as `lbctl attach` takes them.
@@ -367,6 +369,7 @@ impl Lab {
             _udp_servers: udp_servers,
             _echo: echo,
             _switch_port_xdp: switch_port_xdp,
+            bpffs: BpfMount::new(lb.name())?,
             client,
             lb,
             lb_ifaces,
@@ -420,13 +423,25 @@ impl Lab {
         let mut full = vec!["attach".to_owned()];
         full.extend(self.lb_ifaces());
         full.extend_from_slice(args);
-        // Each lab's balancer has its own admin socket: labs run side by side.
+        // Each lab's balancer has its own admin socket and pinned state: labs run side by
+        // side, and a restarted balancer finds what the last one left.
         full.extend([
             "--socket".to_owned(),
             self.lb_socket().display().to_string(),
         ]);
+        if !args.iter().any(|a| a == "--pin-dir") {
+            full.extend([
+                "--pin-dir".to_owned(),
+                self.lb_pin_dir().display().to_string(),
+            ]);
+        }
         self.lb_process = Some(spawn_lbctl(&self.lb, lbctl, &full)?);
         Ok(())
+    }
+
+    /// Where the lab's balancer pins its state.
+    pub fn lb_pin_dir(&self) -> PathBuf {
+        self.bpffs.path().join("lbctl")
     }
 
     /// The admin socket of the lab's balancer.
@@ -505,6 +520,15 @@ impl Lab {
         Ok(log)
     }
 
+    /// The id of the XDP program attached to the LB's eth0, if any.
+    pub fn lb_xdp_prog_id(&self) -> Result<Option<u32>> {
+        let text = self.lb.ip(&["link", "show", HOST_IFACE])?;
+        Ok(text
+            .split_once("prog/xdp id ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|id| id.parse().ok()))
+    }
+
     /// Whether an XDP program is attached to the LB's interface.
     pub fn lb_xdp_attached(&self) -> Result<bool> {
         xdp_attached(&self.lb)
@@ -542,8 +566,8 @@ fn stats_in(ns: &Netns) -> Result<Stats> {
     })?
 }
 
-/// Runs `lbctl ARGS...` in `ns`, logging to a file, and waits until an XDP program is attached
-/// to the namespace's eth0.
+/// Runs `lbctl ARGS...` in `ns`, logging to a file, and waits until it says it is attached
+/// (and an XDP program is on the namespace's eth0).
 fn spawn_lbctl(ns: &Netns, lbctl: &Path, args: &[String]) -> Result<LbProcess> {
     let log_path = std::env::temp_dir().join(format!("{}.{}.log", ns.name(), args[0]));
     let log =
@@ -566,7 +590,9 @@ fn spawn_lbctl(ns: &Netns, lbctl: &Path, args: &[String]) -> Result<LbProcess> {
                 process.log()
             );
         }
-        if xdp_attached(ns)? {
+        // The log line, not only an attached program: a restarted balancer finds the last
+        // one's program still attached (--keep-on-exit) until it swaps in its own.
+        if xdp_attached(ns)? && process.log().contains("attached;") {
             return Ok(process);
         }
         if Instant::now() > deadline {

@@ -1,0 +1,246 @@
+//! The balancer's pinned state: a directory on bpffs (by default /sys/fs/bpf/lbctl/IFACE,
+//! after the first interface) holding the maps of `map_names::KEPT`: what is served, the
+//! flows, the counters. The program is attached over netlink, so it stays attached when
+//! lbctl exits with `--keep-on-exit` (or dies). The next lbctl on the same directory takes
+//! both over: it loads its program onto the same maps, and swaps it for the attached one in
+//! one step per interface, so no packet finds the interface without a program, nor a flow
+//! without its entry.
+
+use std::{
+    fs::File,
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context as _, Result};
+use aya::maps::{HashMap, Map, MapData, MapInfo};
+use lb_common::{map_names, IfaceConfig};
+use tracing::{debug, info};
+
+use super::{program_info, xdp_netlink};
+
+/// The magic number of bpffs in statfs(2)'s f_type.
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// Where pinned state lives unless `--pin-dir` says otherwise.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/lbctl";
+
+/// The default state directory of a balancer whose first interface is `iface`.
+pub fn default_dir(iface: &str) -> PathBuf {
+    Path::new(PIN_ROOT).join(iface)
+}
+
+/// An opened state directory, locked against a second lbctl for as long as it is held.
+pub struct StateDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl StateDir {
+    /// Opens (creating it when missing) the state directory `path`, which must be on bpffs
+    /// (mounted at /sys/fs/bpf here when nothing is), and takes its lock.
+    pub fn open(path: &Path) -> Result<Self> {
+        let bpf = Path::new("/sys/fs/bpf");
+        if path.starts_with(bpf) && !on_bpffs(bpf)? {
+            mount_bpffs()?;
+        }
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("creating the state directory {}", path.display()))?;
+        if !on_bpffs(path)? {
+            bail!("{} is not on bpffs, where BPF objects are pinned: give a --pin-dir on one (`mount -t bpf bpf DIR`)", path.display());
+        }
+        let lock = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock(2) on a descriptor we own; no memory is passed.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            bail!("another lbctl holds {}: it serves these interfaces already (`lbctl status`), or give this one its own --pin-dir", path.display());
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn map_path(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// The kernel's id of the pinned map `name`: what tells this lbctl's program (and an
+    /// earlier one on the same maps) from any other.
+    pub fn map_id(&self, name: &str) -> Result<u32> {
+        let path = self.map_path(name);
+        Ok(MapInfo::from_pin(&path)
+            .with_context(|| format!("reading the pinned map {}", path.display()))?
+            .id())
+    }
+
+    /// Whether an earlier lbctl left maps here.
+    pub fn has_maps(&self) -> bool {
+        self.map_path(map_names::FLOWS).exists()
+    }
+
+    /// Refuses pinned maps this build cannot use as they are: another type, key, value or
+    /// size than its own maps (`expected`, from the object). Taking them over would make the
+    /// program misread every entry.
+    pub fn check_layout(&self, expected: &aya_obj::Object) -> Result<()> {
+        for name in map_names::KEPT {
+            let path = self.map_path(name);
+            if !path.exists() {
+                continue;
+            }
+            let Some(want) = expected.maps.get(*name) else {
+                bail!("this lbctl's program has no map {name}: it was built wrong");
+            };
+            let have = MapInfo::from_pin(&path)
+                .with_context(|| format!("reading the pinned map {}", path.display()))?;
+            let found = (
+                have.key_size(),
+                have.value_size(),
+                have.max_entries(),
+                have.map_flags(),
+            );
+            let wanted = (
+                want.key_size(),
+                want.value_size(),
+                want.max_entries(),
+                want.map_flags(),
+            );
+            if found != wanted {
+                bail!(
+                    "the pinned map {} (key, value, entries, flags {found:?}) is not this lbctl's ({wanted:?}): an lbctl of another layout left it. Its flows cannot be taken over; to start afresh, `lbctl detach` the interface (or remove {}) first",
+                    path.display(),
+                    self.path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes everything pinned here (the maps are freed once nothing uses them) and the
+    /// directory.
+    pub fn remove_all(&self) -> Result<()> {
+        for entry in std::fs::read_dir(&self.path)
+            .with_context(|| format!("reading {}", self.path.display()))?
+        {
+            let path = entry?.path();
+            std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+        }
+        std::fs::remove_dir(&self.path).with_context(|| format!("removing {}", self.path.display()))
+    }
+}
+
+/// `lbctl detach IFACE` with no lbctl running: takes the program an earlier lbctl left
+/// forwarding (`--keep-on-exit`, or a crash) off `iface`, and removes the pinned state once
+/// no interface has it any more. Returns what was done.
+pub fn detach_kept(iface: &str, dir: &Path) -> Result<String> {
+    if !dir.exists() {
+        bail!("no lbctl is running, and none left state in {}: lbctl has nothing attached to {iface} (another pin directory? `--pin-dir`)", dir.display());
+    }
+    let pins = StateDir::open(dir)?;
+    let flows = pins.map_id(map_names::FLOWS)?;
+    let ifindex = crate::iface::index(iface)?;
+    let attached = xdp_netlink::attached(ifindex)?;
+    let Some(attached) = attached.filter(|a| runs_on(a.prog_id, flows)) else {
+        bail!(
+            "{iface} has no program of the state in {} attached",
+            dir.display()
+        );
+    };
+    let prog = program_info(attached.prog_id)?;
+    let fd = prog.fd().context("opening the attached program")?;
+    xdp_netlink::set(ifindex, None, attached.mode, Some(fd.as_fd()))
+        .with_context(|| format!("detaching from {iface}"))?;
+    // The other interfaces it may be on: those the program was told about.
+    let path = pins.map_path(map_names::IFACES);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let ifaces: HashMap<MapData, u32, IfaceConfig> = HashMap::try_from(Map::HashMap(data))?;
+    for other in ifaces.keys() {
+        let other = other.context("reading the pinned IFACES")?;
+        match xdp_netlink::attached(other) {
+            Ok(Some(a)) if runs_on(a.prog_id, flows) => {
+                return Ok(format!(
+                    "detached from {iface}; interface {other} still has it (`lbctl detach` it too to remove the state)"
+                ));
+            }
+            Ok(_) => {}
+            // An interface gone since: nothing attached there.
+            Err(e) => debug!(ifindex = other, error = %format!("{e:#}"), "not asking about it"),
+        }
+    }
+    pins.remove_all()?;
+    Ok(format!(
+        "detached from {iface}; the flows and the rest of {} are removed",
+        dir.display()
+    ))
+}
+
+/// Whether program `prog_id` works on the map of id `flows`: an lbctl's on this state.
+fn runs_on(prog_id: u32, flows: u32) -> bool {
+    program_info(prog_id)
+        .and_then(|p| Ok(p.map_ids()?.unwrap_or_default()))
+        .is_ok_and(|ids| ids.contains(&flows))
+}
+
+fn on_bpffs(path: &Path) -> Result<bool> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .context("a path with a NUL byte")?;
+    // SAFETY: statfs(2) writes into the zeroed struct we pass; `c` is a valid C string.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("statfs {}", path.display()));
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+/// Mounts bpffs at /sys/fs/bpf, as bpftool does when nothing is mounted there.
+fn mount_bpffs() -> Result<()> {
+    std::fs::create_dir_all("/sys/fs/bpf").context("creating /sys/fs/bpf")?;
+    // SAFETY: mount(2) with constant, NUL-terminated strings and no data.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            c"/sys/fs/bpf".as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("mounting bpffs at /sys/fs/bpf (`mount -t bpf bpf /sys/fs/bpf`)");
+    }
+    info!("mounted bpffs at /sys/fs/bpf");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::map_names;
+
+    /// Every map of the program is either pinned or known to hold nothing between packets:
+    /// a map added later cannot be left out of restarts by accident.
+    #[test]
+    fn every_map_is_kept_or_known_to_be_transient() {
+        // .rodata: the program's constants, loaded from the object each time. (A .data or
+        // .bss, mutable globals, would lose its values on a restart: not allowed here.)
+        const TRANSIENT: &[&str] = &["SCRATCH", map_names::BENCH_FRAME, "BENCH_SEQ", ".rodata"];
+        let obj = aya_obj::Object::parse(crate::LB_EBPF_OBJECT).unwrap();
+        for name in obj.maps.keys() {
+            assert!(
+                map_names::KEPT.contains(&name.as_str()) || TRANSIENT.contains(&name.as_str()),
+                "map {name} is neither pinned (map_names::KEPT) nor transient"
+            );
+        }
+        for name in map_names::KEPT {
+            assert!(
+                obj.maps.contains_key(*name),
+                "KEPT names {name}, which the program lacks"
+            );
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Taking over the maps an earlier lbctl left pinned. Flows name their VIP and real by id,
+//! so what the ids stand for is read back from VIPS and REALS: a VIP that stays keeps its
+//! id, a real that stays keeps its id, and their flows go on. VIPs and reals the new
+//! configuration does not have are retired the usual way once it is applied.
+
+use lb_common::Family;
+
+use super::{services::real_key, *};
+
+impl Datapath {
+    /// Reads back what the pinned maps serve. The VIPs found are not `served` yet: `add_vip`
+    /// adopts them (keeping id and ring until the new ring replaces it), and
+    /// `retire_unclaimed` removes those no `add_vip` claimed.
+    pub(super) fn recover(&mut self) -> Result<()> {
+        let mut vips_by_id = BTreeMap::new();
+        for item in self.vips.iter() {
+            let (key, meta) = item.context("reading the pinned VIPS")?;
+            let Some(vip) = VipSpec::from_key(&key) else {
+                warn!("the pinned VIPS has an entry lbctl cannot read; it is left alone");
+                continue;
+            };
+            vips_by_id.insert(meta.vip_id, vip);
+            self.vip_ids.insert(vip, meta.vip_id);
+            self.vip_meta.insert(vip, meta);
+        }
+        // Reals up or draining first: a real removed before and added again has a freed
+        // id (down) and a live one; the live one is its id.
+        let mut down = Vec::new();
+        for id in 1..MAX_REALS {
+            let entry = self.reals.get(&id, 0).context("reading the pinned REALS")?;
+            let Some(vip) = vips_by_id.get(&entry.vip_id()) else {
+                continue;
+            };
+            match entry.state() {
+                0 => continue,
+                REAL_DOWN => down.push((*vip, id, entry)),
+                _ => self.adopt_real(*vip, id, &entry)?,
+            }
+        }
+        for (vip, id, entry) in down {
+            if !self
+                .real_ids
+                .contains_key(&real_key(&vip, &Real::from_entry(&entry)))
+            {
+                self.adopt_real(vip, id, &entry)?;
+            }
+        }
+        for key in self.endpoints.keys() {
+            self.endpoint_keys
+                .insert(key.context("reading the pinned ENDPOINTS")?);
+        }
+        Ok(())
+    }
+
+    fn adopt_real(&mut self, vip: VipSpec, id: u32, entry: &RealEntry) -> Result<()> {
+        let real = Real::from_entry(entry);
+        self.real_ids.insert(real_key(&vip, &real), id);
+        self.vip_reals.entry(vip).or_default().push(real);
+        self.next_real_id = self.next_real_id.max(id % (MAX_REALS - 1) + 1);
+        let swept = self.swept.get(&id, 0).context("reading the pinned SWEPT")?;
+        self.swept_counts.insert(id, swept);
+        Ok(())
+    }
+
+    /// Stops serving the VIPs found pinned that the new configuration does not have.
+    pub fn retire_unclaimed(&mut self) -> Result<()> {
+        let unclaimed: Vec<VipSpec> = self
+            .vip_ids
+            .keys()
+            .filter(|v| !self.vip_settings.contains_key(*v))
+            .copied()
+            .collect();
+        for vip in unclaimed {
+            self.remove_vip(&vip)?;
+        }
+        Ok(())
+    }
+}
+
+impl Real {
+    /// The real a REALS entry describes.
+    fn from_entry(e: &RealEntry) -> Self {
+        let a = e.addr_bytes();
+        let addr = if e.family() == Family::V4 as u8 {
+            IpAddr::from([a[0], a[1], a[2], a[3]])
+        } else {
+            IpAddr::from(a)
+        };
+        Real {
+            addr,
+            port: (e.port() != 0).then_some(e.port()),
+            mac: e.mac(),
+            ifindex: e.ifindex(),
+            weight: e.weight(),
+            down: e.state() == REAL_DOWN,
+        }
+    }
+}
