@@ -263,3 +263,33 @@ async fn decap(iface: &str) -> Result<()> {
     info!(%iface, decapsulated = counters.forwarded.packets, "detached");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::Cli;
+
+    /// The systemd unit in the repository runs commands lbctl takes.
+    #[test]
+    fn the_systemd_unit_s_commands_parse() {
+        let unit = include_str!("../../../lbctl@.service");
+        let commands: Vec<&str> = unit
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("ExecStart=")
+                    .or(l.strip_prefix("ExecStartPre="))
+            })
+            .collect();
+        assert_eq!(commands.len(), 2);
+        for c in commands {
+            let words: Vec<String> = c
+                .split_whitespace()
+                .map(|w| w.replace("%i", "eth0"))
+                .collect();
+            if let Err(e) = Cli::try_parse_from(&words) {
+                panic!("{c}: {e}");
+            }
+        }
+    }
+}
