@@ -1,96 +1,142 @@
 //! The running health checks: one task per checked real, probing at its interval and telling
-//! the daemon when the real goes up or down.
+//! the daemon when the real goes up or down. Tasks outlive configuration changes that do not
+//! concern their real, so a change elsewhere never resets a count half-way to `fall`.
 
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, SocketAddr},
-};
+use std::{collections::BTreeMap, net::SocketAddr};
 
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
-    datapath::Real,
+    datapath::{real_key, Real, RealKey},
     health::{Change, Check, Health},
     probe,
     service::Service,
-    spec::VipSpec,
 };
-
-/// A real of a VIP, as health is kept: VIP, address, service port.
-pub type RealKey = (VipSpec, IpAddr, u16);
-
-pub fn real_key(vip: &VipSpec, real: &Real) -> RealKey {
-    (*vip, real.addr, real.port.unwrap_or(vip.port))
-}
 
 /// A real went up or down.
 #[derive(Debug)]
 pub struct Event {
     pub real: RealKey,
+    /// The task that saw it: an event of a task since replaced is stale.
+    pub task: u64,
     pub change: Change,
     /// The last check's result: why it went down, or "ok".
     pub why: String,
 }
 
-/// The check tasks of a set of services; stopped when dropped.
+/// What a task checks, and how: a task is replaced when this changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Spec {
+    check: Check,
+    target: SocketAddr,
+}
+
+struct Task {
+    id: u64,
+    spec: Spec,
+    handle: JoinHandle<()>,
+}
+
+/// The check tasks of the services served; stopped when dropped.
 pub struct Checks {
-    tasks: Vec<JoinHandle<()>>,
+    tasks: BTreeMap<RealKey, Task>,
+    next_id: u64,
+    events: mpsc::UnboundedSender<Event>,
 }
 
 impl Checks {
-    /// Starts a task per real of every service that has a check, each from the health
-    /// `known` says the real has (up when unknown), sending changes to `events`.
-    pub fn start(
+    /// No checks yet; their events will go to `events`.
+    pub fn new(events: mpsc::UnboundedSender<Event>) -> Self {
+        Self {
+            tasks: BTreeMap::new(),
+            next_id: 0,
+            events,
+        }
+    }
+
+    /// Runs a task for every real of `services` that has a check: one checking the same
+    /// target the same way goes on (with its counts); others start from the health `known`
+    /// says the real has (up when unknown). Tasks of reals no longer checked stop.
+    pub fn sync(
+        &mut self,
         services: &[Service],
         reals: &[Vec<Real>],
         known: &BTreeMap<RealKey, bool>,
-        events: &mpsc::UnboundedSender<Event>,
-    ) -> Self {
-        let mut tasks = Vec::new();
+    ) {
+        let mut wanted = BTreeMap::new();
         for (s, reals) in services.iter().zip(reals) {
             let Some(check) = &s.settings.check else {
                 continue;
             };
             for r in reals {
                 let key = real_key(&s.vip, r);
-                let port = check.port.unwrap_or(key.2);
-                let target = SocketAddr::new(r.addr, port);
-                let up = known.get(&key).copied().unwrap_or(true);
-                tasks.push(tokio::spawn(watch(
+                let target = SocketAddr::new(r.addr, check.port.unwrap_or(key.2));
+                wanted.insert(
                     key,
-                    target,
-                    check.clone(),
-                    up,
-                    events.clone(),
-                )));
+                    Spec {
+                        check: check.clone(),
+                        target,
+                    },
+                );
             }
         }
-        Self { tasks }
+        self.tasks.retain(|key, task| {
+            let keep = wanted.get(key) == Some(&task.spec);
+            if !keep {
+                task.handle.abort();
+            }
+            keep
+        });
+        for (key, spec) in wanted {
+            if self.tasks.contains_key(&key) {
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let up = known.get(&key).copied().unwrap_or(true);
+            let handle = tokio::spawn(watch(key, id, spec.clone(), up, self.events.clone()));
+            self.tasks.insert(key, Task { id, spec, handle });
+        }
+    }
+
+    /// Whether `event` comes from the task checking its real now.
+    pub fn is_current(&self, event: &Event) -> bool {
+        self.tasks
+            .get(&event.real)
+            .is_some_and(|t| t.id == event.task)
     }
 }
 
 impl Drop for Checks {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
+        for t in self.tasks.values() {
+            t.handle.abort();
         }
     }
 }
 
-/// Checks `target` for ever, sending a change of state when `check`'s rise or fall is met.
+/// Checks `spec.target` for ever, sending a change of state when the check's rise or fall
+/// is met.
 async fn watch(
     real: RealKey,
-    target: SocketAddr,
-    check: Check,
+    task: u64,
+    spec: Spec,
     up: bool,
     events: mpsc::UnboundedSender<Event>,
 ) {
+    let check = spec.check;
     let mut health = Health::starting(up);
     loop {
-        let result = probe::run(&check.probe, target, check.timeout).await;
+        let result = probe::run(&check.probe, spec.target, check.timeout).await;
         if let Some(change) = health.observe(result.is_ok(), &check) {
             let why = result.err().unwrap_or_else(|| "ok".into());
-            if events.send(Event { real, change, why }).is_err() {
+            let event = Event {
+                real,
+                task,
+                change,
+                why,
+            };
+            if events.send(event).is_err() {
                 // The daemon is gone: nobody to tell.
                 return;
             }

@@ -36,12 +36,12 @@ impl std::str::FromStr for RealRef {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let r: RealSpec = s.parse().map_err(|e| format!("{e}"))?;
         if s.contains(',') {
             return Err(format!(
                 "`{s}`: name a real by ADDRESS or ADDRESS:PORT only"
             ));
         }
+        let r: RealSpec = s.parse().map_err(|e| format!("{e}"))?;
         Ok(RealRef {
             addr: r.addr,
             port: r.port,
@@ -124,6 +124,11 @@ pub fn apply(services: &[Service], edit: &Edit) -> Result<(Vec<Service>, String)
                 if vip.is_none_or(|v| v == s.vip) {
                     let v = s.vip;
                     s.reals.retain(|r| !real.matches(&v, r));
+                    if s.reals.is_empty() {
+                        return Err(format!(
+                            "{real} is the last real of {v}: add another first, or remove the VIP (`lbctl vip del {v}`)"
+                        ));
+                    }
                 }
             }
             format!("{real} removed from {hit}")
@@ -147,11 +152,17 @@ pub fn apply(services: &[Service], edit: &Edit) -> Result<(Vec<Service>, String)
             format!("{real} weight {weight} in {hit}")
         }
         Edit::State { vip, real, state } => {
+            let mut weightless = false;
             let hit = for_each_real(&mut next, vip.as_ref(), real, |_, r| {
                 r.state = *state;
+                weightless |= r.weight == 0;
                 Ok(())
             })?;
-            format!("{real} {state} in {hit}")
+            if *state == RealState::Ready && weightless {
+                format!("{real} ready in {hit}, but its weight is 0, which drains it still: `lbctl real weight {real} N`")
+            } else {
+                format!("{real} {state} in {hit}")
+            }
         }
     };
     Ok((next, said))
@@ -161,8 +172,8 @@ fn same_real(vip: &VipSpec, a: &RealSpec, b: &RealSpec) -> bool {
     a.addr == b.addr && a.port.unwrap_or(vip.port) == b.port.unwrap_or(vip.port)
 }
 
-/// Calls `change` on `real` in `vip` (or in every VIP that has it); says which VIPs, or
-/// that none has it.
+/// Calls `change` on `real` in `vip` (or in every VIP that has it); returns the VIPs it
+/// changed, as a list to print, or says that none has it.
 fn for_each_real(
     services: &mut [Service],
     vip: Option<&VipSpec>,
@@ -261,6 +272,15 @@ mod tests {
             },
         );
         assert!(e.unwrap_err().contains("no VIP 198.18.100.99:80/tcp"));
+        let del = |real| Edit::DelReal {
+            vip: None,
+            real: r(real),
+        };
+        let (one_left, _) = apply(&s, &del("198.18.0.11")).unwrap();
+        let e = apply(&one_left, &del("198.18.0.12"));
+        assert!(e.unwrap_err().contains("last real of 198.18.100.10:80/tcp"));
+        let e = "198.18.0.11,weight=2".parse::<RealRef>();
+        assert!(e.unwrap_err().contains("ADDRESS or ADDRESS:PORT only"));
         let e = apply(
             &s,
             &Edit::AddReal {

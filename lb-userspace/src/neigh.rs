@@ -1,7 +1,7 @@
 //! What the kernel knows about interfaces and neighbours, over rtnetlink: interface indexes,
 //! the XDP program attached to an interface, and reals' MAC addresses.
 
-use std::{net::IpAddr, time::Duration};
+use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use futures::TryStreamExt as _;
@@ -130,7 +130,8 @@ impl AddedNeighbours {
 
 /// The MAC address of each of `addrs` on `iface`, from the kernel's neighbour table, or why
 /// there is none. A missing entry is added as a *managed* neighbour, which the kernel resolves
-/// (ARP/ND) and keeps resolving and fresh; all are waited for together, up to `timeout`. An
+/// (ARP/ND) and keeps resolving and fresh; all but those in `no_wait` are waited for
+/// together, up to `timeout`. An
 /// address that does not answer is not an error here: the caller reports it and keeps the
 /// managed entry, so it resolves when the host appears. The entries added are returned so a
 /// failed attach can remove them.
@@ -138,6 +139,7 @@ pub async fn resolve_macs(
     iface: &str,
     addrs: &[IpAddr],
     timeout: Duration,
+    no_wait: &BTreeSet<IpAddr>,
 ) -> Result<(Vec<Result<[u8; 6], String>>, AddedNeighbours)> {
     let handle = connect()?;
     let (ifindex, _) = link_attributes(&handle, iface).await?;
@@ -165,11 +167,16 @@ pub async fn resolve_macs(
         macs.push(known);
     }
     let deadline = tokio::time::Instant::now() + timeout;
-    while macs.iter().any(Option::is_none) && tokio::time::Instant::now() < deadline {
+    let waiting = |macs: &[Option<[u8; 6]>]| {
+        macs.iter()
+            .zip(addrs)
+            .any(|(m, a)| m.is_none() && !no_wait.contains(a))
+    };
+    while waiting(&macs) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
         for (mac, &addr) in macs.iter_mut().zip(addrs) {
             if mac.is_none() {
-                *mac = lookup(&handle, ifindex, addr).await.unwrap_or_default();
+                *mac = lookup(&handle, ifindex, addr).await?;
             }
         }
     }

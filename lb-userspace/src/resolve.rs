@@ -22,8 +22,7 @@ use rtnetlink::{
 };
 
 use crate::{
-    checks::{real_key, RealKey},
-    datapath::{Interface, Real},
+    datapath::{real_key, Interface, Real, RealKey},
     iface, neigh,
     route::{self, NextHop, Route},
     service::Service,
@@ -44,6 +43,8 @@ pub struct Resolved {
     pub unresolved: BTreeMap<RealKey, String>,
     /// Every next hop's (interface or bridge index, address): the neighbour entries to watch.
     pub next_hops: BTreeSet<(u32, IpAddr)>,
+    /// The next hops without a MAC: not waited for again by the next resolve.
+    pub unresolved_hops: BTreeSet<IpAddr>,
 }
 
 impl Resolved {
@@ -56,6 +57,20 @@ impl Resolved {
             added: Vec::new(),
             unresolved: BTreeMap::new(),
             next_hops: BTreeSet::new(),
+            unresolved_hops: BTreeSet::new(),
+        }
+    }
+
+    /// The same, without the neighbour entries it added (they stay with this one).
+    pub fn clone_for_restate(&self) -> Self {
+        Self {
+            interfaces: self.interfaces.clone(),
+            services: self.services.clone(),
+            reals: self.reals.clone(),
+            added: Vec::new(),
+            unresolved: self.unresolved.clone(),
+            next_hops: self.next_hops.clone(),
+            unresolved_hops: self.unresolved_hops.clone(),
         }
     }
 
@@ -74,12 +89,13 @@ enum Egress {
     Bridge(u32),
 }
 
-/// Resolves `services` for the interfaces named `ifaces`, waiting up to `timeout` for each
-/// next hop to answer ARP/ND.
+/// Resolves `services` for the interfaces named `ifaces`, waiting up to `timeout` for next
+/// hops to answer ARP/ND, except those in `no_wait` (known not to answer).
 pub async fn resolve(
     ifaces: &[String],
     services: &[Service],
     timeout: Duration,
+    no_wait: &BTreeSet<IpAddr>,
 ) -> Result<Resolved> {
     let handle = neigh::connect()?;
     let mut interfaces = Vec::new();
@@ -172,11 +188,12 @@ pub async fn resolve(
         added: Vec::new(),
         unresolved: BTreeMap::new(),
         next_hops: BTreeSet::new(),
+        unresolved_hops: BTreeSet::new(),
     };
     let mut macs: BTreeMap<(u32, IpAddr), Result<[u8; 6], String>> = BTreeMap::new();
     for (ifindex, addrs) in &wanted {
         let name = &names[ifindex];
-        match neigh::resolve_macs(name, addrs, timeout).await {
+        match neigh::resolve_macs(name, addrs, timeout, no_wait).await {
             Ok((found, added)) => {
                 resolved.added.push(added);
                 for (a, m) in addrs.iter().zip(found) {
@@ -225,6 +242,7 @@ async fn finish(
                 Ok(mac) => *mac,
                 Err(why) => {
                     real.down = true;
+                    resolved.unresolved_hops.insert(hop.addr());
                     let key = real_key(&s.vip, &real);
                     resolved.unresolved.insert(key, why.clone());
                     reals.push(real);

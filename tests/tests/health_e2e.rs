@@ -52,7 +52,22 @@ fn a_real_whose_server_stops_leaves_after_fall_checks_and_returns_after_rise() {
     assert!(all.iter().any(|r| r.as_ref().is_ok_and(|r| r.real == "r2")));
 
     lab.stop_tcp_server(1, VIP_PORT).unwrap();
-    let took = wait_for_log(&lab, "real is down", 1);
+    // Someone watching `lbctl status` meanwhile does not hold the checks back.
+    let watching = std::thread::scope(|s| {
+        let polls = s.spawn(|| {
+            let mut n = 0;
+            while !lab.lb_log().contains("real is down") && n < 200 {
+                lab.lbctl(&lbctl(), &["status"]).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+                n += 1;
+            }
+            n
+        });
+        let took = wait_for_log(&lab, "real is down", 1);
+        (took, polls.join().unwrap())
+    });
+    let (took, polls) = watching;
+    assert!(polls > 3, "status was asked {polls} times meanwhile");
     assert!(lab.lb_log().contains("198.18.0.12"), "{}", lab.lb_log());
     // fall = 2 checks 200 ms apart: it went within about half a second, not instantly.
     assert!(took < Duration::from_secs(3), "down after {took:?}");

@@ -116,6 +116,12 @@ fn without_keep_on_exit_stopping_leaves_nothing_behind() {
     let mut lab = Lab::two_subnets(1).unwrap();
     lab.start_lb(&lbctl(), &nat_args(&lab, &[])).unwrap();
     assert!(lab.lb_pin_dir().join("FLOWS").exists());
+    // The reals are behind eth1: it cannot go while they are served.
+    let e = lab
+        .lbctl(&lbctl(), &["detach", "eth1"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("eth1 stays"), "{e}");
     lab.stop_lb().unwrap();
     assert_eq!(lab.lb_xdp_prog_id().unwrap(), None);
     assert!(!lab.lb_pin_dir().exists());

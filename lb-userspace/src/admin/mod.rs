@@ -16,7 +16,7 @@ pub const DEFAULT_SOCKET: &str = "/run/lbctl.sock";
 
 /// What a command asks of the daemon.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "kebab-case")]
+#[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
     Status,
     VipList,

@@ -3,7 +3,7 @@
 //! races a reload or a health change).
 
 use std::{
-    os::unix::fs::PermissionsExt as _,
+    os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -36,7 +36,13 @@ const MAX_REQUEST: usize = 1 << 20;
 impl AdminSocket {
     /// Listens on `path` (mode 0600: root only), refusing when another lbctl listens there.
     pub fn listen(path: &Path) -> Result<(Self, mpsc::Receiver<Call>)> {
-        if path.exists() {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                bail!(
+                    "{} exists and is not a socket: give the admin socket another path (--socket)",
+                    path.display()
+                );
+            }
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 bail!("another lbctl is running with admin socket {}: stop it, or give this one its own with --socket PATH", path.display());
             }
@@ -109,6 +115,9 @@ async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
                 return;
             }
         }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
         let too_long = line.len() > MAX_REQUEST;
         let response = if !root {
             Response::Error {
@@ -123,7 +132,7 @@ async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
         };
         let mut text = match serde_json::to_string(&response) {
             Ok(text) => text,
-            Err(e) => format!(r#"{{"result":"error","message":"cannot encode the answer: {e}"}}"#),
+            Err(e) => serde_json::json!({"result": "error", "message": format!("cannot encode the answer: {e}")}).to_string(),
         };
         text.push('\n');
         if let Err(e) = write.write_all(text.as_bytes()).await {

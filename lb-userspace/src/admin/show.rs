@@ -1,15 +1,14 @@
 //! Answers as people read them: aligned tables; `--json` prints the answer as it came.
 
-use std::fmt::Write as _;
-
 use super::{RealRow, Response, Status, VipRow};
 
 /// The answer as text, and whether it reports success.
 pub fn render(response: &Response, json: bool) -> (String, bool) {
     let ok = !matches!(response, Response::Error { .. });
     if json {
-        let text = serde_json::to_string_pretty(response)
-            .unwrap_or_else(|e| format!("{{\"result\":\"error\",\"message\":\"{e}\"}}"));
+        let text = serde_json::to_string_pretty(response).unwrap_or_else(|e| {
+            serde_json::json!({"result": "error", "message": format!("cannot encode the answer: {e}")}).to_string()
+        });
         return (text + "\n", ok);
     }
     let text = match response {
@@ -29,9 +28,7 @@ fn status(s: &Status) -> String {
         .map(|i| format!("{} ({})", i.name, i.xdp))
         .collect();
     let mut out = String::new();
-    let mut line = |k: &str, v: String| {
-        let _ = writeln!(out, "{k:<14}{v}");
-    };
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<14}{v}\n"));
     line("lbctl", format!("{} (pid {})", s.version, s.pid));
     line(
         "up",
@@ -129,7 +126,7 @@ fn table(rows: &[Vec<String>]) -> String {
             if c + 1 == columns {
                 line.push_str(cell);
             } else {
-                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
             }
         }
         out.push_str(line.trim_end());

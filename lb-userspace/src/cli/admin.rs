@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::vip_flags::VipFlags;
 use crate::{
-    admin::{client, show, Request, DEFAULT_SOCKET},
+    admin::{client, show, Request, Response, DEFAULT_SOCKET},
     edit::{Edit, RealRef},
     service::Service,
     spec::{RealSpec, RealState, VipSpec},
@@ -149,14 +149,15 @@ impl RealCommand {
 /// Sends `request`, prints the answer; an error answer fails the command.
 pub async fn talk(talk: &Talk, request: Request) -> Result<()> {
     let response = client::call(&talk.socket, &request).await?;
-    let (text, ok) = show::render(&response, talk.json);
-    if ok {
-        print!("{text}");
-        Ok(())
-    } else if talk.json {
-        print!("{text}");
-        anyhow::bail!("lbctl refused the command")
-    } else {
-        anyhow::bail!("{}", text.trim_end().trim_start_matches("error: "))
+    match (&response, talk.json) {
+        (Response::Error { message }, false) => anyhow::bail!("{message}"),
+        (Response::Error { .. }, true) => {
+            print!("{}", show::render(&response, true).0);
+            anyhow::bail!("lbctl refused the command")
+        }
+        _ => {
+            print!("{}", show::render(&response, talk.json).0);
+            Ok(())
+        }
     }
 }

@@ -189,8 +189,13 @@ impl Cli {
                 talk,
                 pin_dir,
             } => {
-                if std::os::unix::net::UnixStream::connect(&talk.socket).is_ok() {
-                    return rt.block_on(admin::talk(&talk, Request::Detach { iface }));
+                match std::os::unix::net::UnixStream::connect(&talk.socket) {
+                    Ok(_) => return rt.block_on(admin::talk(&talk, Request::Detach { iface })),
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        anyhow::bail!("{} is root's: run this as root", talk.socket.display())
+                    }
+                    // No lbctl running: what an earlier one may have left is detached below.
+                    Err(e) => tracing::debug!(error = %e, "no lbctl answers on the socket"),
                 }
                 let dir = pin_dir.unwrap_or_else(|| datapath::pins::default_dir(&iface));
                 println!("{}", datapath::pins::detach_kept(&iface, &dir)?);

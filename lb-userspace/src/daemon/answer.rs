@@ -5,8 +5,7 @@ use std::time::Instant;
 use super::running::Running;
 use crate::{
     admin::{IfaceRow, RealRow, Response, Status, VipRow},
-    checks::real_key,
-    datapath::AttachMode,
+    datapath::{real_key, AttachMode},
     edit::RealRef,
     resolve::fmt_mac,
     spec::VipSpec,

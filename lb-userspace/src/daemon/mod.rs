@@ -8,8 +8,8 @@ mod answer;
 mod running;
 
 use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -73,7 +73,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let (mut running, attached) = start(&opts, services, pins).await?;
     running.dp.keep_on_exit(opts.keep_on_exit);
     running.log_services();
-    let facts = answer::Facts {
+    let mut facts = answer::Facts {
         started: Instant::now(),
         source: match &opts.source {
             Source::File(p) => p.display().to_string(),
@@ -83,7 +83,6 @@ pub async fn run(opts: Options) -> Result<()> {
         pinned: opts.pin_dir.display().to_string(),
         keep_on_exit: opts.keep_on_exit,
     };
-    let mut facts = facts;
     info!(
         ifaces = %opts.ifaces.join(","),
         xdp = %facts.attached.iter().map(|(_, h)| h.name()).collect::<Vec<_>>().join(","),
@@ -93,7 +92,8 @@ pub async fn run(opts: Options) -> Result<()> {
     );
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut checks = start_checks(&running, &events_tx);
+    let mut checks = Checks::new(events_tx);
+    sync_checks(&running, &mut checks);
     let (neighbours, mut neighbour_changes) = NeighbourWatch::start(
         running.current.next_hops.iter().copied(),
         neigh_watch::DEFAULT_REFRESH,
@@ -106,32 +106,43 @@ pub async fn run(opts: Options) -> Result<()> {
             _ = int.recv() => { info!("SIGINT"); break; }
             _ = hup.recv() => {
                 match reload(&mut running, &opts).await {
-                    Ok(message) => info!("{message}"),
+                    Ok(message) => {
+                        info!("{message}");
+                        sync_checks(&running, &mut checks);
+                        neighbours.set_wanted(running.current.next_hops.iter().copied());
+                    }
                     Err(e) => warn!(error = %format!("{e:#}"), "reload refused"),
                 }
-                checks = start_checks(&running, &events_tx);
-                neighbours.set_wanted(running.current.next_hops.iter().copied());
             }
             Some(call) = calls.recv() => {
                 let stop = matches!(&call.request, Request::Detach { iface } if facts.attached.len() == 1 && facts.attached[0].0 == *iface);
-                let response = handle(&mut running, &opts, &mut facts, call.request).await;
-                let refused = matches!(response, Response::Error { .. });
-                // The checks follow the reals; each real keeps the health it had.
-                checks = start_checks(&running, &events_tx);
-                neighbours.set_wanted(running.current.next_hops.iter().copied());
-                // The caller may be gone; the change stands either way.
-                let _ = call.reply.send(response);
-                if stop && !refused {
+                let response = answer_request(&mut running, &opts, &mut facts, call.request).await;
+                let changed = matches!(response, Response::Done { .. });
+                if changed {
+                    // The checks follow the reals; each real keeps its task and health.
+                    sync_checks(&running, &mut checks);
+                    neighbours.set_wanted(running.current.next_hops.iter().copied());
+                }
+                if call.reply.send(response).is_err() {
+                    debug!("the command went before its answer; what it did stands");
+                }
+                if stop && changed {
                     info!("the last interface was detached");
                     // Nothing left to keep forwarding.
                     running.dp.keep_on_exit(false);
                     break;
                 }
             }
-            Some(event) = events.recv() => on_health(&mut running, event),
+            Some(event) = events.recv() => {
+                if checks.is_current(&event) {
+                    on_health(&mut running, event);
+                } else {
+                    debug!(real = ?event.real, "a finding of a check since replaced; dropped");
+                }
+            }
             Some(change) = neighbour_changes.recv() => {
                 if on_neighbour(&mut running, change).await {
-                    checks = start_checks(&running, &events_tx);
+                    sync_checks(&running, &mut checks);
                     neighbours.set_wanted(running.current.next_hops.iter().copied());
                 }
             }
@@ -159,7 +170,13 @@ async fn start(
     services: Vec<Service>,
     pins: StateDir,
 ) -> Result<(Running, Vec<AttachMode>)> {
-    let current = resolve::resolve(&opts.ifaces, &services, opts.resolve_timeout).await?;
+    let current = resolve::resolve(
+        &opts.ifaces,
+        &services,
+        opts.resolve_timeout,
+        &BTreeSet::new(),
+    )
+    .await?;
     let dp = match Datapath::load_pinned(pins) {
         Ok(dp) => dp,
         Err(e) => {
@@ -190,18 +207,13 @@ async fn start(
     }
 }
 
-fn start_checks(running: &Running, events: &mpsc::UnboundedSender<Event>) -> Checks {
+fn sync_checks(running: &Running, checks: &mut Checks) {
     let known: BTreeMap<_, bool> = running
         .health
         .iter()
         .map(|(k, (up, _))| (*k, *up))
         .collect();
-    Checks::start(
-        &running.current.services,
-        &running.current.reals,
-        &known,
-        events,
-    )
+    checks.sync(&running.current.services, &running.current.reals, &known);
 }
 
 fn on_health(running: &mut Running, event: Event) {
@@ -212,8 +224,11 @@ fn on_health(running: &mut Running, event: Event) {
         Err(e) => {
             warn!(%vip, real = %addr, port, up, error = %format!("{e:#}"), "applying a health change failed")
         }
-        Ok(()) if up => info!(%vip, real = %addr, port, "real is up: its checks pass again"),
-        Ok(()) => {
+        Ok(false) => {
+            debug!(%vip, real = %addr, port, "a finding about a real no longer checked; dropped")
+        }
+        Ok(true) if up => info!(%vip, real = %addr, port, "real is up: its checks pass again"),
+        Ok(true) => {
             warn!(%vip, real = %addr, port, why = %event.why, "real is down: its checks fail; its flows move")
         }
     }
@@ -230,9 +245,7 @@ async fn on_neighbour(running: &mut Running, change: NeighbourChange) -> bool {
         return false;
     };
     info!(addr = %change.addr, mac = %resolve::fmt_mac(&mac), "a next hop's MAC changed: following it");
-    let services = running.configured.clone();
-    // No waiting: the kernel has the new MAC already; hops still unresolved stay so.
-    match running.apply(services, Duration::ZERO).await {
+    match running.resolve_again().await {
         Ok(changed) => {
             info!(vips_changed = changed, "reals follow their next hops' MACs");
             changed > 0
@@ -258,7 +271,7 @@ async fn reload(running: &mut Running, opts: &Options) -> Result<String> {
     ))
 }
 
-async fn handle(
+async fn answer_request(
     running: &mut Running,
     opts: &Options,
     facts: &mut answer::Facts,
@@ -288,7 +301,7 @@ async fn handle(
                 Err(e) => answer::error(e),
             }
         }
-        Request::Detach { iface } => match running.dp.detach(&iface) {
+        Request::Detach { iface } => match running.detach(&iface).await {
             Ok(()) => {
                 facts.attached.retain(|(name, _)| *name != iface);
                 info!(%iface, "detached from one interface");
@@ -299,12 +312,4 @@ async fn handle(
             Err(e) => answer::error(e),
         },
     }
-}
-
-/// The admin socket path a command uses.
-pub fn socket_path(given: Option<&Path>) -> PathBuf {
-    given.map_or_else(
-        || PathBuf::from(crate::admin::DEFAULT_SOCKET),
-        Path::to_path_buf,
-    )
 }

@@ -3,14 +3,16 @@
 //! datapath is taken from what it serves to it, VIP by VIP, each VIP's change atomic (its
 //! ring swapped whole). A change that fails half-way is rolled back the same way.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use tracing::{info, warn};
 
 use crate::{
-    checks::{real_key, RealKey},
-    datapath::{self, Datapath, Real},
+    datapath::{self, real_key, Datapath, Real, RealKey},
     resolve::{self, Resolved},
     service::{self, Service, VipSettings},
     spec::{Mode, RealState, VipSpec},
@@ -50,11 +52,66 @@ impl Running {
     }
 
     /// Serves `services` instead of what is served now. Checked and resolved before anything
-    /// changes: refused, it changes nothing. Returns how many VIPs changed.
+    /// changes: refused, it changes nothing. Only next hops not seen before are waited for
+    /// (up to `timeout`); a change of weights and states alone resolves nothing. Returns how
+    /// many VIPs changed.
     pub async fn apply(&mut self, services: Vec<Service>, timeout: Duration) -> Result<usize> {
         service::validate(&services, datapath::possible_cpus()?)?;
-        let next = resolve::resolve(&self.ifaces, &services, timeout).await?;
-        // (`services` is kept as configured; `next` has what resolving filled in.)
+        if let Some(next) = restated(&self.current, &self.configured, &services) {
+            return self.converge_to(next, services).await;
+        }
+        let next = resolve::resolve(
+            &self.ifaces,
+            &services,
+            timeout,
+            &self.current.unresolved_hops,
+        )
+        .await?;
+        self.converge_to(next, services).await
+    }
+
+    /// Resolves what is served again and applies what changed (a next hop's new MAC). No
+    /// waiting: the kernel has the MACs already; hops still unresolved stay so.
+    pub async fn resolve_again(&mut self) -> Result<usize> {
+        let services = self.configured.clone();
+        let next =
+            resolve::resolve(&self.ifaces, &services, Duration::ZERO, &BTreeSet::new()).await?;
+        self.converge_to(next, services).await
+    }
+
+    /// Stops balancing on `iface`; refused while reals are reached through it.
+    pub async fn detach(&mut self, iface: &str) -> Result<()> {
+        if !self.ifaces.iter().any(|i| i == iface) {
+            bail!("lbctl is not attached to {iface}");
+        }
+        let rest: Vec<String> = self
+            .ifaces
+            .iter()
+            .filter(|i| *i != iface)
+            .cloned()
+            .collect();
+        if rest.is_empty() {
+            return self.dp.detach(iface);
+        }
+        let next = resolve::resolve(
+            &rest,
+            &self.configured,
+            Duration::ZERO,
+            &self.current.unresolved_hops,
+        )
+        .await
+        .with_context(|| format!("{iface} stays: what is served needs it"))?;
+        let services = self.configured.clone();
+        let kept = std::mem::replace(&mut self.ifaces, rest);
+        if let Err(e) = self.converge_to(next, services).await {
+            self.ifaces = kept;
+            return Err(e);
+        }
+        self.dp.detach(iface)
+    }
+
+    /// Takes the datapath to `next` (resolved from `services`), or back where it was.
+    async fn converge_to(&mut self, next: Resolved, services: Vec<Service>) -> Result<usize> {
         let checked = tunnel_sources(&next).and_then(|()| self.capacity(&next));
         if let Err(e) = checked {
             next.forget_neighbours().await;
@@ -66,7 +123,8 @@ impl Running {
             Ok(changed) => {
                 self.current = next;
                 self.configured = services;
-                self.health.retain(|k, _| keys(&self.current).contains(k));
+                let checked = checked_reals(&self.current);
+                self.health.retain(|k, _| checked.contains(k));
                 Ok(changed)
             }
             Err(e) => {
@@ -82,15 +140,18 @@ impl Running {
         }
     }
 
-    /// Records a check's finding and, when a real went up or down, gives its VIP the new
-    /// set of reals.
-    pub fn set_health(&mut self, key: RealKey, up: bool, why: String) -> Result<()> {
+    /// Records a check's finding and gives the real's VIP its new set of reals. A finding
+    /// about a real no longer checked is dropped.
+    pub fn set_health(&mut self, key: RealKey, up: bool, why: String) -> Result<bool> {
+        if !checked_reals(&self.current).contains(&key) {
+            return Ok(false);
+        }
         self.health.insert(key, (up, why));
         let Some(i) = self.current.services.iter().position(|s| s.vip == key.0) else {
-            return Ok(());
+            return Ok(false);
         };
         let reals = self.effective(i);
-        self.dp.set_reals(&key.0, &reals)
+        self.dp.set_reals(&key.0, &reals).map(|()| true)
     }
 
     /// The datapath's VIPs as `r` says, with every real's effective state.
@@ -145,13 +206,40 @@ impl Running {
     }
 }
 
-/// Every real's key in `r`.
-fn keys(r: &Resolved) -> Vec<RealKey> {
+/// The keys of the reals in `r` whose VIP has a check: the only ones health is kept of.
+fn checked_reals(r: &Resolved) -> BTreeSet<RealKey> {
     r.services
         .iter()
         .zip(&r.reals)
+        .filter(|(s, _)| s.settings.check.is_some())
         .flat_map(|(s, reals)| reals.iter().map(|real| real_key(&s.vip, real)))
         .collect()
+}
+
+/// `current` with `services`' weights and states, when that is all that differs from
+/// `configured` (same VIPs, settings and reals): nothing to resolve again.
+fn restated(current: &Resolved, configured: &[Service], services: &[Service]) -> Option<Resolved> {
+    let same_shape = configured.len() == services.len()
+        && configured.iter().zip(services).all(|(a, b)| {
+            a.vip == b.vip
+                && a.settings == b.settings
+                && a.reals.len() == b.reals.len()
+                && a.reals
+                    .iter()
+                    .zip(&b.reals)
+                    .all(|(x, y)| (x.addr, x.port) == (y.addr, y.port))
+        });
+    if !same_shape {
+        return None;
+    }
+    let mut next = current.clone_for_restate();
+    for ((resolved, reals), wanted) in next.services.iter_mut().zip(&mut next.reals).zip(services) {
+        for (real, spec) in reals.iter_mut().zip(&wanted.reals) {
+            real.weight = spec.weight;
+        }
+        resolved.reals = wanted.reals.clone();
+    }
+    Some(next)
 }
 
 fn effective(r: &Resolved, health: &BTreeMap<RealKey, (bool, String)>, i: usize) -> Vec<Real> {
@@ -161,7 +249,8 @@ fn effective(r: &Resolved, health: &BTreeMap<RealKey, (bool, String)>, i: usize)
         .zip(&r.reals[i])
         .map(|(spec, real)| {
             let key = real_key(&s.vip, real);
-            let failing = health.get(&key).is_some_and(|(up, _)| !up);
+            // Health counts only while the VIP has a check: a check removed, up again.
+            let failing = s.settings.check.is_some() && health.get(&key).is_some_and(|(up, _)| !up);
             Real {
                 weight: if spec.state == RealState::Drain {
                     0
@@ -190,11 +279,12 @@ fn converge(dp: &mut Datapath, target: &BTreeMap<VipSpec, Target>) -> Result<usi
     for (vip, (settings, reals)) in &served {
         let Some(t) = target.get(vip) else { continue };
         if *settings != t.settings {
-            dp.change_vip(vip, &t.settings)?;
-        } else if *reals == t.reals {
+            dp.change_vip(vip, &t.settings, &t.reals)?;
+        } else if *reals != t.reals {
+            dp.set_reals(vip, &t.reals)?;
+        } else {
             continue;
         }
-        dp.set_reals(vip, &t.reals)?;
         changed += 1;
     }
     for (vip, t) in target.iter().filter(|(v, _)| !served.contains_key(v)) {

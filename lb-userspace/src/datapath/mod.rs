@@ -99,7 +99,12 @@ impl Real {
 
 /// A real of a VIP as REALS ids are handed out: one id per VIP and real endpoint, so each
 /// VIP has its own weight, state and leastconn count of a real.
-type RealKey = (VipSpec, IpAddr, u16);
+pub type RealKey = (VipSpec, IpAddr, u16);
+
+/// The key of `real` in `vip`.
+pub fn real_key(vip: &VipSpec, real: &Real) -> RealKey {
+    (*vip, real.addr, real.port.unwrap_or(vip.port))
+}
 
 /// An interface the balancer is attached to, and the LB's side of it.
 #[derive(Clone, Debug, PartialEq, Eq)]

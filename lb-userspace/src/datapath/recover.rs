@@ -5,7 +5,7 @@
 
 use lb_common::Family;
 
-use super::{services::real_key, *};
+use super::*;
 
 impl Datapath {
     /// Reads back what the pinned maps serve. The VIPs found are not `served` yet: `add_vip`

@@ -38,8 +38,12 @@ impl Datapath {
                 self.remove_vip(&vip)?;
                 return self.add_vip(vip, settings);
             }
-            // The ring goes in before the VIP entry: no packet finds a VIP without one.
-            None => self.install_ring(vip_id, &[])?,
+            None => {
+                // A fresh id starts its counters at zero, not at the last VIP's that had it.
+                self.reset_vip_counters(vip_id)?;
+                // The ring goes in before the VIP entry: no packet finds a VIP without one.
+                self.install_ring(vip_id, &[])?;
+            }
         }
         self.vips
             .insert(vip.key(), meta, 0)
@@ -71,19 +75,23 @@ impl Datapath {
         self.sync_endpoints()
     }
 
-    /// Gives `vip` new settings, keeping its reals. Within a mode the VIP keeps its id and
-    /// its flows (a new scheduler applies to new flows); a new mode makes it a new VIP,
-    /// whose established flows move (they were rewritten the old mode's way).
-    pub fn change_vip(&mut self, vip: &VipSpec, settings: &VipSettings) -> Result<()> {
+    /// Gives `vip` new settings and `reals` in one ring swap. Within a mode the VIP keeps
+    /// its id and its flows (a new scheduler applies to new flows); a new mode makes it a new
+    /// VIP, whose established flows move (they were rewritten the old mode's way).
+    pub fn change_vip(
+        &mut self,
+        vip: &VipSpec,
+        settings: &VipSettings,
+        reals: &[Real],
+    ) -> Result<()> {
         let old = self
             .vip_settings
             .get(vip)
             .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?;
-        let reals = self.vip_reals.get(vip).cloned().unwrap_or_default();
         if old.mode != settings.mode {
             self.remove_vip(vip)?;
             self.add_vip(*vip, settings)?;
-            return self.set_reals(vip, &reals);
+            return self.set_reals(vip, reals);
         }
         let vip_id = self.vip_ids[vip];
         if settings.mode == Mode::OneArm {
@@ -91,6 +99,8 @@ impl Datapath {
                 .set(vip_id, snat_pool(vip, settings)?, 0)
                 .context("writing SNAT_POOLS")?;
         }
+        // set_reals writes the new scheduler's VIPS entry with the ring built for it, in the
+        // order the ring's size needs.
         let meta = VipMeta {
             sched: settings.balance.code(),
             hash: settings.hash.code(),
@@ -98,10 +108,9 @@ impl Datapath {
             timeouts: settings.timeouts,
             ..self.vip_meta[vip]
         };
-        self.write_meta(vip, meta)?;
+        self.vip_meta.insert(*vip, meta);
         self.vip_settings.insert(*vip, settings.clone());
-        // The ring follows the new scheduler and table size.
-        self.set_reals(vip, &reals)
+        self.set_reals(vip, reals)
     }
 
     /// The VIPs served, with their settings and reals as last set.
@@ -210,6 +219,14 @@ impl Datapath {
             self.real_ids.remove(&key);
         }
         Ok(())
+    }
+
+    fn reset_vip_counters(&mut self, vip_id: u32) -> Result<()> {
+        let zero = vec![VipCounters::default(); possible_cpus()? as usize];
+        let values = aya::maps::PerCpuValues::try_from(zero).context("zeroed VIP counters")?;
+        self.vip_counters
+            .set(vip_id, values, 0)
+            .context("zeroing VIP_COUNTERS")
     }
 
     fn write_meta(&mut self, vip: &VipSpec, meta: VipMeta) -> Result<()> {
@@ -367,8 +384,4 @@ fn snat_pool(vip: &VipSpec, settings: &VipSettings) -> Result<SnatPool> {
         };
     }
     Ok(pool)
-}
-
-pub(super) fn real_key(vip: &VipSpec, real: &Real) -> RealKey {
-    (*vip, real.addr, real.port.unwrap_or(vip.port))
 }
