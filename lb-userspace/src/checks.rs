@@ -2,15 +2,21 @@
 //! the daemon when the real goes up or down. Tasks outlive configuration changes that do not
 //! concern their real, so a change elsewhere never resets a count half-way to `fall`.
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+};
 
 use tokio::{sync::mpsc, task::JoinHandle};
+use tracing::warn;
 
 use crate::{
-    datapath::{real_key, Real, RealKey},
+    datapath::{real_key, Interface, Real, RealKey},
     health::{Change, Check, Health},
     probe,
+    probe_vip::{self, VipPath},
     service::Service,
+    spec::Mode,
 };
 
 /// A real went up or down.
@@ -28,7 +34,16 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Spec {
     check: Check,
-    target: SocketAddr,
+    target: Target,
+}
+
+/// Where a check goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Target {
+    /// The real's own address.
+    Real(SocketAddr),
+    /// The VIP, the way clients' packets reach the real (`via=vip`).
+    Vip(VipPath),
 }
 
 struct Task {
@@ -61,6 +76,7 @@ impl Checks {
         &mut self,
         services: &[Service],
         reals: &[Vec<Real>],
+        interfaces: &[Interface],
         known: &BTreeMap<RealKey, bool>,
     ) {
         let mut wanted = BTreeMap::new();
@@ -70,7 +86,18 @@ impl Checks {
             };
             for r in reals {
                 let key = real_key(&s.vip, r);
-                let target = SocketAddr::new(r.addr, check.port.unwrap_or(key.2));
+                let port = check.port.unwrap_or(key.2);
+                let target = if check.via_vip {
+                    match vip_path(s, r, interfaces, port) {
+                        Some(path) => Target::Vip(path),
+                        None => {
+                            warn!(vip = %s.vip, real = %r.addr, "no interface of the LB reaches this real to check it through the VIP; checking its own address");
+                            Target::Real(SocketAddr::new(r.addr, port))
+                        }
+                    }
+                } else {
+                    Target::Real(SocketAddr::new(r.addr, port))
+                };
                 wanted.insert(
                     key,
                     Spec {
@@ -115,6 +142,22 @@ impl Drop for Checks {
     }
 }
 
+/// The way clients' packets take from the LB to `real` of dsr or tunnel VIP `s`, to `port`.
+fn vip_path(s: &Service, real: &Real, interfaces: &[Interface], port: u16) -> Option<VipPath> {
+    let (IpAddr::V4(vip), IpAddr::V4(real_addr)) = (s.vip.addr, real.addr) else {
+        return None;
+    };
+    let iface = interfaces.iter().find(|i| i.ifindex == real.ifindex)?;
+    Some(VipPath {
+        iface: iface.name.clone(),
+        src_mac: iface.config.mac,
+        src: Ipv4Addr::from(iface.config.ipv4),
+        dst_mac: real.mac,
+        vip: SocketAddrV4::new(vip, port),
+        tunnel_to: (s.settings.mode == Mode::Tunnel).then_some(real_addr),
+    })
+}
+
 /// Checks `spec.target` for ever, sending a change of state when the check's rise or fall
 /// is met.
 async fn watch(
@@ -127,7 +170,10 @@ async fn watch(
     let check = spec.check;
     let mut health = Health::starting(up);
     loop {
-        let result = probe::run(&check.probe, spec.target, check.timeout).await;
+        let result = match &spec.target {
+            Target::Real(addr) => probe::run(&check.probe, *addr, check.timeout).await,
+            Target::Vip(path) => probe_vip::run(&check.probe, path, check.timeout).await,
+        };
         if let Some(change) = health.observe(result.is_ok(), &check) {
             let why = result.err().unwrap_or_else(|| "ok".into());
             let event = Event {

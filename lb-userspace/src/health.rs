@@ -32,6 +32,10 @@ pub struct Check {
     pub fall: u32,
     /// How long one check may take.
     pub timeout: Duration,
+    /// dsr and tunnel: check through the VIP, as clients reach the real (the LB's frame to
+    /// the real's MAC, or its tunnel, addressed to the VIP), which proves the real accepts
+    /// the VIP; else the real's own address is checked.
+    pub via_vip: bool,
 }
 
 impl Check {
@@ -48,6 +52,7 @@ impl Check {
             rise: 2,
             fall: 3,
             timeout: inter,
+            via_vip: false,
         }
     }
 }
@@ -57,12 +62,16 @@ impl Check {
 pub enum CheckError {
     #[error("`{0}`: expected tcp, http or udp, then options, e.g. `http,path=/health,inter=1s,rise=2,fall=3`")]
     Kind(String),
-    #[error("`{0}`: unknown option `{1}`; a check takes port, inter, fastinter, downinter, rise, fall, timeout (http: path, status; udp: payload)")]
+    #[error("`{0}`: unknown option `{1}`; a check takes port, inter, fastinter, downinter, rise, fall, timeout, via (http: path, status; udp: payload)")]
     Option(String, String),
     #[error("`{0}`: `{1}` is not a duration like 2s or 500ms")]
     Duration(String, String),
     #[error("`{0}`: `{1}` must be a whole number {2}")]
     Number(String, String, &'static str),
+    #[error("`{0}`: via is `vip` (through the VIP, as clients) or `real` (its own address)")]
+    Via(String),
+    #[error("`{0}`: an http check goes to the real's own address; via=vip takes tcp or udp")]
+    HttpViaVip(String),
 }
 
 impl FromStr for Check {
@@ -123,12 +132,22 @@ impl FromStr for Check {
                         })?
                 }
                 ("payload", Probe::Udp { payload }) => *payload = value.into(),
+                ("via", _) => {
+                    check.via_vip = match value {
+                        "vip" => true,
+                        "real" => false,
+                        _ => return Err(CheckError::Via(text.into())),
+                    }
+                }
                 _ => return Err(CheckError::Option(text.into(), part.into())),
             }
         }
         check.fastinter = fast.unwrap_or(check.inter);
         check.downinter = down.unwrap_or(check.inter);
         check.timeout = timeout.unwrap_or(check.inter);
+        if check.via_vip && matches!(check.probe, Probe::Http { .. }) {
+            return Err(CheckError::HttpViaVip(text.into()));
+        }
         Ok(check)
     }
 }
@@ -160,6 +179,9 @@ impl fmt::Display for Check {
             if value != self.inter {
                 write!(f, ",{name}={}", d(value))?;
             }
+        }
+        if self.via_vip {
+            write!(f, ",via=vip")?;
         }
         Ok(())
     }
@@ -272,6 +294,7 @@ mod tests {
             "tcp",
             "http,path=/health,status=204,port=8081,inter=1s,fastinter=200ms,timeout=500ms",
             "udp,payload=hello,downinter=10s,rise=5,fall=1",
+            "tcp,via=vip,inter=500ms",
         ] {
             let c: Check = text.parse().unwrap();
             assert_eq!(c.to_string().parse::<Check>().unwrap(), c, "{text} → {c}");
@@ -288,6 +311,8 @@ mod tests {
         assert!(matches!(err("tcp,rise=0"), CheckError::Number(..)));
         assert!(matches!(err("http,status=999"), CheckError::Number(..)));
         assert!(matches!(err("tcp,port=0"), CheckError::Number(..)));
+        assert!(matches!(err("tcp,via=lb"), CheckError::Via(..)));
+        assert!(matches!(err("http,via=vip"), CheckError::HttpViaVip(..)));
         assert!(matches!(err("tcp,fall"), CheckError::Option(..)));
     }
 

@@ -16,6 +16,7 @@ pub mod maglev;
 pub mod neigh;
 pub mod neigh_watch;
 pub mod probe;
+pub mod probe_vip;
 pub mod resolve;
 pub mod ring;
 pub mod route;

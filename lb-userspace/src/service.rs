@@ -134,6 +134,17 @@ pub fn validate(services: &[Service], cpus: u32) -> Result<(), Invalid> {
                 }
             }
         }
+        if s.settings.check.as_ref().is_some_and(|c| c.via_vip) {
+            if !matches!(mode, Mode::Dsr | Mode::Tunnel) {
+                return Err(fail("check", format!("via=vip checks dsr and tunnel VIPs, whose reals hold the VIP; {mode} reals are checked at their own address (via=real)")));
+            }
+            if s.vip.addr.is_ipv6() {
+                return Err(fail(
+                    "check",
+                    "via=vip checks IPv4 VIPs for now; use via=real".into(),
+                ));
+            }
+        }
         check_balance(s).map_err(|(field, problem)| fail(field, problem))?;
         let t = s.settings.timeouts;
         for (field, v) in [

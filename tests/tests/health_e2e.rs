@@ -30,11 +30,20 @@ fn wait_for_log(lab: &Lab, what: &str, times: usize) -> Duration {
 }
 
 fn args(lab: &Lab, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = ["--mode", "dsr", "--vip", "198.18.100.10:80/tcp", "--check"]
+    args_with(
+        lab,
+        "dsr",
+        "tcp,inter=200ms,timeout=200ms,rise=2,fall=2",
+        extra,
+    )
+}
+
+fn args_with(lab: &Lab, mode: &str, check: &str, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = ["--mode", mode, "--vip", "198.18.100.10:80/tcp", "--check"]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    a.push("tcp,inter=200ms,timeout=200ms,rise=2,fall=2".into());
+    a.push(check.into());
     for r in lab.real_addrs() {
         a.extend(["--real".into(), r.to_string()]);
     }
@@ -114,5 +123,57 @@ fn a_vip_with_no_real_up_can_pass_to_the_lb_which_refuses_at_once() {
     assert_eq!(kind, ErrorKind::ConnectionRefused, "refused, not timed out");
     let stats = lab.lb_stats().unwrap();
     assert!(stats.counters.reason(lb_common::Reason::NoRealPass).packets >= 1);
+    lab.stop_lb().unwrap();
+}
+
+/// A real that lost the VIP (a reboot without its lo address, a bad deploy) still answers
+/// at its own address; only a check through the VIP, as clients reach it, sees it cannot
+/// serve them.
+#[test]
+fn a_check_through_the_vip_takes_out_a_real_that_does_not_hold_the_vip() {
+    require_root();
+    let mut lab = Lab::one_segment(3).unwrap();
+    lab.reals[1]
+        .ip(&["addr", "del", "198.18.100.10/32", "dev", "lo"])
+        .unwrap();
+    let check = "tcp,inter=200ms,timeout=200ms,rise=2,fall=2,via=vip";
+    let lb_args = args_with(&lab, "dsr", check, &[]);
+    lab.start_lb(&lbctl(), &lb_args).unwrap();
+    wait_for_log(&lab, "real is down", 1);
+    let log = lab.lb_log();
+    let down: Vec<&str> = log.lines().filter(|l| l.contains("real is down")).collect();
+    assert!(down.len() == 1 && down[0].contains("198.18.0.12"), "{log}");
+    let list = lab.lbctl(&lbctl(), &["real", "list"]).unwrap();
+    assert!(list.contains("no answer through the VIP"), "{list}");
+    let all = drive_tcp(&lab.client, vip(), 60).unwrap();
+    let failed: Vec<&String> = all.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+
+    // The VIP back on its lo: back in after rise checks.
+    lab.reals[1]
+        .ip(&["addr", "add", "198.18.100.10/32", "dev", "lo"])
+        .unwrap();
+    wait_for_log(&lab, "real is up", 1);
+    let back = drive_tcp(&lab.client, vip(), 60).unwrap();
+    assert!(back
+        .iter()
+        .any(|r| r.as_ref().is_ok_and(|r| r.real == "r2")));
+    lab.stop_lb().unwrap();
+}
+
+/// Through the tunnel as well: every real, decapsulating, passes.
+#[test]
+fn a_check_through_the_vip_goes_through_the_tunnel() {
+    require_root();
+    let mut lab = Lab::one_segment(2).unwrap();
+    lab.start_decap(&lbctl()).unwrap();
+    let check = "tcp,inter=200ms,timeout=200ms,rise=1,fall=1,via=vip";
+    let lb_args = args_with(&lab, "tunnel", check, &[]);
+    lab.start_lb(&lbctl(), &lb_args).unwrap();
+    // Several rounds of checks, none failing.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(!lab.lb_log().contains("real is down"), "{}", lab.lb_log());
+    // The decap program counted the checks it unwrapped.
+    assert!(lab.real_stats(0).unwrap().counters.forwarded.packets >= 3);
     lab.stop_lb().unwrap();
 }

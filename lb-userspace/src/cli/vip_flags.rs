@@ -37,7 +37,8 @@ pub struct VipFlags {
     /// Check the reals' health, HAProxy-like: `tcp`, `http,path=/health,status=200` or
     /// `udp,payload=ping`, then `,inter=2s,fastinter=..,downinter=..,rise=2,fall=3,timeout=..,
     /// port=N`. A real failing `fall` checks in a row is down (its flows move) until `rise`
-    /// checks pass.
+    /// checks pass. dsr and tunnel: `,via=vip` checks through the VIP as clients reach the
+    /// real, proving it accepts the VIP (tcp and udp).
     #[arg(long, value_name = "CHECK")]
     pub check: Option<Check>,
     /// With no real up, pass new flows to the LB's own stack instead of dropping them.

@@ -213,7 +213,8 @@ fn sync_checks(running: &Running, checks: &mut Checks) {
         .iter()
         .map(|(k, (up, _))| (*k, *up))
         .collect();
-    checks.sync(&running.current.services, &running.current.reals, &known);
+    let r = &running.current;
+    checks.sync(&r.services, &r.reals, &r.interfaces, &known);
 }
 
 fn on_health(running: &mut Running, event: Event) {
