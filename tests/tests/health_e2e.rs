@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_userspace::lab::{drive_tcp, Lab, VIP_ADDR, VIP_PORT};
+use lb_userspace::lab::{drive_tcp, Lab, Server, VIP_ADDR, VIP_PORT};
 use tests::{lbctl, require_root};
 
 fn vip() -> SocketAddr {
@@ -39,11 +39,15 @@ fn args(lab: &Lab, extra: &[&str]) -> Vec<String> {
 }
 
 fn args_with(lab: &Lab, mode: &str, check: &str, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = ["--mode", mode, "--vip", "198.18.100.10:80/tcp", "--check"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    a.push(check.into());
+    serving(lab, mode, &["198.18.100.10:80/tcp"], check, extra)
+}
+
+/// `lbctl attach` arguments serving `vips` in `mode` over all the lab's reals, checked.
+fn serving(lab: &Lab, mode: &str, vips: &[&str], check: &str, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = vec!["--mode".into(), mode.into(), "--check".into(), check.into()];
+    for v in vips {
+        a.extend(["--vip".into(), v.to_string()]);
+    }
     for r in lab.real_addrs() {
         a.extend(["--real".into(), r.to_string()]);
     }
@@ -175,5 +179,60 @@ fn a_check_through_the_vip_goes_through_the_tunnel() {
     assert!(!lab.lb_log().contains("real is down"), "{}", lab.lb_log());
     // The decap program counted the checks it unwrapped.
     assert!(lab.real_stats(0).unwrap().counters.forwarded.packets >= 3);
+    lab.stop_lb().unwrap();
+}
+
+/// HTTP and UDP checks on real servers: an HTTP answer with the expected status passes,
+/// another status fails and says so; a UDP reply passes, a closed port fails.
+#[test]
+fn http_and_udp_checks_judge_real_answers() {
+    use std::io::{Read as _, Write as _};
+    require_root();
+    let mut lab = Lab::one_segment(2).unwrap();
+    // r1 answers /health with 200, r2 with 503.
+    let mut health = Vec::new();
+    for (i, status) in [(0, "200 OK"), (1, "503 Service Unavailable")] {
+        let at = SocketAddr::new(IpAddr::V4(lab.real_addrs()[i]), 8081);
+        let server = Server::listen(&lab.reals[i], at, move |mut stream, _, _| {
+            let mut request = [0u8; 512];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let asked = String::from_utf8_lossy(&request[..n]).into_owned();
+            let answer = if asked.starts_with("GET /health ") {
+                format!("HTTP/1.0 {status}\r\nContent-Length: 0\r\n\r\n")
+            } else {
+                "HTTP/1.0 404 Not Found\r\n\r\n".to_owned()
+            };
+            // A check that gave up already is no failure of the server's.
+            let _ = stream.write_all(answer.as_bytes());
+        })
+        .unwrap();
+        health.push(server);
+    }
+    let check = "http,path=/health,status=200,port=8081,inter=200ms,timeout=200ms,rise=1,fall=1";
+    lab.start_lb(&lbctl(), &args_with(&lab, "dsr", check, &[]))
+        .unwrap();
+    wait_for_log(&lab, "real is down", 1);
+    let list = lab.lbctl(&lbctl(), &["real", "list"]).unwrap();
+    let r2 = list.lines().find(|l| l.contains("198.18.0.12")).unwrap();
+    assert!(r2.contains("HTTP status 503, not 200"), "{list}");
+    let r1 = list.lines().find(|l| l.contains("198.18.0.11")).unwrap();
+    assert!(r1.contains(" up ") && r1.contains(" yes "), "{list}");
+    lab.stop_lb().unwrap();
+
+    // UDP: the lab's servers answer on port 53; nothing listens on 5353.
+    let vips = ["198.18.100.10:53/udp", "198.18.100.10:5353/udp"];
+    let check = "udp,payload=ping,inter=200ms,timeout=200ms,rise=1,fall=1";
+    lab.start_lb(&lbctl(), &serving(&lab, "dsr", &vips, check, &[]))
+        .unwrap();
+    wait_for_log(&lab, "real is down", 2);
+    let list = lab.lbctl(&lbctl(), &["real", "list"]).unwrap();
+    let down: Vec<&str> = list.lines().filter(|l| l.contains(" down ")).collect();
+    assert_eq!(down.len(), 2, "both reals of the closed port:\n{list}");
+    assert!(down.iter().all(|l| l.contains(":5353/udp")), "{list}");
+    let up53 = list
+        .lines()
+        .filter(|l| l.contains(":53/udp") && l.contains(" up "))
+        .count();
+    assert_eq!(up53, 2, "{list}");
     lab.stop_lb().unwrap();
 }
