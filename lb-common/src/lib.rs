@@ -55,6 +55,7 @@ pub mod map_names {
     pub const OPEN: &str = "OPEN";
     pub const BENCH_FRAME: &str = "BENCH_FRAME";
     pub const RR_CURSOR: &str = "RR_CURSOR";
+    pub const TUNNEL_SOURCES: &str = "TUNNEL_SOURCES";
 
     /// The maps pinned while lbctl runs, which a restarted or upgraded lbctl takes over:
     /// what is served (VIPs, reals, rings, interfaces), the flows and what they hold (SNAT
@@ -76,6 +77,7 @@ pub mod map_names {
         SWEPT,
         OPEN,
         RR_CURSOR,
+        TUNNEL_SOURCES,
     ];
 }
 

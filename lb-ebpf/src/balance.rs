@@ -274,7 +274,8 @@ fn sent(flow: &Flow) -> Sent {
     }
 }
 
-/// Tunnel mode: IP-in-IP to the real of `flow`, from the LB's side of `egress`; when that would not fit
+/// Tunnel mode: IP-in-IP to the real of `flow`, from the VIP's tunnel source or else the LB's
+/// side of `egress`; when that would not fit
 /// its MTU, [`Reason::IcmpTooBig`] for the caller to answer "fragmentation needed". Not
 /// inlined, for a stack frame of its own.
 #[inline(never)]
@@ -294,10 +295,14 @@ fn tunnel(ctx: &XdpContext, p: &Parsed, flow: &Flow, egress: &IfaceConfig) -> Re
     // SAFETY: the frame as it is after adjust_head.
     let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
     let a = flow.dst;
+    let src = match maps::TUNNEL_SOURCES.get(flow.vip_id) {
+        Some(own) if *own != [0; 4] => *own,
+        _ => egress.ipv4,
+    };
     let tunnel = Tunnel {
         lb_mac: egress.mac,
         next_hop_mac: flow.dst_mac,
-        src: egress.ipv4,
+        src,
         dst: [a[0], a[1], a[2], a[3]],
     };
     rewrite::ipip(&pkt, &tunnel, p.family, inner_len)

@@ -55,6 +55,11 @@ pub static SNAT_CURSOR: PerCpuArray<u32, 1> = PerCpuArray::new();
 #[btf_map]
 pub static ENDPOINTS: HashMap<VipKey, Endpoint, { MAX_ENDPOINTS as usize }> = HashMap::new();
 
+/// Per VIP id: a tunnel VIP's outer source address, when it has its own (all zero: the
+/// egress interface's address).
+#[btf_map]
+pub static TUNNEL_SOURCES: Array<[u8; 4], { MAX_VIPS as usize }> = Array::new();
+
 /// Per CPU and VIP id: where the CPU is in the VIP's round-robin sequence. Each CPU walks the
 /// sequence on its own, so no counter is shared (and fought over) between CPUs.
 #[btf_map]

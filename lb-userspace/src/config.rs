@@ -66,6 +66,8 @@ macro_rules! with_vip_settings {
             #[serde(default)]
             snat_ports: Option<FromText<PortRange>>,
             #[serde(default)]
+            tunnel_source: Option<FromText<IpAddr>>,
+            #[serde(default)]
             tcp_timeout: Option<u32>,
             #[serde(default)]
             tcp_fin_timeout: Option<u32>,
@@ -129,6 +131,7 @@ impl VipTable {
                 .snat_ports
                 .or(d.snat_ports)
                 .map_or(PortRange::SNAT_DEFAULT, |p| p.0),
+            tunnel_source: self.tunnel_source.or(d.tunnel_source).map(|a| a.0),
             check: self.check.or_else(|| d.check.clone()).map(|c| c.0),
             pass_when_empty: self.when_empty.or(d.when_empty).is_some_and(|w| w.0 .0),
         };
@@ -292,6 +295,11 @@ reals = ["198.18.0.11,state=maint"]
 
         let e = error("[defaults]\nmode = \"nat\"\nreals = []\n[[vip]]\naddress = \"198.18.100.10:80/tcp\"\nreals = [\"198.18.0.11\"]\n");
         assert!(e.starts_with("lb.toml:3:") && e.contains("reals"), "{e}");
+        let e = error("[[vip]]\naddress = \"198.18.100.10:80/tcp\"\nreals = [\"198.18.0.11\"]\ntunnel_source = \"198.18.0.5\"\n");
+        assert!(
+            e.starts_with("lb.toml:2:") && e.contains("is for tunnel VIPs"),
+            "{e}"
+        );
         let e = error(
             "[[vip]]\naddress = \"198.18.100.10:80/tcp\"\nreals = [\"198.18.0.11,state=down\"]\n",
         );

@@ -54,7 +54,7 @@ impl std::str::FromStr for RealRef {
 #[serde(tag = "edit", rename_all = "kebab-case")]
 pub enum Edit {
     AddVip {
-        service: Service,
+        service: Box<Service>,
     },
     DelVip {
         vip: VipSpec,
@@ -97,7 +97,7 @@ pub fn apply(services: &[Service], edit: &Edit) -> Result<(Vec<Service>, String)
                     service.vip
                 ));
             }
-            next.push(service.clone());
+            next.push(service.as_ref().clone());
             format!(
                 "VIP {} added with {} reals",
                 service.vip,
@@ -312,7 +312,7 @@ mod tests {
         let e = apply(
             &s,
             &Edit::AddVip {
-                service: s[0].clone(),
+                service: Box::new(s[0].clone()),
             },
         );
         assert!(e.unwrap_err().contains("exists"));
@@ -356,7 +356,7 @@ mod tests {
         let (next, said) = apply(
             &next,
             &Edit::AddVip {
-                service: s[1].clone(),
+                service: Box::new(s[1].clone()),
             },
         )
         .unwrap();

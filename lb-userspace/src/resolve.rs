@@ -262,6 +262,9 @@ async fn finish(
             }
             reals.push(real);
         }
+        if let Some(a) = s.settings.tunnel_source.filter(|a| !local.contains(a)) {
+            bail!("tunnel source {a} of VIP {} is not an address of this host, so ICMP errors about its tunnels would not reach the LB: add it (`ip addr add {a}/32 dev IFACE`)", s.vip);
+        }
         if s.settings.mode == Mode::OneArm {
             if s.settings.snat_pool.is_empty() {
                 let first = reals.first().map(|r| r.ifindex).unwrap_or_default();

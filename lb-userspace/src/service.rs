@@ -27,6 +27,9 @@ pub struct VipSettings {
     pub snat_pool: Vec<IpAddr>,
     /// One-arm: the source ports flows get.
     pub snat_ports: PortRange,
+    /// Tunnel: the LB-owned IPv4 address tunnels leave from. `None`: the address of the
+    /// interface the real is reached through.
+    pub tunnel_source: Option<IpAddr>,
     /// How the reals' health is checked; `None`: not checked, always up.
     pub check: Option<Check>,
     /// With no real up: pass new flows to the LB's own stack (which answers them as its
@@ -45,6 +48,7 @@ impl VipSettings {
             timeouts: Timeouts::DEFAULT,
             snat_pool: Vec::new(),
             snat_ports: PortRange::SNAT_DEFAULT,
+            tunnel_source: None,
             check: None,
             pass_when_empty: false,
         }
@@ -132,6 +136,20 @@ pub fn validate(services: &[Service], cpus: u32) -> Result<(), Invalid> {
                         format!("real {r} listens on port {port}, but {mode} cannot translate ports (the real answers the client directly, from the VIP's port): use nat, router or one-arm, or port {}", s.vip.port),
                     ));
                 }
+            }
+        }
+        if let Some(source) = s.settings.tunnel_source {
+            if mode != Mode::Tunnel {
+                return Err(fail(
+                    "tunnel_source",
+                    format!("is for tunnel VIPs; this one is {mode}"),
+                ));
+            }
+            if !source.is_ipv4() {
+                return Err(fail(
+                    "tunnel_source",
+                    format!("{source}: tunnels leave from an IPv4 address"),
+                ));
             }
         }
         if s.settings.check.as_ref().is_some_and(|c| c.via_vip) {

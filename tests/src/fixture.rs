@@ -32,6 +32,9 @@ pub const CLIENT6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 pub const LB_IP: [u8; 4] = [198, 18, 0, 1];
 pub const REAL_IP: [u8; 4] = [198, 18, 0, 11];
 pub const VIP_TUNNEL: [u8; 4] = [198, 18, 100, 12];
+/// A tunnel VIP with its own outer source, [`TUNNEL_SOURCE`].
+pub const VIP_TUNNEL_SOURCED: [u8; 4] = [198, 18, 100, 13];
+pub const TUNNEL_SOURCE: [u8; 4] = [198, 18, 0, 5];
 pub const VIP6_TUNNEL: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12];
 pub const MTU: u16 = 1500;
 pub const VIP6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
@@ -185,7 +188,7 @@ pub fn pin_to_cpu0() {
 }
 
 /// The seed: tunnel VIPs 198.18.100.12:80/tcp and [2001:2::12]:80/tcp (6in4) over one IPv4
-/// real; dsr VIPs 198.18.100.10:80/tcp, :53/udp and [2001:2::10]:80/tcp with one real
+/// real, and 198.18.100.13:80/tcp tunnelling from its own source; dsr VIPs 198.18.100.10:80/tcp, :53/udp and [2001:2::10]:80/tcp with one real
 /// each (so the output is exact), and 198.18.100.11:80/tcp with none.
 pub fn seeded() -> Datapath {
     require_root();
@@ -206,6 +209,13 @@ pub fn seeded() -> Datapath {
         dp.add_vip(vip(v), &VipSettings::new(Mode::Tunnel)).unwrap();
         dp.set_reals(&vip(v), &[real4]).unwrap();
     }
+    let sourced = VipSettings {
+        tunnel_source: Some(TUNNEL_SOURCE.into()),
+        ..VipSettings::new(Mode::Tunnel)
+    };
+    dp.add_vip(vip("198.18.100.13:80/tcp"), &sourced).unwrap();
+    dp.set_reals(&vip("198.18.100.13:80/tcp"), &[real4])
+        .unwrap();
     dp
 }
 
@@ -250,8 +260,13 @@ pub fn dsr_out(frame: &[u8]) -> Vec<u8> {
 /// The same frame as it leaves in tunnel mode: new Ethernet header to the real, outer IPv4
 /// header from the LB to the real (protocol 4, or 41 for IPv6 inside), DF set.
 pub fn ipip_out(frame: &[u8], proto: u8) -> Vec<u8> {
+    ipip_out_from(frame, proto, LB_IP)
+}
+
+/// As [`ipip_out`], the outer header from `source`.
+pub fn ipip_out_from(frame: &[u8], proto: u8, source: [u8; 4]) -> Vec<u8> {
     let inner = &frame[14..];
-    let mut h = Ipv4Header::new(inner.len() as u16, 64, IpNumber(proto), LB_IP, REAL_IP).unwrap();
+    let mut h = Ipv4Header::new(inner.len() as u16, 64, IpNumber(proto), source, REAL_IP).unwrap();
     h.dont_fragment = true;
     h.header_checksum = h.calc_header_checksum();
     let mut out = Vec::new();

@@ -90,6 +90,7 @@ fn rows() -> Vec<Row> {
     long_total[24..26].copy_from_slice(&[0, 0]);
 
     let tunnel = tcp4(VIP_TUNNEL, 80, b"GET / HTTP/1.0\r\n\r\n");
+    let sourced = tcp4(VIP_TUNNEL_SOURCED, 80, b"GET / HTTP/1.0\r\n\r\n");
     let tunnel6 = build(|v| {
         eth()
             .ipv6(CLIENT6, VIP6_TUNNEL, 64)
@@ -123,6 +124,13 @@ fn rows() -> Vec<Row> {
             name: "tcp to tunnel vip: ip-in-ip to the real",
             output: Some(ipip_out(&tunnel, 4)),
             frame: tunnel,
+            action: XDP_TX,
+            counted: Request,
+        },
+        Row {
+            name: "tcp to a tunnel vip with its own source: the outer header from it",
+            output: Some(ipip_out_from(&sourced, 4, TUNNEL_SOURCE)),
+            frame: sourced,
             action: XDP_TX,
             counted: Request,
         },

@@ -2,7 +2,9 @@
 //! `lbctl decap attach eth0`, unwrap them and answer the client directly.
 
 use lb_common::Reason;
-use lb_userspace::lab::{demo::observe, drive_tcp_padded, Lab, CLIENT_ADDR, ROUTER_ADDRS};
+use lb_userspace::lab::{
+    demo::observe, drive_tcp_padded, Lab, CLIENT_ADDR, ROUTER_ADDRS, SNAT_ADDR,
+};
 use tests::{attach_args, lbctl, require_root};
 
 #[test]
@@ -174,4 +176,34 @@ fn dsr_refuses_reals_behind_a_router() {
         "{err}"
     );
     assert!(!lab.lb_xdp_attached().unwrap());
+}
+
+/// A tunnel VIP with a tunnel source of its own sends from it; one the LB does not own is
+/// refused before anything is attached.
+#[test]
+fn a_tunnel_vip_tunnels_from_its_own_source_address() {
+    require_root();
+    let mut lab = Lab::one_segment(2).unwrap();
+    lab.start_decap(&lbctl()).unwrap();
+    let mut not_ours = attach_args(&lab, "tunnel");
+    not_ours.extend(["--tunnel-source".into(), "198.18.0.250".into()]);
+    let err = lab.start_lb(&lbctl(), &not_ours).unwrap_err().to_string();
+    assert!(
+        err.contains("198.18.0.250") && err.contains("not an address of this host"),
+        "{err}"
+    );
+
+    lab.add_snat_addr().unwrap();
+    let mut args = attach_args(&lab, "tunnel");
+    args.extend(["--tunnel-source".into(), SNAT_ADDR.to_string()]);
+    lab.start_lb(&lbctl(), &args).unwrap();
+    let facts = observe(&lab, 40).unwrap();
+    assert_eq!(
+        facts.answered,
+        40,
+        "{:?}\n{}",
+        facts.first_error,
+        lab.lb_log()
+    );
+    lab.stop_lb().unwrap();
 }

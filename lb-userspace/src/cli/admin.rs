@@ -24,6 +24,8 @@ pub struct Talk {
     pub json: bool,
 }
 
+// Parsed once per run: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Clone, Debug)]
 pub enum VipCommand {
     /// List the VIPs served: mode, scheduler, check, reals taking new flows, packets.
@@ -109,11 +111,11 @@ impl VipCommand {
             VipCommand::List => Request::VipList,
             VipCommand::Add { vip, flags, reals } => Request::Edit {
                 edit: Edit::AddVip {
-                    service: Service {
+                    service: Box::new(Service {
                         vip,
                         settings: flags.settings(),
                         reals,
-                    },
+                    }),
                 },
             },
             VipCommand::Del { vip } => Request::Edit {

@@ -34,6 +34,10 @@ pub struct VipFlags {
     /// one-arm: source ports for the flows.
     #[arg(long, value_name = "MIN-MAX", default_value_t = PortRange::SNAT_DEFAULT)]
     pub snat_ports: PortRange,
+    /// tunnel: the LB-owned IPv4 address tunnels leave from [default: the address of the
+    /// interface the real is reached through].
+    #[arg(long, value_name = "ADDRESS")]
+    pub tunnel_source: Option<IpAddr>,
     /// Check the reals' health, HAProxy-like: `tcp`, `http,path=/health,status=200` or
     /// `udp,payload=ping`, then `,inter=2s,fastinter=..,downinter=..,rise=2,fall=3,timeout=..,
     /// port=N`. A real failing `fall` checks in a row is down (its flows move) until `rise`
@@ -69,6 +73,7 @@ impl VipFlags {
             },
             snat_pool: self.snat_pool.clone(),
             snat_ports: self.snat_ports,
+            tunnel_source: self.tunnel_source,
             check: self.check.clone(),
             pass_when_empty: self.pass_when_empty,
         }

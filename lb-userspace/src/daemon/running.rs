@@ -298,7 +298,7 @@ fn converge(dp: &mut Datapath, target: &BTreeMap<VipSpec, Target>) -> Result<usi
 /// Tunnels leave from the address of the interface their real is reached through.
 pub fn tunnel_sources(next: &Resolved) -> Result<()> {
     for (s, reals) in next.services.iter().zip(&next.reals) {
-        if s.settings.mode != Mode::Tunnel {
+        if s.settings.mode != Mode::Tunnel || s.settings.tunnel_source.is_some() {
             continue;
         }
         for r in reals {

@@ -149,6 +149,7 @@ pub struct Datapath {
     settings: Array<MapData, Settings>,
     flows: HashMap<MapData, FlowKey, Flow>,
     snat_pools: Array<MapData, SnatPool>,
+    tunnel_sources: Array<MapData, [u8; 4]>,
     endpoints: HashMap<MapData, VipKey, Endpoint>,
     active: Array<MapData, u64>,
     swept: Array<MapData, u64>,
@@ -279,6 +280,7 @@ impl Datapath {
             settings: take(&mut ebpf, map_names::SETTINGS)?,
             flows: take(&mut ebpf, map_names::FLOWS)?,
             snat_pools: take(&mut ebpf, map_names::SNAT_POOLS)?,
+            tunnel_sources: take(&mut ebpf, map_names::TUNNEL_SOURCES)?,
             endpoints: take(&mut ebpf, map_names::ENDPOINTS)?,
             active: take(&mut ebpf, map_names::ACTIVE)?,
             swept: take(&mut ebpf, map_names::SWEPT)?,
@@ -332,7 +334,7 @@ impl Datapath {
         let tunnel_ifindexes: BTreeSet<u32> = self
             .vip_settings
             .iter()
-            .filter(|(_, s)| s.mode == Mode::Tunnel)
+            .filter(|(_, s)| s.mode == Mode::Tunnel && s.tunnel_source.is_none())
             .flat_map(|(vip, _)| self.vip_reals.get(vip).into_iter().flatten())
             .map(|r| r.ifindex)
             .collect();

@@ -25,6 +25,7 @@ impl Datapath {
                 .set(vip_id, snat_pool(&vip, settings)?, 0)
                 .context("writing SNAT_POOLS")?;
         }
+        self.write_tunnel_source(vip_id, settings)?;
         let mut meta = VipMeta {
             sched: settings.balance.code(),
             hash: settings.hash.code(),
@@ -99,6 +100,7 @@ impl Datapath {
                 .set(vip_id, snat_pool(vip, settings)?, 0)
                 .context("writing SNAT_POOLS")?;
         }
+        self.write_tunnel_source(vip_id, settings)?;
         // set_reals writes the new scheduler's VIPS entry with the ring built for it, in the
         // order the ring's size needs.
         let meta = VipMeta {
@@ -219,6 +221,17 @@ impl Datapath {
             self.real_ids.remove(&key);
         }
         Ok(())
+    }
+
+    /// A tunnel VIP's own outer source, or zeros (the egress interface's address).
+    fn write_tunnel_source(&mut self, vip_id: u32, settings: &VipSettings) -> Result<()> {
+        let source = match settings.tunnel_source {
+            Some(IpAddr::V4(a)) => a.octets(),
+            _ => [0; 4],
+        };
+        self.tunnel_sources
+            .set(vip_id, source, 0)
+            .context("writing TUNNEL_SOURCES")
     }
 
     fn reset_vip_counters(&mut self, vip_id: u32) -> Result<()> {
