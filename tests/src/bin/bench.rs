@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: what the schedulers cost.
 //!
 //! - Maglev table build, 65537 slots, 100 and 1000 reals (the Maglev paper: 1.8 ms).
+//! - A change of a VIP's reals end to end: the table built and the ring map swapped in (the
+//!   ring is filled through a memory mapping), against filling it by map updates.
 //! - Datapath nanoseconds per packet (BPF_PROG_TEST_RUN, the frame restored before every
 //!   repeat) for a new flow (a new source port every packet: a flow-table write each) and an
 //!   established one, per scheduler and per mode, next to the floor: the restore and a MAC
@@ -56,6 +58,43 @@ fn maglev_build(reals: usize) -> f64 {
     median(runs)
 }
 
+/// A change of a maglev VIP's reals as a health check or `lbctl real weight` makes it: the
+/// table built and swapped in whole (one real of `reals` changing weight each time).
+fn reals_change(reals: usize) -> Result<f64> {
+    let mut dp = Datapath::load()?;
+    let v = vip("198.18.100.41:80/tcp");
+    dp.add_vip(v, &VipSettings::new(Mode::Dsr))?;
+    let mut list: Vec<Real> = (0..reals)
+        .map(|i| {
+            let addr = IpAddr::from([198, 18, (i / 250) as u8, (i % 250) as u8 + 1]);
+            Real::on_segment(addr, [2, 0, 0, 0, 0, 1])
+        })
+        .collect();
+    let mut runs = Vec::new();
+    for round in 0..21 {
+        list[0].weight = 1 + (round % 2);
+        let t = Instant::now();
+        dp.set_reals(&v, &list)?;
+        runs.push(t.elapsed().as_nanos() as f64);
+    }
+    Ok(median(runs))
+}
+
+/// What filling a ring map slot by slot (one map update each) would take instead.
+fn ring_filled_by_updates() -> Result<f64> {
+    let mut ring = aya::maps::Array::<aya::maps::MapData, u32>::create(lb_common::RING_SIZE, 0)?;
+    let runs = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            for slot in 0..lb_common::RING_SIZE {
+                ring.set(slot, slot % 100, 0)?;
+            }
+            Ok(t.elapsed().as_nanos() as f64)
+        })
+        .collect::<Result<Vec<f64>>>()?;
+    Ok(median(runs))
+}
+
 /// A datapath with one VIP, 198.18.100.40:80/tcp, served as `settings` say by three reals
 /// on the ingress segment.
 fn datapath(settings: &VipSettings) -> Result<Datapath> {
@@ -100,6 +139,21 @@ fn main() -> Result<()> {
             what: format!("maglev table build, 65537 slots, {reals} reals"),
             ns: maglev_build(reals),
             note: "Maglev paper: 1.8 ms".into(),
+        });
+    }
+
+    let by_updates = ring_filled_by_updates()?;
+    for reals in [100, 1000] {
+        let ns = reals_change(reals)?;
+        figures.push(Figure {
+            what: format!(
+                "a maglev VIP's reals changed ({reals} reals): table built and swapped in"
+            ),
+            ns,
+            note: format!(
+                "filling the ring by 65537 map updates instead: {:.1} ms",
+                by_updates / 1e6
+            ),
         });
     }
 
