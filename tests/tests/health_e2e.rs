@@ -81,6 +81,7 @@ fn a_real_whose_server_stops_leaves_after_fall_checks_and_returns_after_rise() {
     });
     let (took, polls) = watching;
     assert!(polls > 3, "status was asked {polls} times meanwhile");
+    eprintln!("the stopped server's real was out {took:?} after its server stopped (inter 200ms, fall 2)");
     assert!(lab.lb_log().contains("198.18.0.12"), "{}", lab.lb_log());
     // fall = 2 checks 200 ms apart: it went within about half a second, not instantly.
     assert!(took < Duration::from_secs(3), "down after {took:?}");
@@ -95,7 +96,8 @@ fn a_real_whose_server_stops_leaves_after_fall_checks_and_returns_after_rise() {
         .all(|r| r.as_ref().is_ok_and(|r| r.real != "r2")));
 
     lab.start_tcp_server(1, VIP_PORT).unwrap();
-    wait_for_log(&lab, "real is up", 1);
+    let back_in = wait_for_log(&lab, "real is up", 1);
+    eprintln!("back in {back_in:?} after its server started again (rise 2)");
     let back = drive_tcp(&lab.client, vip(), 60).unwrap();
     assert!(
         back.iter()
