@@ -55,35 +55,41 @@ pub async fn xdp_prog_id(iface: &str) -> Result<Option<u32>> {
     }))
 }
 
-fn usable_mac(msg: &NeighbourMessage, addr: IpAddr) -> Option<[u8; 6]> {
-    let state = msg.header.state;
-    if matches!(
+/// Whether an entry in `state` holds a MAC frames can be sent to: resolved, or resolved once
+/// and being re-checked (STALE, DELAY, PROBE), or set by hand. A FAILED entry may still carry
+/// the MAC it had, and is not one to send to.
+fn usable(state: NeighbourState) -> bool {
+    matches!(
         state,
-        NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
-    ) {
+        NeighbourState::Reachable
+            | NeighbourState::Stale
+            | NeighbourState::Delay
+            | NeighbourState::Probe
+            | NeighbourState::Permanent
+            | NeighbourState::Noarp
+    )
+}
+
+/// The MAC a neighbour entry gives for sending frames to its address: its link-layer address
+/// when that is Ethernet's (6 bytes) and the entry's state is [`usable`]. This is the one rule
+/// for both attach's lookups and the neighbour watch.
+pub(crate) fn usable_mac(msg: &NeighbourMessage) -> Option<[u8; 6]> {
+    if !usable(msg.header.state) {
         return None;
     }
-    let mut dest = None;
-    let mut mac = None;
-    for a in &msg.attributes {
-        match a {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                dest = Some(IpAddr::V4(*v4))
-            }
-            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-                dest = Some(IpAddr::V6(*v6))
-            }
-            NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
-                mac = <[u8; 6]>::try_from(&l[..]).ok()
-            }
-            _ => {}
-        }
-    }
-    if dest == Some(addr) {
-        mac
-    } else {
-        None
-    }
+    msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(l) => <[u8; 6]>::try_from(&l[..]).ok(),
+        _ => None,
+    })
+}
+
+/// The IPv4 or IPv6 address a neighbour entry is about.
+pub(crate) fn destination(msg: &NeighbourMessage) -> Option<IpAddr> {
+    msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => Some(IpAddr::V4(*v4)),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    })
 }
 
 async fn lookup(handle: &Handle, ifindex: u32, addr: IpAddr) -> Result<Option<[u8; 6]>> {
@@ -93,8 +99,8 @@ async fn lookup(handle: &Handle, ifindex: u32, addr: IpAddr) -> Result<Option<[u
         .await
         .context("dumping the neighbour table")?
     {
-        if msg.header.ifindex == ifindex {
-            if let Some(mac) = usable_mac(&msg, addr) {
+        if msg.header.ifindex == ifindex && destination(&msg) == Some(addr) {
+            if let Some(mac) = usable_mac(&msg) {
                 return Ok(Some(mac));
             }
         }
@@ -192,8 +198,14 @@ pub async fn resolve_macs(
     Ok((found, added))
 }
 
-/// Adds `addr` on `ifindex` as a managed neighbour entry, which the kernel resolves.
-async fn ask_to_resolve(handle: &Handle, iface: &str, ifindex: u32, addr: IpAddr) -> Result<()> {
+/// Adds `addr` on `ifindex` as a *managed* neighbour entry, replacing one that failed, which
+/// the kernel resolves and keeps resolving. `iface` names the interface in the error.
+pub(crate) async fn ask_to_resolve(
+    handle: &Handle,
+    iface: &str,
+    ifindex: u32,
+    addr: IpAddr,
+) -> Result<()> {
     let mut req = handle
         .neighbours()
         .add(ifindex, addr)
@@ -205,4 +217,20 @@ async fn ask_to_resolve(handle: &Handle, iface: &str, ifindex: u32, addr: IpAddr
     req.execute()
         .await
         .with_context(|| format!("asking the kernel to resolve {addr} on {iface}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mac_is_usable_in_resolved_and_rechecked_states_only() {
+        use NeighbourState::*;
+        for state in [Reachable, Stale, Delay, Probe, Permanent, Noarp] {
+            assert!(usable(state), "{state:?}");
+        }
+        for state in [Incomplete, Failed, None, Other(0x100)] {
+            assert!(!usable(state), "{state:?}");
+        }
+    }
 }

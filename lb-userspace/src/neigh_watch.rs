@@ -34,10 +34,7 @@ use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use rtnetlink::{
     packet_core::{NetlinkMessage, NetlinkPayload},
     packet_route::{
-        neighbour::{
-            NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourFlags,
-            NeighbourMessage, NeighbourState,
-        },
+        neighbour::{NeighbourFlags, NeighbourMessage},
         AddressFamily, RouteNetlinkMessage,
     },
     sys::SocketAddr,
@@ -284,36 +281,13 @@ impl Watcher {
 }
 
 /// Asks the kernel to resolve `addr` on interface `ifindex` and keep it resolved, as
-/// `neigh::resolve_macs` does for a missing entry: a *managed* entry, replacing a failed one.
+/// `neigh::resolve_macs` does for a missing entry.
 async fn request_resolution(handle: &Handle, (ifindex, addr): Key) -> Result<()> {
-    let mut req = handle
-        .neighbours()
-        .add(ifindex, addr)
-        .state(NeighbourState::None)
-        .replace();
-    req.message_mut()
-        .attributes
-        .push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
-    req.execute().await.with_context(|| {
-        format!("asking the kernel to resolve {addr} on interface {ifindex} (does it still exist? see `ip link`)")
-    })
+    // The watch knows interfaces by index only; the error names it so.
+    neigh::ask_to_resolve(handle, &format!("interface {ifindex}"), ifindex, addr).await
 }
 
-/// Whether an entry in `state` holds a MAC frames can be sent to: resolved, or resolved once
-/// and being re-checked (STALE, DELAY, PROBE), or set by hand.
-fn usable(state: NeighbourState) -> bool {
-    matches!(
-        state,
-        NeighbourState::Reachable
-            | NeighbourState::Stale
-            | NeighbourState::Delay
-            | NeighbourState::Probe
-            | NeighbourState::Permanent
-            | NeighbourState::Noarp
-    )
-}
-
-/// The next hop a neighbour message is about and its usable MAC, if it has one; `None` for
+/// The next hop a neighbour message is about and its usable MAC (`neigh::usable_mac`); `None` for
 /// what is not an IPv4/IPv6 neighbour (bridge forwarding entries come on the same group) or is
 /// a proxy entry.
 fn entry(msg: &NeighbourMessage) -> Option<(Key, Option<Mac>)> {
@@ -323,21 +297,8 @@ fn entry(msg: &NeighbourMessage) -> Option<(Key, Option<Mac>)> {
     {
         return None;
     }
-    let mut addr = None;
-    let mut mac = None;
-    for a in &msg.attributes {
-        match a {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                addr = Some(IpAddr::V4(*v4))
-            }
-            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-                addr = Some(IpAddr::V6(*v6))
-            }
-            NeighbourAttribute::LinkLayerAddress(l) => mac = Mac::try_from(&l[..]).ok(),
-            _ => {}
-        }
-    }
-    Some(((h.ifindex, addr?), mac.filter(|_| usable(h.state))))
+    let addr = neigh::destination(msg)?;
+    Some(((h.ifindex, addr), neigh::usable_mac(msg)))
 }
 
 /// The last MAC known of each wanted next hop, and what counts as a change of it.
@@ -398,6 +359,10 @@ impl Known {
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
+    use rtnetlink::packet_route::neighbour::{
+        NeighbourAddress, NeighbourAttribute, NeighbourState,
+    };
+
     use super::*;
 
     const A: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 12));
@@ -427,17 +392,6 @@ mod tests {
                 .push(NeighbourAttribute::LinkLayerAddress(l.to_vec()));
         }
         m
-    }
-
-    #[test]
-    fn a_mac_is_usable_in_resolved_and_rechecked_states_only() {
-        use NeighbourState::*;
-        for state in [Reachable, Stale, Delay, Probe, Permanent, Noarp] {
-            assert!(usable(state), "{state:?}");
-        }
-        for state in [Incomplete, Failed, None, Other(0x100)] {
-            assert!(!usable(state), "{state:?}");
-        }
     }
 
     #[test]

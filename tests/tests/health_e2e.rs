@@ -81,7 +81,9 @@ fn a_real_whose_server_stops_leaves_after_fall_checks_and_returns_after_rise() {
     });
     let (took, polls) = watching;
     assert!(polls > 3, "status was asked {polls} times meanwhile");
-    eprintln!("the stopped server's real was out {took:?} after its server stopped (inter 200ms, fall 2)");
+    eprintln!(
+        "the stopped server's real was out {took:?} after its server stopped (inter 200ms, fall 2)"
+    );
     assert!(lab.lb_log().contains("198.18.0.12"), "{}", lab.lb_log());
     // fall = 2 checks 200 ms apart: it went within about half a second, not instantly.
     assert!(took < Duration::from_secs(3), "down after {took:?}");
