@@ -74,7 +74,7 @@ macro_rules! with_vip_settings {
             #[serde(default)]
             udp_timeout: Option<u32>,
             #[serde(default)]
-            check: Option<FromText<Check>>,
+            check: Option<FromText<CheckOrNone>>,
             #[serde(default)]
             when_empty: Option<FromText<WhenEmpty>>,
         }
@@ -132,11 +132,29 @@ impl VipTable {
                 .or(d.snat_ports)
                 .map_or(PortRange::SNAT_DEFAULT, |p| p.0),
             tunnel_source: self.tunnel_source.or(d.tunnel_source).map(|a| a.0),
-            check: self.check.or_else(|| d.check.clone()).map(|c| c.0),
+            check: self.check.or_else(|| d.check.clone()).and_then(|c| c.0 .0),
             pass_when_empty: self.when_empty.or(d.when_empty).is_some_and(|w| w.0 .0),
         };
         let reals = self.reals.into_iter().map(|r| r.0).collect();
         (self.address.into_inner().0, settings, reals)
+    }
+}
+
+/// A check, or `none`: a VIP's way out of a default check.
+#[derive(Clone)]
+struct CheckOrNone(Option<Check>);
+
+impl FromStr for CheckOrNone {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(CheckOrNone(None)),
+            _ => s
+                .parse()
+                .map(|c| CheckOrNone(Some(c)))
+                .map_err(|e| format!("{e}")),
+        }
     }
 }
 
@@ -281,6 +299,11 @@ address = "198.18.100.11:53/udp"
 mode = "dsr"
 check = "udp,payload=q"
 reals = ["198.18.0.11,state=maint"]
+
+[[vip]]
+address = "198.18.100.12:80/tcp"
+check = "none"
+reals = ["198.18.0.11"]
 "#;
         let s = parse(text, "lb.toml", 2).unwrap();
         assert_eq!(s[0].settings.mode, Mode::Nat);
@@ -291,6 +314,10 @@ reals = ["198.18.0.11,state=maint"]
         assert_eq!(s[1].settings.mode, Mode::Dsr);
         assert_eq!(s[1].settings.balance, Balance::Roundrobin);
         assert_eq!(s[1].settings.check, Some("udp,payload=q".parse().unwrap()));
+        assert_eq!(
+            s[2].settings.check, None,
+            "check = \"none\" opts out of the default"
+        );
         assert_eq!(s[1].reals[0].state, crate::spec::RealState::Maint);
 
         let e = error("[defaults]\nmode = \"nat\"\nreals = []\n[[vip]]\naddress = \"198.18.100.10:80/tcp\"\nreals = [\"198.18.0.11\"]\n");
