@@ -4,7 +4,9 @@
 //! Every namespace is an RAII guard; dropping the [`Lab`] stops the balancer process and the
 //! servers and deletes the namespaces, also when a test panics half-way.
 
+pub mod capture;
 pub mod demo;
+pub mod hops;
 mod netns;
 mod servers;
 mod sessions;
