@@ -87,8 +87,9 @@ enum Command {
     /// Check a host for what being a real server needs, and say what to change.
     #[command(subcommand)]
     Doctor(DoctorCommand),
-    /// Build a lab of network namespaces (client, LB, three reals), balance real TCP
-    /// connections through it and print what happened. Needs root; leaves nothing behind.
+    /// Show the L4 modes on real packets: for each, a lab of network namespaces (client, LB,
+    /// three reals), one request traced hop by hop, many driven, a real failing over. Needs
+    /// root; leaves nothing behind (Ctrl-C included).
     Demo(crate::lab::demo::DemoArgs),
 }
 

@@ -237,7 +237,7 @@ pub fn explore(lab: &Lab, lbctl: &Path) {
     let sock = lab.lb_socket();
     println!("\nthe lab stays up until Ctrl-C; explore it from another shell:");
     println!(
-        "  ip netns exec {client} curl -s http://{VIP_ADDR}:{VIP_PORT}/   # or any TCP client"
+        "  ip netns exec {client} bash -c 'exec 3<>/dev/tcp/{VIP_ADDR}/{VIP_PORT}; echo hi >&3; cat <&3'"
     );
     println!("  ip netns exec {real} tcpdump -ni eth0 -e port {VIP_PORT}");
     println!(
