@@ -44,6 +44,9 @@ enum Target {
     Real(SocketAddr),
     /// The VIP, the way clients' packets reach the real (`via=vip`).
     Vip(VipPath),
+    /// `via=vip` asked, but no interface of the LB with an IPv4 address reaches the real:
+    /// its own address instead (said when the task starts).
+    RealInstead(SocketAddr),
 }
 
 struct Task {
@@ -87,16 +90,10 @@ impl Checks {
             for r in reals {
                 let key = real_key(&s.vip, r);
                 let port = check.port.unwrap_or(key.2);
-                let target = if check.via_vip {
-                    match vip_path(s, r, interfaces, port) {
-                        Some(path) => Target::Vip(path),
-                        None => {
-                            warn!(vip = %s.vip, real = %r.addr, "no interface of the LB reaches this real to check it through the VIP; checking its own address");
-                            Target::Real(SocketAddr::new(r.addr, port))
-                        }
-                    }
-                } else {
-                    Target::Real(SocketAddr::new(r.addr, port))
+                let target = match check.via_vip.then(|| vip_path(s, r, interfaces, port)) {
+                    Some(Some(path)) => Target::Vip(path),
+                    Some(None) => Target::RealInstead(SocketAddr::new(r.addr, port)),
+                    None => Target::Real(SocketAddr::new(r.addr, port)),
                 };
                 wanted.insert(
                     key,
@@ -121,6 +118,9 @@ impl Checks {
             let id = self.next_id;
             self.next_id += 1;
             let up = known.get(&key).copied().unwrap_or(true);
+            if let Target::RealInstead(addr) = &spec.target {
+                warn!(vip = %key.0, real = %addr, "no interface of the LB with an IPv4 address reaches this real: checking its own address instead of through the VIP");
+            }
             let handle = tokio::spawn(watch(key, id, spec.clone(), up, self.events.clone()));
             self.tasks.insert(key, Task { id, spec, handle });
         }
@@ -148,10 +148,20 @@ fn vip_path(s: &Service, real: &Real, interfaces: &[Interface], port: u16) -> Op
         return None;
     };
     let iface = interfaces.iter().find(|i| i.ifindex == real.ifindex)?;
+    // The answer comes back to this address: without one, no check through the VIP.
+    if iface.config.ipv4 == [0; 4] {
+        return None;
+    }
+    let src = Ipv4Addr::from(iface.config.ipv4);
+    let outer_src = match s.settings.tunnel_source {
+        Some(IpAddr::V4(own)) => own,
+        _ => src,
+    };
     Some(VipPath {
         iface: iface.name.clone(),
         src_mac: iface.config.mac,
-        src: Ipv4Addr::from(iface.config.ipv4),
+        src,
+        outer_src,
         dst_mac: real.mac,
         vip: SocketAddrV4::new(vip, port),
         tunnel_to: (s.settings.mode == Mode::Tunnel).then_some(real_addr),
@@ -171,7 +181,9 @@ async fn watch(
     let mut health = Health::starting(up);
     loop {
         let result = match &spec.target {
-            Target::Real(addr) => probe::run(&check.probe, *addr, check.timeout).await,
+            Target::Real(addr) | Target::RealInstead(addr) => {
+                probe::run(&check.probe, *addr, check.timeout).await
+            }
             Target::Vip(path) => probe_vip::run(&check.probe, path, check.timeout).await,
         };
         if let Some(change) = health.observe(result.is_ok(), &check) {

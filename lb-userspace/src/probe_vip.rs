@@ -2,17 +2,19 @@
 //! client's packet (to the real's MAC, or IP-in-IP to the real), addressed to the VIP, from
 //! its own address. The real answers straight back (it holds the VIP), so a pass proves what
 //! a check of the real's own address cannot: that the real accepts the VIP. The frames are
-//! made and read on a packet socket (pnet); the LB's kernel, seeing an answer for a
-//! connection it never opened, resets it, which closes the real's half-open one.
+//! made and read on a packet socket (pnet). The real's half-open connection is left to time
+//! out (the LB's kernel cannot reset it: the answer comes from the VIP); each check has its
+//! own initial sequence number, so a late answer of an earlier check never passes a new one.
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    sync::atomic::{AtomicU16, Ordering},
+    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
 use etherparse::{
-    EtherType, Ethernet2Header, IpNumber, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
+    EtherType, Ethernet2Header, IpNumber, LinkSlice, NetSlice, PacketBuilder, SlicedPacket,
+    TransportSlice,
 };
 use pnet::datalink::{self, Channel, Config};
 
@@ -25,6 +27,8 @@ pub struct VipPath {
     pub iface: String,
     pub src_mac: [u8; 6],
     pub src: Ipv4Addr,
+    /// tunnel: the outer source (the VIP's tunnel source, or `src`).
+    pub outer_src: Ipv4Addr,
     /// The real's MAC, or its next hop's.
     pub dst_mac: [u8; 6],
     pub vip: SocketAddrV4,
@@ -34,7 +38,7 @@ pub struct VipPath {
 
 /// Source ports of the checks, in turn, in a range the LB's own connections do not use.
 const PORTS: std::ops::Range<u16> = 61000..65000;
-static NEXT_PORT: AtomicU16 = AtomicU16::new(PORTS.start);
+static CHECKS_SENT: AtomicU32 = AtomicU32::new(0);
 
 /// Runs `probe` (tcp or udp) through `path` within `limit`.
 pub async fn run(probe: &Probe, path: &VipPath, limit: Duration) -> Result<(), String> {
@@ -51,6 +55,8 @@ fn attempt(probe: &Probe, path: &VipPath, limit: Duration) -> Result<(), String>
         .ok_or_else(|| format!("no interface {}", path.iface))?;
     let config = Config {
         read_timeout: Some(Duration::from_millis(20)),
+        // The answer is addressed to the LB: no need to see (or make the NIC pass) others'.
+        promiscuous: false,
         ..Config::default()
     };
     let (mut tx, mut rx) = match datalink::channel(&iface, config) {
@@ -59,7 +65,8 @@ fn attempt(probe: &Probe, path: &VipPath, limit: Duration) -> Result<(), String>
         Err(e) => return Err(format!("a packet socket on {}: {e}", path.iface)),
     };
     let sport = next_port();
-    let frame = frame(probe, path, sport)?;
+    let isn = initial_sequence(sport);
+    let frame = frame(probe, path, sport, isn)?;
     match tx.send_to(&frame, None) {
         Some(Ok(())) => {}
         Some(Err(e)) => return Err(format!("sending the check: {e}")),
@@ -69,7 +76,7 @@ fn attempt(probe: &Probe, path: &VipPath, limit: Duration) -> Result<(), String>
     while Instant::now() < deadline {
         match rx.next() {
             Ok(frame) => {
-                if let Some(verdict) = answer(frame, path, sport) {
+                if let Some(verdict) = answer(frame, path, sport, isn) {
                     return verdict;
                 }
             }
@@ -84,21 +91,28 @@ fn attempt(probe: &Probe, path: &VipPath, limit: Duration) -> Result<(), String>
 }
 
 fn next_port() -> u16 {
-    let p = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
-    PORTS.start + (p - PORTS.start) % (PORTS.end - PORTS.start)
+    let n = CHECKS_SENT.fetch_add(1, Ordering::Relaxed);
+    PORTS.start + (n % u32::from(PORTS.end - PORTS.start)) as u16
+}
+
+/// A sequence number of this check's own: the time's nanoseconds, mixed with its port.
+fn initial_sequence(sport: u16) -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    nanos ^ u32::from(sport).rotate_left(16)
 }
 
 /// The check's frame: a TCP SYN or the UDP payload to the VIP, in a tunnel when `path` has
 /// one.
-fn frame(probe: &Probe, path: &VipPath, sport: u16) -> Result<Vec<u8>, String> {
+fn frame(probe: &Probe, path: &VipPath, sport: u16, isn: u32) -> Result<Vec<u8>, String> {
     let (vip, dport) = (path.vip.ip().octets(), path.vip.port());
     let src = path.src.octets();
     let mut inner = Vec::new();
     let ip = PacketBuilder::ipv4(src, vip, 64);
     let built = match probe {
-        // A fixed, nonzero sequence: the answer is matched by ports, not by it.
         Probe::Tcp => ip
-            .tcp(sport, dport, 0x6c62_6374, 64240)
+            .tcp(sport, dport, isn, 64240)
             .syn()
             .write(&mut inner, &[]),
         Probe::Udp { payload } => ip.udp(sport, dport).write(&mut inner, payload.as_bytes()),
@@ -108,7 +122,7 @@ fn frame(probe: &Probe, path: &VipPath, sport: u16) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(inner.len() + 34);
     let written = match path.tunnel_to {
         Some(real) => PacketBuilder::ethernet2(path.src_mac, path.dst_mac)
-            .ipv4(src, real.octets(), 64)
+            .ipv4(path.outer_src.octets(), real.octets(), 64)
             .write(&mut out, IpNumber::IPV4, &inner),
         None => {
             let header = Ethernet2Header {
@@ -125,10 +139,17 @@ fn frame(probe: &Probe, path: &VipPath, sport: u16) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// What `frame` says of the check, if it is its answer: the VIP's SYN-ACK or UDP reply
-/// passes; a RST or an ICMP error fails.
-fn answer(frame: &[u8], path: &VipPath, sport: u16) -> Option<Result<(), String>> {
+/// What `frame` says of the check, if it is its answer: the VIP's SYN-ACK (acknowledging
+/// this check's sequence number) or UDP reply passes; a RST or an ICMP error fails. Only
+/// frames from the way the check went (the real's MAC, or its next hop's) count.
+fn answer(frame: &[u8], path: &VipPath, sport: u16, isn: u32) -> Option<Result<(), String>> {
     let packet = SlicedPacket::from_ethernet(frame).ok()?;
+    let Some(LinkSlice::Ethernet2(eth)) = &packet.link else {
+        return None;
+    };
+    if eth.source() != path.dst_mac {
+        return None;
+    }
     let Some(NetSlice::Ipv4(ip)) = &packet.net else {
         return None;
     };
@@ -143,7 +164,7 @@ fn answer(frame: &[u8], path: &VipPath, sport: u16) -> Option<Result<(), String>
                 && t.source_port() == vip_port
                 && t.destination_port() == sport =>
         {
-            if t.syn() && t.ack() {
+            if t.syn() && t.ack() && t.acknowledgment_number() == isn.wrapping_add(1) {
                 Some(Ok(()))
             } else if t.rst() {
                 Some(Err("refused through the VIP (RST)".into()))
@@ -188,6 +209,7 @@ mod tests {
             iface: "eth0".into(),
             src_mac: [2, 0, 0, 0, 0, 1],
             src: Ipv4Addr::new(198, 18, 0, 1),
+            outer_src: Ipv4Addr::new(198, 18, 0, 1),
             dst_mac: [2, 0, 0, 0, 0, 0x11],
             vip: "198.18.100.10:80".parse().unwrap(),
             tunnel_to: tunnel.then_some(Ipv4Addr::new(198, 18, 0, 11)),
@@ -196,7 +218,7 @@ mod tests {
 
     #[test]
     fn the_check_is_a_syn_to_the_vip_at_the_real_s_mac_or_in_its_tunnel() {
-        let f = frame(&Probe::Tcp, &path(false), 61001).unwrap();
+        let f = frame(&Probe::Tcp, &path(false), 61001, 7).unwrap();
         let p = SlicedPacket::from_ethernet(&f).unwrap();
         let Some(etherparse::LinkSlice::Ethernet2(eth)) = &p.link else {
             panic!()
@@ -221,6 +243,7 @@ mod tests {
             },
             &path(true),
             61002,
+            7,
         )
         .unwrap();
         let p = SlicedPacket::from_ethernet(&f).unwrap();
@@ -245,12 +268,27 @@ mod tests {
             let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0x11], [2, 0, 0, 0, 0, 1])
                 .ipv4(from, [198, 18, 0, 1], 64)
                 .tcp(80, dport, 1, 100);
-            let b = if syn { b.syn().ack(1) } else { b };
+            let b = if syn { b.syn().ack(8) } else { b };
             let b = if rst { b.rst() } else { b };
             let mut f = Vec::new();
             b.write(&mut f, &[]).unwrap();
-            answer(&f, &path(false), 61001)
+            answer(&f, &path(false), 61001, 7)
         };
+        // A late SYN-ACK of an earlier check (another sequence number), or one from another
+        // MAC than the real's: not this check's answer.
+        let stale = |ack: u32, mac: [u8; 6]| {
+            let mut f = Vec::new();
+            PacketBuilder::ethernet2(mac, [2, 0, 0, 0, 0, 1])
+                .ipv4([198, 18, 100, 10], [198, 18, 0, 1], 64)
+                .tcp(80, 61001, 1, 100)
+                .syn()
+                .ack(ack)
+                .write(&mut f, &[])
+                .unwrap();
+            answer(&f, &path(false), 61001, 7)
+        };
+        assert_eq!(stale(99, [2, 0, 0, 0, 0, 0x11]), None);
+        assert_eq!(stale(8, [2, 0, 0, 0, 0, 0x12]), None);
         assert_eq!(
             answer_with(true, false, [198, 18, 100, 10], 61001),
             Some(Ok(()))

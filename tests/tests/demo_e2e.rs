@@ -143,3 +143,55 @@ fn the_pcap_files_open_as_captures_of_the_traced_request() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(r.facts.answered, 5);
 }
+
+/// `--keep` leaves the lab up until Ctrl-C, and Ctrl-C takes all of it down: namespaces,
+/// the balancer, the bpffs mount.
+#[test]
+fn ctrl_c_tears_a_kept_lab_down() {
+    use std::{
+        io::{BufRead as _, BufReader},
+        process::{Command, Stdio},
+        time::{Duration, Instant},
+    };
+    require_root();
+    let mut demo = Command::new(lbctl())
+        .args(["demo", "--mode", "dsr", "--requests", "5", "--keep"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let prefix = format!("lbl{}x", demo.id());
+    let mut out = BufReader::new(demo.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("stays up until Ctrl-C") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the demo ended without keeping its lab"
+        );
+    }
+    let netns = || {
+        String::from_utf8(
+            Command::new("ip")
+                .args(["netns", "list"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+    };
+    assert!(netns().contains(&prefix), "the lab is up: {}", netns());
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(demo.id() as libc::pid_t, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while demo.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not end after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!netns().contains(&prefix), "left behind: {}", netns());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains(&prefix), "a bpffs mount left behind");
+}

@@ -169,3 +169,62 @@ fn state_held_by_another_lbctl_or_of_another_layout_is_refused() {
         "refused: nothing removed"
     );
 }
+
+/// A real whose checks failed before a restart is still out after it, until its checks pass
+/// again: a restart never sends new flows to a dead real.
+#[test]
+fn a_real_down_before_a_restart_stays_down_after_it() {
+    require_root();
+    let mut lab = Lab::two_subnets(2).unwrap();
+    let check = "tcp,inter=300ms,timeout=300ms,rise=2,fall=2";
+    let args = nat_args(&lab, &["--keep-on-exit", "--check", check]);
+    lab.start_lb(&lbctl(), &args).unwrap();
+    lab.stop_tcp_server(1, VIP_PORT).unwrap();
+    let r2 = lab.real_addrs()[1].to_string();
+    let serving = |lab: &Lab| -> Option<bool> {
+        let text = lab.lbctl(&lbctl(), &["real", "list", "--json"]).unwrap();
+        let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+        list["reals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| {
+                r["real"]["addr"] == r2.as_str() && r["vip"].as_str().unwrap().ends_with(":80/tcp")
+            })
+            .and_then(|r| r["serving"].as_bool())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while serving(&lab) != Some(false) {
+        assert!(std::time::Instant::now() < deadline, "{}", lab.lb_log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    lab.stop_lb().unwrap();
+    lab.start_lb(&lbctl(), &args).unwrap();
+    assert_eq!(
+        serving(&lab),
+        Some(false),
+        "down from the start:\n{}",
+        lab.lb_log()
+    );
+    let replies = drive_tcp(&lab.client, vip(VIP_PORT), 20).unwrap();
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|r| r.real == "r1")),
+        "{replies:?}"
+    );
+    lab.stop_lb().unwrap();
+    let out = lab
+        .lb
+        .command(&lbctl().display().to_string())
+        .args(["detach", "eth0", "--pin-dir"])
+        .arg(lab.lb_pin_dir())
+        .env("LBCTL_SOCKET", lab.lb_socket())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

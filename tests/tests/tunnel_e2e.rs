@@ -3,7 +3,9 @@
 
 use lb_common::Reason;
 use lb_userspace::lab::{
-    demo::observe, drive_tcp_padded, Lab, CLIENT_ADDR, ROUTER_ADDRS, SNAT_ADDR,
+    capture::{capture, Point},
+    demo::observe,
+    drive_tcp_padded, hops, Lab, CLIENT_ADDR, ROUTER_ADDRS, SNAT_ADDR,
 };
 use tests::{attach_args, lbctl, require_root};
 
@@ -197,7 +199,18 @@ fn a_tunnel_vip_tunnels_from_its_own_source_address() {
     let mut args = attach_args(&lab, "tunnel");
     args.extend(["--tunnel-source".into(), SNAT_ADDR.to_string()]);
     lab.start_lb(&lbctl(), &args).unwrap();
-    let facts = observe(&lab, 40).unwrap();
+    // What the switch sends the reals (their decap program unwraps frames before a capture
+    // on the real itself would see them): tunnels from the VIP's own source.
+    let points: Vec<Point> = ["r1", "r2"]
+        .into_iter()
+        .map(|port| Point {
+            ns: &lab.switch,
+            iface: port,
+            label: format!("switch port {port}"),
+        })
+        .collect();
+    let (facts, frames) = capture(&points, || observe(&lab, 40)).unwrap();
+    let facts = facts.unwrap();
     assert_eq!(
         facts.answered,
         40,
@@ -205,5 +218,11 @@ fn a_tunnel_vip_tunnels_from_its_own_source_address() {
         facts.first_error,
         lab.lb_log()
     );
+    let outer: Vec<_> = frames
+        .iter()
+        .filter_map(|f| hops::parse(&f.bytes).and_then(|(h, _)| h.outer))
+        .collect();
+    assert!(outer.len() >= 40, "{} tunnelled frames", outer.len());
+    assert!(outer.iter().all(|(src, _)| *src == SNAT_ADDR), "{outer:?}");
     lab.stop_lb().unwrap();
 }

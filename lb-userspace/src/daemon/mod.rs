@@ -184,6 +184,8 @@ async fn start(
             return Err(e);
         }
     };
+    // Reals an earlier lbctl had down stay down until their checks pass `rise` times.
+    let down = dp.recovered_down();
     let mut running = Running {
         ifaces: opts.ifaces.clone(),
         dp,
@@ -191,9 +193,16 @@ async fn start(
         current: resolve::Resolved::empty(),
         health: BTreeMap::new(),
     };
+    running.seed_health(&current, &down);
+    let kept: Vec<_> = current.services.iter().map(|s| s.vip).collect();
+    // Everything that can refuse is asked before the maps (maybe in use) change; VIPs the
+    // new configuration drops go first, freeing their ids.
     let filled = running
-        .serve(&current)
-        .and_then(|()| running.dp.retire_unclaimed())
+        .dp
+        .check_attachable(&current.interfaces)
+        .and_then(|()| running.check(&current))
+        .and_then(|()| running.dp.retire_unclaimed(&kept))
+        .and_then(|()| running.serve(&current))
         .and_then(|()| running.dp.attach_all(&current.interfaces));
     match filled {
         Ok(how) => {

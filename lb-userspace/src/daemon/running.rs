@@ -43,12 +43,25 @@ impl Running {
         effective(&self.current, &self.health, i)
     }
 
-    /// Fills a fresh datapath with `r`, which becomes what is served once the caller has
-    /// attached (or been refused).
+    /// Fills a fresh (or taken over) datapath with `r`, which becomes what is served once
+    /// the caller has attached (or been refused).
     pub fn serve(&mut self, r: &Resolved) -> Result<()> {
-        tunnel_sources(r)?;
         let target = self.targets(r);
         converge(&mut self.dp, &target).map(drop)
+    }
+
+    /// What `serve(r)` would be refused for, asked before anything changes.
+    pub fn check(&self, r: &Resolved) -> Result<()> {
+        tunnel_sources(r).and_then(|()| self.capacity(r))
+    }
+
+    /// Marks `down` reals of checked VIPs in `r` as failing their checks.
+    pub fn seed_health(&mut self, r: &Resolved, down: &[RealKey]) {
+        let checked = checked_reals(r);
+        for key in down.iter().filter(|k| checked.contains(k)) {
+            let why = "down when the last lbctl stopped; up after rise checks".to_string();
+            self.health.insert(*key, (false, why));
+        }
     }
 
     /// Serves `services` instead of what is served now. Checked and resolved before anything
@@ -298,7 +311,9 @@ fn converge(dp: &mut Datapath, target: &BTreeMap<VipSpec, Target>) -> Result<usi
 /// Tunnels leave from the address of the interface their real is reached through.
 pub fn tunnel_sources(next: &Resolved) -> Result<()> {
     for (s, reals) in next.services.iter().zip(&next.reals) {
-        if s.settings.mode != Mode::Tunnel || s.settings.tunnel_source.is_some() {
+        // Even with a tunnel source of its own: the LB answers "fragmentation needed" from
+        // the interface's address.
+        if s.settings.mode != Mode::Tunnel {
             continue;
         }
         for r in reals {

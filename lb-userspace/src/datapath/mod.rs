@@ -200,6 +200,25 @@ impl Drop for Datapath {
     }
 }
 
+/// The program attached to `iface` when it is this state's (it runs on the FLOWS map of id
+/// `flows_id`); `None` when nothing is attached; an error naming any other program.
+fn attached_ours(
+    iface: &str,
+    ifindex: u32,
+    flows_id: u32,
+) -> Result<Option<(xdp_netlink::Attached, aya::programs::ProgramInfo)>> {
+    let Some(old) = xdp_netlink::attached(ifindex)? else {
+        return Ok(None);
+    };
+    let info = program_info(old.prog_id)?;
+    let name = info.name_as_str().unwrap_or("?").to_owned();
+    let ours = name == program_names::LB && info.map_ids()?.unwrap_or_default().contains(&flows_id);
+    if !ours {
+        bail!("{iface} has another XDP program attached ({name}, id {}): lbctl replaces only its own. If it is an lbctl's with another --pin-dir, stop that one; else detach it (`ip link set dev {iface} xdp off`)", old.prog_id);
+    }
+    Ok(Some((old, info)))
+}
+
 /// What the kernel says of the loaded program `id`.
 pub(crate) fn program_info(id: u32) -> Result<aya::programs::ProgramInfo> {
     for info in aya::programs::loaded_programs() {
@@ -231,7 +250,7 @@ impl Datapath {
     /// Loads the embedded object into the kernel (programs verified, maps created, nothing
     /// attached yet), with nothing pinned: for the decap program, tests and benchmarks.
     pub fn load() -> Result<Self> {
-        Self::load_with(None)
+        Self::load_with(None, false)
     }
 
     /// Loads the balancer with its state pinned in `dir`. When an earlier lbctl left state
@@ -244,15 +263,18 @@ impl Datapath {
                 .context("reading the embedded eBPF object")?;
             dir.check_layout(&obj)?;
         }
-        let mut dp = Self::load_with(Some(dir))?;
+        let mut dp = Self::load_with(Some(dir), adopting)?;
         if adopting {
-            dp.recover()?;
+            // Whatever happens next, the state the old program forwards on stays pinned.
             dp.keep_pins = true;
+            dp.recover()?;
         }
         Ok(dp)
     }
 
-    fn load_with(pins: Option<pins::StateDir>) -> Result<Self> {
+    /// `adopting`: the maps are an earlier lbctl's, in use: SETTINGS is left as it is (the
+    /// VIPs it describes are still served).
+    fn load_with(pins: Option<pins::StateDir>, adopting: bool) -> Result<Self> {
         let mut loader = EbpfLoader::new();
         if let Some(dir) = &pins {
             for name in map_names::KEPT {
@@ -300,12 +322,19 @@ impl Datapath {
             keep_pins: false,
             netlink_attached: BTreeMap::new(),
         };
-        dp.write_settings()?;
+        if !adopting {
+            dp.write_settings()?;
+        }
         Ok(dp)
     }
 
+    /// SETTINGS as the VIPs in VIPS need it: from their entries, so VIPs taken over from an
+    /// earlier lbctl and not configured again yet count too.
     fn write_settings(&mut self) -> Result<()> {
-        let stateful = self.vip_settings.values().any(|s| s.mode.is_stateful());
+        let stateful = self
+            .vip_meta
+            .values()
+            .any(|m| lb_common::mode_is_stateful(m.mode));
         let settings = Settings {
             cpus: possible_cpus()?,
             stateful: u32::from(stateful),
@@ -334,7 +363,7 @@ impl Datapath {
         let tunnel_ifindexes: BTreeSet<u32> = self
             .vip_settings
             .iter()
-            .filter(|(_, s)| s.mode == Mode::Tunnel && s.tunnel_source.is_none())
+            .filter(|(_, s)| s.mode == Mode::Tunnel)
             .flat_map(|(vip, _)| self.vip_reals.get(vip).into_iter().flatten())
             .map(|r| r.ifindex)
             .collect();
@@ -345,7 +374,12 @@ impl Datapath {
             }
             self.set_interface(i.ifindex, i.config)?;
         }
-        ifaces.iter().map(|i| self.attach_lb(&i.name)).collect()
+        let how = ifaces
+            .iter()
+            .map(|i| self.attach_lb(&i.name))
+            .collect::<Result<Vec<_>>>()?;
+        self.detach_left_behind(ifaces)?;
+        Ok(how)
     }
 
     /// Attaches the balancer to `iface`. With pinned state, over netlink (see
@@ -357,17 +391,11 @@ impl Datapath {
         };
         let flows_id = pins.map_id(map_names::FLOWS)?;
         let ifindex = crate::iface::index(iface)?;
+        let old = attached_ours(iface, ifindex, flows_id)?;
         let prog = self.program(program_names::LB)?;
         let fd = prog.fd().context("the balancer's program is not loaded")?;
         let fd = fd.as_fd();
-        if let Some(old) = xdp_netlink::attached(ifindex)? {
-            let info = program_info(old.prog_id)?;
-            let name = info.name_as_str().unwrap_or("?");
-            let ours = name == program_names::LB
-                && info.map_ids()?.unwrap_or_default().contains(&flows_id);
-            if !ours {
-                bail!("{iface} has another XDP program attached ({name}, id {}): lbctl replaces only its own. If it is an lbctl's with another --pin-dir, stop that one; else detach it (`ip link set dev {iface} xdp off`)", old.prog_id);
-            }
+        if let Some((old, info)) = old {
             let old_fd = info.fd().context("opening the attached program")?;
             xdp_netlink::set(ifindex, Some(fd), old.mode, Some(old_fd.as_fd()))
                 .with_context(|| format!("swapping this program in on {iface}"))?;
@@ -390,6 +418,56 @@ impl Datapath {
         self.netlink_attached
             .insert(iface.to_owned(), (ifindex, how.0));
         Ok(how.1)
+    }
+
+    /// Refuses interfaces where another XDP program than this state's is attached: asked
+    /// before anything changes, so a refused start leaves a taken-over state as it was.
+    pub fn check_attachable(&self, ifaces: &[Interface]) -> Result<()> {
+        let Some(pins) = &self.pins else {
+            return Ok(());
+        };
+        let flows_id = pins.map_id(map_names::FLOWS)?;
+        for i in ifaces {
+            attached_ours(&i.name, i.ifindex, flows_id)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the program of this state off interfaces an earlier lbctl served and this one
+    /// does not (found in IFACES, which lists every interface the program was given).
+    fn detach_left_behind(&mut self, ifaces: &[Interface]) -> Result<()> {
+        let Some(pins) = &self.pins else {
+            return Ok(());
+        };
+        let flows_id = pins.map_id(map_names::FLOWS)?;
+        let known: Vec<u32> = self
+            .ifaces
+            .keys()
+            .collect::<Result<_, _>>()
+            .context("reading IFACES")?;
+        for ifindex in known {
+            if ifaces.iter().any(|i| i.ifindex == ifindex) {
+                continue;
+            }
+            let name = format!("interface {ifindex}");
+            let (old, info) = match attached_ours(&name, ifindex, flows_id) {
+                Ok(Some(ours)) => ours,
+                Ok(None) => continue,
+                // Gone since, or another program there now: not this state's to detach.
+                Err(e) => {
+                    tracing::debug!(ifindex, error = %format!("{e:#}"), "left alone");
+                    continue;
+                }
+            };
+            let fd = info.fd().context("opening the attached program")?;
+            xdp_netlink::set(ifindex, None, old.mode, Some(fd.as_fd()))
+                .with_context(|| format!("detaching from {name}"))?;
+            warn!(
+                ifindex,
+                "detached from an interface the earlier lbctl served and this one is not given"
+            );
+        }
+        Ok(())
     }
 
     /// Takes this program off `iface` if it is attached there over netlink.

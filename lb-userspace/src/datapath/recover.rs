@@ -52,6 +52,21 @@ impl Datapath {
         Ok(())
     }
 
+    /// The reals found down in the pinned REALS: the daemon keeps them down (their checks
+    /// bring them back after `rise` passes) rather than sending new flows to a dead real.
+    pub fn recovered_down(&self) -> Vec<RealKey> {
+        self.vip_reals
+            .iter()
+            .flat_map(|(vip, reals)| {
+                reals
+                    .iter()
+                    .filter(|r| r.down)
+                    .map(move |r| real_key(vip, r))
+            })
+            .filter(|k| self.real_ids.contains_key(k))
+            .collect()
+    }
+
     fn adopt_real(&mut self, vip: VipSpec, id: u32, entry: &RealEntry) -> Result<()> {
         let real = Real::from_entry(entry);
         self.real_ids.insert(real_key(&vip, &real), id);
@@ -62,12 +77,13 @@ impl Datapath {
         Ok(())
     }
 
-    /// Stops serving the VIPs found pinned that the new configuration does not have.
-    pub fn retire_unclaimed(&mut self) -> Result<()> {
+    /// Stops serving the VIPs found pinned that are not (yet) configured again, but those of
+    /// `kept` (about to be: they keep serving until `add_vip` claims them).
+    pub fn retire_unclaimed(&mut self, kept: &[VipSpec]) -> Result<()> {
         let unclaimed: Vec<VipSpec> = self
             .vip_ids
             .keys()
-            .filter(|v| !self.vip_settings.contains_key(*v))
+            .filter(|v| !self.vip_settings.contains_key(*v) && !kept.contains(v))
             .copied()
             .collect();
         for vip in unclaimed {

@@ -105,6 +105,8 @@ fn open(iface: &str) -> Result<Box<dyn datalink::DataLinkReceiver>> {
         .ok_or_else(|| anyhow!("no interface {iface}"))?;
     let config = Config {
         read_timeout: Some(Duration::from_millis(10)),
+        // A host's own frames are all the demo shows.
+        promiscuous: false,
         ..Config::default()
     };
     match datalink::channel(&interface, config).context("opening a packet socket")? {

@@ -70,12 +70,9 @@ pub fn trace(
     macs: &BTreeMap<[u8; 6], String>,
 ) -> Trace {
     let place = |f: &Frame| path.iter().position(|p| *p == f.at).unwrap_or(path.len());
-    let pick = |wanted: &dyn Fn(&[u8]) -> bool, outward: bool| {
+    let pick = |wanted: &dyn Fn(&Frame) -> bool, outward: bool| {
         let mut hops: Vec<Hop> = Vec::new();
-        let mut seen: Vec<&Frame> = frames
-            .iter()
-            .filter(|f| parse(&f.bytes).is_some_and(|(_, p)| wanted(p)))
-            .collect();
+        let mut seen: Vec<&Frame> = frames.iter().filter(|f| wanted(f)).collect();
         seen.sort_by_key(|f| {
             let at = place(f);
             (if outward { at } else { path.len() - at }, f.when)
@@ -102,9 +99,29 @@ pub fn trace(
         }
         hops
     };
+    // The reply is the request's flow turned around at each point: an answer to some other
+    // connection (a health check's, say) with the same payload is not part of this exchange.
+    let request_flows: Vec<(&str, SocketAddr, SocketAddr)> = frames
+        .iter()
+        .filter_map(|f| {
+            let (h, payload) = parse(&f.bytes)?;
+            is_request(payload).then_some((f.at.as_str(), h.src, h.dst))
+        })
+        .collect();
+    let in_flow = |f: &Frame| {
+        parse(&f.bytes).is_some_and(|(h, payload)| {
+            is_reply(payload)
+                && request_flows
+                    .iter()
+                    .any(|&(at, src, dst)| at == f.at && src == h.dst && dst == h.src)
+        })
+    };
     Trace {
-        request: pick(&is_request, true),
-        reply: pick(&is_reply, false),
+        request: pick(
+            &|f: &Frame| parse(&f.bytes).is_some_and(|(_, p)| is_request(p)),
+            true,
+        ),
+        reply: pick(&in_flow, false),
     }
 }
 
@@ -229,6 +246,17 @@ mod tests {
             ),
             // A health check's SYN: no payload, not the exchange.
             frame("r1 eth0", 5, LB, R1, (real, real), (50000, 80), b""),
+            // An answer with the same look on another connection (the LB's own): not the
+            // traced reply.
+            frame(
+                "r1 eth0",
+                6,
+                R1,
+                LB,
+                (real, [198, 18, 0, 1]),
+                (80, 50000),
+                b"r1 198.18.0.1 50000\n",
+            ),
         ];
         let path = ["client eth0".to_string(), "r1 eth0".to_string()];
         let t = trace(

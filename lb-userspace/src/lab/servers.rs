@@ -110,7 +110,9 @@ fn answer(stream: TcpStream, name: &str, peer: IpAddr, port: u16) {
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let mut line = String::new();
     let mut reader = BufReader::new(&stream);
-    if reader.read_line(&mut line).is_ok() {
+    // Connect-and-close (a TCP health check) reads end of file: nothing was asked, nothing
+    // is answered.
+    if reader.read_line(&mut line).is_ok_and(|n| n > 0) {
         let _ = (&stream).write_all(format!("{name} {peer} {port}\n").as_bytes());
     }
 }
