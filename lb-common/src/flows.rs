@@ -4,7 +4,7 @@ use core::mem::size_of;
 
 /// Key of the FLOWS map, and what the flow hash is computed over: a packet's addresses,
 /// ports and protocol in wire order. IPv4 addresses are zero-extended to 16 bytes.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub src: [u8; 16],

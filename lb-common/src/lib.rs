@@ -12,21 +12,41 @@ mod maps;
 
 pub use counters::{Counter, Reason, Verdict, VipCounters, COUNTER_SLOTS};
 
-/// Value of BENCH_FRAME: the frame a benchmark run restores before every repeat.
+/// Value of BENCH_FRAME: the frame a benchmark run restores before every repeat (and the
+/// traffic generator sends).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BenchFrame {
     /// The frame's first bytes (a benchmark frame is at least this long).
     pub bytes: [u8; BENCH_FRAME_LEN],
-    /// Non-zero: each repeat is a new flow: a 32-bit count whose low half is written as the
-    /// source port at `vary_sport_at`, its high half at `vary_addr_at` (the source address's
-    /// last two bytes), so a run of millions has no flow twice.
+    /// Non-zero: each repeat takes the next value of a per-CPU count, written (low half) as
+    /// the source port at this offset, so repeats are different flows.
     pub vary_sport_at: u32,
+    /// Non-zero: the count's high half is written here too (the source address's last two
+    /// bytes), so a run of millions has no flow twice. Zero: the address stays (its
+    /// checksum stays right, for traffic that meets the kernel's stack).
     pub vary_addr_at: u32,
+    /// Non-zero: the count goes 1..=this and wraps, so the run cycles over this many flows
+    /// (established after their first packet).
+    pub vary_modulo: u32,
     /// The frame's length, to undo a tunnel's outer header between repeats.
     pub len: u32,
 }
-const _: () = assert!(core::mem::size_of::<BenchFrame>() == BENCH_FRAME_LEN + 12);
+const _: () = assert!(core::mem::size_of::<BenchFrame>() == BENCH_FRAME_LEN + 16);
+
+/// Value of BENCH_REDIRECT: where the bare-redirect benchmark program sends every frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchRedirect {
+    pub ifindex: u32,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<BenchRedirect>() == 16);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), an integer and byte arrays, no padding (asserted size).
+unsafe impl aya::Pod for BenchRedirect {}
 
 /// Bytes of a benchmark frame restored before every repeat.
 pub const BENCH_FRAME_LEN: usize = 64;
@@ -54,6 +74,9 @@ pub mod map_names {
     pub const SWEPT: &str = "SWEPT";
     pub const OPEN: &str = "OPEN";
     pub const BENCH_FRAME: &str = "BENCH_FRAME";
+    pub const BENCH_SEQ: &str = "BENCH_SEQ";
+    pub const BENCH_SINK: &str = "BENCH_SINK";
+    pub const BENCH_REDIRECT: &str = "BENCH_REDIRECT";
     pub const RR_CURSOR: &str = "RR_CURSOR";
     pub const TUNNEL_SOURCES: &str = "TUNNEL_SOURCES";
 
@@ -95,4 +118,14 @@ pub mod program_names {
     /// Benchmarks only: restores the frame as `BENCH` does, swaps the MACs and sends it back:
     /// the floor of the path (a trivial XDP_TX program plus the restore).
     pub const BENCH_FLOOR: &str = "lb_bench_floor";
+    /// Benchmarks only: a MAC swap sent back (XDP_TX), no restore: the trivial program.
+    pub const BENCH_SWAP: &str = "lb_bench_swap";
+    /// Benchmarks only: the traffic generator, run with BPF_PROG_RUN live frames: the frame
+    /// of BENCH_FRAME with the next source port, sent out of the interface (XDP_TX).
+    pub const BENCH_GEN: &str = "lb_bench_gen";
+    /// Benchmarks only: counts every frame in BENCH_SINK and drops it.
+    pub const BENCH_SINK: &str = "lb_bench_sink";
+    /// Benchmarks only: the limit of the forwarding path: every frame redirected as
+    /// BENCH_REDIRECT says, MACs set, nothing looked at.
+    pub const BENCH_REDIRECT: &str = "lb_bench_redirect";
 }

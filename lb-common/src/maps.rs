@@ -2,10 +2,12 @@
 
 use core::mem::size_of;
 
-/// Most VIPs one program serves (VIPS hash capacity, VIP_COUNTERS and RINGS length).
-pub const MAX_VIPS: u32 = 512;
-/// Most reals across all VIPs (REALS array length).
-pub const MAX_REALS: u32 = 4096;
+/// Most VIPs one program serves (VIPS hash capacity, VIP_COUNTERS and RINGS length). The
+/// per-VIP arrays cost little; each VIP's ring exists only once the VIP does, and costs
+/// 512 KiB of kernel memory (an array map stores each 4-byte slot in 8).
+pub const MAX_VIPS: u32 = 16_384;
+/// Most reals across all VIPs, a real of two VIPs counted twice (REALS array length).
+pub const MAX_REALS: u32 = 16_384;
 /// Slots of each VIP's ring map: the largest Maglev table (a prime, as Maglev's construction
 /// requires), round-robin sequence or leastconn candidate list a VIP can have.
 pub const RING_SIZE: u32 = 65537;
@@ -21,8 +23,9 @@ pub const PROTO_UDP: u8 = 17;
 
 /// Most interfaces one program is attached to (IFACES capacity).
 pub const MAX_IFACES: u32 = 64;
-/// Flows the flow table holds before the least recently used are evicted. Each flow of a
-/// stateful mode (nat, router, one-arm) takes two entries, one per direction.
+/// Flows the flow table holds before the least recently used are evicted, unless the loader
+/// sizes it otherwise. Each flow of a stateful mode (nat, router, one-arm) takes two
+/// entries, one per direction.
 pub const MAX_FLOWS: u32 = 262_144;
 /// Entries of ENDPOINTS: the service endpoints of nat/router reals and SNAT pool addresses.
 pub const MAX_ENDPOINTS: u32 = 8192;

@@ -44,18 +44,17 @@ pub fn balance(ctx: &XdpContext, ingress: u32) -> Result<Sent, Reason> {
     let scratch = scratch()?;
     let p = &mut scratch.parsed;
     parse(&pkt, p)?;
-    let mut out = Sent::NONE;
     if p.flow.proto == IPPROTO_ICMP {
         let q = &mut scratch.quote;
         icmp_flow(&pkt, p, &mut scratch.key, &mut scratch.flow, q)?;
         icmp_translate_quote(&pkt, q, &scratch.flow)?;
-        icmp_translate_outer(&pkt, &scratch.key, &scratch.flow, &mut out)?;
-        return Ok(out);
+        icmp_translate_outer(&pkt, &scratch.key, &scratch.flow, &mut scratch.sent)?;
+        return Ok(scratch.sent);
     }
     let Some(vip) = lookup::vip(p) else {
         reply_flow(p, &mut scratch.flow)?;
-        forward(ctx, &pkt, p, &scratch.flow, &mut out)?;
-        return Ok(out);
+        forward(ctx, &pkt, p, &scratch.flow, &mut scratch.sent)?;
+        return Ok(scratch.sent);
     };
     let mode = vip.mode;
     if mode != MODE_DSR && mode != MODE_TUNNEL && !(mode_is_stateful(mode) && p.family == V4) {
@@ -68,17 +67,17 @@ pub fn balance(ctx: &XdpContext, ingress: u32) -> Result<Sent, Reason> {
         done => done?,
     }
     if mode_is_stateful(mode) {
-        forward(ctx, &pkt, &scratch.parsed, &scratch.flow, &mut out)?;
-        return Ok(out);
+        forward(ctx, &pkt, &scratch.parsed, &scratch.flow, &mut scratch.sent)?;
+        return Ok(scratch.sent);
     }
-    match direct(ctx, &pkt, scratch, mode, &mut out) {
+    match direct(ctx, &pkt, scratch, mode) {
         // Sent from here: under `direct`, the call chain's stack would be too deep.
         Err(Reason::IcmpTooBig) => {
             let iface = lookup::iface(ingress).ok_or(Reason::TooBig)?;
             let error = icmp::Error::fragmentation_needed(scratch.next_hop_mtu);
             Err(answer(ctx, &iface, error, Reason::IcmpTooBig))
         }
-        done => done.map(|()| out),
+        done => done.map(|()| scratch.sent),
     }
 }
 
@@ -86,20 +85,20 @@ pub fn balance(ctx: &XdpContext, ingress: u32) -> Result<Sent, Reason> {
 /// packet too big to tunnel is [`Reason::IcmpTooBig`], with the MTU that fits in
 /// `scratch.next_hop_mtu`, for the caller to answer.
 #[inline(never)]
-fn direct(
-    ctx: &XdpContext,
-    pkt: &Packet,
-    scratch: &mut Scratch,
-    mode: u8,
-    out: &mut Sent,
-) -> Result<(), Reason> {
+fn direct(ctx: &XdpContext, pkt: &Packet, scratch: &mut Scratch, mode: u8) -> Result<(), Reason> {
     let flow = &scratch.flow;
-    *out = Sent {
+    scratch.sent = Sent {
         vip_id: flow.vip_id,
         egress: flow.egress_ifindex,
         reply: false,
     };
-    let egress = egress_iface(flow.egress_ifindex, ctx.ingress_ifindex() as u32)?;
+    let ingress = ctx.ingress_ifindex() as u32;
+    // Most reals are reached through the interface the packet came in on, found already.
+    let egress = if flow.egress_ifindex == 0 || flow.egress_ifindex == ingress {
+        scratch.ingress_iface
+    } else {
+        egress_iface(flow.egress_ifindex, ingress)?
+    };
     if mode == MODE_DSR {
         return rewrite::dsr(pkt, egress.mac, flow.dst_mac);
     }
@@ -118,6 +117,7 @@ fn flow_of(ctx: &XdpContext, scratch: &mut Scratch, vip: &VipMeta) -> Result<(),
     let ingress = ctx.ingress_ifindex() as u32;
     let p = &scratch.parsed;
     let iface = lookup::addressed_to_us(p, ingress)?;
+    scratch.ingress_iface = iface;
     let (tcp, tcp_flags) = (p.flow.proto == PROTO_TCP, p.tcp_flags);
     // A TTL that would run out gets its ICMP before any state is made for it.
     if vip.mode == MODE_ROUTER && p.ttl <= 1 {

@@ -8,7 +8,7 @@ use lb_common::BENCH_FRAME_LEN;
 
 use crate::{
     decap::OUTER_LEN,
-    maps::{BENCH_FRAME, BENCH_SEQ},
+    maps::{BENCH_FRAME, BENCH_REDIRECT, BENCH_SEQ, BENCH_SINK},
     packet::Packet,
 };
 
@@ -25,9 +25,20 @@ pub fn restore(ctx: &XdpContext) {
     }
     // SAFETY: data..data_end is the frame the kernel handed this program.
     let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
-    if let Ok(bytes) = pkt.ptr_at::<[u8; BENCH_FRAME_LEN]>(0) {
-        // SAFETY: ptr_at checked that the bytes are in the frame.
-        unsafe { *bytes = frame.bytes };
+    // Copied as 8-byte words, volatile so that LLVM does not turn the copy back into a call
+    // to the byte-by-byte memmove (which would make the harness cost more than what it
+    // measures).
+    if let Ok(words) = pkt.ptr_at::<[u64; BENCH_FRAME_LEN / 8]>(0) {
+        let from = frame.bytes.as_ptr() as *const u64;
+        let to = words as *mut u64;
+        let mut i = 0;
+        while i < BENCH_FRAME_LEN / 8 {
+            // SAFETY: ptr_at checked that the 64 bytes are in the frame. Both ends are 8-byte
+            // aligned: map values always are, and test-run and live frames start at a fixed
+            // headroom into their page (this code runs only there).
+            unsafe { core::ptr::write_volatile(to.add(i), core::ptr::read_volatile(from.add(i))) };
+            i += 1;
+        }
     }
     if frame.vary_sport_at == 0 {
         return;
@@ -37,17 +48,49 @@ pub fn restore(ctx: &XdpContext) {
     };
     // SAFETY: this CPU's slot.
     let n = unsafe {
-        *seq = (*seq).wrapping_add(1);
-        *seq
+        // 1, 2, ... (a source port of 0 would be a malformed packet), wrapping back to 1.
+        let mut next = (*seq).wrapping_add(1);
+        if frame.vary_modulo != 0 && next > frame.vary_modulo {
+            next = 1;
+        }
+        *seq = next;
+        next
     };
     if let Ok(sport) = pkt.ptr_at::<[u8; 2]>(frame.vary_sport_at as usize) {
         // SAFETY: ptr_at checked that the two bytes are in the frame.
         unsafe { *sport = (n as u16).to_be_bytes() };
     }
+    if frame.vary_addr_at == 0 {
+        return;
+    }
     if let Ok(addr) = pkt.ptr_at::<[u8; 2]>(frame.vary_addr_at as usize) {
         // SAFETY: ptr_at checked that the two bytes are in the frame.
         unsafe { *addr = ((n >> 16) as u16).to_be_bytes() };
     }
+}
+
+/// The sink: counts the frame on this CPU.
+#[inline(always)]
+pub fn count_sink() {
+    if let Some(c) = BENCH_SINK.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, only this CPU writes it.
+        unsafe { *c += 1 };
+    }
+}
+
+/// The bare redirect: the frame's MACs set as BENCH_REDIRECT says; its egress interface, or
+/// `None` when the map is not set.
+#[inline(always)]
+pub fn redirect_target(ctx: &XdpContext) -> Option<u32> {
+    let to = BENCH_REDIRECT.get(0)?;
+    // SAFETY: data..data_end is the frame the kernel handed this program.
+    let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
+    let eth = pkt.ptr_at::<[u8; 12]>(0).ok()?;
+    // SAFETY: ptr_at checked that the Ethernet addresses are in the frame.
+    let eth = unsafe { &mut *eth };
+    eth[..6].copy_from_slice(&to.dst_mac);
+    eth[6..].copy_from_slice(&to.src_mac);
+    Some(to.ifindex)
 }
 
 /// The floor: a frame's MACs swapped, as the simplest XDP_TX program does.

@@ -9,21 +9,13 @@ use lb_common::{Counter, Reason, Verdict};
 use crate::maps::{COUNTERS, VIP_COUNTERS};
 
 /// A rewritten frame and where it goes.
+#[derive(Clone, Copy)]
 pub struct Sent {
     pub vip_id: u32,
     /// Interface it leaves from.
     pub egress: u32,
     /// A reply (real → client) rather than a request.
     pub reply: bool,
-}
-
-impl Sent {
-    /// A placeholder for a function to fill.
-    pub const NONE: Self = Self {
-        vip_id: 0,
-        egress: 0,
-        reply: false,
-    };
 }
 
 /// A rewritten frame leaves from the interface it came in on (XDP_TX), or is redirected to

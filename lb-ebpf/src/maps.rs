@@ -1,14 +1,14 @@
 //! The datapath's maps. Names must match `lb_common::map_names`.
 
-use crate::{icmp_nat::Quote, parse::Parsed};
+use crate::{emit::Sent, icmp_nat::Quote, parse::Parsed};
 use aya_ebpf::{
     btf_maps::{Array, ArrayOfMaps, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use lb_common::{
-    BenchFrame, Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealEntry, Settings, SnatPool,
-    VipCounters, VipKey, VipMeta, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES, MAX_REALS,
-    MAX_VIPS, RING_MAP_FLAGS, RING_SIZE,
+    BenchFrame, BenchRedirect, Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealEntry, Settings,
+    SnatPool, VipCounters, VipKey, VipMeta, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES,
+    MAX_REALS, MAX_VIPS, RING_MAP_FLAGS, RING_SIZE,
 };
 
 /// The interfaces the program is attached to, by ifindex: the LB's MAC, MTU and IPv4
@@ -99,6 +99,11 @@ pub struct Scratch {
     pub quote: Quote,
     /// Tunnel mode: the MTU a packet too big to tunnel must fit.
     pub next_hop_mtu: u16,
+    /// Where the rewritten frame goes, as the steps fill it in. Here rather than on the
+    /// stack: a zeroed placeholder there costs a byte-by-byte memset call per packet.
+    pub sent: Sent,
+    /// The LB's side of the interface the packet came in on, once a VIP's flow is found.
+    pub ingress_iface: IfaceConfig,
 }
 
 /// This CPU's scratch space.
@@ -124,3 +129,11 @@ pub static BENCH_FRAME: Array<BenchFrame, 1> = Array::new();
 /// Benchmarks only: the next source port of a benchmark that makes every packet a new flow.
 #[btf_map]
 pub static BENCH_SEQ: PerCpuArray<u32, 1> = PerCpuArray::new();
+
+/// Benchmarks only: frames the sink program counted, per CPU.
+#[btf_map]
+pub static BENCH_SINK: PerCpuArray<u64, 1> = PerCpuArray::new();
+
+/// Benchmarks only: where the bare-redirect program sends frames.
+#[btf_map]
+pub static BENCH_REDIRECT: Array<BenchRedirect, 1> = Array::new();

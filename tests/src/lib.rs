@@ -3,6 +3,7 @@
 pub mod fixture;
 pub mod frames;
 pub mod table;
+pub mod veth_path;
 
 use std::path::PathBuf;
 

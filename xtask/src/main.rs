@@ -31,9 +31,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run the benchmarks (needs root): Maglev table builds and the datapath's nanoseconds
-    /// per packet per scheduler and mode; writes target/bench/report.md and report.json.
-    Bench,
+    /// Run the benchmarks (needs root): per-packet cost against the XDP floor, forwarding
+    /// through veth against bare XDP redirect and nftables, real TCP against nftables,
+    /// HAProxy and no LB, scale; writes target/bench/report.md, report.json and PNG plots.
+    Bench {
+        /// Arguments for the bench, e.g. `--only per-packet,scale` or `--quick`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Build lbctl and run `lbctl demo` (needs root): the lab, on real packets.
     Demo {
         /// Arguments for `lbctl demo`, e.g. `--requests 300`.
@@ -77,7 +82,14 @@ fn main() -> Result<()> {
                 .args(&args)
                 .env("LBCTL", lbctl))
         }
-        Cmd::Bench => run(cargo().args(["run", "--release", "-p", "tests", "--bin", "bench"])),
+        Cmd::Bench { args } => {
+            setup::apt_packages(setup::BENCH_PACKAGES)?;
+            run(cargo().args(["build", "--release", "-p", "lb-userspace", "--bin", "lbctl"]))?;
+            run(cargo()
+                .args(["run", "--release", "-p", "tests", "--bin", "bench", "--"])
+                .args(&args)
+                .env("LBCTL", target_dir().join("release/lbctl")))
+        }
         Cmd::Demo { args } => {
             run(cargo().args(["build", "--release", "-p", "lb-userspace", "--bin", "lbctl"]))?;
             run(Command::new(target_dir().join("release/lbctl"))

@@ -17,11 +17,22 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "procps",
 ];
+
+/// What `cargo xtask bench` compares the balancer with and plots with: nginx reals, wrk,
+/// HAProxy and nftables (the alternatives), perf for the profiles, a font for the plots.
+pub const BENCH_PACKAGES: &[&str] = &[
+    "nginx",
+    "wrk",
+    "haproxy",
+    "nftables",
+    "fonts-dejavu-core",
+    "linux-perf",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
 pub fn ensure() -> Result<()> {
-    apt_packages()?;
+    apt_packages(APT_PACKAGES)?;
     nightly_rust_src()?;
     bpf_linker()?;
     bpffs()
@@ -34,8 +45,9 @@ fn output(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn apt_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+/// Installs those of `packages` that are missing.
+pub fn apt_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| {

@@ -7,6 +7,7 @@ mod recover;
 mod ring_map;
 mod services;
 mod testrun;
+pub use testrun::{BenchAttach, BenchProgram, ProgramSize, Vary};
 mod xdp_netlink;
 
 use std::{
@@ -250,7 +251,13 @@ impl Datapath {
     /// Loads the embedded object into the kernel (programs verified, maps created, nothing
     /// attached yet), with nothing pinned: for the decap program, tests and benchmarks.
     pub fn load() -> Result<Self> {
-        Self::load_with(None, false)
+        Self::load_with(None, false, None)
+    }
+
+    /// As [`Datapath::load`], with a flow table of `entries` instead of the default
+    /// [`lb_common::MAX_FLOWS`] (leastconn's open-flow table follows it).
+    pub fn load_with_flow_table(entries: u32) -> Result<Self> {
+        Self::load_with(None, false, Some(entries))
     }
 
     /// Loads the balancer with its state pinned in `dir`. When an earlier lbctl left state
@@ -263,7 +270,7 @@ impl Datapath {
                 .context("reading the embedded eBPF object")?;
             dir.check_layout(&obj)?;
         }
-        let mut dp = Self::load_with(Some(dir), adopting)?;
+        let mut dp = Self::load_with(Some(dir), adopting, None)?;
         if adopting {
             // Whatever happens next, the state the old program forwards on stays pinned.
             dp.keep_pins = true;
@@ -274,8 +281,16 @@ impl Datapath {
 
     /// `adopting`: the maps are an earlier lbctl's, in use: SETTINGS is left as it is (the
     /// VIPs it describes are still served).
-    fn load_with(pins: Option<pins::StateDir>, adopting: bool) -> Result<Self> {
+    fn load_with(
+        pins: Option<pins::StateDir>,
+        adopting: bool,
+        flow_table: Option<u32>,
+    ) -> Result<Self> {
         let mut loader = EbpfLoader::new();
+        if let Some(entries) = flow_table {
+            loader.map_max_entries(map_names::FLOWS, entries);
+            loader.map_max_entries(map_names::OPEN, entries);
+        }
         if let Some(dir) = &pins {
             for name in map_names::KEPT {
                 loader.map_pin_path(name, dir.map_path(name));

@@ -1,0 +1,400 @@
+//! Per-packet cost in the kernel (BPF_PROG_TEST_RUN, the frame restored before every repeat
+//! so a rewriting program never works on its own output): every mode × established flow,
+//! new flow and new flow into a full flow table, next to the floor of the path; then the
+//! cost of an established flow as the flow table grows from 1 k to 1 M entries.
+
+use std::net::IpAddr;
+
+use anyhow::{ensure, Context as _, Result};
+use lb_userspace::{
+    datapath::{BenchProgram, Datapath, Real, Vary},
+    service::VipSettings,
+    spec::{Balance, Mode},
+};
+use tests::{
+    fixture::*,
+    frames::{hop, Tcp},
+};
+
+use crate::{
+    profile,
+    report::{Figure, Plot, PlotKind, Section, Series, Unit},
+    Opts,
+};
+
+/// Runs per figure; the median is reported.
+const RUNS: usize = 5;
+/// Ethernet 14 + IPv4 20: the TCP source port; the IPv4 source address's last two bytes.
+const SPORT_AT: usize = 34;
+const SADDR_LOW_AT: usize = 28;
+/// The flow table of the new-flow figures: larger than all the flows they make, so "new
+/// flow" inserts into free room, until it is filled for "into a full table".
+const NEW_FLOW_TABLE: u32 = 1 << 20;
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Repeats per kernel run.
+struct Repeats {
+    established: u32,
+    new_flow: u32,
+}
+
+impl Repeats {
+    fn of(quick: bool) -> Self {
+        if quick {
+            Self {
+                established: 100_000,
+                new_flow: 20_000,
+            }
+        } else {
+            Self {
+                established: 1_000_000,
+                // × RUNS new flows, two entries each in stateful modes: within NEW_FLOW_TABLE.
+                new_flow: 80_000,
+            }
+        }
+    }
+}
+
+pub fn run(opts: &Opts) -> Result<Section> {
+    // Pinned in a thread of its own: the other sections' processes must not inherit it.
+    let quick = opts.quick;
+    std::thread::spawn(move || {
+        pin_to_cpu0();
+        measure(quick)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the per-packet thread panicked"))?
+}
+
+fn measure(quick: bool) -> Result<Section> {
+    let reps = Repeats::of(quick);
+    let mut s = Section::new(
+        "Per-packet cost (BPF_PROG_TEST_RUN)",
+        format!(
+            "The balancer run in the kernel on one TCP frame (ACK, 32 bytes of payload) to a VIP \
+             with three reals, {} repeats per run for established flows and {} for new ones, \
+             median of {RUNS} runs, on CPU 0; before every repeat the frame is restored from a \
+             map (and for new flows given the next source port and address). Ratios are to \
+             the trivial program (MAC swap + XDP_TX, which needs no restore), as in Katran's \
+             anchor figures. New flows: a flow table of {} entries, then the same \
+             filled up (every new flow evicts one).",
+            reps.established, reps.new_flow, NEW_FLOW_TABLE
+        ),
+    );
+    let frame = hop(CLIENT_MAC, LB_MAC, CLIENT, VIP_IP).tcp(40000, 80, Tcp::Ack, &[b'x'; 32]);
+    let other =
+        hop(CLIENT_MAC, LB_MAC, CLIENT, [198, 18, 100, 99]).tcp(40000, 80, Tcp::Ack, &[b'x'; 32]);
+
+    let mut dp = datapath(&VipSettings::new(Mode::Dsr), None)?;
+    let pass = time(&mut dp, BenchProgram::Pass, &frame, None, reps.established)?;
+    s.push(
+        Figure::new("test-run loop: a bare XDP_PASS", pass, Unit::Ns)
+            .note("Katran's anchor run: 21 ns"),
+    );
+    let floor = time(&mut dp, BenchProgram::Swap, &frame, None, reps.established)?;
+    s.push(
+        Figure::new(
+            "floor: a trivial program, MAC swap + XDP_TX",
+            floor,
+            Unit::Ns,
+        )
+        .note("Katran's anchor run: 24 ns"),
+    );
+    let harness = time(&mut dp, BenchProgram::Floor, &frame, None, reps.established)?;
+    s.push(
+        Figure::new("the same with the frame restored first", harness, Unit::Ns).note(format!(
+            "the restore costs {:.0} ns; it is in every balancer figure below, as Katran's \
+         restore wrapper is in its figures",
+            harness - floor
+        )),
+    );
+    let ratio = |ns: f64| ns / floor;
+    let non_vip = time(
+        &mut dp,
+        BenchProgram::Balancer,
+        &other,
+        None,
+        reps.established,
+    )?;
+    s.push(
+        Figure::new("not a VIP: passed", non_vip, Unit::Ns)
+            .note(format!("{:.2}× the floor (Katran 2.9×)", ratio(non_vip)))
+            .target("≤ 1.5× the floor", ratio(non_vip) <= 1.5),
+    );
+    let shares = profile::sample(0, || {
+        dp.bench(BenchProgram::Balancer, &other, None, reps.established)
+            .map(drop)
+    })?;
+    s.notes.push(format!(
+        "Where the time goes, not a VIP: {}.",
+        profile::describe(&shares, non_vip)
+    ));
+    let size = dp.balancer_size()?;
+    s.notes.push(format!(
+        "The balancer program: {} BPF instructions after verification, {} bytes of machine \
+         code; the verifier processed {} instructions (all paths).",
+        size.insns, size.jitted_bytes, size.verified_insns
+    ));
+    drop(dp);
+
+    let mut bars = vec![
+        ("XDP_PASS".to_string(), pass),
+        ("MAC swap".to_string(), floor),
+        ("not a VIP".to_string(), non_vip),
+    ];
+    for (name, settings) in cases()? {
+        let (est_goal, new_goal) = goals(&settings);
+        let mut dp = datapath(&settings, None).with_context(|| name.clone())?;
+        let est = time(
+            &mut dp,
+            BenchProgram::Balancer,
+            &frame,
+            None,
+            reps.established,
+        )?;
+        let mut f = Figure::new(format!("{name}, established flow"), est, Unit::Ns)
+            .note(format!("{:.2}× the floor", ratio(est)));
+        if let Some(goal) = est_goal {
+            f = f.target(format!("≤ {goal}× the floor"), ratio(est) <= goal);
+        }
+        s.push(f);
+        bars.push((format!("{name} est."), est));
+        if PROFILED.contains(&name.as_str()) {
+            let shares = profile::sample(0, || {
+                dp.bench(BenchProgram::Balancer, &frame, None, reps.established)
+                    .map(drop)
+            })?;
+            s.notes.push(format!(
+                "Where the time goes, {name}, established flow (perf, share of CPU 0's \
+                 samples): {}.",
+                profile::describe(&shares, est)
+            ));
+        }
+        drop(dp);
+
+        let mut dp = datapath(&settings, Some(NEW_FLOW_TABLE)).with_context(|| name.clone())?;
+        let new = new_flows(&mut dp, &frame, reps.new_flow)?;
+        let mut f = Figure::new(format!("{name}, new flow"), new, Unit::Ns)
+            .note(format!("{:.2}× the floor", ratio(new)));
+        if let Some(goal) = new_goal {
+            f = f.target(format!("≤ {goal}× the floor"), ratio(new) <= goal);
+        }
+        s.push(f);
+        bars.push((format!("{name} new"), new));
+        if PROFILED.contains(&name.as_str()) && settings.mode != Mode::OneArm {
+            let shares = profile::sample(0, || {
+                dp.bench(BenchProgram::Balancer, &frame, Some(NEW), reps.new_flow)
+                    .map(drop)
+            })?;
+            s.notes.push(format!(
+                "Where the time goes, {name}, new flow: {}.",
+                profile::describe(&shares, new)
+            ));
+        }
+        // Fill what is left of the table, then every new flow evicts the oldest.
+        let per_flow = if settings.mode.is_stateful() { 2 } else { 1 };
+        let made = reps.new_flow * RUNS as u32 * per_flow;
+        let fill = (NEW_FLOW_TABLE.saturating_sub(made) / per_flow) + NEW_FLOW_TABLE / 8;
+        run_new(&mut dp, &frame, fill)?;
+        let full = new_flows(&mut dp, &frame, reps.new_flow)?;
+        s.push(
+            Figure::new(
+                format!("{name}, new flow into a full table"),
+                full,
+                Unit::Ns,
+            )
+            .note(format!(
+                "{:.2}× the floor (Katran, 4 M entries: 987 ns)",
+                ratio(full)
+            )),
+        );
+    }
+    s.plots.push(Plot {
+        file: "per_packet.png".into(),
+        title: "ns per packet (BPF_PROG_TEST_RUN)".into(),
+        y_label: "ns per packet".into(),
+        kind: PlotKind::Bars(bars),
+    });
+    flow_table_scale(&mut s, &frame, &reps)?;
+    Ok(s)
+}
+
+/// Established flows spread over a growing table: cycling over N flows, each packet finds
+/// its flow among N (2N entries in nat).
+fn flow_table_scale(s: &mut Section, frame: &[u8], reps: &Repeats) -> Result<()> {
+    let sizes = [1_000u32, 10_000, 100_000, 1_000_000];
+    let mut series = Vec::new();
+    for mode in [Mode::Dsr, Mode::Nat] {
+        let mut points = Vec::new();
+        for &flows in &sizes {
+            let entries = (flows * 2).next_power_of_two().max(1 << 12);
+            let mut dp = datapath(&VipSettings::new(mode), Some(entries))?;
+            let vary = Vary {
+                sport_at: SPORT_AT,
+                addr_at: SADDR_LOW_AT,
+                modulo: flows,
+            };
+            dp.reset_bench_seq()?;
+            // The first round makes the flows; the timed ones find them.
+            let (action, _) = dp.bench(BenchProgram::Balancer, frame, Some(vary), flows)?;
+            ensure!(
+                action == XDP_TX,
+                "{mode}: filling {flows} flows ended with action {action}"
+            );
+            let ns = time(
+                &mut dp,
+                BenchProgram::Balancer,
+                frame,
+                Some(vary),
+                reps.established.max(flows),
+            )?;
+            s.push(Figure::new(
+                format!("{mode}, established, {flows} flows in the table"),
+                ns,
+                Unit::Ns,
+            ));
+            points.push((f64::from(flows), ns));
+        }
+        let (first, last) = (points[0].1, points[points.len() - 1].1);
+        s.push(
+            Figure::new(
+                format!("{mode}: 1 M flows against 1 k"),
+                last / first,
+                Unit::Times,
+            )
+            .target("≤ 1.5×", last / first <= 1.5),
+        );
+        series.push(Series {
+            name: mode.to_string(),
+            points,
+        });
+    }
+    s.plots.push(Plot {
+        file: "flow_table.png".into(),
+        title: "established flow: ns per packet as the flow table grows".into(),
+        y_label: "ns per packet".into(),
+        kind: PlotKind::Lines {
+            x_label: "flows in the table".into(),
+            log_x: true,
+            series,
+        },
+    });
+    Ok(())
+}
+
+const VIP_IP: [u8; 4] = [198, 18, 100, 40];
+
+/// The cases profiled with perf (their notes say where the time goes).
+const PROFILED: [&str; 2] = ["dsr, maglev", "nat, maglev"];
+
+/// The issue's goals per case, as ratios to the floor: (established, new flow).
+fn goals(settings: &VipSettings) -> (Option<f64>, Option<f64>) {
+    match settings.mode {
+        Mode::Tunnel => (Some(4.0), Some(9.0)),
+        Mode::Dsr if settings.balance == Balance::Maglev => (Some(2.5), None),
+        Mode::Dsr => (None, None),
+        Mode::Nat | Mode::Router | Mode::OneArm => (Some(4.5), None),
+    }
+}
+
+/// Every mode with maglev, and dsr with every scheduler.
+fn cases() -> Result<Vec<(String, VipSettings)>> {
+    let mut cases = Vec::new();
+    for mode in [
+        Mode::Dsr,
+        Mode::Tunnel,
+        Mode::Nat,
+        Mode::Router,
+        Mode::OneArm,
+    ] {
+        let mut settings = VipSettings::new(mode);
+        if mode == Mode::OneArm {
+            // Ports for every flow the table can hold: a port comes round again only after
+            // its old flow left the table.
+            settings.snat_pool = (1..=8)
+                .map(|i| IpAddr::from([198, 18, 0, 200 + i]))
+                .collect();
+            settings.snat_ports = "1024-65535".parse()?;
+        }
+        cases.push((format!("{mode}, maglev"), settings));
+    }
+    for balance in [
+        Balance::Source,
+        Balance::Roundrobin,
+        Balance::StaticRr,
+        Balance::Leastconn,
+    ] {
+        cases.push((
+            format!("dsr, {balance}"),
+            VipSettings {
+                balance,
+                ..VipSettings::new(Mode::Dsr)
+            },
+        ));
+    }
+    Ok(cases)
+}
+
+/// A datapath with one VIP, 198.18.100.40:80/tcp, served as `settings` say by three reals
+/// on the ingress segment; a flow table of `flow_table` entries if given.
+fn datapath(settings: &VipSettings, flow_table: Option<u32>) -> Result<Datapath> {
+    let mut dp = match flow_table {
+        Some(n) => Datapath::load_with_flow_table(n)?,
+        None => Datapath::load()?,
+    };
+    dp.set_interface(IFINDEX_A, lb_iface())?;
+    let v = vip("198.18.100.40:80/tcp");
+    dp.add_vip(v, settings)?;
+    let reals: Vec<Real> = (1..=3u8)
+        .map(|i| {
+            Real::on_segment(
+                IpAddr::from([198, 18, 0, 10 + i]),
+                [2, 0, 0, 0, 0, 0x10 + i],
+            )
+        })
+        .collect();
+    dp.set_reals(&v, &reals)?;
+    Ok(dp)
+}
+
+/// Median ns per packet over RUNS kernel runs of `repeat`, checking the action.
+fn time(
+    dp: &mut Datapath,
+    program: BenchProgram,
+    frame: &[u8],
+    vary: Option<Vary>,
+    repeat: u32,
+) -> Result<f64> {
+    let mut runs = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let (action, ns) = dp.bench(program, frame, vary, repeat)?;
+        ensure!(
+            action == XDP_TX || action == XDP_PASS,
+            "{program:?} ended with action {action}, not TX or PASS"
+        );
+        runs.push(ns);
+    }
+    Ok(median(runs))
+}
+
+/// Every repeat a flow never seen (the count goes on across runs).
+const NEW: Vary = Vary {
+    sport_at: SPORT_AT,
+    addr_at: SADDR_LOW_AT,
+    modulo: 0,
+};
+
+fn new_flows(dp: &mut Datapath, frame: &[u8], repeat: u32) -> Result<f64> {
+    time(dp, BenchProgram::Balancer, frame, Some(NEW), repeat)
+}
+
+/// `count` new flows, untimed.
+fn run_new(dp: &mut Datapath, frame: &[u8], count: u32) -> Result<()> {
+    let (action, _) = dp.bench(BenchProgram::Balancer, frame, Some(NEW), count)?;
+    ensure!(action == XDP_TX, "new flows ended with action {action}");
+    Ok(())
+}
