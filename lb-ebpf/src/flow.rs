@@ -17,7 +17,7 @@ use lb_common::{
 use crate::{
     lookup,
     maps::{Scratch, FLOWS, OPEN, REALS, SNAT_CURSOR, SNAT_POOLS},
-    parse::{Parsed, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    parse::{Parsed, TCP_FIN, TCP_RST},
     schedule,
 };
 
@@ -178,11 +178,10 @@ pub fn create(
     };
     // The reply entry goes in first: once a request leaves, its answer must find it.
     *key = reply_key(p, out);
-    let syn = p.flow.proto == PROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     if vip.mode == MODE_ONE_ARM {
-        claim_snat(vip.vip_id, key, out, reply, Taker { now, syn })?;
+        claim_snat(vip.vip_id, key, out, reply, now)?;
     } else {
-        claim(key, reply, Taker { now, syn })?;
+        claim(key, reply, now)?;
     }
     insert_request(&p.flow, key, out, now, reopen, true)
 }
@@ -281,22 +280,9 @@ fn reply_key(p: &Parsed, request: &Flow) -> FlowKey {
         .reversed()
 }
 
-/// A closed TCP flow's tuple is free for a new connection (a SYN) once the old one has been
-/// quiet this long, not only after the VIP's FIN timeout (120 s by default): like the kernel's
-/// conntrack reusing a TIME_WAIT tuple, or `tcp_tw_reuse` after 1 s. Without it, one-arm under
-/// a stream of short connections holds every SNAT port in closed flows and drops new ones.
-const CLOSED_REUSE_NS: u64 = 2_000_000_000;
-
-/// Who wants an entry's key: when, and whether it opens a TCP connection.
-#[derive(Clone, Copy)]
-struct Taker {
-    now: u64,
-    syn: bool,
-}
-
 /// Inserts the reply entry `reply` under `key` unless a live entry of another flow holds it.
 #[inline(always)]
-fn claim(key: &FlowKey, reply: &Flow, taker: Taker) -> Result<(), Reason> {
+fn claim(key: &FlowKey, reply: &Flow, now: u64) -> Result<(), Reason> {
     match FLOWS.insert(key, reply, BPF_NOEXIST as u64) {
         Ok(()) => Ok(()),
         Err(EEXIST) => {
@@ -305,7 +291,7 @@ fn claim(key: &FlowKey, reply: &Flow, taker: Taker) -> Result<(), Reason> {
             let free = match FLOWS.get_ptr(key) {
                 None => true,
                 // SAFETY: a pointer into the map's value, read at once.
-                Some(held) => unsafe { same_peer(&*held, reply) || unheld(key, &*held, taker) },
+                Some(held) => unsafe { same_peer(&*held, reply) || unheld(key, &*held, now) },
             };
             if !free {
                 return Err(Reason::FlowClash);
@@ -324,30 +310,19 @@ fn same_peer(a: &Flow, b: &Flow) -> bool {
     a.src == b.src && a.dst == b.dst && a.sport == b.sport && a.dport == b.dport
 }
 
-/// Whether the reply entry `held` of `key` is free to take: it is done with (expired, or
-/// closed and quiet when a new connection wants it), and so is the request entry it belongs
-/// to (or that entry is gone, or is another flow's now).
+/// Whether the reply entry `held` of `key` is free to take: it has expired, and so has the
+/// request entry it belongs to (or that entry is gone, or is another flow's now).
 #[inline(always)]
-fn unheld(key: &FlowKey, held: &Flow, taker: Taker) -> bool {
-    if !done_with(held, taker) {
+fn unheld(key: &FlowKey, held: &Flow, now: u64) -> bool {
+    if !held.expired(now) {
         return false;
     }
     let request = held.rewritten_key(key.proto, key.family).reversed();
     match FLOWS.get_ptr(&request) {
         None => true,
         // SAFETY: a pointer into the map's value, read at once.
-        Some(r) => unsafe {
-            done_with(&*r, taker) || (*r).src != key.dst || (*r).sport != key.dport
-        },
+        Some(r) => unsafe { (*r).expired(now) || (*r).src != key.dst || (*r).sport != key.dport },
     }
-}
-
-#[inline(always)]
-fn done_with(entry: &Flow, taker: Taker) -> bool {
-    entry.expired(taker.now)
-        || (taker.syn
-            && entry.flags & FLOW_CLOSING != 0
-            && taker.now.saturating_sub(entry.last_seen_ns) >= CLOSED_REUSE_NS)
 }
 
 /// One-arm: finds a free (pool address, port) towards the real for a new flow, inserts the
@@ -361,7 +336,7 @@ fn claim_snat(
     key: &mut FlowKey,
     request: &mut Flow,
     reply: &Flow,
-    taker: Taker,
+    now: u64,
 ) -> Result<(), Reason> {
     let pool = SNAT_POOLS.get(vip_id).ok_or(Reason::SnatExhausted)?;
     let count = pool.count;
@@ -395,7 +370,7 @@ fn claim_snat(
                 let free = FLOWS
                     .get_ptr(&*key)
                     // SAFETY: a pointer into the map's value, read at once.
-                    .is_some_and(|held| unsafe { unheld(key, &*held, taker) });
+                    .is_some_and(|held| unsafe { unheld(key, &*held, now) });
                 if free && FLOWS.insert(&*key, reply, BPF_EXIST as u64).is_ok() {
                     // SAFETY: as above.
                     unsafe { *cursor = n.wrapping_add(1) };

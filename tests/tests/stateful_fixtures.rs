@@ -330,12 +330,6 @@ fn a_flow_has_two_entries_a_fin_shortens_them_and_a_rst_removes_them() {
 
 /// A one-arm VIP whose pool has one port per CPU and flows that expire after a second.
 fn short_lived_one_arm() -> Datapath {
-    one_port_one_arm(1)
-}
-
-/// A one-arm VIP whose pool has one port per CPU; flows expire after a second, closed ones
-/// after `fin_timeout` seconds.
-fn one_port_one_arm(fin_timeout: u32) -> Datapath {
     let mut dp = Datapath::load().unwrap();
     dp.set_interface(IFINDEX_A, lb_iface()).unwrap();
     let cpus = lb_userspace::datapath::possible_cpus().unwrap() as u16;
@@ -347,7 +341,7 @@ fn one_port_one_arm(fin_timeout: u32) -> Datapath {
         ..VipSettings::new(Mode::OneArm)
     };
     settings.timeouts.tcp = 1;
-    settings.timeouts.tcp_fin = fin_timeout;
+    settings.timeouts.tcp_fin = 1;
     let v = vip("198.18.100.23:80/tcp");
     dp.add_vip(v, &settings).unwrap();
     let real = Real {
@@ -395,50 +389,6 @@ fn snat_ports_are_freed_when_their_flow_ends_or_expires() {
     );
     let (action, out) = dp.run_frame(&syn(41002)).unwrap();
     assert_eq!((action, port_of(&out)), (XDP_TX, EXHAUST_PORT));
-}
-
-#[test]
-fn a_closed_flow_s_snat_port_goes_to_a_new_connection_once_quiet() {
-    pin_to_cpu0();
-    // Closed flows would hold their port for the default 120 s.
-    let dp = one_port_one_arm(120);
-    let syn = |sport| client_to_lb(VIP_EXHAUST).tcp(sport, 80, Tcp::Syn, b"");
-    let port_of = |out: &[u8]| u16::from_be_bytes([out[34], out[35]]);
-    let (action, out) = dp.run_frame(&syn(41000)).unwrap();
-    assert_eq!((action, port_of(&out)), (XDP_TX, EXHAUST_PORT));
-    let answer = hop(REAL_MAC, LB_MAC, REAL_IP, POOL2_IP).tcp(80, EXHAUST_PORT, Tcp::Ack, b"");
-    assert_eq!(dp.run_frame(&answer).unwrap().0, XDP_TX);
-    let fin = client_to_lb(VIP_EXHAUST).tcp(41000, 80, Tcp::Fin, b"");
-    assert_eq!(dp.run_frame(&fin).unwrap().0, XDP_TX);
-    let fin_back = hop(REAL_MAC, LB_MAC, REAL_IP, POOL2_IP).tcp(80, EXHAUST_PORT, Tcp::Fin, b"");
-    assert_eq!(dp.run_frame(&fin_back).unwrap().0, XDP_TX);
-
-    assert_eq!(
-        dp.run_frame(&syn(41001)).unwrap().0,
-        XDP_DROP,
-        "closed a moment ago: its late packets still belong to it"
-    );
-    std::thread::sleep(std::time::Duration::from_millis(2300));
-    let not_a_syn = client_to_lb(VIP_EXHAUST).tcp(41002, 80, Tcp::Ack, b"x");
-    assert_eq!(
-        dp.run_frame(&not_a_syn).unwrap().0,
-        XDP_DROP,
-        "only a new connection takes a closed flow's port"
-    );
-    let (action, out) = dp.run_frame(&syn(41001)).unwrap();
-    assert_eq!(
-        (action, port_of(&out)),
-        (XDP_TX, EXHAUST_PORT),
-        "quiet for 2 s: the port is the new connection's"
-    );
-    let answer = hop(REAL_MAC, LB_MAC, REAL_IP, POOL2_IP).tcp(80, EXHAUST_PORT, Tcp::Ack, b"");
-    let (action, out) = dp.run_frame(&answer).unwrap();
-    assert_eq!(action, XDP_TX);
-    assert_eq!(
-        u16::from_be_bytes([out[36], out[37]]),
-        41001,
-        "the real's answers reach the new connection"
-    );
 }
 
 #[test]
