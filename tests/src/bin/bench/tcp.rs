@@ -158,7 +158,7 @@ pub fn run(opts: &Opts) -> Result<Section> {
              percentiles averaged weighted by requests; \"routed, no LB\" does the same through \
              the LB's namespace as a plain kernel router (two-subnet lab). wrk's latency runs \
              from a request's send to its answer: a connection's handshake, and a SYN lost and \
-             resent, show only in the rate. Any socket error or non-2xx answer fails the figure.",
+             resent, show only in the rate. Any non-2xx answer, or more than one socket error per 10 000 requests, fails the figure.",
             secs, warmup, rounds
         ),
     );
@@ -511,9 +511,6 @@ fn parse_wrk(out: &str) -> Result<Load> {
             .find_map(|l| l.strip_prefix(prefix))
             .map(str::trim)
     };
-    if let Some(errors) = field("Socket errors:") {
-        bail!("wrk saw socket errors ({errors}): connections failed or were reset");
-    }
     if let Some(n) = field("Non-2xx or 3xx responses:") {
         bail!("{n} answers were not 2xx/3xx");
     }
@@ -526,6 +523,17 @@ fn parse_wrk(out: &str) -> Result<Load> {
     let requests: u64 = count.context("no \"N requests in\" line")?.0.parse()?;
     if requests == 0 {
         bail!("no request was answered");
+    }
+    if let Some(errors) = field("Socket errors:") {
+        // "connect 0, read 1, write 0, timeout 0". wrk cuts a connection now and then when
+        // it stops; more than one error per 10 000 requests is a real failure.
+        let total: u64 = errors
+            .split(',')
+            .filter_map(|kind| kind.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        if total == 0 || total.saturating_mul(10_000) > requests {
+            bail!("wrk saw socket errors ({errors}): connections failed or were reset");
+        }
     }
     let p50_ms = duration_ms(field("50%").context("no 50% latency (run with --latency)")?)?;
     let p99_ms = duration_ms(field("99%").context("no 99% latency (run with --latency)")?)?;
@@ -754,6 +762,18 @@ Requests/sec:  57580.40
             p99_ms,
             requests,
         }
+    }
+
+    #[test]
+    fn a_rare_socket_error_is_tolerated() {
+        let one_cut = CLOSE.replace(
+            "Requests/sec:",
+            "  Socket errors: connect 0, read 1, write 0, timeout 0\nRequests/sec:",
+        );
+        assert_eq!(
+            parse_wrk(&one_cut).unwrap(),
+            load(14084.88, 1.74, 6.38, 28434)
+        );
     }
 
     #[test]
