@@ -169,7 +169,7 @@ impl Report {
             plot::draw(plot, &dir.join(&plot.file))
                 .with_context(|| format!("drawing {}", plot.file))?;
         }
-        std::fs::write(dir.join("report.md"), self.markdown())?;
+        std::fs::write(dir.join("report.md"), self.markdown()?)?;
         std::fs::write(
             dir.join("report.json"),
             serde_json::to_string_pretty(self)? + "\n",
@@ -177,9 +177,9 @@ impl Report {
         Ok(())
     }
 
-    pub fn markdown(&self) -> String {
+    pub fn markdown(&self) -> Result<String, std::fmt::Error> {
         let mut md = String::from("# lbctl benchmarks\n\n");
-        let _ = writeln!(md, "{}\n", self.machine);
+        writeln!(md, "{}\n", self.machine)?;
         let targets: Vec<&Figure> = self
             .sections
             .iter()
@@ -191,53 +191,53 @@ impl Report {
                 .iter()
                 .filter(|f| f.target.as_ref().is_some_and(|t| t.met))
                 .count();
-            let _ = writeln!(
+            writeln!(
                 md,
                 "## Targets: {met} of {} met\n\n| figure | value | goal | |\n| --- | ---: | --- | --- |",
                 targets.len()
-            );
+            )?;
             for f in &targets {
                 let t = f.target.as_ref().expect("filtered on target");
-                let _ = writeln!(
+                writeln!(
                     md,
                     "| {} | {} | {} | {} |",
                     f.what,
                     f.value_text(),
                     t.goal,
                     if t.met { "met" } else { "**missed**" }
-                );
+                )?;
             }
             md.push('\n');
         }
         for s in &self.sections {
-            let _ = writeln!(md, "## {}\n\n{}\n", s.title, s.method);
+            writeln!(md, "## {}\n\n{}\n", s.title, s.method)?;
             if !s.figures.is_empty() {
                 md.push_str("| what | value | | goal |\n| --- | ---: | --- | --- |\n");
                 for f in &s.figures {
                     let goal = f.target.as_ref().map_or(String::new(), |t| {
                         format!("{} ({})", t.goal, if t.met { "met" } else { "**missed**" })
                     });
-                    let _ = writeln!(
+                    writeln!(
                         md,
                         "| {} | {} | {} | {goal} |",
                         f.what,
                         f.value_text(),
                         f.note
-                    );
+                    )?;
                 }
                 md.push('\n');
             }
             for p in &s.plots {
-                let _ = writeln!(md, "![{}]({})\n", p.title, p.file);
+                writeln!(md, "![{}]({})\n", p.title, p.file)?;
             }
             for n in &s.notes {
-                let _ = writeln!(md, "- {n}");
+                writeln!(md, "- {n}")?;
             }
             if !s.notes.is_empty() {
                 md.push('\n');
             }
         }
-        md
+        Ok(md)
     }
 }
 
@@ -254,7 +254,7 @@ mod tests {
             machine: "m".into(),
             sections: vec![s],
         };
-        let md = r.markdown();
+        let md = r.markdown().unwrap();
         assert!(md.contains("## Targets: 0 of 1 met"), "{md}");
         assert!(
             md.contains("| dsr, established | 300 ns |  | ≤ 2.5× the floor (**missed**) |"),
