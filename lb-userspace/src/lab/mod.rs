@@ -7,15 +7,17 @@
 pub mod capture;
 pub mod demo;
 pub mod hops;
+mod lb_process;
 mod netns;
 mod servers;
 mod sessions;
 mod topology;
 
+pub use lb_process::LbProcess;
 pub use netns::{unique_prefix, BpfMount, Netns, NsThread};
 pub use servers::{drive_tcp, drive_tcp_padded, drive_udp, Reply, Server};
 pub use sessions::{EchoServer, SessionState, Sessions, SESSION_PORT};
 pub use topology::{
-    Lab, LbProcess, ALT_PORT, BRIDGED_REAL_ADDRS, CLIENT_ADDR, HOST_IFACE, LB_ADDR, LB_B_ADDR,
-    REAL_ADDRS, ROUTED_REAL_ADDRS, ROUTER_ADDRS, SNAT_ADDR, UDP_PORT, VIP_ADDR, VIP_PORT,
+    Lab, ALT_PORT, BRIDGED_REAL_ADDRS, CLIENT_ADDR, HOST_IFACE, LB_ADDR, LB_B_ADDR, REAL_ADDRS,
+    ROUTED_REAL_ADDRS, ROUTER_ADDRS, SNAT_ADDR, UDP_PORT, VIP_ADDR, VIP_PORT,
 };

@@ -20,16 +20,15 @@
 
 use std::{
     collections::BTreeMap,
-    fs::File,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
 
 use super::{
+    lb_process::{spawn_lbctl, xdp_attached, LbProcess},
     netns::{unique_prefix, BpfMount},
     sessions::{EchoServer, SESSION_PORT},
     Netns, Server,
@@ -492,8 +491,7 @@ impl Lab {
         let count = |log: &str, what: &str| log.matches(what).count();
         let before = process.log();
         let (ok, refused) = (count(&before, "reloaded"), count(&before, "reload refused"));
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(process.child.id() as libc::pid_t, libc::SIGHUP) };
+        process.signal(libc::SIGHUP);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let log = process.log();
@@ -553,10 +551,6 @@ impl Lab {
     }
 }
 
-fn xdp_attached(ns: &Netns) -> Result<bool> {
-    Ok(ns.ip(&["link", "show", HOST_IFACE])?.contains(" xdp"))
-}
-
 fn stats_in(ns: &Netns) -> Result<Stats> {
     ns.run(|| -> Result<Stats> {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -564,46 +558,6 @@ fn stats_in(ns: &Netns) -> Result<Stats> {
             .build()?;
         rt.block_on(crate::stats::read_attached(HOST_IFACE))
     })?
-}
-
-/// Runs `lbctl ARGS...` in `ns`, logging to a file, and waits until it says it is attached
-/// (and an XDP program is on the namespace's eth0).
-fn spawn_lbctl(ns: &Netns, lbctl: &Path, args: &[String]) -> Result<LbProcess> {
-    let log_path = std::env::temp_dir().join(format!("{}.{}.log", ns.name(), args[0]));
-    let log =
-        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let child = ns
-        .command(&lbctl.display().to_string())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {}", lbctl.display()))?;
-    let mut process = LbProcess { child, log_path };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = process.child.try_wait()? {
-            bail!(
-                "`lbctl {}` exited ({status}) before attaching:\n{}",
-                args.join(" "),
-                process.log()
-            );
-        }
-        // The log line, not only an attached program: a restarted balancer finds the last
-        // one's program still attached (--keep-on-exit) until it swaps in its own.
-        if xdp_attached(ns)? && process.log().contains("attached;") {
-            return Ok(process);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "`lbctl {}` did not attach within 20s:\n{}",
-                args.join(" "),
-                process.log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// What a real answering clients directly (dsr, tunnel) needs: the VIPs on loopback, and no
@@ -618,45 +572,4 @@ fn configure_direct_return(real: &Netns) -> Result<()> {
         real.sysctl(&format!("net.ipv4.conf.{iface}.arp_announce"), "2")?;
     }
     Ok(())
-}
-
-/// An `lbctl attach` process; terminated on drop.
-pub struct LbProcess {
-    child: Child,
-    log_path: PathBuf,
-}
-
-impl LbProcess {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    fn terminate(&mut self) -> Result<std::process::ExitStatus> {
-        // `ip netns exec` execs lbctl, so the child pid is lbctl's.
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                bail!(
-                    "lbctl ignored SIGTERM for 10s and was killed:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for LbProcess {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.terminate();
-        }
-        let _ = std::fs::remove_file(&self.log_path);
-    }
 }
