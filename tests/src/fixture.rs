@@ -178,12 +178,17 @@ pub fn seeded_stateful() -> Datapath {
 /// Pins the calling thread to CPU 0, so the one-arm allocator, which gives each CPU its own
 /// slice of a port range, hands out ports the fixtures can predict.
 pub fn pin_to_cpu0() {
+    pin_to_cpu(0);
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_to_cpu(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity get valid pointers.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
+        libc::CPU_SET(cpu, &mut set);
         let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        assert_eq!(rc, 0, "pinning the test thread to CPU 0");
+        assert_eq!(rc, 0, "pinning the thread to CPU {cpu}");
     }
 }
 

@@ -122,19 +122,19 @@ impl VethPath {
         for r in &reals[1..] {
             path.ns[SINK_NS].ip(&["addr", "add", r, "dev", "eth0"])?;
         }
-        let sink_mac = mac_of(&path.ns[SINK_NS], "eth0")?;
-        let lb_mac = mac_of(&path.ns[LB_NS], "eth0")?;
+        let sink_mac = path.ns[SINK_NS].mac("eth0")?;
+        let lb_mac = path.ns[LB_NS].mac("eth0")?;
         // UDP checksum 0 ("none"): the varied source port needs no checksum update, and the
         // kernel's stack (nftables) accepts it.
         path.frame = zero_udp_checksum(
-            hop(mac_of(&path.ns[GEN_NS], "eth0")?, lb_mac, GEN, VIP).udp(1, VIP_PORT, &[0; 22]),
+            hop(path.ns[GEN_NS].mac("eth0")?, lb_mac, GEN, VIP).udp(1, VIP_PORT, &[0; 22]),
         );
         path.gen_ifindex = path.ns[GEN_NS].run(|| iface::index("eth0"))??;
         path.gen = Some(path.ns[GEN_NS].run(Datapath::load)??);
         path.attach(SINK_NS, |dp| dp.attach_bench(BenchAttach::Sink, "eth0"))?;
         match fwd {
             Forwarder::Redirect => {
-                let lb_b_mac = mac_of(&path.ns[LB_NS], "eth1")?;
+                let lb_b_mac = path.ns[LB_NS].mac("eth1")?;
                 path.attach(LB_NS, move |dp| {
                     dp.set_bench_redirect(BenchRedirect {
                         ifindex: iface::index("eth1")?,
@@ -166,7 +166,7 @@ impl VethPath {
             modulo: FLOWS,
         };
         let (gen, took) = self.ns[GEN_NS].run(move || {
-            pin_to_cpu(cpu);
+            crate::fixture::pin_to_cpu(cpu);
             let took = gen.generate(&frame, Some(vary), ifindex, frames, BATCH);
             (gen, took)
         })?;
@@ -303,29 +303,4 @@ fn balancer(dp: &mut Datapath, mode: Mode, sink_mac: [u8; 6]) -> Result<()> {
 
 fn ip(a: [u8; 4]) -> Ipv4Addr {
     a.into()
-}
-
-fn mac_of(ns: &Netns, iface: &str) -> Result<[u8; 6]> {
-    let out = ns.ip(&["-o", "link", "show", iface])?;
-    let text = out
-        .split("link/ether ")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .ok_or_else(|| anyhow!("{iface} has no MAC in {out}"))?;
-    let mut mac = [0u8; 6];
-    for (i, part) in text.split(':').enumerate().take(6) {
-        mac[i] = u8::from_str_radix(part, 16)?;
-    }
-    Ok(mac)
-}
-
-/// Pins the calling thread to `cpu`: the generator and what it sets off keep to one CPU.
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity get valid pointers.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        // Unpinned on failure (a CPU taken offline): the run still runs, on any CPU.
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }

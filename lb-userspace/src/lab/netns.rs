@@ -65,6 +65,32 @@ impl Netns {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The MAC of each Ethernet interface in the namespace, by interface name.
+    pub fn macs(&self) -> Result<Vec<(String, [u8; 6])>> {
+        let out = self.ip(&["-o", "link", "show"])?;
+        Ok(out
+            .lines()
+            .filter_map(|line| {
+                // "2: eth0@if3: <...> ... link/ether 02:00:00:00:00:01 brd ..."
+                let name = line.split(": ").nth(1)?.split('@').next()?;
+                let text = line
+                    .split("link/ether ")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?;
+                Some((name.to_owned(), parse_mac(text)?))
+            })
+            .collect())
+    }
+
+    /// The MAC of `iface` in the namespace.
+    pub fn mac(&self, iface: &str) -> Result<[u8; 6]> {
+        self.macs()?
+            .into_iter()
+            .find_map(|(name, mac)| (name == iface).then_some(mac))
+            .ok_or_else(|| anyhow!("{iface} in {} has no Ethernet address", self.name))
+    }
+
     /// Runs a program inside the namespace and returns its standard output.
     pub fn exec(&self, program: &str, args: &[&str]) -> Result<String> {
         let out = check(self.command(program).args(args))?;
@@ -192,4 +218,13 @@ impl Drop for BpfMount {
             eprintln!("could not unmount {}", self.path.display());
         }
     }
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    bytes.try_into().ok()
 }

@@ -169,24 +169,11 @@ fn mac_names(lab: &Lab) -> Result<BTreeMap<[u8; 6], String>> {
     }
     let mut names = BTreeMap::new();
     for (ns, name) in hosts {
-        let out = ns.ip(&["-o", "link", "show"])?;
-        for mac in out.split("link/ether ").skip(1) {
-            let text = mac.split_whitespace().next().unwrap_or_default();
-            if let Some(mac) = parse_mac(text) {
-                names.insert(mac, name.clone());
-            }
+        for (_, mac) in ns.macs()? {
+            names.insert(mac, name.clone());
         }
     }
     Ok(names)
-}
-
-fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    bytes.try_into().ok()
 }
 
 /// One pcap file per capture point ("client eth0" → client-eth0.pcap).
