@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::maps::{HashMap, Map, MapData, MapInfo, PerCpuArray};
 use lb_common::{map_names, Counter, Reason, VipCounters, VipKey, VipMeta};
 
-use crate::spec::VipSpec;
+use crate::declare::spec::VipSpec;
 
 /// The global counters: forwarded requests and replies, then one row per reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -121,12 +121,27 @@ impl fmt::Display for Stats {
     }
 }
 
+/// The counters of the lbctl program on `eth0` of the lab host `ns` (the LB, or a real's
+/// decap program), read as `lbctl stats eth0` run there reads them.
+pub fn of_lab_host(ns: &lb_lab::Netns) -> Result<Stats> {
+    ns.run(|| -> Result<Stats> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(read_attached(lb_lab::HOST_IFACE))
+    })?
+}
+
 /// Reads the counters of the lbctl program attached to `iface`, found through the kernel (the
 /// interface's XDP program id, then that program's maps), so it works from any process.
 pub async fn read_attached(iface: &str) -> Result<Stats> {
-    let prog_id = crate::neigh::xdp_prog_id(iface).await?.ok_or_else(|| {
-        anyhow!("no XDP program is attached to {iface}: start one with `lbctl attach {iface} ...`")
-    })?;
+    let prog_id = crate::host::neigh::xdp_prog_id(iface)
+        .await?
+        .ok_or_else(|| {
+            anyhow!(
+                "no XDP program is attached to {iface}: start one with `lbctl attach {iface} ...`"
+            )
+        })?;
     let mut found = None;
     for prog in aya::programs::loaded_programs() {
         let prog = prog.context("listing BPF programs (lbctl stats needs root)")?;

@@ -4,8 +4,10 @@ use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder
 use lb_common::IfaceConfig;
 use lb_userspace::{
     datapath::{Datapath, Real},
-    service::VipSettings,
-    spec::{Mode, VipSpec},
+    declare::{
+        service::VipSettings,
+        spec::{Mode, VipSpec},
+    },
     stats::CounterTable,
 };
 

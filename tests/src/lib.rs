@@ -33,8 +33,8 @@ pub fn lbctl() -> PathBuf {
 
 /// `lbctl attach` arguments serving the lab's VIP, TCP port 80 and UDP port 53, over all its
 /// reals in `mode`.
-pub fn attach_args(lab: &lb_userspace::lab::Lab, mode: &str) -> Vec<String> {
-    use lb_userspace::lab::{UDP_PORT, VIP_ADDR, VIP_PORT};
+pub fn attach_args(lab: &lb_lab::Lab, mode: &str) -> Vec<String> {
+    use lb_lab::{UDP_PORT, VIP_ADDR, VIP_PORT};
     let mut args = vec![
         "--mode".into(),
         mode.into(),
@@ -125,12 +125,12 @@ pub fn assert_checksums_valid(frame: &[u8]) {
 /// and checks that all were answered, by every one of `reals` reals, each seeing the client as
 /// `seen_as`.
 pub fn assert_udp_answered(
-    lab: &lb_userspace::lab::Lab,
+    lab: &lb_lab::Lab,
     count: usize,
     reals: usize,
     seen_as: std::net::IpAddr,
 ) {
-    use lb_userspace::lab::{drive_udp, UDP_PORT, VIP_ADDR};
+    use lb_lab::{drive_udp, UDP_PORT, VIP_ADDR};
     let target = std::net::SocketAddr::new(VIP_ADDR.into(), UDP_PORT);
     let results = drive_udp(&lab.client, target, count).unwrap();
     let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();

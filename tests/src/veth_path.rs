@@ -17,12 +17,14 @@ use std::{
 
 use anyhow::{anyhow, ensure, Context as _, Result};
 use lb_common::BenchRedirect;
+use lb_lab::{hops::fmt_mac, unique_prefix, Netns};
 use lb_userspace::{
     datapath::{BenchAttach, Datapath, Real, Vary},
-    iface,
-    lab::{hops::fmt_mac, unique_prefix, Netns},
-    service::VipSettings,
-    spec::{Mode, VipSpec},
+    declare::{
+        service::VipSettings,
+        spec::{Mode, VipSpec},
+    },
+    host::iface,
 };
 
 use crate::frames::{hop, zero_udp_checksum};

@@ -9,9 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_userspace::lab::{
-    drive_tcp, Lab, Reply, Sessions, HOST_IFACE, SESSION_PORT, VIP_ADDR, VIP_PORT,
-};
+use lb_lab::{drive_tcp, Lab, Reply, Sessions, HOST_IFACE, SESSION_PORT, VIP_ADDR, VIP_PORT};
 use tests::{lbctl, require_root};
 
 fn vip(port: u16) -> SocketAddr {

@@ -5,13 +5,9 @@
 
 use std::net::IpAddr;
 
-use lb_userspace::{
-    lab::{
-        demo::{run_mode, ModeReport},
-        CLIENT_ADDR, LB_ADDR, VIP_ADDR,
-    },
-    spec::Mode,
-};
+use lb_lab::{CLIENT_ADDR, LB_ADDR, VIP_ADDR};
+use lb_userspace::declare::spec::Mode;
+use lb_userspace::demo::{run_mode, ModeReport};
 use tests::{lbctl, require_root};
 
 fn run(mode: Mode) -> ModeReport {
@@ -172,7 +168,7 @@ fn ctrl_c_tears_a_kept_lab_down() {
     }
     let netns = || {
         String::from_utf8(
-            Command::new("ip")
+            lb_lab::programs::program("ip")
                 .args(["netns", "list"])
                 .output()
                 .unwrap()

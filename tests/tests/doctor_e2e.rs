@@ -8,10 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lb_lab::{unique_prefix, Netns};
 use lb_userspace::{
     datapath::Datapath,
     doctor::{check_real, DoctorRealArgs, Finding, RealMode, Report},
-    lab::{unique_prefix, Netns},
 };
 use tests::{lbctl, require_root};
 

@@ -2,7 +2,8 @@
 //! connections from the client to the VIP.
 
 use lb_common::Reason;
-use lb_userspace::lab::{demo::observe, Lab, CLIENT_ADDR, VIP_ADDR, VIP_PORT};
+use lb_lab::{Lab, CLIENT_ADDR, VIP_ADDR, VIP_PORT};
+use lb_userspace::demo::observe;
 use tests::{attach_args, lbctl, require_root};
 
 #[test]
@@ -180,11 +181,9 @@ fn stats_without_a_balancer_says_what_to_do() {
 #[test]
 fn attach_falls_back_to_generic_xdp_when_the_driver_has_no_native_support() {
     require_root();
-    use lb_userspace::{
-        datapath::{AttachMode, Datapath},
-        lab::Netns,
-    };
-    let ns = Netns::create(&format!("{}-generic", lb_userspace::lab::unique_prefix())).unwrap();
+    use lb_lab::Netns;
+    use lb_userspace::datapath::{AttachMode, Datapath};
+    let ns = Netns::create(&format!("{}-generic", lb_lab::unique_prefix())).unwrap();
     // A Linux bridge has no native XDP.
     ns.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
     ns.ip(&["link", "set", "br0", "up"]).unwrap();

@@ -8,8 +8,7 @@ use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
 use lb_common::Reason;
 use lb_userspace::{
     datapath::{Datapath, Real},
-    service::VipSettings,
-    spec::Mode,
+    declare::{service::VipSettings, spec::Mode},
 };
 use tests::{
     fixture::*,

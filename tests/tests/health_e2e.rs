@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_userspace::lab::{drive_tcp, Lab, Server, VIP_ADDR, VIP_PORT};
+use lb_lab::{drive_tcp, Lab, Server, VIP_ADDR, VIP_PORT};
 use tests::{lbctl, require_root};
 
 fn vip() -> SocketAddr {
@@ -129,7 +129,7 @@ fn a_vip_with_no_real_up_can_pass_to_the_lb_which_refuses_at_once() {
         })
         .unwrap();
     assert_eq!(kind, ErrorKind::ConnectionRefused, "refused, not timed out");
-    let stats = lab.lb_stats().unwrap();
+    let stats = lb_userspace::stats::of_lab_host(&lab.lb).unwrap();
     assert!(stats.counters.reason(lb_common::Reason::NoRealPass).packets >= 1);
     lab.stop_lb().unwrap();
 }
@@ -182,7 +182,14 @@ fn a_check_through_the_vip_goes_through_the_tunnel() {
     std::thread::sleep(Duration::from_millis(1000));
     assert!(!lab.lb_log().contains("real is down"), "{}", lab.lb_log());
     // The decap program counted the checks it unwrapped.
-    assert!(lab.real_stats(0).unwrap().counters.forwarded.packets >= 3);
+    assert!(
+        lb_userspace::stats::of_lab_host(&lab.reals[0])
+            .unwrap()
+            .counters
+            .forwarded
+            .packets
+            >= 3
+    );
     lab.stop_lb().unwrap();
 }
 

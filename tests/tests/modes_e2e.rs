@@ -8,10 +8,10 @@ use std::{
     time::Duration,
 };
 
-use lb_userspace::{
-    lab::{drive_tcp, drive_udp, Lab, Reply, ALT_PORT, CLIENT_ADDR, SNAT_ADDR, UDP_PORT, VIP_PORT},
-    stats::Stats,
+use lb_lab::{
+    drive_tcp, drive_udp, Lab, Reply, ALT_PORT, CLIENT_ADDR, SNAT_ADDR, UDP_PORT, VIP_PORT,
 };
+use lb_userspace::stats::Stats;
 use tests::{lbctl, require_root};
 
 fn vip(last: u8, port: u16) -> SocketAddr {
@@ -116,7 +116,7 @@ fn check_stateful_vip(lab: &Lab, reals: usize, seen_as: Ipv4Addr) {
         "the real's port unreachable, translated, tells the client's socket"
     );
 
-    let stats = lab.lb_stats().unwrap();
+    let stats = lb_userspace::stats::of_lab_host(&lab.lb).unwrap();
     let (requests, replies) = vip_counts(&stats, "198.18.100.10:80/tcp");
     // SYN, ACK, request, FIN, ACK at least, each way about as many.
     assert!(requests >= 150 * 4, "requests {requests}");
@@ -258,7 +258,7 @@ fn one_arm_by_default_takes_the_interface_address_and_refuses_a_foreign_pool() {
     );
     assert_eq!(
         seen(&replies),
-        vec![IpAddr::V4(lb_userspace::lab::LB_ADDR)],
+        vec![IpAddr::V4(lb_lab::LB_ADDR)],
         "the reals see the LB's own address"
     );
     lab.stop_lb().unwrap();
@@ -296,7 +296,7 @@ fn five_vips_one_per_mode_in_one_program_on_one_interface() {
                 .extend(all_answered(&lab, replies, mode));
         }
     }
-    let stats = lab.lb_stats().unwrap();
+    let stats = lb_userspace::stats::of_lab_host(&lab.lb).unwrap();
     for (last, mode, reals, saw) in cases {
         let replies = &per_vip[&last];
         let per_real = spread(replies);

@@ -11,10 +11,8 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use lb_userspace::{
-    lab::{unique_prefix, Netns, NsThread},
-    neigh_watch::{NeighbourChange, NeighbourWatch},
-};
+use lb_lab::{unique_prefix, Netns, NsThread};
+use lb_userspace::host::neigh_watch::{NeighbourChange, NeighbourWatch};
 use tests::require_root;
 
 const LB_IFACE: &str = "lbv";

@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::maps::MapData;
-use lb_userspace::lab::{drive_tcp, Lab, Sessions, SESSION_PORT, VIP_ADDR, VIP_PORT};
+use lb_lab::{drive_tcp, Lab, Sessions, SESSION_PORT, VIP_ADDR, VIP_PORT};
 use tests::{lbctl, require_root};
 
 fn vip(port: u16) -> SocketAddr {

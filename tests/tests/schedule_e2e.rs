@@ -8,7 +8,7 @@ use std::{
     path::PathBuf,
 };
 
-use lb_userspace::lab::{drive_tcp, Lab, SessionState, Sessions, SESSION_PORT, VIP_ADDR, VIP_PORT};
+use lb_lab::{drive_tcp, Lab, SessionState, Sessions, SESSION_PORT, VIP_ADDR, VIP_PORT};
 use tests::{lbctl, require_root};
 
 /// A dsr VIP on the session port and on port 80, over `reals` (config lines), balanced by

@@ -6,8 +6,10 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use lb_userspace::{
     datapath::{Datapath, Real},
-    service::VipSettings,
-    spec::{Balance, HashFields, Mode, VipSpec},
+    declare::{
+        service::VipSettings,
+        spec::{Balance, HashFields, Mode, VipSpec},
+    },
 };
 use tests::{
     fixture::*,

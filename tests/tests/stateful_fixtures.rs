@@ -5,8 +5,7 @@
 use lb_common::{Reason, FLOW_ANSWERED, FLOW_CLOSING};
 use lb_userspace::{
     datapath::{Datapath, Real},
-    service::VipSettings,
-    spec::Mode,
+    declare::{service::VipSettings, spec::Mode},
 };
 use tests::{
     fixture::*,

@@ -2,11 +2,11 @@
 //! `lbctl decap attach eth0`, unwrap them and answer the client directly.
 
 use lb_common::Reason;
-use lb_userspace::lab::{
+use lb_lab::{
     capture::{capture, Point},
-    demo::observe,
     drive_tcp_padded, hops, Lab, CLIENT_ADDR, ROUTER_ADDRS, SNAT_ADDR,
 };
+use lb_userspace::demo::observe;
 use tests::{attach_args, lbctl, require_root};
 
 #[test]
@@ -37,7 +37,13 @@ fn tunnel_delivers_every_packet_through_ipip_and_the_reals_answer_directly() {
     assert_eq!(facts.client_addrs_seen, vec![CLIENT_ADDR.to_string()]);
     // Every packet the LB encapsulated was decapsulated by a real, none lost or left wrapped.
     let decapsulated: u64 = (0..3)
-        .map(|i| lab.real_stats(i).unwrap().counters.forwarded.packets)
+        .map(|i| {
+            lb_userspace::stats::of_lab_host(&lab.reals[i])
+                .unwrap()
+                .counters
+                .forwarded
+                .packets
+        })
         .sum();
     assert!(
         facts.lb_forwarded >= 150 * 4,
@@ -112,7 +118,7 @@ fn tunnel_answers_too_big_packets_with_icmp_so_large_requests_get_through() {
     for r in &replies {
         assert!(r.is_ok(), "{replies:?}\nlbctl log:\n{}", lab.lb_log());
     }
-    let stats = lab.lb_stats().unwrap();
+    let stats = lb_userspace::stats::of_lab_host(&lab.lb).unwrap();
     assert!(
         stats.counters.reason(Reason::IcmpTooBig).packets >= 1,
         "{stats}"
@@ -139,7 +145,13 @@ fn tunnel_reaches_reals_behind_a_router() {
     assert_eq!(facts.per_real.len(), 3, "{:?}", facts.per_real);
     assert_eq!(facts.client_addrs_seen, vec![CLIENT_ADDR.to_string()]);
     let decapsulated: u64 = (0..3)
-        .map(|i| lab.real_stats(i).unwrap().counters.forwarded.packets)
+        .map(|i| {
+            lb_userspace::stats::of_lab_host(&lab.reals[i])
+                .unwrap()
+                .counters
+                .forwarded
+                .packets
+        })
         .sum();
     assert_eq!(
         decapsulated, facts.lb_forwarded,

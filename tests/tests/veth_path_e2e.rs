@@ -1,7 +1,7 @@
 //! The bench's forwarding path carries what it is sent: the generator's frames reach the
 //! sink through each kind of forwarder, and the balancer counts them as forwarded.
 
-use lb_userspace::spec::Mode;
+use lb_userspace::declare::spec::Mode;
 use tests::veth_path::{Forwarder, VethPath};
 
 const FRAMES: u32 = 20_000;

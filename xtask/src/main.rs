@@ -3,7 +3,11 @@
 //! Every command first runs `setup`, which installs only what is missing, so a fresh machine
 //! needs nothing but `cargo xtask demo` or `cargo xtask test` (as root).
 
+mod programs;
+#[cfg(test)]
+mod scan;
 mod setup;
+mod tiers;
 
 use std::process::Command;
 
@@ -24,10 +28,11 @@ enum Cmd {
     Setup,
     /// Build lbctl (release), with the eBPF object embedded.
     Build,
-    /// Run every test tier: host unit tests, BPF_PROG_TEST_RUN fixtures and network-namespace
-    /// end-to-end tests (needs root).
+    /// Run every test tier to the end, whatever fails: host (pure logic, what `cargo test`
+    /// runs), bpf (BPF_PROG_TEST_RUN fixtures) and netns (network-namespace end-to-end tests);
+    /// ends with one line per tier. Installs the programs the tests run (needs root).
     Test {
-        /// Extra arguments for `cargo test`, e.g. a test name filter.
+        /// Test name filters, passed to every test binary.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -70,31 +75,96 @@ fn main() -> Result<()> {
     setup::ensure()?;
     match cli.command {
         Cmd::Setup => Ok(()),
-        Cmd::Build => {
-            run(cargo().args(["build", "--release", "-p", "lb-userspace", "--bin", "lbctl"]))
-        }
+        Cmd::Build => run(cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "lb-userspace",
+            "--features",
+            "ebpf",
+            "--bin",
+            "lbctl",
+        ])),
         Cmd::Test { args } => {
+            setup::programs(programs::Need::Test)?;
             // The end-to-end tests run the real binary, built in the same profile.
-            run(cargo().args(["build", "-p", "lb-userspace", "--bin", "lbctl"]))?;
-            let lbctl = target_dir().join("debug/lbctl");
-            run(cargo()
-                .args(["test", "--workspace"])
-                .args(&args)
-                .env("LBCTL", lbctl))
+            run(cargo().args([
+                "build",
+                "-p",
+                "lb-userspace",
+                "--features",
+                "ebpf",
+                "--bin",
+                "lbctl",
+            ]))?;
+            test(&args)
         }
         Cmd::Bench { args } => {
-            setup::apt_packages(setup::BENCH_PACKAGES)?;
-            run(cargo().args(["build", "--release", "-p", "lb-userspace", "--bin", "lbctl"]))?;
+            setup::programs(programs::Need::Bench)?;
+            setup::apt_packages(setup::BENCH_FILES)?;
+            run(cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "lb-userspace",
+                "--features",
+                "ebpf",
+                "--bin",
+                "lbctl",
+            ]))?;
             run(cargo()
                 .args(["run", "--release", "-p", "tests", "--bin", "bench", "--"])
                 .args(&args)
                 .env("LBCTL", target_dir().join("release/lbctl")))
         }
         Cmd::Demo { args } => {
-            run(cargo().args(["build", "--release", "-p", "lb-userspace", "--bin", "lbctl"]))?;
+            setup::programs(programs::Need::Demo)?;
+            run(cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "lb-userspace",
+                "--features",
+                "ebpf",
+                "--bin",
+                "lbctl",
+            ]))?;
             run(Command::new(target_dir().join("release/lbctl"))
                 .arg("demo")
                 .args(&args))
         }
     }
+}
+
+/// Runs the three tiers, each to its end, then prints a line per tier; fails if any failed.
+fn test(filter: &[String]) -> Result<()> {
+    let lbctl = target_dir().join("debug/lbctl");
+    let tests_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/tests");
+    let mut lines = Vec::new();
+    let mut ok = true;
+    for tier in tiers::tiers(&tests_dir, filter)? {
+        let mut tally = tiers::Tally::default();
+        for args in &tier.runs {
+            eprintln!(
+                "xtask test: {} tier: cargo test --no-fail-fast {}",
+                tier.name,
+                args.join(" ")
+            );
+            let mut cmd = cargo();
+            cmd.args(["test", "--no-fail-fast"])
+                .args(args)
+                .env("LBCTL", &lbctl);
+            tiers::run(&mut cmd, &mut tally)?;
+        }
+        ok &= tally.ok();
+        lines.push(tally.line(tier.name));
+    }
+    println!();
+    for line in &lines {
+        println!("{line}");
+    }
+    if !ok {
+        bail!("some tests failed (the lines above say in which tier)");
+    }
+    Ok(())
 }

@@ -5,29 +5,22 @@ use std::{path::Path, process::Command};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::run;
+use crate::{
+    programs::{Need, PROGRAMS},
+    run,
+};
 
-/// Debian packages: LLVM 22 for bpf-linker; iproute2, ethtool and procps (sysctl) for the lab.
+/// Debian packages the build needs: LLVM 22 for bpf-linker. The programs tests, the demo
+/// and the bench run are in `programs.rs`, installed by the command that runs them.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
     "zlib1g-dev",
-    "iproute2",
-    "ethtool",
-    "procps",
 ];
 
-/// What `cargo xtask bench` compares the balancer with and plots with: nginx reals, wrk,
-/// HAProxy and nftables (the alternatives), perf for the profiles, a font for the plots.
-pub const BENCH_PACKAGES: &[&str] = &[
-    "nginx",
-    "wrk",
-    "haproxy",
-    "nftables",
-    "fonts-dejavu-core",
-    "linux-perf",
-];
+/// Files (not programs) `cargo xtask bench` needs: a font for the plots.
+pub const BENCH_FILES: &[&str] = &["fonts-dejavu-core"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
@@ -43,6 +36,25 @@ fn output(cmd: &mut Command) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Installs the packages of the programs `need` runs (see `programs.rs`), those missing.
+pub fn programs(need: Need) -> Result<()> {
+    let needed: Vec<_> = PROGRAMS
+        .iter()
+        .filter(|p| p.needed_by.contains(&need))
+        .collect();
+    let mut packages: Vec<&str> = needed.iter().map(|p| p.package).collect();
+    packages.sort_unstable();
+    packages.dedup();
+    apt_packages(&packages).with_context(|| {
+        let names: Vec<&str> = needed.iter().map(|p| p.name).collect();
+        format!(
+            "installing what {} needs ({})",
+            need.command(),
+            names.join(", ")
+        )
+    })
 }
 
 /// Installs those of `packages` that are missing.

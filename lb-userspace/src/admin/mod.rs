@@ -8,8 +8,8 @@ pub mod show;
 
 use serde::{Deserialize, Serialize};
 
-use crate::edit::{Edit, RealRef};
-use crate::spec::VipSpec;
+use crate::declare::edit::{Edit, RealRef};
+use crate::declare::spec::VipSpec;
 
 /// Where `lbctl attach` listens and the other commands connect, unless `--socket` says.
 pub const DEFAULT_SOCKET: &str = "/run/lbctl.sock";

@@ -8,9 +8,11 @@ use clap::{Args, Subcommand};
 use super::vip_flags::VipFlags;
 use crate::{
     admin::{client, show, Request, Response, DEFAULT_SOCKET},
-    edit::{Edit, RealRef},
-    service::Service,
-    spec::{RealSpec, RealState, VipSpec},
+    declare::{
+        edit::{Edit, RealRef},
+        service::Service,
+        spec::{RealSpec, RealState, VipSpec},
+    },
 };
 
 /// Where the running lbctl is, and how to print its answer.

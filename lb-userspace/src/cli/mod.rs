@@ -13,11 +13,14 @@ use tracing::info;
 
 use crate::{
     admin::{Request, DEFAULT_SOCKET},
-    config, daemon,
+    daemon,
     datapath::{self, Datapath},
+    declare::{
+        config,
+        service::{self, Service},
+        spec::{RealSpec, VipSpec},
+    },
     doctor::{self, DoctorRealArgs},
-    service::{self, Service},
-    spec::{RealSpec, VipSpec},
     stats,
 };
 use admin::{RealCommand, Talk, VipCommand};
@@ -90,7 +93,7 @@ enum Command {
     /// Show the L4 modes on real packets: for each, a lab of network namespaces (client, LB,
     /// three reals), one request traced hop by hop, many driven, a real failing over. Needs
     /// root; leaves nothing behind (Ctrl-C included).
-    Demo(crate::lab::demo::DemoArgs),
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Subcommand)]
@@ -206,7 +209,7 @@ impl Cli {
                 rt.block_on(async { stats::read_attached(&iface).await.map(|s| print!("{s}")) })
             }
             Command::Decap(DecapCommand::Attach { iface }) => rt.block_on(decap(&iface)),
-            Command::Demo(args) => crate::lab::demo::run(&args),
+            Command::Demo(args) => crate::demo::run(&args),
             Command::Doctor(DoctorCommand::Real(args)) => {
                 // check_real runs its own runtime: not inside `rt`.
                 drop(rt);

@@ -6,10 +6,12 @@ use clap::Args;
 use lb_common::Timeouts;
 
 use crate::{
-    health::Check,
-    maglev,
-    service::VipSettings,
-    spec::{Balance, HashFields, Mode, PortRange},
+    declare::{
+        service::VipSettings,
+        spec::{Balance, HashFields, Mode, PortRange},
+    },
+    health::check::Check,
+    tables::maglev,
 };
 
 #[derive(Args, Clone, Debug)]

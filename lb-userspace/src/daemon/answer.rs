@@ -6,9 +6,8 @@ use super::running::Running;
 use crate::{
     admin::{IfaceRow, RealRow, Response, Status, VipRow},
     datapath::{real_key, AttachMode},
-    edit::RealRef,
-    resolve::fmt_mac,
-    spec::VipSpec,
+    declare::{edit::RealRef, spec::VipSpec},
+    host::resolve::fmt_mac,
 };
 
 /// What `status` reports besides the running state.

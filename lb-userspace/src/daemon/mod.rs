@@ -22,14 +22,16 @@ use tracing::{debug, info, warn};
 
 use crate::{
     admin::{server::AdminSocket, Request, Response},
-    checks::{Checks, Event},
-    config,
     datapath::{self, pins::StateDir, AttachMode, Datapath},
-    edit,
-    health::Change,
-    neigh_watch::{self, NeighbourChange, NeighbourWatch},
-    resolve,
-    service::Service,
+    declare::{config, edit, service::Service},
+    health::{
+        check::Change,
+        runner::{Checks, Event},
+    },
+    host::{
+        neigh_watch::{self, NeighbourChange, NeighbourWatch},
+        resolve,
+    },
 };
 use running::Running;
 

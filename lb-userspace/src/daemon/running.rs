@@ -13,9 +13,11 @@ use tracing::{info, warn};
 
 use crate::{
     datapath::{self, real_key, Datapath, Real, RealKey},
-    resolve::{self, Resolved},
-    service::{self, Service, VipSettings},
-    spec::{Mode, RealState, VipSpec},
+    declare::{
+        service::{self, Service, VipSettings},
+        spec::{Mode, RealState, VipSpec},
+    },
+    host::resolve::{self, Resolved},
 };
 
 /// The balancer as it runs.

@@ -32,10 +32,12 @@ use tracing::warn;
 use xdp_netlink::{XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_FLAGS_UPDATE_IF_NOEXIST};
 
 use crate::{
-    ring,
-    service::VipSettings,
-    spec::{Balance, Mode, RealSpec, VipSpec},
+    declare::{
+        service::VipSettings,
+        spec::{Balance, Mode, RealSpec, VipSpec},
+    },
     stats::CounterTable,
+    tables::ring,
 };
 
 /// A backend server as the datapath needs it.
@@ -74,7 +76,7 @@ impl Real {
             addr: self.addr,
             port: self.port,
             weight: self.weight,
-            state: crate::spec::RealState::Ready,
+            state: crate::declare::spec::RealState::Ready,
         }
     }
 
@@ -266,7 +268,7 @@ impl Datapath {
     pub fn load_pinned(dir: pins::StateDir) -> Result<Self> {
         let adopting = dir.has_maps();
         if adopting {
-            let obj = aya_obj::Object::parse(crate::LB_EBPF_OBJECT)
+            let obj = aya_obj::Object::parse(crate::ebpf_object()?)
                 .context("reading the embedded eBPF object")?;
             dir.check_layout(&obj)?;
         }
@@ -296,7 +298,7 @@ impl Datapath {
                 loader.map_pin_path(name, dir.map_path(name));
             }
         }
-        let mut ebpf = loader.load(crate::LB_EBPF_OBJECT).context(
+        let mut ebpf = loader.load(crate::ebpf_object()?).context(
             "loading the eBPF object failed: lbctl needs root (CAP_BPF + CAP_NET_ADMIN) and a kernel with BTF",
         )?;
         for name in [program_names::LB, program_names::PASS, program_names::DECAP] {
@@ -364,8 +366,8 @@ impl Datapath {
     pub fn attach(&mut self, iface: &str) -> Result<AttachMode> {
         let interface = Interface {
             name: iface.to_owned(),
-            ifindex: crate::iface::index(iface)?,
-            config: crate::iface::config(iface)?,
+            ifindex: crate::host::iface::index(iface)?,
+            config: crate::host::iface::config(iface)?,
         };
         Ok(self.attach_all(&[interface])?[0])
     }
@@ -405,7 +407,7 @@ impl Datapath {
             return self.attach_program(program_names::LB, iface);
         };
         let flows_id = pins.map_id(map_names::FLOWS)?;
-        let ifindex = crate::iface::index(iface)?;
+        let ifindex = crate::host::iface::index(iface)?;
         let old = attached_ours(iface, ifindex, flows_id)?;
         let prog = self.program(program_names::LB)?;
         let fd = prog.fd().context("the balancer's program is not loaded")?;
@@ -525,13 +527,13 @@ impl Datapath {
     /// Attaches the decapsulation program, for a real server of tunnel-mode VIPs: IP-in-IP
     /// sent to the interface's IPv4 address is unwrapped and passed up the stack.
     pub fn attach_decap(&mut self, iface: &str) -> Result<AttachMode> {
-        let config = crate::iface::config(iface)?;
+        let config = crate::host::iface::config(iface)?;
         if config.ipv4 == [0; 4] {
             bail!(
                 "{iface} has no IPv4 address: decap accepts tunnels sent to it, so add one first"
             );
         }
-        self.set_interface(crate::iface::index(iface)?, config)?;
+        self.set_interface(crate::host::iface::index(iface)?, config)?;
         self.attach_program(program_names::DECAP, iface)
     }
 

@@ -12,7 +12,7 @@ use futures::TryStreamExt as _;
 use rtnetlink::packet_route::{address::AddressAttribute, link::LinkAttribute};
 
 use super::{DoctorRealArgs, RealMode};
-use crate::{neigh, route};
+use crate::host::{neigh, route};
 
 /// An address configured on an interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,7 +75,7 @@ pub(super) async fn gather(args: &DoctorRealArgs, iface: &str) -> Result<Facts> 
     let any_v4 = args.vips.iter().any(IpAddr::is_ipv4);
     let tunnel = args.mode == RealMode::Tunnel;
     let decap_addr = if tunnel {
-        let ipv4 = crate::iface::config(iface)?.ipv4;
+        let ipv4 = crate::host::iface::config(iface)?.ipv4;
         (ipv4 != [0; 4]).then(|| Ipv4Addr::from(ipv4))
     } else {
         None

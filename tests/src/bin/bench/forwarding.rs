@@ -3,7 +3,7 @@
 //! each mode, and nftables DNAT (the kernel NAT many users would pick instead).
 
 use anyhow::{anyhow, Context as _, Result};
-use lb_userspace::spec::Mode;
+use lb_userspace::declare::spec::Mode;
 use tests::veth_path::{Forwarder, VethPath, BATCH, FLOWS};
 
 use crate::{

@@ -121,7 +121,7 @@ fn machine() -> Result<String> {
 }
 
 fn time_now() -> String {
-    std::process::Command::new("date")
+    lb_lab::programs::program("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())

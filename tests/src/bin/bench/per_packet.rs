@@ -8,8 +8,10 @@ use std::net::IpAddr;
 use anyhow::{ensure, Context as _, Result};
 use lb_userspace::{
     datapath::{BenchProgram, Datapath, Real, Vary},
-    service::VipSettings,
-    spec::{Balance, Mode},
+    declare::{
+        service::VipSettings,
+        spec::{Balance, Mode},
+    },
 };
 use tests::{
     fixture::*,

@@ -25,7 +25,7 @@ pub struct Share {
 /// samples, largest first.
 pub fn sample(cpu: usize, mut work: impl FnMut() -> Result<()>) -> Result<Vec<Share>> {
     let data = std::env::temp_dir().join(format!("lbctl-bench-{}.perf", std::process::id()));
-    let mut perf = Command::new("perf")
+    let mut perf = lb_lab::programs::program("perf")
         .args(["record", "-q", "-C", &cpu.to_string(), "-o"])
         .arg(&data)
         .args(["--", "sleep", &SAMPLE_FOR.as_secs().to_string()])
@@ -49,7 +49,7 @@ pub fn sample(cpu: usize, mut work: impl FnMut() -> Result<()>) -> Result<Vec<Sh
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let report = Command::new("perf")
+    let report = lb_lab::programs::program("perf")
         .args([
             "report",
             "--stdio",

@@ -13,14 +13,16 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use lb_lab::{Lab, VIP_ADDR, VIP_PORT};
 use lb_userspace::{
     admin::{Request, Response},
     datapath::{BenchProgram, Datapath, Real},
-    edit::{Edit, RealRef},
-    lab::{Lab, VIP_ADDR, VIP_PORT},
-    maglev,
-    service::VipSettings,
-    spec::{Mode, VipSpec},
+    declare::{
+        edit::{Edit, RealRef},
+        service::VipSettings,
+        spec::{Mode, VipSpec},
+    },
+    tables::maglev,
 };
 use tests::{
     fixture::{lb_iface, pin_to_cpu0, vip, CLIENT, CLIENT_MAC, IFINDEX_A, LB_MAC, XDP_TX},

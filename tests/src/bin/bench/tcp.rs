@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use lb_common::Verdict;
-use lb_userspace::lab::{Lab, Netns, LB_ADDR, SNAT_ADDR, VIP_ADDR};
+use lb_lab::{Lab, Netns, LB_ADDR, SNAT_ADDR, VIP_ADDR};
 
 mod process;
 mod wrk;
@@ -438,7 +438,7 @@ fn lb_drops(lab: &Lab, system: System) -> Result<Vec<(&'static str, u64)>> {
     if !matches!(system, System::Lbctl(_)) {
         return Ok(Vec::new());
     }
-    let stats = lab.lb_stats().context("reading lbctl's counters")?;
+    let stats = lb_userspace::stats::of_lab_host(&lab.lb).context("reading lbctl's counters")?;
     let reasons = stats.counters.reasons.iter();
     let drops = reasons.filter(|(r, _)| r.verdict() == Verdict::Drop);
     Ok(drops.map(|(r, c)| (r.label(), c.packets)).collect())

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use lb_userspace::lab::Netns;
+use lb_lab::Netns;
 
 /// Starts `program ARGS` in `ns` with `config` written to DIR/conf, DIR being a directory of
 /// its own (the string "DIR" in `config` and `args` stands for it) that also holds its log,

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::{
+use crate::declare::{
     service::Service,
     spec::{Balance, RealSpec, RealState, VipSpec, MAX_WEIGHT},
 };
@@ -212,8 +212,8 @@ fn for_each_real(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::VipSettings;
-    use crate::spec::Mode;
+    use crate::declare::service::VipSettings;
+    use crate::declare::spec::Mode;
 
     fn services() -> Vec<Service> {
         let reals = |rs: &[&str]| rs.iter().map(|r| r.parse().unwrap()).collect();

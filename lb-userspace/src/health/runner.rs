@@ -12,11 +12,12 @@ use tracing::warn;
 
 use crate::{
     datapath::{real_key, Interface, Real, RealKey},
-    health::{Change, Check, Health},
-    probe,
-    probe_vip::{self, VipPath},
-    service::Service,
-    spec::Mode,
+    declare::{service::Service, spec::Mode},
+    health::{
+        check::{Change, Check, Health},
+        probe,
+        probe_vip::{self, VipPath},
+    },
 };
 
 /// A real went up or down.

@@ -7,8 +7,8 @@ use std::fmt;
 use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
 
 use crate::{
-    health::Check,
-    spec::{Balance, HashFields, Mode, PortRange, RealSpec, VipSpec},
+    declare::spec::{Balance, HashFields, Mode, PortRange, RealSpec, VipSpec},
+    health::check::Check,
 };
 
 /// Implements Serialize/Deserialize through `Display` and a parse function.
@@ -84,11 +84,11 @@ pub mod timeouts {
 
 #[cfg(test)]
 mod tests {
-    use crate::service::{Service, VipSettings};
+    use crate::declare::service::{Service, VipSettings};
 
     #[test]
     fn a_service_crosses_as_json_and_back() {
-        let mut settings = VipSettings::new(crate::spec::Mode::OneArm);
+        let mut settings = VipSettings::new(crate::declare::spec::Mode::OneArm);
         settings.snat_pool = vec!["198.18.0.1".parse().unwrap()];
         settings.check = Some("http,path=/h,inter=1s".parse().unwrap());
         let s = Service {
@@ -105,7 +105,8 @@ mod tests {
 
     #[test]
     fn a_bad_value_is_refused_with_the_parser_s_words() {
-        let e = serde_json::from_str::<crate::spec::VipSpec>("\"198.18.100.10:80\"").unwrap_err();
+        let e = serde_json::from_str::<crate::declare::spec::VipSpec>("\"198.18.100.10:80\"")
+            .unwrap_err();
         assert!(e.to_string().contains("ADDRESS:PORT/PROTO"), "{e}");
     }
 }

@@ -10,14 +10,12 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use super::{failover, observe, show, DemoArgs, DemoFacts};
-use crate::{
-    lab::{
-        capture::{self, Frame, Point},
-        drive_tcp,
-        hops::{self, Trace},
-        Lab, Netns, HOST_IFACE, VIP_ADDR, VIP_PORT,
-    },
-    spec::Mode,
+use crate::declare::spec::Mode;
+use lb_lab::{
+    capture::{self, Frame, Point},
+    drive_tcp,
+    hops::{self, Trace},
+    Lab, Netns, HOST_IFACE, VIP_ADDR, VIP_PORT,
 };
 
 /// What one mode's run found.
@@ -88,7 +86,9 @@ pub fn run(
     let decapsulated = match mode {
         Mode::Tunnel => Some(
             (0..lab.reals.len())
-                .map(|i| lab.real_stats(i).map(|s| s.counters.forwarded.packets))
+                .map(|i| {
+                    crate::stats::of_lab_host(&lab.reals[i]).map(|s| s.counters.forwarded.packets)
+                })
                 .sum::<Result<u64>>()?,
         ),
         _ => None,

@@ -33,7 +33,7 @@ use super::{
     sessions::{EchoServer, SESSION_PORT},
     Netns, Server,
 };
-use crate::{datapath::Datapath, stats::Stats};
+use crate::xdp_pass::{self, PassPrograms};
 
 pub const LB_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// The LB's address on the reals' subnet of the two-subnet labs.
@@ -106,7 +106,7 @@ pub struct Lab {
     /// Every real's echo server, for long-lived connections.
     _echo: Vec<EchoServer>,
     /// Holds the pass program on the LB's switch ports (veth needs it to accept XDP_TX).
-    _switch_port_xdp: Datapath,
+    _switch_port_xdp: PassPrograms,
     /// Where the balancer pins its state.
     bpffs: BpfMount,
     pub client: Netns,
@@ -269,13 +269,7 @@ impl Lab {
             lb.sysctl("net.ipv4.ip_forward", "1")?;
         }
         lb.ip(&["addr", "add", &format!("{VIP_ADDR}/32"), "dev", "lo"])?;
-        let switch_port_xdp = switch.run(move || -> Result<Datapath> {
-            let mut dp = Datapath::load()?;
-            for port in switch_ports {
-                dp.attach_pass(port)?;
-            }
-            Ok(dp)
-        })??;
+        let switch_port_xdp = switch.run(move || xdp_pass::attach(&switch_ports))??;
 
         let router = if side == Some(Side::BehindRouter) {
             let router = Netns::create(&format!("{p}-router"))?;
@@ -532,32 +526,12 @@ impl Lab {
         xdp_attached(&self.lb)
     }
 
-    /// The balancer's counters, read the way `lbctl stats eth0` reads them.
-    pub fn lb_stats(&self) -> Result<Stats> {
-        stats_in(&self.lb)
-    }
-
-    /// The counters of the XDP program on real `i` (0-based): the decap program's, in tunnel
-    /// mode, where "forwarded" counts decapsulated packets.
-    pub fn real_stats(&self, i: usize) -> Result<Stats> {
-        stats_in(self.reals.get(i).context("no such real")?)
-    }
-
     pub fn lb_log(&self) -> String {
         self.lb_process
             .as_ref()
             .map(LbProcess::log)
             .unwrap_or_default()
     }
-}
-
-fn stats_in(ns: &Netns) -> Result<Stats> {
-    ns.run(|| -> Result<Stats> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(crate::stats::read_attached(HOST_IFACE))
-    })?
 }
 
 /// What a real answering clients directly (dsr, tunnel) needs: the VIPs on loopback, and no

@@ -6,9 +6,9 @@ use std::{collections::BTreeSet, fmt, net::IpAddr};
 use lb_common::{Timeouts, MAX_LEASTCONN_REALS, MAX_POOL_ADDRS, MAX_VIPS, RING_SIZE};
 
 use crate::{
-    health::Check,
-    maglev,
-    spec::{Balance, HashFields, Mode, PortRange, RealSpec, VipSpec},
+    declare::spec::{Balance, HashFields, Mode, PortRange, RealSpec, VipSpec},
+    health::check::Check,
+    tables::maglev,
 };
 
 /// How a VIP is served.
@@ -20,7 +20,7 @@ pub struct VipSettings {
     pub hash: HashFields,
     /// maglev and source: the table's size, a prime.
     pub maglev_size: u32,
-    #[serde(with = "crate::text_serde::timeouts")]
+    #[serde(with = "crate::declare::text_serde::timeouts")]
     pub timeouts: Timeouts,
     /// One-arm: the LB-owned addresses flows get as their source. Empty: the IPv4 address of
     /// the interface the reals are reached through.

@@ -163,8 +163,12 @@ pub fn parse(frame: &[u8]) -> Option<(Headers, &[u8])> {
     Some((headers, tcp.payload()))
 }
 
+/// `02:00:00:00:00:01`, as `ip link` writes a MAC.
 pub fn fmt_mac(m: &[u8; 6]) -> String {
-    crate::resolve::fmt_mac(m)
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::lab::{drive_tcp, Lab, VIP_PORT};
+use lb_lab::{drive_tcp, Lab, VIP_PORT};
 
 /// What happened when a real's server stopped.
 #[derive(Debug)]

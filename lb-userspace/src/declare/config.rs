@@ -8,10 +8,12 @@ use serde::{de::Error as _, Deserialize, Deserializer};
 use toml::Spanned;
 
 use crate::{
-    health::Check,
-    maglev,
-    service::{self, Service, VipSettings},
-    spec::{Balance, HashFields, Mode, PortRange, RealSpec, VipSpec},
+    declare::{
+        service::{self, Service, VipSettings},
+        spec::{Balance, HashFields, Mode, PortRange, RealSpec, VipSpec},
+    },
+    health::check::Check,
+    tables::maglev,
 };
 
 /// Why a configuration file was rejected.
@@ -263,7 +265,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../lbctl.example.toml");
+    const EXAMPLE: &str = include_str!("../../../lbctl.example.toml");
 
     #[test]
     fn the_example_in_the_repository_is_valid() {
@@ -310,7 +312,7 @@ reals = ["198.18.0.11"]
         assert_eq!(s[0].settings.balance, Balance::Roundrobin);
         assert_eq!(s[0].settings.check, Some("tcp,inter=1s".parse().unwrap()));
         assert_eq!(s[0].settings.timeouts.udp, 60);
-        assert_eq!(s[0].reals[1].state, crate::spec::RealState::Drain);
+        assert_eq!(s[0].reals[1].state, crate::declare::spec::RealState::Drain);
         assert_eq!(s[1].settings.mode, Mode::Dsr);
         assert_eq!(s[1].settings.balance, Balance::Roundrobin);
         assert_eq!(s[1].settings.check, Some("udp,payload=q".parse().unwrap()));
@@ -318,7 +320,7 @@ reals = ["198.18.0.11"]
             s[2].settings.check, None,
             "check = \"none\" opts out of the default"
         );
-        assert_eq!(s[1].reals[0].state, crate::spec::RealState::Maint);
+        assert_eq!(s[1].reals[0].state, crate::declare::spec::RealState::Maint);
 
         let e = error("[defaults]\nmode = \"nat\"\nreals = []\n[[vip]]\naddress = \"198.18.100.10:80/tcp\"\nreals = [\"198.18.0.11\"]\n");
         assert!(e.starts_with("lb.toml:3:") && e.contains("reals"), "{e}");

@@ -3,7 +3,10 @@
 //! The datapath reads `ring[slot]` for `slot < len`; an empty ring means no real takes new
 //! flows.
 
-use crate::{maglev, spec::Balance, wrr};
+use crate::{
+    declare::spec::Balance,
+    tables::{maglev, wrr},
+};
 
 /// A real of the VIP, as the ring needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -20,8 +20,8 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use lb_common::Reason;
 
-use super::{drive_tcp, Lab};
-use crate::spec::Mode;
+use crate::declare::spec::Mode;
+use lb_lab::{drive_tcp, Lab};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -123,7 +123,7 @@ pub fn observe(lab: &Lab, requests: usize) -> Result<DemoFacts> {
             seen.push(addr);
         }
     }
-    let stats = lab.lb_stats()?;
+    let stats = crate::stats::of_lab_host(&lab.lb)?;
     Ok(DemoFacts {
         requests,
         answered: results.iter().filter(|r| r.is_ok()).count(),

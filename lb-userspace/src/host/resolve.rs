@@ -23,10 +23,11 @@ use rtnetlink::{
 
 use crate::{
     datapath::{real_key, Interface, Real, RealKey},
-    iface, neigh,
-    route::{self, NextHop, Route},
-    service::Service,
-    spec::Mode,
+    declare::{service::Service, spec::Mode},
+    host::{
+        iface, neigh,
+        route::{self, NextHop, Route},
+    },
 };
 
 /// Everything `Datapath` needs to serve `services` on the interfaces.

@@ -47,7 +47,7 @@ use tokio::{
 };
 use tracing::warn;
 
-use crate::neigh;
+use crate::host::neigh;
 
 /// How often the table is re-read and unresolved next hops asked for, unless told otherwise.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5);

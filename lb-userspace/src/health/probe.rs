@@ -9,7 +9,7 @@ use tokio::{
     time::timeout,
 };
 
-use crate::health::Probe;
+use crate::health::check::Probe;
 
 /// Runs `probe` against `target` within `limit`: `Ok` when the real answered as it should,
 /// else why not.

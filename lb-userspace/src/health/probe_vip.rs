@@ -18,7 +18,7 @@ use etherparse::{
 };
 use pnet::datalink::{self, Channel, Config};
 
-use crate::health::Probe;
+use crate::health::check::Probe;
 
 /// The way a client's packet takes to a real.
 #[derive(Clone, Debug, PartialEq, Eq)]

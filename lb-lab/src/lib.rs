@@ -1,17 +1,20 @@
-//! A lab of network namespaces on 198.18.0.0/15, used by the end-to-end tests and by
-//! `lbctl demo` alike: one implementation, so the demo shows what the tests prove.
+//! A lab of network namespaces on 198.18.0.0/15, used by the end-to-end tests, the benchmarks
+//! and `lbctl demo` alike: one implementation, so the demo shows what the tests prove. It
+//! knows nothing of lbctl's code: it runs the `lbctl` binary it is given, as an operator
+//! would.
 //!
 //! Every namespace is an RAII guard; dropping the [`Lab`] stops the balancer process and the
 //! servers and deletes the namespaces, also when a test panics half-way.
 
 pub mod capture;
-pub mod demo;
 pub mod hops;
 mod lb_process;
 mod netns;
+pub mod programs;
 mod servers;
 mod sessions;
 mod topology;
+mod xdp_pass;
 
 pub use lb_process::LbProcess;
 pub use netns::{unique_prefix, BpfMount, Netns, NsThread};

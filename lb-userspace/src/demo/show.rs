@@ -4,12 +4,10 @@
 use std::{io::IsTerminal as _, net::SocketAddr, path::Path};
 
 use super::{failover::Failover, mode::ModeReport, DemoFacts};
-use crate::{
-    lab::{
-        hops::{fmt_mac, Headers, Hop, Trace},
-        Lab, CLIENT_ADDR, LB_ADDR, LB_B_ADDR, VIP_ADDR, VIP_PORT,
-    },
-    spec::Mode,
+use crate::declare::spec::Mode;
+use lb_lab::{
+    hops::{fmt_mac, Headers, Hop, Trace},
+    Lab, CLIENT_ADDR, LB_ADDR, LB_B_ADDR, VIP_ADDR, VIP_PORT,
 };
 
 /// What each mode is, in a line, and the lab it needs.

@@ -10,6 +10,8 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
+use crate::programs::program;
+
 /// A named network namespace (`ip netns add`), deleted on drop.
 pub struct Netns {
     name: String,
@@ -44,7 +46,7 @@ impl Netns {
     /// Creates the namespace with loopback up and IPv6 off (the IPv4 lab stays free of
     /// neighbour-discovery chatter, so counters count only what the tests send).
     pub fn create(name: &str) -> Result<Self> {
-        check(Command::new("ip").args(["netns", "add", name]))
+        check(program("ip").args(["netns", "add", name]))
             .context("creating a network namespace needs root and iproute2")?;
         let ns = Self {
             name: name.to_owned(),
@@ -61,7 +63,7 @@ impl Netns {
 
     /// `ip -n NAME ARGS...`
     pub fn ip(&self, args: &[&str]) -> Result<String> {
-        let out = check(Command::new("ip").arg("-n").arg(&self.name).args(args))?;
+        let out = check(program("ip").arg("-n").arg(&self.name).args(args))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
@@ -99,7 +101,8 @@ impl Netns {
 
     /// A command that will run inside the namespace.
     pub fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
+        crate::programs::assert_listed(program);
+        let mut c = crate::programs::program("ip");
         c.args(["netns", "exec", &self.name, program]);
         c
     }
@@ -161,7 +164,7 @@ impl<R> NsThread<R> {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let status = Command::new("ip")
+        let status = program("ip")
             .args(["netns", "del", &self.name])
             .stderr(Stdio::null())
             .status();
@@ -186,7 +189,7 @@ impl BpfMount {
     pub fn new(name: &str) -> Result<Self> {
         let path = std::env::temp_dir().join(format!("{name}-bpf"));
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        let status = Command::new("mount")
+        let status = program("mount")
             .args(["-t", "bpf", "bpf"])
             .arg(&path)
             .status()
@@ -205,7 +208,7 @@ impl BpfMount {
 impl Drop for BpfMount {
     fn drop(&mut self) {
         // Lazy: a process still holding a pinned object does not keep the lab from ending.
-        let unmounted = Command::new("umount")
+        let unmounted = program("umount")
             .arg("-l")
             .arg(&self.path)
             .status()

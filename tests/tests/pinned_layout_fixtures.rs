@@ -1,0 +1,32 @@
+//! The pinned state of the built object: what a restarted or upgraded lbctl takes over.
+
+use lb_common::map_names;
+
+/// Every map of the program is either pinned or known to hold nothing between packets: a
+/// map added later cannot be left out of restarts by accident.
+#[test]
+fn every_map_is_kept_or_known_to_be_transient() {
+    // .rodata: the program's constants, loaded from the object each time. (A .data or .bss,
+    // mutable globals, would lose its values on a restart: not allowed here.)
+    const TRANSIENT: &[&str] = &[
+        "SCRATCH",
+        map_names::BENCH_FRAME,
+        map_names::BENCH_SEQ,
+        map_names::BENCH_SINK,
+        map_names::BENCH_REDIRECT,
+        ".rodata",
+    ];
+    let obj = aya_obj::Object::parse(lb_userspace::LB_EBPF_OBJECT).unwrap();
+    for name in obj.maps.keys() {
+        assert!(
+            map_names::KEPT.contains(&name.as_str()) || TRANSIENT.contains(&name.as_str()),
+            "map {name} is neither pinned (map_names::KEPT) nor transient"
+        );
+    }
+    for name in map_names::KEPT {
+        assert!(
+            obj.maps.contains_key(*name),
+            "KEPT names {name}, which the program lacks"
+        );
+    }
+}
