@@ -10,7 +10,7 @@ mod programs {
         programs::XdpContext,
     };
     use lb_common::Reason;
-    use lb_ebpf::{balance, bench, decap, emit, lookup, packet::Packet};
+    use lb_ebpf::{bench, decap, emit, lookup, packet::Packet, pipeline};
 
     /// The load balancer: parse → lookup → schedule → rewrite → emit.
     #[xdp]
@@ -22,7 +22,7 @@ mod programs {
     fn run(ctx: &XdpContext) -> u32 {
         let len = ctx.data_end() - ctx.data();
         let ingress = ctx.ingress_ifindex() as u32;
-        match balance::balance(ctx, ingress) {
+        match pipeline::run(ctx, ingress) {
             Ok(sent) => emit::forwarded(&sent, ingress, len),
             Err(reason) => emit::not_forwarded(reason, len),
         }

@@ -1,4 +1,4 @@
-//! The balancer's path through the stages, per packet: a VIP's packets go
+//! The pipeline: each packet's path through the stages. A VIP's packets go
 //! `parse → lookup → schedule → rewrite → emit` in their mode's way; replies and ICMP errors
 //! of stateful flows go `parse → lookup (flow) → rewrite → emit`.
 
@@ -38,7 +38,7 @@ const V4: u8 = Family::V4 as u8;
 /// context instead, the compiler passes them its 32-bit `data` fields, and the verifier
 /// rejects the widening of a packet pointer.
 #[inline(always)]
-pub fn balance(ctx: &XdpContext, ingress: u32) -> Result<Sent, Reason> {
+pub fn run(ctx: &XdpContext, ingress: u32) -> Result<Sent, Reason> {
     // SAFETY: data..data_end is the frame the kernel handed this program.
     let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
     let scratch = scratch()?;
