@@ -44,12 +44,12 @@ mod programs {
         // SAFETY: data..data_end is the frame the kernel handed this program.
         let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
         let host = lookup::iface(ctx.ingress_ifindex() as u32)
-            .ok_or(Reason::NotForUs)?
+            .ok_or(Reason::IfaceNotConfigured)?
             .ipv4;
         decap::prepare(&pkt, host)?;
         // SAFETY: adjust_head on our own context; no packet pointer is used afterwards.
         if unsafe { bpf_xdp_adjust_head(ctx.ctx, decap::OUTER_LEN as i32) } != 0 {
-            return Err(Reason::Truncated);
+            return Err(Reason::DecapFailed);
         }
         Ok(())
     }
