@@ -21,7 +21,12 @@ pub fn prepare(pkt: &Packet, host: [u8; 4]) -> Result<(), Reason> {
     // SAFETY: ptr_at checked that an EthHdr fits.
     let eth = unsafe { &*pkt.ptr_at::<EthHdr>(0)? };
     if eth.ether_type != ETH_P_IPV4 {
-        return Err(Reason::NotIp);
+        // The LB tunnels in IPv4 only: IPv6 is the real's ordinary traffic.
+        return Err(if eth.ether_type == ETH_P_IPV6 {
+            Reason::NotTunnelled
+        } else {
+            Reason::NotIp
+        });
     }
     // SAFETY: ptr_at checked that an Ipv4Hdr fits after the Ethernet header.
     let outer = unsafe { &*pkt.ptr_at::<Ipv4Hdr>(ETH_LEN)? };
@@ -35,7 +40,7 @@ pub fn prepare(pkt: &Packet, host: [u8; 4]) -> Result<(), Reason> {
         return Err(Reason::NotTunnelled);
     }
     if outer.dst != host {
-        return Err(Reason::NotForUs);
+        return Err(Reason::TunnelNotForUs);
     }
     let (dst, src) = (eth.dst, eth.src);
     // SAFETY: ptr_at checked that an EthHdr fits at OUTER_LEN (inside the outer IP header's
@@ -101,11 +106,21 @@ mod tests {
     #[test]
     fn everything_else_is_left_alone() {
         let host = [198, 18, 0, 11];
-        let cases: [(Vec<u8>, Reason); 3] = [
+        let mut v6 = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 0xb])
+            .ipv6([0x20; 16], [0x21; 16], 64)
+            .udp(1, 2)
+            .write(&mut v6, b"x")
+            .unwrap();
+        let mut arp = tunnelled(IPPROTO_IPIP, host, &inner());
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        let cases: [(Vec<u8>, Reason); 5] = [
             (
                 tunnelled(IPPROTO_IPIP, [198, 18, 0, 12], &inner()),
-                Reason::NotForUs,
+                Reason::TunnelNotForUs,
             ),
+            (v6, Reason::NotTunnelled),
+            (arp, Reason::NotIp),
             (tunnelled(17, host, &inner()), Reason::NotTunnelled),
             (
                 tunnelled(IPPROTO_IPIP, host, &inner())[..30].to_vec(),

@@ -123,7 +123,7 @@ pub fn create(
         iface.mac
     } else {
         // A real behind an interface the LB is not attached to cannot be sent to.
-        lookup::iface(egress).ok_or(Reason::NoReal)?.mac
+        lookup::iface(egress).ok_or(Reason::EgressNotAttached)?.mac
     };
     let stateful = mode_is_stateful(vip.mode);
     let mut flags = match vip.mode {

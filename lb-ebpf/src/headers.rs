@@ -4,6 +4,19 @@ pub const ETH_P_IPV4: [u8; 2] = [0x08, 0x00];
 pub const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
 pub const IPPROTO_FRAGMENT: u8 = 44;
 pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// Whether an IPv6 next-header value is an extension header: IANA's "IPv6 Extension Header
+/// Types" (hop-by-hop options, routing, fragment, AH, destination options, mobility, HIP,
+/// shim6, the two experimental values), less ESP, whose encrypted payload makes it a
+/// protocol of its own to an LB.
+#[inline(always)]
+pub const fn is_ipv6_extension(next_hdr: u8) -> bool {
+    matches!(
+        next_hdr,
+        0 | 43 | IPPROTO_FRAGMENT | 51 | 60 | 135 | 139 | 140 | 253 | 254
+    )
+}
 
 const _: () = assert!(core::mem::size_of::<EthHdr>() == 14);
 const _: () = assert!(core::mem::size_of::<Ipv4Hdr>() == 20);

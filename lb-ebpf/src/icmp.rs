@@ -45,7 +45,7 @@ impl Error {
         word: 0,
     };
 
-    /// The reason counted when the error cannot be sent.
+    /// The reason counted when the error may not be sent about the packet (see [`check`]).
     pub const fn unsendable(self) -> Reason {
         if self.kind == DEST_UNREACHABLE {
             Reason::TooBig
@@ -57,7 +57,8 @@ impl Error {
 
 /// Whether `error` can be sent about the packet in `pkt`, from `src`: see [`write_error`].
 /// Checked before the frame is resized, so a packet that gets no answer is dropped as it
-/// came.
+/// came. Not about this packet: the error's [`Error::unsendable`] reason; no address to send
+/// from: [`Reason::NoIcmpSource`].
 #[inline(always)]
 pub fn check(pkt: &Packet, src: [u8; 4], error: Error) -> Result<(), Reason> {
     // SAFETY: ptr_at checked that the IPv4 header's first 7 bytes fit.
@@ -66,8 +67,11 @@ pub fn check(pkt: &Packet, src: [u8; 4], error: Error) -> Result<(), Reason> {
     if error.kind == DEST_UNREACHABLE && !dont_fragment {
         return Err(error.unsendable());
     }
-    if ip[0] != 0x45 || src == [0; 4] {
+    if ip[0] != 0x45 {
         return Err(error.unsendable());
+    }
+    if src == [0; 4] {
+        return Err(Reason::NoIcmpSource);
     }
     Ok(())
 }
@@ -76,7 +80,8 @@ pub fn check(pkt: &Packet, src: [u8; 4], error: Error) -> Result<(), Reason> {
 /// packet's first bytes, into an ICMP `error` to the packet's sender, from `src` (the LB's
 /// address) and `lb_mac`. Packets with IP options cannot be quoted in 28 bytes, and a
 /// "fragmentation needed" for a packet without DF would be a lie (the sender allowed
-/// fragmentation, which the LB cannot do): those get the error's unsendable reason.
+/// fragmentation, which the LB cannot do): those get the error's unsendable reason; without
+/// a source address, nothing is sent either ([`Reason::NoIcmpSource`]).
 #[inline(always)]
 pub fn write_error(
     pkt: &Packet,
@@ -214,9 +219,19 @@ mod tests {
         let pkt = unsafe { Packet::new(r.start as usize, r.end as usize) };
         assert_eq!(
             write_error(&pkt, [2; 6], [0; 4], Error::TIME_EXCEEDED),
-            Err(Reason::TtlExpired)
+            Err(Reason::NoIcmpSource)
         );
         assert_eq!(g, before);
+        // A packet with options cannot be quoted: time exceeded is not sent about it.
+        let mut h = original.clone();
+        h.resize(ERROR_FRAME_LEN, 0);
+        h[14] = 0x46;
+        let before = h.clone();
+        assert_eq!(
+            run_error(&mut h, Error::TIME_EXCEEDED),
+            Err(Reason::TtlExpired)
+        );
+        assert_eq!(h, before);
     }
 
     #[test]
@@ -264,6 +279,22 @@ mod tests {
         f[14] = 0x46;
         let before = f.clone();
         assert_eq!(run(&mut f), Err(Reason::TooBig));
+        assert_eq!(f, before);
+    }
+
+    #[test]
+    fn no_reply_without_an_address_to_send_from() {
+        let mut f = big_tcp(true);
+        let before = f.clone();
+        let r = f.as_mut_ptr_range();
+        // SAFETY: the range is the live buffer `f`.
+        let pkt = unsafe { Packet::new(r.start as usize, r.end as usize) };
+        let error = Error::fragmentation_needed(1480);
+        assert_eq!(check(&pkt, [0; 4], error), Err(Reason::NoIcmpSource));
+        assert_eq!(
+            write_error(&pkt, [2; 6], [0; 4], error),
+            Err(Reason::NoIcmpSource)
+        );
         assert_eq!(f, before);
     }
 }

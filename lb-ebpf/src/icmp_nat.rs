@@ -31,9 +31,10 @@ pub struct Quote {
 /// Reads the ICMPv4 message at `icmp_off`: an error (destination unreachable, time exceeded)
 /// quoting a TCP or UDP packet; the outer datagram ends at `end`. Fills `q` and `key`, the key
 /// of the flow entry that translates the error: the quoted packet's tuple reversed, since the
-/// error travels against the packet it quotes, the way that packet's answers do. Anything
-/// else, malformed or not, is [`Reason::NotTcpUdp`]: not the LB's to translate, so the
-/// kernel's to handle.
+/// error travels against the packet it quotes, the way that packet's answers do. Any other
+/// message, or an error quoting anything but TCP or UDP, is [`Reason::IcmpNotOurs`]; an error
+/// cut short or with a malformed quote is [`Reason::IcmpBadQuote`]. Both are the kernel's to
+/// handle.
 #[inline(always)]
 pub fn quoted_flow_v4(
     pkt: &Packet,
@@ -42,26 +43,28 @@ pub fn quoted_flow_v4(
     q: &mut Quote,
     key: &mut FlowKey,
 ) -> Result<(), Reason> {
-    // SAFETY: quoted checked that the ICMP header fits.
-    let icmp = unsafe { &*quoted::<[u8; ICMP_HDR_LEN]>(pkt, icmp_off)? };
-    if icmp[0] != ICMP_DEST_UNREACHABLE && icmp[0] != ICMP_TIME_EXCEEDED {
-        return Err(Reason::NotTcpUdp);
+    // SAFETY: ptr_at checked that the type byte fits (the parse stage required 4 bytes).
+    let kind = unsafe { *pkt.ptr_at::<u8>(icmp_off)? };
+    if kind != ICMP_DEST_UNREACHABLE && kind != ICMP_TIME_EXCEEDED {
+        return Err(Reason::IcmpNotOurs);
     }
+    // Only the bounds check: the header's other bytes are rewritten by translate_quote_v4.
+    quoted::<[u8; ICMP_HDR_LEN]>(pkt, icmp_off)?;
     let inner_ip = icmp_off + ICMP_HDR_LEN;
     // SAFETY: quoted checked that a quoted IPv4 header fits after the ICMP header.
     let ip = unsafe { &*quoted::<Ipv4Hdr>(pkt, inner_ip)? };
     let ihl = (ip.ver_ihl & 0x0f) as usize;
     if ip.ver_ihl >> 4 != 4 || ihl < 5 {
-        return Err(Reason::NotTcpUdp);
+        return Err(Reason::IcmpBadQuote);
     }
     if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
-        return Err(Reason::NotTcpUdp);
+        return Err(Reason::IcmpNotOurs);
     }
     let inner_l4 = inner_ip + ihl * 4;
     // SAFETY: quoted checked that the quoted ports fit (RFC 792 quotes 8 bytes at least).
     let ports = unsafe { &*quoted::<L4Ports>(pkt, inner_l4)? };
     if inner_l4 + core::mem::size_of::<L4Ports>() > end {
-        return Err(Reason::NotTcpUdp);
+        return Err(Reason::IcmpBadQuote);
     }
     *key = FlowKey {
         sport: ports.dst,
@@ -81,11 +84,12 @@ pub fn quoted_flow_v4(
     Ok(())
 }
 
-/// `ptr_at` for the quote: a quote cut short is an ICMP message the LB leaves alone.
+/// `ptr_at` for an ICMP error's header and quote: one cut short is an ICMP message the LB
+/// leaves alone, not a malformed packet to drop.
 #[inline(always)]
 fn quoted<T>(pkt: &Packet, offset: usize) -> Result<*mut T, Reason> {
     pkt.ptr_at::<T>(offset)
-        .map_err(|_truncated| Reason::NotTcpUdp)
+        .map_err(|_truncated| Reason::IcmpBadQuote)
 }
 
 /// Rewrites the ICMP error described by `q` with `flow`, the entry of `key`: the quoted
@@ -295,12 +299,34 @@ mod tests {
     }
 
     #[test]
-    fn a_quote_cut_short_is_not_ours() {
-        let mut f = port_unreachable(b"query", Some(22));
-        let before = f.clone();
+    fn a_quote_cut_short_or_malformed_is_a_bad_quote() {
         let reply = flow(VIP, 53, CLIENT, 40000, FLOW_REPLY);
-        assert_eq!(translate(&mut f, &reply).err(), Some(Reason::NotTcpUdp));
-        assert_eq!(f, before);
+        // Cut inside the quoted ports, inside the quoted IP header, inside the ICMP header.
+        for (quote, cut_frame) in [(22, None), (12, None), (0, Some(14 + 20 + 6))] {
+            let mut f = port_unreachable(b"query", Some(quote));
+            if let Some(n) = cut_frame {
+                f.truncate(n);
+                f[16..18].copy_from_slice(&((n - 14) as u16).to_be_bytes());
+            }
+            let before = f.clone();
+            assert_eq!(
+                translate(&mut f, &reply).err(),
+                Some(Reason::IcmpBadQuote),
+                "quote of {quote} bytes, frame cut at {cut_frame:?}"
+            );
+            assert_eq!(f, before);
+        }
+        // The ports in the frame, but past the outer datagram's end: Ethernet padding.
+        let mut padded = port_unreachable(b"query", Some(22));
+        padded.extend_from_slice(&[0; 8]);
+        assert_eq!(
+            translate(&mut padded, &reply).err(),
+            Some(Reason::IcmpBadQuote)
+        );
+        // A quoted header that is not IPv4.
+        let mut v6 = port_unreachable(b"query", None);
+        v6[14 + 20 + 8] = 0x65;
+        assert_eq!(translate(&mut v6, &reply).err(), Some(Reason::IcmpBadQuote));
     }
 
     #[test]
@@ -312,6 +338,28 @@ mod tests {
             .write(&mut f, &[0; 40])
             .unwrap();
         let reply = flow(VIP, 53, CLIENT, 40000, FLOW_REPLY);
-        assert_eq!(translate(&mut f, &reply).err(), Some(Reason::NotTcpUdp));
+        assert_eq!(translate(&mut f, &reply).err(), Some(Reason::IcmpNotOurs));
+        // An echo cut inside its header is still an echo, not an error with a bad quote.
+        f.truncate(14 + 20 + 4);
+        f[16..18].copy_from_slice(&24u16.to_be_bytes());
+        assert_eq!(translate(&mut f, &reply).err(), Some(Reason::IcmpNotOurs));
+        // An error quoting an ICMP packet (a ping that timed out) is about no flow.
+        let mut ping = Vec::new();
+        PacketBuilder::ipv4(CLIENT, VIP, 1)
+            .icmpv4_echo_request(1, 1)
+            .write(&mut ping, b"ping")
+            .unwrap();
+        let mut about_ping = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [3; 6])
+            .ipv4(REAL, CLIENT, 64)
+            .icmpv4(Icmpv4Type::TimeExceeded(
+                etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit,
+            ))
+            .write(&mut about_ping, &ping)
+            .unwrap();
+        assert_eq!(
+            translate(&mut about_ping, &reply).err(),
+            Some(Reason::IcmpNotOurs)
+        );
     }
 }

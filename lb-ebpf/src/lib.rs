@@ -3,7 +3,7 @@
 //! The stages that touch only packet bytes (`packet`, `parse`, `hash`, `rewrite`, `nat`,
 //! `icmp`, `icmp_nat`, `decap`) are plain functions over a byte range, so they compile and are
 //! tested on the host against etherparse-built frames. The stages that touch maps (`lookup`,
-//! `schedule`, `flow`, `emit`) and the path through them (`balance`) are proven by the
+//! `schedule`, `flow`, `emit`) and the path through them (`pipeline`) are proven by the
 //! `BPF_PROG_TEST_RUN` fixtures in the `tests` crate.
 #![cfg_attr(not(test), no_std)]
 // The atomic add of leastconn's shared counters (see `schedule::count`).
@@ -22,8 +22,6 @@ pub mod parse;
 pub mod rewrite;
 
 #[cfg(target_arch = "bpf")]
-pub mod balance;
-#[cfg(target_arch = "bpf")]
 pub mod bench;
 #[cfg(target_arch = "bpf")]
 pub mod emit;
@@ -33,5 +31,7 @@ pub mod flow;
 pub mod lookup;
 #[cfg(target_arch = "bpf")]
 pub mod maps;
+#[cfg(target_arch = "bpf")]
+pub mod pipeline;
 #[cfg(target_arch = "bpf")]
 pub mod schedule;

@@ -19,7 +19,7 @@ pub fn vip(p: &Parsed) -> Option<VipMeta> {
 /// addressed to the LB there.
 #[inline(always)]
 pub fn addressed_to_us(p: &Parsed, ifindex: u32) -> Result<IfaceConfig, Reason> {
-    let iface = iface(ifindex).ok_or(Reason::NotForUs)?;
+    let iface = iface(ifindex).ok_or(Reason::IfaceNotConfigured)?;
     if p.dst_mac != iface.mac {
         return Err(Reason::NotForUs);
     }

@@ -10,7 +10,7 @@ mod programs {
         programs::XdpContext,
     };
     use lb_common::Reason;
-    use lb_ebpf::{balance, bench, decap, emit, lookup, packet::Packet};
+    use lb_ebpf::{bench, decap, emit, lookup, packet::Packet, pipeline};
 
     /// The load balancer: parse → lookup → schedule → rewrite → emit.
     #[xdp]
@@ -22,7 +22,7 @@ mod programs {
     fn run(ctx: &XdpContext) -> u32 {
         let len = ctx.data_end() - ctx.data();
         let ingress = ctx.ingress_ifindex() as u32;
-        match balance::balance(ctx, ingress) {
+        match pipeline::run(ctx, ingress) {
             Ok(sent) => emit::forwarded(&sent, ingress, len),
             Err(reason) => emit::not_forwarded(reason, len),
         }
@@ -44,12 +44,12 @@ mod programs {
         // SAFETY: data..data_end is the frame the kernel handed this program.
         let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
         let host = lookup::iface(ctx.ingress_ifindex() as u32)
-            .ok_or(Reason::NotForUs)?
+            .ok_or(Reason::IfaceNotConfigured)?
             .ipv4;
         decap::prepare(&pkt, host)?;
         // SAFETY: adjust_head on our own context; no packet pointer is used afterwards.
         if unsafe { bpf_xdp_adjust_head(ctx.ctx, decap::OUTER_LEN as i32) } != 0 {
-            return Err(Reason::Truncated);
+            return Err(Reason::DecapFailed);
         }
         Ok(())
     }

@@ -114,7 +114,8 @@ pub fn scratch() -> Option<&'static mut Scratch> {
     SCRATCH.get_ptr_mut(0).map(|s| unsafe { &mut *s })
 }
 
-/// Forwarded slot, one slot per `Reason`, replies slot.
+/// Per CPU, by slot: forwarded (0), replies (1), then each `Reason` at its own fixed slot
+/// (`lb_common::counters`); a fixed capacity, so that a new reason leaves the map as it is.
 #[btf_map]
 pub static COUNTERS: PerCpuArray<Counter, { COUNTER_SLOTS as usize }> = PerCpuArray::new();
 

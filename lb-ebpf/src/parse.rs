@@ -4,8 +4,8 @@ use lb_common::{Family, FlowKey, Reason, PROTO_TCP, PROTO_UDP};
 
 use crate::{
     headers::{
-        EthHdr, Ipv4Hdr, Ipv6Hdr, L4Ports, TcpHdr, UdpHdr, ETH_P_IPV4, ETH_P_IPV6,
-        IPPROTO_FRAGMENT, IPPROTO_ICMP,
+        is_ipv6_extension, EthHdr, Ipv4Hdr, Ipv6Hdr, L4Ports, TcpHdr, UdpHdr, ETH_P_IPV4,
+        ETH_P_IPV6, IPPROTO_FRAGMENT, IPPROTO_ICMP, IPPROTO_ICMPV6,
     },
     packet::Packet,
 };
@@ -68,7 +68,7 @@ fn parse_v4(pkt: &Packet, out: &mut Parsed) -> Result<(), Reason> {
         return Err(Reason::Fragment);
     }
     if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP && ip.proto != IPPROTO_ICMP {
-        return Err(Reason::NotTcpUdp);
+        return Err(Reason::OtherProtocol);
     }
     let l4_off = ETH_LEN + ihl * 4;
     // SAFETY: ptr_at checked that the ports fit after the (option-carrying) IPv4 header.
@@ -180,7 +180,7 @@ fn parse_v6(pkt: &Packet, out: &mut Parsed) -> Result<(), Reason> {
         return Err(Reason::Fragment);
     }
     if ip.next_hdr != PROTO_TCP && ip.next_hdr != PROTO_UDP {
-        return Err(Reason::NotTcpUdp);
+        return Err(not_tcp_udp_v6(ip.next_hdr));
     }
     let l4_off = ETH_LEN + core::mem::size_of::<Ipv6Hdr>();
     // SAFETY: ptr_at checked that the ports fit after the IPv6 header.
@@ -202,6 +202,19 @@ fn parse_v6(pkt: &Packet, out: &mut Parsed) -> Result<(), Reason> {
     out.tcp_flags = tcp_flags;
     out.ttl = ip.hop_limit;
     Ok(())
+}
+
+/// Why an IPv6 packet whose next header is neither TCP, UDP nor a fragment header is not
+/// balanced.
+#[inline(always)]
+fn not_tcp_udp_v6(next_hdr: u8) -> Reason {
+    if next_hdr == IPPROTO_ICMPV6 {
+        Reason::IcmpNotOurs
+    } else if is_ipv6_extension(next_hdr) {
+        Reason::Ipv6ExtHeader
+    } else {
+        Reason::OtherProtocol
+    }
 }
 
 #[cfg(test)]
@@ -330,7 +343,7 @@ mod tests {
 
         let mut gre = full.clone();
         gre[23] = 47;
-        assert_eq!(run(&mut gre).err(), Some(Reason::NotTcpUdp));
+        assert_eq!(run(&mut gre).err(), Some(Reason::OtherProtocol));
 
         // A TCP segment whose header is cut short of its checksum and flags.
         let mut short_tcp = full.clone();
@@ -401,5 +414,47 @@ mod tests {
             (p.flow.proto, p.flow.sport, p.flow.dport),
             (1, [0; 2], [0; 2])
         );
+    }
+
+    /// An IPv6 packet of `next_hdr` (an etherparse UDP datagram whose next-header byte is
+    /// then replaced; the parser reads no further for any but TCP and UDP).
+    fn v6_next(next_hdr: u8) -> Vec<u8> {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv6([0x20; 16], [0x21; 16], 64)
+            .udp(1, 2)
+            .write(&mut f, b"x")
+            .unwrap();
+        f[14 + 6] = next_hdr;
+        f
+    }
+
+    #[test]
+    fn ipv6_that_is_not_tcp_or_udp_says_why() {
+        // ICMPv6: echo, neighbour discovery, errors; never a flow's (no IPv6 stateful mode).
+        let mut ping6 = Vec::new();
+        PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv6([0x20; 16], [0x21; 16], 64)
+            .icmpv6_echo_request(1, 1)
+            .write(&mut ping6, b"ping")
+            .unwrap();
+        assert_eq!(run(&mut ping6).err(), Some(Reason::IcmpNotOurs));
+        // Hop-by-hop options (as MLD sends), routing, destination options, AH, mobility.
+        for ext in [0, 43, 60, 51, 135] {
+            assert_eq!(
+                run(&mut v6_next(ext)).err(),
+                Some(Reason::Ipv6ExtHeader),
+                "{ext}"
+            );
+        }
+        assert_eq!(run(&mut v6_next(44)).err(), Some(Reason::Fragment));
+        // ESP, SCTP, GRE, no next header: protocols of their own.
+        for proto in [50, 132, 47, 59] {
+            assert_eq!(
+                run(&mut v6_next(proto)).err(),
+                Some(Reason::OtherProtocol),
+                "{proto}"
+            );
+        }
     }
 }

@@ -70,6 +70,12 @@ pub const VIP_NAT_ONE_SEGMENT: [u8; 4] = [198, 18, 100, 25];
 /// dsr and tunnel over a real behind IFINDEX_B.
 pub const VIP_DSR_B: [u8; 4] = [198, 18, 100, 26];
 pub const VIP_TUNNEL_B: [u8; 4] = [198, 18, 100, 27];
+/// nat over a real behind an interface the LB has no entry for ([`IFINDEX_UNATTACHED`]).
+pub const VIP_NAT_UNATTACHED: [u8; 4] = [198, 18, 100, 28];
+/// An interface index the stateful seed never configures.
+pub const IFINDEX_UNATTACHED: u32 = 9;
+/// A nat VIP on IPv6, which nat does not have yet.
+pub const VIP6_NAT: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20];
 pub const POOL_IP: [u8; 4] = [198, 18, 0, 201];
 pub const POOL2_IP: [u8; 4] = [198, 18, 0, 202];
 /// First source port of CPU 0's slice of the pools' ranges.
@@ -82,7 +88,8 @@ pub const EXHAUST_PORT: u16 = 2000;
 /// with pool 198.18.0.201, 1024-32767; one-arm 198.18.100.23:80/tcp with pool 198.18.0.202
 /// and one port per CPU; nat 198.18.100.24:80/tcp over the same real and port as .20; nat
 /// 198.18.100.25:80/tcp over 198.18.0.11 on the ingress interface; dsr .26 and tunnel .27
-/// over 198.18.1.11 behind IFINDEX_B.
+/// over 198.18.1.11 behind IFINDEX_B; nat .28:80/tcp over 198.18.1.11 behind an interface
+/// without an entry (IFINDEX_UNATTACHED); nat [2001:2::20]:80/tcp without reals.
 pub fn seeded_stateful() -> Datapath {
     require_root();
     let mut dp = Datapath::load().expect("load");
@@ -170,10 +177,20 @@ pub fn seeded_stateful() -> Datapath {
             VipSettings::new(Mode::Tunnel),
             real_b(None),
         ),
+        (
+            "198.18.100.28:80/tcp",
+            VipSettings::new(Mode::Nat),
+            Real {
+                ifindex: IFINDEX_UNATTACHED,
+                ..real_b(None)
+            },
+        ),
     ] {
         dp.add_vip(vip(v), &settings).unwrap();
         dp.set_reals(&vip(v), &[real]).unwrap();
     }
+    dp.add_vip(vip("[2001:2::20]:80/tcp"), &VipSettings::new(Mode::Nat))
+        .unwrap();
     dp
 }
 

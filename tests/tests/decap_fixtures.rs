@@ -32,6 +32,13 @@ fn decap_table() {
     to_other[14 + 19] = 12; // outer destination 198.18.0.12
     let mut arp = original.clone();
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    let ipv6 = build(|v| {
+        eth()
+            .ipv6(CLIENT6, VIP6_TUNNEL, 64)
+            .tcp(1, 80, 1, 1000)
+            .write(v, b"")
+            .unwrap()
+    });
     // (name, frame, exact output when decapsulated, counter that moves)
     type DecapRow<'a> = (&'a str, Vec<u8>, Option<Vec<u8>>, &'a str);
     let rows: Vec<DecapRow> = vec![
@@ -57,11 +64,12 @@ fn decap_table() {
             "forwarded",
         ),
         (
-            "tunnel to another host",
+            "tunnel to another address",
             to_other,
             None,
-            Reason::NotForUs.label(),
+            Reason::TunnelNotForUs.label(),
         ),
+        ("plain ipv6", ipv6, None, Reason::NotTunnelled.label()),
         (
             "plain tcp",
             original.clone(),
@@ -90,4 +98,28 @@ fn decap_table() {
             "{name}: counters"
         );
     }
+}
+
+/// The decap program on an interface it has no entry for: it cannot know this host's
+/// address, so even the LB's tunnel passes as it came, counted as such.
+#[test]
+fn decap_on_an_interface_without_an_entry_passes_everything() {
+    require_root();
+    let lb = seeded();
+    let (action, tunnelled) = lb
+        .run_frame(&tcp4(VIP_TUNNEL, 80, b"GET / HTTP/1.0\r\n\r\n"))
+        .unwrap();
+    assert_eq!(action, XDP_TX);
+    let real = Datapath::load().unwrap();
+    let before = real.counters().unwrap();
+    let (action, out) = real.run_decap_frame(&tunnelled).unwrap();
+    assert_eq!((action, &out), (XDP_PASS, &tunnelled));
+    assert_eq!(
+        delta(&before, &real.counters().unwrap()),
+        vec![(
+            Reason::IfaceNotConfigured.label().to_owned(),
+            1,
+            tunnelled.len() as u64
+        )]
+    );
 }

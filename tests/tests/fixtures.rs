@@ -4,8 +4,10 @@
 
 use std::net::IpAddr;
 
-use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
-use lb_common::Reason;
+use etherparse::{
+    IpNumber, Ipv4Header, Ipv6Extensions, Ipv6Header, Ipv6RawExtHeader, PacketBuilder,
+};
+use lb_common::{IfaceConfig, Reason};
 use lb_userspace::{
     datapath::{Datapath, Real},
     declare::{service::VipSettings, spec::Mode},
@@ -48,6 +50,45 @@ fn rows() -> Vec<Row> {
             .ipv4(CLIENT, VIP, 64)
             .icmpv4_echo_request(1, 1)
             .write(v, b"ping")
+            .unwrap()
+    });
+    let gre = build(|v| {
+        eth()
+            .ipv4(CLIENT, VIP, 64)
+            .write(v, IpNumber::GRE, &[0, 0, 0x08, 0x00])
+            .unwrap()
+    });
+    let ping6 = build(|v| {
+        eth()
+            .ipv6(CLIENT6, VIP6, 64)
+            .icmpv6_echo_request(1, 1)
+            .write(v, b"ping")
+            .unwrap()
+    });
+    // Hop-by-hop options (a Pad6) before TCP: what the parser does not walk.
+    let hop_by_hop6 = build(|v| {
+        let ip = Ipv6Header {
+            hop_limit: 64,
+            source: CLIENT6,
+            destination: VIP6,
+            ..Default::default()
+        };
+        let exts = Ipv6Extensions {
+            hop_by_hop_options: Some(
+                Ipv6RawExtHeader::new_raw(IpNumber::TCP, &[1, 4, 0, 0, 0, 0]).unwrap(),
+            ),
+            ..Default::default()
+        };
+        eth()
+            .ip(etherparse::IpHeaders::Ipv6(ip, exts))
+            .tcp(40000, 80, 1, 1000)
+            .write(v, b"")
+            .unwrap()
+    });
+    let esp6 = build(|v| {
+        eth()
+            .ipv6(CLIENT6, VIP6, 64)
+            .write(v, IpNumber::ENCAPSULATING_SECURITY_PAYLOAD, &[0; 16])
             .unwrap()
     });
     let mut fragment = udp.clone();
@@ -166,7 +207,7 @@ fn rows() -> Vec<Row> {
             frame: too_big6,
             action: XDP_DROP,
             output: None,
-            counted: Because(Reason::TooBig),
+            counted: Because(Reason::TooBigIpv6),
         },
         Row {
             name: "tcp to vip: dsr rewrites MACs only",
@@ -232,11 +273,39 @@ fn rows() -> Vec<Row> {
             counted: Because(Reason::NotIp),
         },
         Row {
-            name: "icmp to vip",
+            name: "icmp to vip, no vip stateful: not the LB's",
             frame: icmp,
             action: XDP_PASS,
             output: None,
-            counted: Because(Reason::NotTcpUdp),
+            counted: Because(Reason::IcmpNotOurs),
+        },
+        Row {
+            name: "icmpv6 to an ipv6 vip: not the LB's",
+            frame: ping6,
+            action: XDP_PASS,
+            output: None,
+            counted: Because(Reason::IcmpNotOurs),
+        },
+        Row {
+            name: "gre to a vip address: another protocol",
+            frame: gre,
+            action: XDP_PASS,
+            output: None,
+            counted: Because(Reason::OtherProtocol),
+        },
+        Row {
+            name: "esp to an ipv6 vip address: another protocol",
+            frame: esp6,
+            action: XDP_PASS,
+            output: None,
+            counted: Because(Reason::OtherProtocol),
+        },
+        Row {
+            name: "ipv6 with a hop-by-hop header before tcp: not walked",
+            frame: hop_by_hop6,
+            action: XDP_PASS,
+            output: None,
+            counted: Because(Reason::Ipv6ExtHeader),
         },
         Row {
             name: "fragment to vip",
@@ -314,6 +383,54 @@ fn rows() -> Vec<Row> {
 #[test]
 fn fixture_table() {
     table::run(&seeded(), rows());
+}
+
+/// The program on an interface it has no IFACES entry for (its state set up for another):
+/// a VIP's frame goes to the kernel, counted as such and not as another host's.
+#[test]
+fn a_vip_frame_on_an_interface_without_an_entry_is_passed() {
+    require_root();
+    let mut dp = Datapath::load().unwrap();
+    let v = vip("198.18.100.10:80/tcp");
+    dp.add_vip(v, &VipSettings::new(Mode::Dsr)).unwrap();
+    dp.set_reals(&v, &[Real::on_segment(REAL_IP.into(), REAL_MAC)])
+        .unwrap();
+    table::run(
+        &dp,
+        vec![table::untouched(
+            "vip frame, no entry for the interface",
+            tcp4(VIP, 80, b""),
+            XDP_PASS,
+            Reason::IfaceNotConfigured,
+        )],
+    );
+    dp.set_interface(IFINDEX_A, lb_iface()).unwrap();
+    assert_eq!(dp.run_frame(&tcp4(VIP, 80, b"")).unwrap().0, XDP_TX);
+}
+
+/// An interface without an IPv4 address: a packet too big to tunnel gets no "fragmentation
+/// needed" (there is no address to send it from), and is counted so.
+#[test]
+fn no_icmp_without_an_address_to_send_it_from() {
+    let mut dp = seeded();
+    dp.set_interface(
+        IFINDEX_A,
+        IfaceConfig {
+            ipv4: [0; 4],
+            ..lb_iface()
+        },
+    )
+    .unwrap();
+    let too_big = tcp4(VIP_TUNNEL, 80, &vec![b'x'; MTU as usize - 20 - 40 + 1]);
+    table::run(
+        &dp,
+        vec![table::untouched(
+            "tunnel: too big, DF set, no address on the interface",
+            too_big,
+            XDP_DROP,
+            Reason::NoIcmpSource,
+        )],
+    );
 }
 
 #[test]

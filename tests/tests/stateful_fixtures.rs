@@ -239,7 +239,7 @@ fn rows() -> Vec<Row> {
             "an ICMP error about no flow is the kernel's",
             real_b_to_lb().port_unreachable(&udp_ip(CLIENT, REAL_B_IP, 49999, 5353, q)),
             XDP_PASS,
-            Reason::NotTcpUdp,
+            Reason::IcmpNotOurs,
         ),
         untouched(
             "a ping to a stateful VIP is the kernel's",
@@ -251,7 +251,37 @@ fn rows() -> Vec<Row> {
                     .unwrap()
             }),
             XDP_PASS,
-            Reason::NotTcpUdp,
+            Reason::IcmpNotOurs,
+        ),
+        untouched(
+            "an ICMP error about a flow, its quote cut inside the IP header: the kernel's",
+            real_b_to_lb().port_unreachable(&quoted_at_real[..12]),
+            XDP_PASS,
+            Reason::IcmpBadQuote,
+        ),
+        untouched(
+            "an ICMP error about a flow, its quote cut inside the ports: the kernel's",
+            real_b_to_lb().port_unreachable(&quoted_at_real[..22]),
+            XDP_PASS,
+            Reason::IcmpBadQuote,
+        ),
+        untouched(
+            "nat over a real behind an interface the LB is not attached to",
+            client_to_lb(VIP_NAT_UNATTACHED).tcp(40000, 80, Tcp::Syn, b""),
+            XDP_DROP,
+            Reason::EgressNotAttached,
+        ),
+        untouched(
+            "ipv6 to a nat VIP: nat has no IPv6 yet",
+            build(|v| {
+                eth()
+                    .ipv6(CLIENT6, VIP6_NAT, 64)
+                    .tcp(40000, 80, 1, 1000)
+                    .write(v, b"")
+                    .unwrap()
+            }),
+            XDP_DROP,
+            Reason::ModeNoIpv6,
         ),
     ]
 }

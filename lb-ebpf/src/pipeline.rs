@@ -1,4 +1,4 @@
-//! The balancer's path through the stages, per packet: a VIP's packets go
+//! The pipeline: each packet's path through the stages. A VIP's packets go
 //! `parse → lookup → schedule → rewrite → emit` in their mode's way; replies and ICMP errors
 //! of stateful flows go `parse → lookup (flow) → rewrite → emit`.
 
@@ -38,7 +38,7 @@ const V4: u8 = Family::V4 as u8;
 /// context instead, the compiler passes them its 32-bit `data` fields, and the verifier
 /// rejects the widening of a packet pointer.
 #[inline(always)]
-pub fn balance(ctx: &XdpContext, ingress: u32) -> Result<Sent, Reason> {
+pub fn run(ctx: &XdpContext, ingress: u32) -> Result<Sent, Reason> {
     // SAFETY: data..data_end is the frame the kernel handed this program.
     let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
     let scratch = scratch()?;
@@ -58,7 +58,7 @@ pub fn balance(ctx: &XdpContext, ingress: u32) -> Result<Sent, Reason> {
     };
     let mode = vip.mode;
     if mode != MODE_DSR && mode != MODE_TUNNEL && !(mode_is_stateful(mode) && p.family == V4) {
-        return Err(Reason::UnknownMode);
+        return Err(unsupported(mode));
     }
     match flow_of(ctx, scratch, &vip) {
         Err(Reason::NoReal) if vip.flags & VIP_PASS_WHEN_EMPTY != 0 => {
@@ -73,11 +73,22 @@ pub fn balance(ctx: &XdpContext, ingress: u32) -> Result<Sent, Reason> {
     match direct(ctx, &pkt, scratch, mode) {
         // Sent from here: under `direct`, the call chain's stack would be too deep.
         Err(Reason::IcmpTooBig) => {
-            let iface = lookup::iface(ingress).ok_or(Reason::TooBig)?;
+            let iface = lookup::iface(ingress).ok_or(Reason::NoIcmpSource)?;
             let error = icmp::Error::fragmentation_needed(scratch.next_hop_mtu);
             Err(answer(ctx, &iface, error, Reason::IcmpTooBig))
         }
         done => done.map(|()| scratch.sent),
+    }
+}
+
+/// Why a VIP of `mode` cannot take the packet: a stateful mode's VIP got an IPv6 packet, or
+/// the mode is none this program knows.
+#[inline(always)]
+fn unsupported(mode: u8) -> Reason {
+    if mode_is_stateful(mode) {
+        Reason::ModeNoIpv6
+    } else {
+        Reason::UnknownMode
     }
 }
 
@@ -149,7 +160,7 @@ fn flow_of(ctx: &XdpContext, scratch: &mut Scratch, vip: &VipMeta) -> Result<(),
 fn egress_iface(egress: u32, ingress: u32) -> Result<IfaceConfig, Reason> {
     let ifindex = if egress == 0 { ingress } else { egress };
     // A real behind an interface the LB is not attached to cannot be sent to.
-    lookup::iface(ifindex).ok_or(Reason::NoReal)
+    lookup::iface(ifindex).ok_or(Reason::EgressNotAttached)
 }
 
 /// Stage 1, on a frame of its own.
@@ -158,10 +169,10 @@ fn parse(pkt: &Packet, p: &mut Parsed) -> Result<(), Reason> {
     parse::parse(pkt, p)
 }
 
-/// This CPU's scratch space (always there: slot 0 of a one-slot array).
+/// This CPU's scratch space (always there: slot 0 of a one-slot per-CPU array).
 #[inline(always)]
 fn scratch() -> Result<&'static mut Scratch, Reason> {
-    maps::scratch().ok_or(Reason::FlowInsert)
+    maps::scratch().ok_or(Reason::NoScratch)
 }
 
 /// For a packet that is not for a VIP: copies its flow's entry to `flow` when it is a reply of
@@ -193,7 +204,7 @@ fn forward(
     match translate(pkt, p, flow, out) {
         Err(Reason::IcmpTtlExceeded) => {
             let Some(iface) = lookup::iface(ctx.ingress_ifindex() as u32) else {
-                return Err(Reason::TtlExpired);
+                return Err(Reason::NoIcmpSource);
             };
             Err(answer(
                 ctx,
@@ -223,7 +234,8 @@ fn translate(pkt: &Packet, p: &Parsed, flow: &Flow, out: &mut Sent) -> Result<()
 }
 
 /// For an ICMP error about a stateful flow: where its quote is (`q`), the key of the flow
-/// entry that translates it (`key`), and the entry (`flow`). Any other ICMP is the kernel's.
+/// entry that translates it (`key`), and the entry (`flow`). Any other ICMP is the kernel's:
+/// [`Reason::IcmpNotOurs`], or [`Reason::IcmpBadQuote`] for an error cut short.
 #[inline(never)]
 fn icmp_flow(
     pkt: &Packet,
@@ -233,11 +245,11 @@ fn icmp_flow(
     q: &mut Quote,
 ) -> Result<(), Reason> {
     if lookup::settings().stateful == 0 || p.family != V4 {
-        return Err(Reason::NotTcpUdp);
+        return Err(Reason::IcmpNotOurs);
     }
     icmp_nat::quoted_flow_v4(pkt, p.l4_off, p.ip_end, q, key)?;
     if !flow::live(key, flow::now(), flow) {
-        return Err(Reason::NotTcpUdp);
+        return Err(Reason::IcmpNotOurs);
     }
     // No ICMP error is ever sent about an ICMP error (RFC 1122 3.2.2).
     if nat::ttl_expires(pkt, flow)? {
@@ -284,7 +296,7 @@ fn tunnel(ctx: &XdpContext, p: &Parsed, flow: &Flow, egress: &IfaceConfig) -> Re
     let inner_len = len - ETH_LEN;
     if inner_len + decap::OUTER_LEN > egress.mtu as usize {
         if p.family != V4 {
-            return Err(Reason::TooBig);
+            return Err(Reason::TooBigIpv6);
         }
         return Err(Reason::IcmpTooBig);
     }
@@ -323,7 +335,7 @@ fn answer(ctx: &XdpContext, iface: &IfaceConfig, error: icmp::Error, sent: Reaso
     // SAFETY: adjust_tail on our own context; the packet is re-derived below. Shrinking
     // keeps the quoted bytes (the first 42), growing keeps all.
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
-        return error.unsendable();
+        return Reason::NoTailroom;
     }
     // SAFETY: the frame as it is after adjust_tail.
     let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
