@@ -79,6 +79,9 @@ pub mod map_names {
     pub const BENCH_REDIRECT: &str = "BENCH_REDIRECT";
     pub const RR_CURSOR: &str = "RR_CURSOR";
     pub const TUNNEL_SOURCES: &str = "TUNNEL_SOURCES";
+    /// The layout of the pinned state (lb-userspace's `datapath::layout`): read by the next
+    /// lbctl, never by the program.
+    pub const LAYOUT: &str = "LAYOUT";
 
     /// The maps pinned while lbctl runs, which a restarted or upgraded lbctl takes over:
     /// what is served (VIPs, reals, rings, interfaces), the flows and what they hold (SNAT
@@ -101,6 +104,7 @@ pub mod map_names {
         OPEN,
         RR_CURSOR,
         TUNNEL_SOURCES,
+        LAYOUT,
     ];
 }
 

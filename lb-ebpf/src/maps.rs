@@ -80,6 +80,12 @@ pub static SWEPT: Array<u64, { MAX_REALS as usize }> = Array::new();
 #[btf_map]
 pub static OPEN: HashMap<FlowKey, u32, { MAX_FLOWS as usize }> = HashMap::new();
 
+/// Slot 0: the layout of the pinned state these maps are (see lb-userspace's
+/// `datapath::layout`). The program never reads it: the next lbctl does, to take the maps
+/// over or migrate them.
+#[btf_map]
+pub static LAYOUT: Array<u32, 1> = Array::new();
+
 /// Per CPU: room for the datapath's largest values, which would not fit on the 512-byte BPF
 /// stack together. Only the program running on the CPU uses its slot.
 #[btf_map]

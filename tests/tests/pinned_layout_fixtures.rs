@@ -30,3 +30,35 @@ fn every_map_is_kept_or_known_to_be_transient() {
         );
     }
 }
+
+/// The maps this build pins are exactly the current layout's table: a map whose shape
+/// changes without a new layout (and its migration, and a row in the upgrade test) fails
+/// here.
+#[test]
+fn the_pinned_maps_are_the_current_layout() {
+    use lb_userspace::datapath::layout::{self, Shape, CURRENT};
+    let obj = aya_obj::Object::parse(lb_userspace::LB_EBPF_OBJECT).unwrap();
+    let table = layout::maps(CURRENT).expect("the current layout has a table");
+    let mut names: Vec<&str> = map_names::KEPT.to_vec();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        table.keys().copied().collect::<Vec<_>>(),
+        "the pinned maps differ from layout {CURRENT}'s"
+    );
+    for name in map_names::KEPT {
+        let m = &obj.maps[*name];
+        let have = Shape {
+            map_type: m.map_type(),
+            key: m.key_size(),
+            value: m.value_size(),
+            entries: Some(m.max_entries()),
+            flags: m.map_flags(),
+        };
+        assert!(
+            layout::fits(&table[name], &have),
+            "map {name} is {have:?} in this build, {:?} in layout {CURRENT}: a new layout, with its migration, is due",
+            table[name]
+        );
+    }
+}

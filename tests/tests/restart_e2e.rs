@@ -1,7 +1,9 @@
 //! Pinned state end to end: with `--keep-on-exit`, established NAT connections keep working
 //! while lbctl is stopped, across its restart, and across a program replace (a new program
 //! swapped in on the same maps); without it, stopping leaves nothing behind. State an lbctl
-//! of another layout left, or one that another lbctl holds, is refused.
+//! of another layout left, or one that another lbctl holds, is refused; so is a promise to
+//! keep state on pins that die with lbctl, and an lbctl program whose pins are gone is
+//! named for what it is. (Upgrades from older layouts: `upgrade_e2e.rs`.)
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -158,7 +160,7 @@ fn state_held_by_another_lbctl_or_of_another_layout_is_refused() {
     let foreign = MapData::create(def, "FLOWS", None).unwrap();
     foreign.pin(lab.lb_pin_dir().join("FLOWS")).unwrap();
     let err = attach_fails(&lab, &lab.lb_socket());
-    assert!(err.contains("is not this lbctl's"), "{err}");
+    assert!(err.contains("is not of layout 1"), "{err}");
     assert_eq!(
         lab.lb_xdp_prog_id().unwrap(),
         None,
@@ -227,4 +229,104 @@ fn a_real_down_before_a_restart_stays_down_after_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs `lbctl ARGS` in the LB's namespace to its end; returns (success, stderr).
+fn run_in_lb(lab: &Lab, args: &[String]) -> (bool, String) {
+    let out = lab
+        .lb
+        .command(&lbctl().display().to_string())
+        .env("LBCTL_SOCKET", lab.lb_socket())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn state_of_a_newer_layout_is_refused_with_what_to_do() {
+    require_root();
+    let mut lab = Lab::two_subnets(1).unwrap();
+    let args = nat_args(&lab, &["--keep-on-exit"]);
+    lab.start_lb(&lbctl(), &args).unwrap();
+    lab.stop_lb().unwrap();
+    let layout = lab.lb_pin_dir().join("LAYOUT");
+    let data = MapData::from_pin(&layout).unwrap();
+    let mut map: aya::maps::Array<MapData, u32> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(data)).unwrap();
+    let current = map.get(&0, 0).unwrap();
+    assert_eq!(current, lb_userspace::datapath::layout::CURRENT);
+    map.set(0, 99, 0).unwrap();
+    let prog = lab.lb_xdp_prog_id().unwrap();
+    let err = lab.start_lb(&lbctl(), &args).unwrap_err().to_string();
+    assert!(
+        err.contains("layout 99, pinned by a newer lbctl")
+            && err.contains("Start that newer lbctl"),
+        "{err}"
+    );
+    assert_eq!(
+        lab.lb_xdp_prog_id().unwrap(),
+        prog,
+        "refused: the old program still runs"
+    );
+    // Put back, the state is this lbctl's again.
+    map.set(0, current, 0).unwrap();
+    lab.start_lb(&lbctl(), &args).unwrap();
+    lab.stop_lb().unwrap();
+    let mut detach = vec!["detach".to_string(), "eth0".into(), "--pin-dir".into()];
+    detach.push(lab.lb_pin_dir().display().to_string());
+    let (ok, err) = run_in_lb(&lab, &detach);
+    assert!(ok, "{err}");
+}
+
+/// `ip netns exec` gives lbctl a fresh /sys: a bpffs it mounts on /sys/fs/bpf there is its
+/// own and ends with it. Keeping state there cannot work, and is refused at start.
+#[test]
+fn keep_on_exit_with_pins_that_die_with_lbctl_is_refused() {
+    require_root();
+    let lab = Lab::two_subnets(1).unwrap();
+    let mut args = vec!["attach".to_string(), "eth0".into(), "eth1".into()];
+    args.extend(nat_args(&lab, &["--keep-on-exit"]));
+    let dir = format!("/sys/fs/bpf/{}", lab.lb.name());
+    args.extend(["--pin-dir".into(), dir]);
+    let (ok, err) = run_in_lb(&lab, &args);
+    assert!(!ok);
+    assert!(
+        err.contains("--keep-on-exit cannot keep its promise") && err.contains("--pin-dir"),
+        "{err}"
+    );
+    assert_eq!(lab.lb_xdp_prog_id().unwrap(), None, "nothing attached");
+}
+
+/// The program an lbctl left forwarding, whose pins are gone (they were on a bpffs that died
+/// with it): the next lbctl says so, and what to do, instead of "another program".
+#[test]
+fn an_lbctl_program_whose_pins_are_gone_is_named_so() {
+    require_root();
+    let mut lab = Lab::two_subnets(1).unwrap();
+    let args = nat_args(&lab, &["--keep-on-exit"]);
+    lab.start_lb(&lbctl(), &args).unwrap();
+    lab.stop_lb().unwrap();
+    let prog = lab.lb_xdp_prog_id().unwrap();
+    assert!(prog.is_some());
+    // As when the bpffs went away: the program keeps its maps, the pins are gone.
+    std::fs::remove_dir_all(lab.lb_pin_dir()).unwrap();
+    let err = lab.start_lb(&lbctl(), &args).unwrap_err().to_string();
+    assert!(
+        err.contains("an lbctl balancer attached") && err.contains("its pins are gone"),
+        "{err}"
+    );
+    assert_eq!(
+        lab.lb_xdp_prog_id().unwrap(),
+        prog,
+        "refused: left as it was"
+    );
+    for iface in ["eth0", "eth1"] {
+        lab.lb
+            .ip(&["link", "set", "dev", iface, "xdp", "off"])
+            .unwrap();
+    }
 }

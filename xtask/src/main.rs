@@ -3,6 +3,7 @@
 //! Every command first runs `setup`, which installs only what is missing, so a fresh machine
 //! needs nothing but `cargo xtask demo` or `cargo xtask test` (as root).
 
+mod previous;
 mod programs;
 #[cfg(test)]
 mod scan;
@@ -139,7 +140,10 @@ fn main() -> Result<()> {
 /// Runs the three tiers, each to its end, then prints a line per tier; fails if any failed.
 fn test(filter: &[String]) -> Result<()> {
     let lbctl = target_dir().join("debug/lbctl");
-    let tests_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/tests");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tests_dir = repo.join("tests/tests");
+    // The releases whose pinned state the upgrade test has this lbctl take over.
+    let previous = previous::build_all(&repo, &target_dir(), cargo);
     let mut lines = Vec::new();
     let mut ok = true;
     for tier in tiers::tiers(&tests_dir, filter)? {
@@ -153,7 +157,8 @@ fn test(filter: &[String]) -> Result<()> {
             let mut cmd = cargo();
             cmd.args(["test", "--no-fail-fast"])
                 .args(args)
-                .env("LBCTL", &lbctl);
+                .env("LBCTL", &lbctl)
+                .envs(previous.iter().map(|(k, v)| (k, v)));
             tiers::run(&mut cmd, &mut tally)?;
         }
         ok &= tally.ok();

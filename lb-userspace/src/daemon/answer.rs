@@ -26,8 +26,8 @@ pub fn status(r: &Running, facts: &Facts) -> Response {
     };
     let not_forwarded = counters.reasons.iter().map(|(_, c)| c.packets).sum();
     let (mut reals, mut up) = (0, 0);
-    for i in 0..r.current.services.len() {
-        let e = r.effective(i);
+    for s in &r.current.services {
+        let e = r.effective(s);
         reals += e.len();
         up += e.iter().filter(|x| !x.down && x.weight > 0).count();
     }
@@ -56,8 +56,8 @@ pub fn status(r: &Running, facts: &Facts) -> Response {
 
 pub fn vips(r: &Running) -> Response {
     let mut rows = Vec::new();
-    for (i, s) in r.current.services.iter().enumerate() {
-        let reals = r.effective(i);
+    for s in &r.current.services {
+        let reals = r.effective(s);
         let counters = match r.dp.vip_forwarded(&s.vip) {
             Ok(c) => c,
             Err(e) => return error(e),
@@ -91,11 +91,12 @@ pub fn reals(r: &Running, only: Option<VipSpec>) -> Response {
         }
     }
     let mut rows = Vec::new();
-    for (i, s) in r.current.services.iter().enumerate() {
+    for s in &r.current.services {
         if only.is_some_and(|v| v != s.vip) {
             continue;
         }
-        for (spec, real) in s.reals.iter().zip(r.effective(i)) {
+        for (resolved, real) in s.reals.iter().zip(r.effective(s)) {
+            let spec = &resolved.spec;
             let key = real_key(&s.vip, &real);
             let unresolved = r.current.unresolved.get(&key);
             let health = r.health.get(&key);

@@ -5,6 +5,7 @@
 //! second. SIGINT/SIGTERM (or detaching the last interface) stop it.
 
 mod answer;
+pub mod reconcile;
 mod running;
 
 use std::{
@@ -13,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::mpsc,
@@ -72,6 +73,9 @@ pub async fn run(opts: Options) -> Result<()> {
     };
     let (_socket, mut calls) = AdminSocket::listen(&opts.socket)?;
     let pins = StateDir::open(&opts.pin_dir)?;
+    if opts.keep_on_exit && pins.dies_with_this_process()? {
+        bail!("--keep-on-exit cannot keep its promise here: {} is on a bpffs of this process's own mount namespace (`ip netns exec` mounts a fresh /sys for the command it runs, and /sys/fs/bpf there with it), so the pinned state would end with lbctl and the next lbctl could not take its flows over. Give --pin-dir on a bpffs mounted in the host's mount namespace (`mount -t bpf bpf /run/lbctl-bpf` outside the netns, then `--pin-dir /run/lbctl-bpf/IFACE`)", opts.pin_dir.display());
+    }
     let (mut running, attached) = start(&opts, services, pins).await?;
     running.dp.keep_on_exit(opts.keep_on_exit);
     running.log_services();
@@ -209,6 +213,10 @@ async fn start(
     match filled {
         Ok(how) => {
             running.current = current;
+            // Attached: the old program no longer runs; what it left is carried over now.
+            if let Some(done) = running.dp.finish_takeover()? {
+                info!("{done}");
+            }
             Ok((running, how))
         }
         Err(e) => {
@@ -225,7 +233,7 @@ fn sync_checks(running: &Running, checks: &mut Checks) {
         .map(|(k, (up, _))| (*k, *up))
         .collect();
     let r = &running.current;
-    checks.sync(&r.services, &r.reals, &r.interfaces, &known);
+    checks.sync(&r.services, &r.interfaces, &known);
 }
 
 fn on_health(running: &mut Running, event: Event) {

@@ -11,13 +11,14 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use tracing::{info, warn};
 
+use super::reconcile::{self, checked_reals, Health};
 use crate::{
     datapath::{self, real_key, Datapath, Real, RealKey},
     declare::{
-        service::{self, Service, VipSettings},
-        spec::{Mode, RealState, VipSpec},
+        service::{self, Service},
+        spec::{Mode, VipSpec},
     },
-    host::resolve::{self, Resolved},
+    host::resolve::{self, Resolved, ResolvedService},
 };
 
 /// The balancer as it runs.
@@ -29,26 +30,19 @@ pub struct Running {
     /// The services served, as resolved, with each real's next hop.
     pub current: Resolved,
     /// What the checks last found of each checked real: up or not, and the last result.
-    pub health: BTreeMap<RealKey, (bool, String)>,
-}
-
-/// What the datapath should serve for one VIP.
-struct Target {
-    settings: VipSettings,
-    reals: Vec<Real>,
+    pub health: Health,
 }
 
 impl Running {
-    /// The reals of the `i`th service as the datapath takes them: a drained real with weight
-    /// 0; down when in maintenance, unresolved, or failing its checks.
-    pub fn effective(&self, i: usize) -> Vec<Real> {
-        effective(&self.current, &self.health, i)
+    /// The reals of `s` as the datapath takes them (see `reconcile::effective`).
+    pub fn effective(&self, s: &ResolvedService) -> Vec<Real> {
+        reconcile::effective(s, &self.health)
     }
 
     /// Fills a fresh (or taken over) datapath with `r`, which becomes what is served once
     /// the caller has attached (or been refused).
     pub fn serve(&mut self, r: &Resolved) -> Result<()> {
-        let target = self.targets(r);
+        let target = reconcile::targets(&r.services, &self.health);
         converge(&mut self.dp, &target).map(drop)
     }
 
@@ -59,7 +53,7 @@ impl Running {
 
     /// Marks `down` reals of checked VIPs in `r` as failing their checks.
     pub fn seed_health(&mut self, r: &Resolved, down: &[RealKey]) {
-        let checked = checked_reals(r);
+        let checked = checked_reals(&r.services);
         for key in down.iter().filter(|k| checked.contains(k)) {
             let why = "down when the last lbctl stopped; up after rise checks".to_string();
             self.health.insert(*key, (false, why));
@@ -132,13 +126,13 @@ impl Running {
             next.forget_neighbours().await;
             return Err(e);
         }
-        let before = self.targets(&self.current);
-        let after = self.targets(&next);
+        let before = reconcile::targets(&self.current.services, &self.health);
+        let after = reconcile::targets(&next.services, &self.health);
         match converge(&mut self.dp, &after) {
             Ok(changed) => {
                 self.current = next;
                 self.configured = services;
-                let checked = checked_reals(&self.current);
+                let checked = checked_reals(&self.current.services);
                 self.health.retain(|k, _| checked.contains(k));
                 Ok(changed)
             }
@@ -158,41 +152,24 @@ impl Running {
     /// Records a check's finding and gives the real's VIP its new set of reals. A finding
     /// about a real no longer checked is dropped.
     pub fn set_health(&mut self, key: RealKey, up: bool, why: String) -> Result<bool> {
-        if !checked_reals(&self.current).contains(&key) {
+        if !checked_reals(&self.current.services).contains(&key) {
             return Ok(false);
         }
         self.health.insert(key, (up, why));
-        let Some(i) = self.current.services.iter().position(|s| s.vip == key.0) else {
+        let Some(s) = self.current.services.iter().find(|s| s.vip == key.0) else {
             return Ok(false);
         };
-        let reals = self.effective(i);
+        let reals = self.effective(s);
         self.dp.set_reals(&key.0, &reals).map(|()| true)
-    }
-
-    /// The datapath's VIPs as `r` says, with every real's effective state.
-    fn targets(&self, r: &Resolved) -> BTreeMap<VipSpec, Target> {
-        r.services
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let t = Target {
-                    settings: s.settings.clone(),
-                    reals: effective(r, &self.health, i),
-                };
-                (s.vip, t)
-            })
-            .collect()
     }
 
     /// Refuses a target with more new reals than the datapath has free ids.
     fn capacity(&self, next: &Resolved) -> Result<()> {
-        let changes: Vec<(VipSpec, &[Real])> = next
+        let wanted = next
             .services
             .iter()
-            .zip(&next.reals)
-            .map(|(s, reals)| (s.vip, reals.as_slice()))
-            .collect();
-        match self.dp.real_ids_short(&changes) {
+            .flat_map(|s| s.reals.iter().map(|r| real_key(&s.vip, &r.real)));
+        match self.dp.real_ids_short(wanted) {
             0 => Ok(()),
             n => bail!(
                 "{n} more reals than the datapath holds ({} in all)",
@@ -203,8 +180,8 @@ impl Running {
 
     /// Logs every real as it is served.
     pub fn log_services(&self) {
-        for (i, s) in self.current.services.iter().enumerate() {
-            for real in self.effective(i) {
+        for s in &self.current.services {
+            for real in self.effective(s) {
                 let key = real_key(&s.vip, &real);
                 let problem = self.current.unresolved.get(&key);
                 info!(vip = %s.vip, mode = %s.settings.mode, balance = %s.settings.balance, real = %real.addr, port = key.2, weight = real.weight, down = real.down, mac = %resolve::fmt_mac(&real.mac), ifindex = real.ifindex, "real");
@@ -219,16 +196,6 @@ impl Running {
             }
         }
     }
-}
-
-/// The keys of the reals in `r` whose VIP has a check: the only ones health is kept of.
-fn checked_reals(r: &Resolved) -> BTreeSet<RealKey> {
-    r.services
-        .iter()
-        .zip(&r.reals)
-        .filter(|(s, _)| s.settings.check.is_some())
-        .flat_map(|(s, reals)| reals.iter().map(|real| real_key(&s.vip, real)))
-        .collect()
 }
 
 /// `current` with `services`' weights and states, when that is all that differs from
@@ -248,77 +215,32 @@ fn restated(current: &Resolved, configured: &[Service], services: &[Service]) ->
         return None;
     }
     let mut next = current.clone_for_restate();
-    for ((resolved, reals), wanted) in next.services.iter_mut().zip(&mut next.reals).zip(services) {
-        for (real, spec) in reals.iter_mut().zip(&wanted.reals) {
-            real.weight = spec.weight;
+    for (resolved, wanted) in next.services.iter_mut().zip(services) {
+        for (r, spec) in resolved.reals.iter_mut().zip(&wanted.reals) {
+            r.real.weight = spec.weight;
+            r.spec = spec.clone();
         }
-        resolved.reals = wanted.reals.clone();
     }
     Some(next)
 }
 
-fn effective(r: &Resolved, health: &BTreeMap<RealKey, (bool, String)>, i: usize) -> Vec<Real> {
-    let s = &r.services[i];
-    s.reals
-        .iter()
-        .zip(&r.reals[i])
-        .map(|(spec, real)| {
-            let key = real_key(&s.vip, real);
-            // Health counts only while the VIP has a check: a check removed, up again.
-            let failing = s.settings.check.is_some() && health.get(&key).is_some_and(|(up, _)| !up);
-            Real {
-                weight: if spec.state == RealState::Drain {
-                    0
-                } else {
-                    real.weight
-                },
-                down: real.down || spec.state == RealState::Maint || failing,
-                ..*real
-            }
-        })
-        .collect()
-}
-
-/// Takes the datapath from what it serves to `target`: VIPs gone first (freeing ids), then
-/// changed ones, then new ones. Returns how many VIPs changed.
-fn converge(dp: &mut Datapath, target: &BTreeMap<VipSpec, Target>) -> Result<usize> {
-    let served: BTreeMap<VipSpec, (VipSettings, Vec<Real>)> = dp
-        .served()
-        .map(|(v, s, r)| (*v, (s.clone(), r.to_vec())))
-        .collect();
-    let mut changed = 0;
-    for vip in served.keys().filter(|v| !target.contains_key(v)) {
-        dp.remove_vip(vip)?;
-        changed += 1;
-    }
-    for (vip, (settings, reals)) in &served {
-        let Some(t) = target.get(vip) else { continue };
-        if *settings != t.settings {
-            dp.change_vip(vip, &t.settings, &t.reals)?;
-        } else if *reals != t.reals {
-            dp.set_reals(vip, &t.reals)?;
-        } else {
-            continue;
-        }
-        changed += 1;
-    }
-    for (vip, t) in target.iter().filter(|(v, _)| !served.contains_key(v)) {
-        dp.add_vip(*vip, &t.settings)?;
-        dp.set_reals(vip, &t.reals)?;
-        changed += 1;
-    }
-    Ok(changed)
+/// Takes the datapath from what it serves to `target` (see `reconcile::plan`). Returns how
+/// many VIPs changed.
+fn converge(dp: &mut Datapath, target: &BTreeMap<VipSpec, reconcile::Target>) -> Result<usize> {
+    let ops = reconcile::plan(&reconcile::served(dp), target);
+    reconcile::apply(dp, &ops)?;
+    Ok(ops.len())
 }
 
 /// Tunnels leave from the address of the interface their real is reached through.
 pub fn tunnel_sources(next: &Resolved) -> Result<()> {
-    for (s, reals) in next.services.iter().zip(&next.reals) {
+    for s in &next.services {
         // Even with a tunnel source of its own: the LB answers "fragmentation needed" from
         // the interface's address.
         if s.settings.mode != Mode::Tunnel {
             continue;
         }
-        for r in reals {
+        for r in s.reals.iter().map(|r| &r.real) {
             let iface = next.interfaces.iter().find(|i| i.ifindex == r.ifindex);
             if iface.is_some_and(|i| i.config.ipv4 == [0; 4]) {
                 bail!(

@@ -2,6 +2,8 @@
 //! in verbs: `add_vip`, `set_reals`, `attach`, `counters`.
 
 mod flows;
+pub mod layout;
+mod migrate;
 pub mod pins;
 mod recover;
 mod ring_map;
@@ -100,6 +102,20 @@ impl Real {
     }
 }
 
+/// What the datapath holds for one VIP.
+#[derive(Clone, Debug)]
+struct ServedVip {
+    /// Its id: its slot in RINGS, SNAT_POOLS, VIP_COUNTERS...; its flows name it.
+    id: u32,
+    /// Its VIPS value, as last written.
+    meta: VipMeta,
+    /// How it is served, once this lbctl configured it; `None` for a VIP found in the maps
+    /// an earlier lbctl pinned, until `add_vip` claims it (or it is retired).
+    settings: Option<VipSettings>,
+    /// Its reals as last set (or read back from REALS).
+    reals: Vec<Real>,
+}
+
 /// A real of a VIP as REALS ids are handed out: one id per VIP and real endpoint, so each
 /// VIP has its own weight, state and leastconn count of a real.
 pub type RealKey = (VipSpec, IpAddr, u16);
@@ -158,12 +174,9 @@ pub struct Datapath {
     swept: Array<MapData, u64>,
     open: HashMap<MapData, FlowKey, u32>,
     bench_frame: Array<MapData, BenchFrame>,
-    vip_ids: BTreeMap<VipSpec, u32>,
-    vip_settings: BTreeMap<VipSpec, VipSettings>,
-    /// Each VIP's VIPS value, as last written.
-    vip_meta: BTreeMap<VipSpec, VipMeta>,
-    /// The reals of each VIP, as last set.
-    vip_reals: BTreeMap<VipSpec, Vec<Real>>,
+    /// Every VIP in VIPS: what this lbctl serves, and what it took over and has not
+    /// configured (yet).
+    services: BTreeMap<VipSpec, ServedVip>,
     real_ids: BTreeMap<RealKey, u32>,
     /// Where the search for a free real id starts (ids are handed out in turn).
     next_real_id: u32,
@@ -180,6 +193,12 @@ pub struct Datapath {
     netlink_attached: BTreeMap<String, (u32, u32)>,
     /// Leave the pins when dropped (the program goes on forwarding); else remove them.
     keep_pins: bool,
+    /// The kernel's id of each map of the object, by name.
+    map_ids: BTreeMap<&'static str, u32>,
+    /// A takeover of pinned state to end once this program is attached.
+    takeover: Option<migrate::Takeover>,
+    /// This lbctl found pinned state and took it over (else it pinned its own afresh).
+    adopted: bool,
 }
 
 impl Drop for Datapath {
@@ -203,23 +222,47 @@ impl Drop for Datapath {
     }
 }
 
-/// The program attached to `iface` when it is this state's (it runs on the FLOWS map of id
-/// `flows_id`); `None` when nothing is attached; an error naming any other program.
+/// The program attached to `iface` when it is this state's (it runs on the FLOWS map of
+/// `pins`); `None` when nothing is attached; an error naming any other program. `adopted`:
+/// this lbctl found state in `pins` (else it made it afresh).
 fn attached_ours(
     iface: &str,
     ifindex: u32,
-    flows_id: u32,
+    pins: &pins::StateDir,
+    adopted: bool,
 ) -> Result<Option<(xdp_netlink::Attached, aya::programs::ProgramInfo)>> {
+    let flows_id = pins.map_id(map_names::FLOWS)?;
     let Some(old) = xdp_netlink::attached(ifindex)? else {
         return Ok(None);
     };
     let info = program_info(old.prog_id)?;
     let name = info.name_as_str().unwrap_or("?").to_owned();
-    let ours = name == program_names::LB && info.map_ids()?.unwrap_or_default().contains(&flows_id);
-    if !ours {
-        bail!("{iface} has another XDP program attached ({name}, id {}): lbctl replaces only its own. If it is an lbctl's with another --pin-dir, stop that one; else detach it (`ip link set dev {iface} xdp off`)", old.prog_id);
+    let on_our_flows = info.map_ids()?.unwrap_or_default().contains(&flows_id);
+    if name == program_names::LB && on_our_flows {
+        return Ok(Some((old, info)));
     }
-    Ok(Some((old, info)))
+    let dir = pins.path().display();
+    if name == program_names::LB && !adopted {
+        bail!("{iface} has an lbctl balancer attached (program id {}) whose pinned state is not in {dir}: its pins are gone. Most likely they were on a bpffs that died with the lbctl that pinned them: a /sys/fs/bpf mounted inside `ip netns exec` or a container lives only as long as the process (pins under /sys/fs/bpf there die with it). Its flows cannot be taken over. To go on: detach it (`ip link set dev {iface} xdp off`; its flows end), and keep state on a bpffs that outlives lbctl: one mounted in the host's mount namespace (`mount -t bpf bpf /run/lbctl-bpf`), given with --pin-dir (see lbctl@.service). If another lbctl runs it with another --pin-dir, give this one that directory instead", old.prog_id);
+    }
+    if name == program_names::LB {
+        bail!("{iface} has another lbctl's balancer attached (program id {}), working on other pinned state than {dir}: stop that lbctl, or give this one its --pin-dir", old.prog_id);
+    }
+    bail!("{iface} has another XDP program attached ({name}, id {}): lbctl replaces only its own. Detach it (`ip link set dev {iface} xdp off`) if it is not needed", old.prog_id);
+}
+
+/// The kernel's id of a map of the object.
+fn map_id(map: &aya::maps::Map) -> Result<u32> {
+    use aya::maps::Map;
+    let data = match map {
+        Map::Array(d)
+        | Map::PerCpuArray(d)
+        | Map::HashMap(d)
+        | Map::LruHashMap(d)
+        | Map::ArrayOfMaps(d) => d,
+        _ => bail!("a map of a type lbctl does not pin"),
+    };
+    Ok(data.info()?.id())
 }
 
 /// What the kernel says of the loaded program `id`.
@@ -263,20 +306,33 @@ impl Datapath {
     }
 
     /// Loads the balancer with its state pinned in `dir`. When an earlier lbctl left state
-    /// there, its maps are taken over (refused if their layout is not this build's) and what
-    /// they serve is read back; its links are taken over by `attach_all`.
+    /// there, of this layout or an older one it knows, its maps are taken over (those a
+    /// newer layout replaces are made anew, see `migrate`) and what they serve is read
+    /// back; its program is swapped for this one by `attach_all`, and the takeover ended by
+    /// `finish_takeover`.
     pub fn load_pinned(dir: pins::StateDir) -> Result<Self> {
-        let adopting = dir.has_maps();
-        if adopting {
-            let obj = aya_obj::Object::parse(crate::ebpf_object()?)
-                .context("reading the embedded eBPF object")?;
-            dir.check_layout(&obj)?;
-        }
-        let mut dp = Self::load_with(Some(dir), adopting, None)?;
+        let takeover = match dir.found()? {
+            migrate::Found::Nothing => None,
+            migrate::Found::Layout(n) => Some(dir.plan_takeover(n)?),
+        };
+        let pin_at_load: Vec<&str> = map_names::KEPT
+            .iter()
+            .copied()
+            .filter(|name| {
+                takeover
+                    .as_ref()
+                    .is_none_or(|t| !t.pin_after.contains(name))
+            })
+            .collect();
+        let adopting = takeover.is_some();
+        let mut dp = Self::load_with(Some((dir, &pin_at_load)), adopting, None)?;
         if adopting {
             // Whatever happens next, the state the old program forwards on stays pinned.
             dp.keep_pins = true;
             dp.recover()?;
+            dp.takeover = takeover;
+        } else {
+            dp.write_layout()?;
         }
         Ok(dp)
     }
@@ -284,7 +340,7 @@ impl Datapath {
     /// `adopting`: the maps are an earlier lbctl's, in use: SETTINGS is left as it is (the
     /// VIPs it describes are still served).
     fn load_with(
-        pins: Option<pins::StateDir>,
+        pins: Option<(pins::StateDir, &[&str])>,
         adopting: bool,
         flow_table: Option<u32>,
     ) -> Result<Self> {
@@ -293,14 +349,22 @@ impl Datapath {
             loader.map_max_entries(map_names::FLOWS, entries);
             loader.map_max_entries(map_names::OPEN, entries);
         }
-        if let Some(dir) = &pins {
-            for name in map_names::KEPT {
+        if let Some((dir, names)) = &pins {
+            for name in *names {
                 loader.map_pin_path(name, dir.map_path(name));
             }
         }
+        let pins = pins.map(|(dir, _)| dir);
         let mut ebpf = loader.load(crate::ebpf_object()?).context(
             "loading the eBPF object failed: lbctl needs root (CAP_BPF + CAP_NET_ADMIN) and a kernel with BTF",
         )?;
+        let mut map_ids = BTreeMap::new();
+        for name in map_names::KEPT {
+            let map = ebpf.map(name).ok_or_else(|| {
+                anyhow!("the eBPF object has no map {name}: lbctl was built wrong")
+            })?;
+            map_ids.insert(*name, map_id(map).with_context(|| format!("map {name}"))?);
+        }
         for name in [program_names::LB, program_names::PASS, program_names::DECAP] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
@@ -326,10 +390,7 @@ impl Datapath {
             open: take(&mut ebpf, map_names::OPEN)?,
             bench_frame: take(&mut ebpf, map_names::BENCH_FRAME)?,
             ebpf,
-            vip_ids: BTreeMap::new(),
-            vip_settings: BTreeMap::new(),
-            vip_meta: BTreeMap::new(),
-            vip_reals: BTreeMap::new(),
+            services: BTreeMap::new(),
             real_ids: BTreeMap::new(),
             next_real_id: 1,
             swept_counts: BTreeMap::new(),
@@ -338,6 +399,9 @@ impl Datapath {
             pins,
             keep_pins: false,
             netlink_attached: BTreeMap::new(),
+            map_ids,
+            takeover: None,
+            adopted: adopting,
         };
         if !adopting {
             dp.write_settings()?;
@@ -349,9 +413,9 @@ impl Datapath {
     /// earlier lbctl and not configured again yet count too.
     fn write_settings(&mut self) -> Result<()> {
         let stateful = self
-            .vip_meta
+            .services
             .values()
-            .any(|m| lb_common::mode_is_stateful(m.mode));
+            .any(|s| lb_common::mode_is_stateful(s.meta.mode));
         let settings = Settings {
             cpus: possible_cpus()?,
             stateful: u32::from(stateful),
@@ -378,10 +442,10 @@ impl Datapath {
         // Tunnels leave from the interfaces their reals are reached through (0: the one the
         // packet came in on, which may be any).
         let tunnel_ifindexes: BTreeSet<u32> = self
-            .vip_settings
-            .iter()
-            .filter(|(_, s)| s.mode == Mode::Tunnel)
-            .flat_map(|(vip, _)| self.vip_reals.get(vip).into_iter().flatten())
+            .services
+            .values()
+            .filter(|s| s.settings.as_ref().is_some_and(|s| s.mode == Mode::Tunnel))
+            .flat_map(|s| &s.reals)
             .map(|r| r.ifindex)
             .collect();
         for i in ifaces {
@@ -406,9 +470,8 @@ impl Datapath {
         let Some(pins) = &self.pins else {
             return self.attach_program(program_names::LB, iface);
         };
-        let flows_id = pins.map_id(map_names::FLOWS)?;
         let ifindex = crate::host::iface::index(iface)?;
-        let old = attached_ours(iface, ifindex, flows_id)?;
+        let old = attached_ours(iface, ifindex, pins, self.adopted)?;
         let prog = self.program(program_names::LB)?;
         let fd = prog.fd().context("the balancer's program is not loaded")?;
         let fd = fd.as_fd();
@@ -443,9 +506,8 @@ impl Datapath {
         let Some(pins) = &self.pins else {
             return Ok(());
         };
-        let flows_id = pins.map_id(map_names::FLOWS)?;
         for i in ifaces {
-            attached_ours(&i.name, i.ifindex, flows_id)?;
+            attached_ours(&i.name, i.ifindex, pins, self.adopted)?;
         }
         Ok(())
     }
@@ -456,7 +518,6 @@ impl Datapath {
         let Some(pins) = &self.pins else {
             return Ok(());
         };
-        let flows_id = pins.map_id(map_names::FLOWS)?;
         let known: Vec<u32> = self
             .ifaces
             .keys()
@@ -467,7 +528,7 @@ impl Datapath {
                 continue;
             }
             let name = format!("interface {ifindex}");
-            let (old, info) = match attached_ours(&name, ifindex, flows_id) {
+            let (old, info) = match attached_ours(&name, ifindex, pins, self.adopted) {
                 Ok(Some(ours)) => ours,
                 Ok(None) => continue,
                 // Gone since, or another program there now: not this state's to detach.
@@ -585,10 +646,11 @@ impl Datapath {
 
     /// Packets and bytes forwarded for `vip` per direction, summed over CPUs.
     pub fn vip_forwarded(&self, vip: &VipSpec) -> Result<VipCounters> {
-        let vip_id = *self
-            .vip_ids
+        let vip_id = self
+            .services
             .get(vip)
-            .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?;
+            .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?
+            .id;
         crate::stats::sum_vip(&self.vip_counters, vip_id)
     }
 }

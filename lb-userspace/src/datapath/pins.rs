@@ -8,7 +8,10 @@
 
 use std::{
     fs::File,
-    os::fd::{AsFd as _, AsRawFd as _},
+    os::{
+        fd::{AsFd as _, AsRawFd as _},
+        unix::fs::MetadataExt as _,
+    },
     path::{Path, PathBuf},
 };
 
@@ -64,6 +67,26 @@ impl StateDir {
         &self.path
     }
 
+    /// Whether this directory is on a bpffs of this process's own mount namespace that the
+    /// host (PID 1) does not see: `ip netns exec` mounts a fresh /sys for the command it runs
+    /// (and lbctl mounts bpffs on its /sys/fs/bpf), a container may have its own. Pins there
+    /// end with lbctl, so nothing pinned there can be taken over by the next one.
+    pub fn dies_with_this_process(&self) -> Result<bool> {
+        let ours = std::fs::metadata("/proc/self/ns/mnt").context("reading /proc/self/ns/mnt")?;
+        let host = std::fs::metadata("/proc/1/ns/mnt").context("reading /proc/1/ns/mnt")?;
+        if (ours.dev(), ours.ino()) == (host.dev(), host.ino()) {
+            return Ok(false);
+        }
+        let here = std::fs::metadata(&self.path)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        let seen_by_host =
+            Path::new("/proc/1/root").join(self.path.strip_prefix("/").unwrap_or(&self.path));
+        Ok(match std::fs::metadata(&seen_by_host) {
+            Ok(there) => (there.dev(), there.ino()) != (here.dev(), here.ino()),
+            Err(_) => true,
+        })
+    }
+
     pub fn map_path(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
@@ -80,43 +103,6 @@ impl StateDir {
     /// Whether an earlier lbctl left maps here.
     pub fn has_maps(&self) -> bool {
         self.map_path(map_names::FLOWS).exists()
-    }
-
-    /// Refuses pinned maps this build cannot use as they are: another type, key, value or
-    /// size than its own maps (`expected`, from the object). Taking them over would make the
-    /// program misread every entry.
-    pub fn check_layout(&self, expected: &aya_obj::Object) -> Result<()> {
-        for name in map_names::KEPT {
-            let path = self.map_path(name);
-            if !path.exists() {
-                continue;
-            }
-            let Some(want) = expected.maps.get(*name) else {
-                bail!("this lbctl's program has no map {name}: it was built wrong");
-            };
-            let have = MapInfo::from_pin(&path)
-                .with_context(|| format!("reading the pinned map {}", path.display()))?;
-            let found = (
-                have.key_size(),
-                have.value_size(),
-                have.max_entries(),
-                have.map_flags(),
-            );
-            let wanted = (
-                want.key_size(),
-                want.value_size(),
-                want.max_entries(),
-                want.map_flags(),
-            );
-            if found != wanted {
-                bail!(
-                    "the pinned map {} (key, value, entries, flags {found:?}) is not this lbctl's ({wanted:?}): an lbctl of another layout left it. Its flows cannot be taken over; to start afresh, `lbctl detach` the interface (or remove {}) first",
-                    path.display(),
-                    self.path.display()
-                );
-            }
-        }
-        Ok(())
     }
 
     /// Removes everything pinned here (the maps are freed once nothing uses them) and the

@@ -20,8 +20,13 @@ impl Datapath {
                 continue;
             };
             vips_by_id.insert(meta.vip_id, vip);
-            self.vip_ids.insert(vip, meta.vip_id);
-            self.vip_meta.insert(vip, meta);
+            let found = ServedVip {
+                id: meta.vip_id,
+                meta,
+                settings: None,
+                reals: Vec::new(),
+            };
+            self.services.insert(vip, found);
         }
         // Reals up or draining first: a real removed before and added again has a freed
         // id (down) and a live one; the live one is its id.
@@ -55,10 +60,10 @@ impl Datapath {
     /// The reals found down in the pinned REALS: the daemon keeps them down (their checks
     /// bring them back after `rise` passes) rather than sending new flows to a dead real.
     pub fn recovered_down(&self) -> Vec<RealKey> {
-        self.vip_reals
+        self.services
             .iter()
-            .flat_map(|(vip, reals)| {
-                reals
+            .flat_map(|(vip, s)| {
+                s.reals
                     .iter()
                     .filter(|r| r.down)
                     .map(move |r| real_key(vip, r))
@@ -70,7 +75,9 @@ impl Datapath {
     fn adopt_real(&mut self, vip: VipSpec, id: u32, entry: &RealEntry) -> Result<()> {
         let real = Real::from_entry(entry);
         self.real_ids.insert(real_key(&vip, &real), id);
-        self.vip_reals.entry(vip).or_default().push(real);
+        if let Some(served) = self.services.get_mut(&vip) {
+            served.reals.push(real);
+        }
         self.next_real_id = self.next_real_id.max(id % (MAX_REALS - 1) + 1);
         let swept = self.swept.get(&id, 0).context("reading the pinned SWEPT")?;
         self.swept_counts.insert(id, swept);
@@ -81,10 +88,10 @@ impl Datapath {
     /// `kept` (about to be: they keep serving until `add_vip` claims them).
     pub fn retire_unclaimed(&mut self, kept: &[VipSpec]) -> Result<()> {
         let unclaimed: Vec<VipSpec> = self
-            .vip_ids
-            .keys()
-            .filter(|v| !self.vip_settings.contains_key(*v) && !kept.contains(v))
-            .copied()
+            .services
+            .iter()
+            .filter(|(v, s)| s.settings.is_none() && !kept.contains(v))
+            .map(|(v, _)| *v)
             .collect();
         for vip in unclaimed {
             self.remove_vip(&vip)?;

@@ -7,13 +7,13 @@ impl Datapath {
     /// Starts serving `vip` as `settings` say, with no reals yet (its packets are dropped as
     /// `drop_no_real` until `set_reals`). A one-arm VIP needs its SNAT pool filled in.
     pub fn add_vip(&mut self, vip: VipSpec, settings: &VipSettings) -> Result<u32> {
-        if self.vip_settings.contains_key(&vip) {
+        if self.configured(&vip).is_ok() {
             bail!("VIP {vip} is already configured");
         }
         // Found in the pinned maps of an earlier lbctl: it keeps its id, and its ring serves
         // until set_reals swaps in the new one.
-        let adopted = self.vip_ids.get(&vip).map(|id| (*id, self.vip_meta[&vip]));
-        let used: BTreeSet<u32> = self.vip_ids.values().copied().collect();
+        let adopted = self.services.get(&vip).map(|s| (s.id, s.meta));
+        let used: BTreeSet<u32> = self.services.values().map(|s| s.id).collect();
         let vip_id = match adopted {
             Some((id, _)) => id,
             None => (0..MAX_VIPS)
@@ -49,9 +49,18 @@ impl Datapath {
         self.vips
             .insert(vip.key(), meta, 0)
             .context("writing VIPS")?;
-        self.vip_ids.insert(vip, vip_id);
-        self.vip_settings.insert(vip, settings.clone());
-        self.vip_meta.insert(vip, meta);
+        let reals = self
+            .services
+            .remove(&vip)
+            .map(|s| s.reals)
+            .unwrap_or_default();
+        let served = ServedVip {
+            id: vip_id,
+            meta,
+            settings: Some(settings.clone()),
+            reals,
+        };
+        self.services.insert(vip, served);
         self.write_settings()?;
         self.sync_endpoints()?;
         Ok(vip_id)
@@ -60,18 +69,16 @@ impl Datapath {
     /// Stops serving `vip`: its packets go to the LB's own stack again; its reals are marked
     /// down and their ids and the VIP's id are freed.
     pub fn remove_vip(&mut self, vip: &VipSpec) -> Result<()> {
-        let vip_id = *self
-            .vip_ids
+        let vip_id = self
+            .services
             .get(vip)
-            .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?;
+            .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?
+            .id;
         // The VIP first: from here no packet is scheduled for it.
         self.vips.remove(&vip.key()).context("removing from VIPS")?;
         self.retire_reals(vip, vip_id, &BTreeSet::new())?;
         self.install_ring(vip_id, &[])?;
-        self.vip_ids.remove(vip);
-        self.vip_settings.remove(vip);
-        self.vip_meta.remove(vip);
-        self.vip_reals.remove(vip);
+        self.services.remove(vip);
         self.write_settings()?;
         self.sync_endpoints()
     }
@@ -85,16 +92,13 @@ impl Datapath {
         settings: &VipSettings,
         reals: &[Real],
     ) -> Result<()> {
-        let old = self
-            .vip_settings
-            .get(vip)
-            .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?;
+        let (old, _) = self.configured(vip)?;
         if old.mode != settings.mode {
             self.remove_vip(vip)?;
             self.add_vip(*vip, settings)?;
             return self.set_reals(vip, reals);
         }
-        let vip_id = self.vip_ids[vip];
+        let vip_id = self.services[vip].id;
         if settings.mode == Mode::OneArm {
             self.snat_pools
                 .set(vip_id, snat_pool(vip, settings)?, 0)
@@ -103,36 +107,43 @@ impl Datapath {
         self.write_tunnel_source(vip_id, settings)?;
         // set_reals writes the new scheduler's VIPS entry with the ring built for it, in the
         // order the ring's size needs.
-        let meta = VipMeta {
+        let served = self
+            .services
+            .get_mut(vip)
+            .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?;
+        served.meta = VipMeta {
             sched: settings.balance.code(),
             hash: settings.hash.code(),
             flags: vip_flags(settings),
             timeouts: settings.timeouts,
-            ..self.vip_meta[vip]
+            ..served.meta
         };
-        self.vip_meta.insert(*vip, meta);
-        self.vip_settings.insert(*vip, settings.clone());
+        served.settings = Some(settings.clone());
         self.set_reals(vip, reals)
     }
 
     /// The VIPs served, with their settings and reals as last set.
     pub fn served(&self) -> impl Iterator<Item = (&VipSpec, &VipSettings, &[Real])> {
-        self.vip_settings.iter().map(|(vip, settings)| {
-            let reals = self.vip_reals.get(vip).map_or(&[][..], Vec::as_slice);
-            (vip, settings, reals)
+        self.services.iter().filter_map(|(vip, s)| {
+            let settings = s.settings.as_ref()?;
+            Some((vip, settings, s.reals.as_slice()))
         })
+    }
+
+    /// The settings and id of `vip`, which this lbctl serves.
+    fn configured(&self, vip: &VipSpec) -> Result<(&VipSettings, u32)> {
+        self.services
+            .get(vip)
+            .and_then(|s| Some((s.settings.as_ref()?, s.id)))
+            .ok_or_else(|| anyhow!("VIP {vip} is not configured"))
     }
 
     /// Replaces the reals of `vip`, as one change: new flows are scheduled over the new set
     /// at once (the ring swapped whole), established flows stay on their real while it
     /// stays (draining, weight 0, included), and move when it goes.
     pub fn set_reals(&mut self, vip: &VipSpec, reals: &[Real]) -> Result<()> {
-        let settings = self
-            .vip_settings
-            .get(vip)
-            .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?
-            .clone();
-        let mut meta = self.vip_meta[vip];
+        let settings = self.configured(vip)?.0.clone();
+        let mut meta = self.services[vip].meta;
         let mut members = Vec::with_capacity(reals.len());
         // Reals going down are marked so after the new ring (without them) is in: the old
         // ring still sends new flows to them until then, and they must not be dropped.
@@ -169,7 +180,9 @@ impl Datapath {
         }
         let kept: BTreeSet<RealKey> = reals.iter().map(|r| real_key(vip, r)).collect();
         self.retire_reals(vip, meta.vip_id, &kept)?;
-        self.vip_reals.insert(*vip, reals.to_vec());
+        if let Some(served) = self.services.get_mut(vip) {
+            served.reals = reals.to_vec();
+        }
         self.sync_endpoints()
     }
 
@@ -182,14 +195,11 @@ impl Datapath {
         port: Option<u16>,
         weight: u16,
     ) -> Result<()> {
-        let settings = self
-            .vip_settings
-            .get(vip)
-            .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?;
+        let (settings, _) = self.configured(vip)?;
         if settings.balance == Balance::StaticRr {
             bail!("VIP {vip} balances static-rr, whose weights are fixed at load: reload it, or use roundrobin to change weights at runtime");
         }
-        let mut reals = self.vip_reals.get(vip).cloned().unwrap_or_default();
+        let mut reals = self.services[vip].reals.clone();
         let want = port.unwrap_or(vip.port);
         let real = reals
             .iter_mut()
@@ -210,9 +220,9 @@ impl Datapath {
             .collect();
         for (key, id) in gone {
             if let Some(old) = self
-                .vip_reals
+                .services
                 .get(vip)
-                .and_then(|rs| rs.iter().find(|r| real_key(vip, r) == key))
+                .and_then(|s| s.reals.iter().find(|r| real_key(vip, r) == key))
             {
                 self.reals
                     .set(id, old.entry().with_vip(vip_id).with_state(REAL_DOWN), 0)
@@ -246,7 +256,9 @@ impl Datapath {
         self.vips
             .insert(vip.key(), meta, 0)
             .context("writing VIPS")?;
-        self.vip_meta.insert(*vip, meta);
+        if let Some(served) = self.services.get_mut(vip) {
+            served.meta = meta;
+        }
         Ok(())
     }
 
@@ -255,11 +267,14 @@ impl Datapath {
     /// the ranges of the VIPs sharing it).
     fn sync_endpoints(&mut self) -> Result<()> {
         let mut want: BTreeMap<VipKey, Endpoint> = BTreeMap::new();
-        for (vip, settings) in &self.vip_settings {
+        for (vip, served) in &self.services {
+            let Some(settings) = &served.settings else {
+                continue;
+            };
             let proto = vip.proto.number();
             match settings.mode {
                 Mode::Nat | Mode::Router => {
-                    for r in self.vip_reals.get(vip).into_iter().flatten() {
+                    for r in &served.reals {
                         let port = r.port.unwrap_or(vip.port);
                         let real = Endpoint {
                             kind: ENDPOINT_REAL,
@@ -305,12 +320,11 @@ impl Datapath {
         Ok(())
     }
 
-    /// How many real ids `set_reals(vip, reals)` needs that are not free now: it takes the
-    /// new reals' ids before it frees the ids of reals that leave.
-    pub fn real_ids_short(&self, changes: &[(VipSpec, &[Real])]) -> usize {
-        let new = changes
-            .iter()
-            .flat_map(|(vip, reals)| reals.iter().map(move |r| real_key(vip, r)))
+    /// How many real ids serving the reals of `wanted` needs that are not free now: `set_reals`
+    /// takes the new reals' ids before it frees the ids of reals that leave.
+    pub fn real_ids_short(&self, wanted: impl IntoIterator<Item = RealKey>) -> usize {
+        let new = wanted
+            .into_iter()
             .filter(|k| !self.real_ids.contains_key(k))
             .count();
         let free = (MAX_REALS - 1) as usize - self.real_ids.len();

@@ -12,12 +12,13 @@ use tracing::warn;
 
 use crate::{
     datapath::{real_key, Interface, Real, RealKey},
-    declare::{service::Service, spec::Mode},
+    declare::spec::Mode,
     health::{
         check::{Change, Check, Health},
         probe,
         probe_vip::{self, VipPath},
     },
+    host::resolve::ResolvedService,
 };
 
 /// A real went up or down.
@@ -78,17 +79,16 @@ impl Checks {
     /// says the real has (up when unknown). Tasks of reals no longer checked stop.
     pub fn sync(
         &mut self,
-        services: &[Service],
-        reals: &[Vec<Real>],
+        services: &[ResolvedService],
         interfaces: &[Interface],
         known: &BTreeMap<RealKey, bool>,
     ) {
         let mut wanted = BTreeMap::new();
-        for (s, reals) in services.iter().zip(reals) {
+        for s in services {
             let Some(check) = &s.settings.check else {
                 continue;
             };
-            for r in reals {
+            for r in s.reals.iter().map(|r| &r.real) {
                 let key = real_key(&s.vip, r);
                 let port = check.port.unwrap_or(key.2);
                 let target = match check.via_vip.then(|| vip_path(s, r, interfaces, port)) {
@@ -144,7 +144,12 @@ impl Drop for Checks {
 }
 
 /// The way clients' packets take from the LB to `real` of dsr or tunnel VIP `s`, to `port`.
-fn vip_path(s: &Service, real: &Real, interfaces: &[Interface], port: u16) -> Option<VipPath> {
+fn vip_path(
+    s: &ResolvedService,
+    real: &Real,
+    interfaces: &[Interface],
+    port: u16,
+) -> Option<VipPath> {
     let (IpAddr::V4(vip), IpAddr::V4(real_addr)) = (s.vip.addr, real.addr) else {
         return None;
     };

@@ -23,7 +23,10 @@ use rtnetlink::{
 
 use crate::{
     datapath::{real_key, Interface, Real, RealKey},
-    declare::{service::Service, spec::Mode},
+    declare::{
+        service::{Service, VipSettings},
+        spec::{Mode, RealSpec, VipSpec},
+    },
     host::{
         iface, neigh,
         route::{self, NextHop, Route},
@@ -33,13 +36,11 @@ use crate::{
 /// Everything `Datapath` needs to serve `services` on the interfaces.
 pub struct Resolved {
     pub interfaces: Vec<Interface>,
-    /// The services, one-arm pools filled in.
-    pub services: Vec<Service>,
-    /// The reals of each service, in the same order.
-    pub reals: Vec<Vec<Real>>,
+    /// The services, each real resolved.
+    pub services: Vec<ResolvedService>,
     /// Neighbour entries lbctl added; `remove` them if the attach fails.
     pub added: Vec<neigh::AddedNeighbours>,
-    /// Reals whose next hop has no MAC yet, and why: they are in `reals`, down, until it
+    /// Reals whose next hop has no MAC yet, and why: they are in `services`, down, until it
     /// resolves (the kernel keeps trying: their neighbour entries are managed).
     pub unresolved: BTreeMap<RealKey, String>,
     /// Every next hop's (interface or bridge index, address): the neighbour entries to watch.
@@ -48,13 +49,41 @@ pub struct Resolved {
     pub unresolved_hops: BTreeSet<IpAddr>,
 }
 
+/// A configured service with each of its reals resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedService {
+    pub vip: VipSpec,
+    /// As configured, a one-arm VIP's default SNAT pool filled in.
+    pub settings: VipSettings,
+    pub reals: Vec<ResolvedReal>,
+}
+
+/// A configured real and how the datapath reaches it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedReal {
+    /// As configured: address, port, weight, state.
+    pub spec: RealSpec,
+    /// Where it is reached (egress, next hop's MAC); down while that MAC is unknown.
+    pub real: Real,
+}
+
+impl ResolvedService {
+    /// The service as configured.
+    pub fn service(&self) -> Service {
+        Service {
+            vip: self.vip,
+            settings: self.settings.clone(),
+            reals: self.reals.iter().map(|r| r.spec.clone()).collect(),
+        }
+    }
+}
+
 impl Resolved {
     /// Nothing served yet.
     pub fn empty() -> Self {
         Self {
             interfaces: Vec::new(),
             services: Vec::new(),
-            reals: Vec::new(),
             added: Vec::new(),
             unresolved: BTreeMap::new(),
             next_hops: BTreeSet::new(),
@@ -67,7 +96,6 @@ impl Resolved {
         Self {
             interfaces: self.interfaces.clone(),
             services: self.services.clone(),
-            reals: self.reals.clone(),
             added: Vec::new(),
             unresolved: self.unresolved.clone(),
             next_hops: self.next_hops.clone(),
@@ -184,8 +212,7 @@ pub async fn resolve(
     }
     let mut resolved = Resolved {
         interfaces,
-        services: services.to_vec(),
-        reals: Vec::new(),
+        services: Vec::new(),
         added: Vec::new(),
         unresolved: BTreeMap::new(),
         next_hops: BTreeSet::new(),
@@ -208,7 +235,7 @@ pub async fn resolve(
             }
         }
     }
-    match finish(&handle, &mut resolved, &hops, &macs, &bridges).await {
+    match finish(&handle, &mut resolved, services, &hops, &macs, &bridges).await {
         Ok(()) => Ok(resolved),
         Err(e) => {
             resolved.forget_neighbours().await;
@@ -222,12 +249,14 @@ pub async fn resolve(
 async fn finish(
     handle: &Handle,
     resolved: &mut Resolved,
+    services: &[Service],
     hops: &[Vec<(Egress, NextHop)>],
     macs: &BTreeMap<(u32, IpAddr), Result<[u8; 6], String>>,
     bridges: &BTreeMap<u32, (String, BTreeSet<u32>)>,
 ) -> Result<()> {
     let local = local_addresses(handle).await?;
-    for (s, per_real) in resolved.services.iter_mut().zip(hops) {
+    for (s, per_real) in services.iter().zip(hops) {
+        let mut s = s.clone();
         let mut reals = Vec::new();
         for (r, (egress, hop)) in s.reals.iter().zip(per_real) {
             let (Egress::Direct(i) | Egress::Bridge(i)) = *egress;
@@ -286,9 +315,19 @@ async fn finish(
             if let Some(a) = s.settings.snat_pool.iter().find(|a| !local.contains(a)) {
                 bail!("SNAT pool address {a} of VIP {} is not an address of this host, so replies to it would not reach the LB: add it (`ip addr add {a}/32 dev IFACE`)", s.vip);
             }
-            warn_if_ephemeral(s);
+            warn_if_ephemeral(&s);
         }
-        resolved.reals.push(reals);
+        let reals = s
+            .reals
+            .into_iter()
+            .zip(reals)
+            .map(|(spec, real)| ResolvedReal { spec, real })
+            .collect();
+        resolved.services.push(ResolvedService {
+            vip: s.vip,
+            settings: s.settings,
+            reals,
+        });
     }
     Ok(())
 }

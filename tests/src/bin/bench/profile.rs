@@ -4,7 +4,7 @@
 //! kernel's map code by its own (an LRU update, a hash lookup), the test-run loop by its.
 
 use std::{
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 

@@ -1,0 +1,360 @@
+//! Taking over pinned state of an older layout (see `layout`), in place of refusing it.
+//!
+//! The maps a step keeps are taken over as they are: the new program is loaded on the very
+//! maps the old one runs on and swapped in (one netlink call per interface), so a flow the
+//! old program creates up to its last packet is in the table the new one reads: nothing is
+//! copied, so nothing can be created between a copy and the swap. Flows keep their real,
+//! NAT flows their SNAT port and reply entry, VIPs and reals their ids.
+//!
+//! A map a step replaces is created anew and left unpinned until the swap is done. Then,
+//! once no CPU can still run the old program (a map-in-map update waits for that), the old
+//! map's pin is set aside (`NAME.layoutN`), the new map pinned in its place, what the old
+//! one held carried over (its counters added in), and the aside pin removed; LAYOUT is
+//! written last. A start that fails before the swap changes nothing pinned; one that dies
+//! after it leaves aside pins the next takeover carries over.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use aya::maps::{Array, Map, MapData, MapInfo, PerCpuArray, PerCpuValues};
+use lb_common::{map_names, Counter, Reason};
+
+use super::{
+    layout::{self, Shape, Step, CURRENT},
+    pins::StateDir,
+    Datapath,
+};
+
+/// What a state directory holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Nothing an lbctl pinned: a fresh start.
+    Nothing,
+    /// State of this layout.
+    Layout(u32),
+}
+
+/// How a takeover goes: which maps are taken over at load, which made anew and pinned
+/// after the swap, and what older maps are carried into them.
+#[derive(Clone, Debug, Default)]
+pub struct Takeover {
+    /// The layout found.
+    pub from: u32,
+    /// Maps of this layout created anew (replacing an older one, or new), pinned after the
+    /// swap.
+    pub pin_after: Vec<&'static str>,
+}
+
+impl StateDir {
+    /// The layout of the state here: LAYOUT's value, or 1 for state pinned before LAYOUT
+    /// existed (a FLOWS map and no LAYOUT).
+    pub fn found(&self) -> Result<Found> {
+        let path = self.map_path(map_names::LAYOUT);
+        if path.exists() {
+            let data =
+                MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+            let map: Array<MapData, u32> = Array::try_from(Map::Array(data))
+                .with_context(|| format!("{} is not lbctl's LAYOUT", path.display()))?;
+            let layout = map.get(&0, 0).context("reading LAYOUT")?;
+            // 0: pinned by a fresh start that died before writing it; of this layout.
+            return Ok(Found::Layout(if layout == 0 { CURRENT } else { layout }));
+        }
+        if self.map_path(map_names::FLOWS).exists() {
+            return Ok(Found::Layout(1));
+        }
+        Ok(Found::Nothing)
+    }
+
+    /// The shape of the pinned map `name`, if it is pinned.
+    fn shape(&self, name: &str) -> Result<Option<Shape>> {
+        let path = self.map_path(name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let info = MapInfo::from_pin(&path)
+            .with_context(|| format!("reading the pinned map {}", path.display()))?;
+        let map_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
+        Ok(Some(Shape {
+            map_type,
+            key: info.key_size(),
+            value: info.value_size(),
+            entries: Some(info.max_entries()),
+            flags: info.map_flags(),
+        }))
+    }
+
+    /// Plans the takeover of the state found here: refused for a layout this lbctl does not
+    /// know, or maps not of their layout's shape.
+    pub fn plan_takeover(&self, found: u32) -> Result<Takeover> {
+        if found > CURRENT {
+            bail!(
+                "{} holds state of layout {found}, pinned by a newer lbctl; this one knows layouts {} to {CURRENT}. Start that newer lbctl again (or its `lbctl state downgrade --to {CURRENT}`, when it has one); or, losing the flows, `lbctl detach` the interface to start afresh",
+                self.path().display(),
+                layout::OLDEST
+            );
+        }
+        let Some(old) = layout::maps(found) else {
+            bail!(
+                "{} holds state of layout {found}, older than any this lbctl takes over ({} to {CURRENT}): upgrade through an lbctl that knows it, or `lbctl detach` the interface to start afresh (its flows are lost)",
+                self.path().display(),
+                layout::OLDEST
+            );
+        };
+        for (name, want) in &old {
+            let Some(have) = self.shape(name)? else {
+                continue;
+            };
+            if !layout::fits(want, &have) {
+                bail!(
+                    "the pinned map {} is not of layout {found} as this lbctl knows it (found {have:?}, layout {found} has {want:?}): it was left by an lbctl of another build. Refusing to take it over; to start afresh, losing its flows, `lbctl detach` the interface (or remove {})",
+                    self.map_path(name).display(),
+                    self.path().display()
+                );
+            }
+        }
+        let current = layout::maps(CURRENT).context("the current layout has a table")?;
+        let pin_after = current
+            .keys()
+            .copied()
+            .filter(|name| !kept_through(found, name))
+            .collect();
+        Ok(Takeover {
+            from: found,
+            pin_after,
+        })
+    }
+
+    /// Older maps set aside by a takeover that did not finish, with the layout of each.
+    fn aside(&self) -> Result<Vec<(PathBuf, &'static str, u32)>> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(self.path())
+            .with_context(|| format!("reading {}", self.path().display()))?
+        {
+            let path = entry?.path();
+            let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
+                continue;
+            };
+            let Some((name, layout)) = file.split_once(".layout") else {
+                continue;
+            };
+            let (Some(name), Ok(layout)) = (map_name(name), layout.parse()) else {
+                bail!("{} is no map lbctl set aside: remove it", path.display());
+            };
+            found.push((path, name, layout));
+        }
+        Ok(found)
+    }
+}
+
+/// Whether map `name` of layout `from` is taken over in place by every step up to CURRENT.
+fn kept_through(from: u32, name: &str) -> bool {
+    let in_from = layout::maps(from).is_some_and(|m| m.contains_key(name));
+    in_from && (from..CURRENT).all(|l| layout::step(l, name) == Step::Kept)
+}
+
+/// The `map_names` constant called `name`.
+fn map_name(name: &str) -> Option<&'static str> {
+    layout::maps(CURRENT)?.keys().copied().find(|n| *n == name)
+}
+
+impl Datapath {
+    /// Ends a takeover once this program is attached in place of the old one: the maps made
+    /// anew are pinned, what the old ones held carried over, LAYOUT written. Returns what
+    /// was done, for the log.
+    pub fn finish_takeover(&mut self) -> Result<Option<String>> {
+        let Some(takeover) = self.takeover.take() else {
+            return Ok(None);
+        };
+        let Some(pins) = &self.pins else {
+            return Ok(None);
+        };
+        let dir = pins.path().to_owned();
+        // From here no CPU runs the old program: what it wrote is final.
+        self.wait_for_running_programs()?;
+        for name in &takeover.pin_after {
+            let path = dir.join(name);
+            if path.exists() {
+                let aside = dir.join(format!("{name}.layout{}", takeover.from));
+                std::fs::rename(&path, &aside)
+                    .with_context(|| format!("setting {} aside", path.display()))?;
+            }
+            let id = self
+                .map_ids
+                .get(name)
+                .with_context(|| format!("no map {name} was loaded"))?;
+            let map = MapData::from_id(*id).with_context(|| format!("opening map {name}"))?;
+            map.pin(&path)
+                .with_context(|| format!("pinning {}", path.display()))?;
+        }
+        let aside = match &self.pins {
+            Some(pins) => pins.aside()?,
+            None => Vec::new(),
+        };
+        let mut carried = Vec::new();
+        for (path, name, layout) in aside {
+            carried.push(self.carry_over(&path, name, layout)?);
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        self.write_layout()?;
+        let what = if takeover.from == CURRENT {
+            "took over the pinned state".to_string()
+        } else {
+            format!(
+                "migrated the pinned state in {} from layout {} to {CURRENT}: flows, VIP and real ids and SNAT ports kept in place",
+                dir.display(),
+                takeover.from
+            )
+        };
+        Ok(Some(if carried.is_empty() {
+            what
+        } else {
+            format!("{what}; {}", carried.join("; "))
+        }))
+    }
+
+    /// Writes this layout's number to LAYOUT, pinning it if it is not yet.
+    pub(super) fn write_layout(&mut self) -> Result<()> {
+        let id = self
+            .map_ids
+            .get(map_names::LAYOUT)
+            .context("the object has no LAYOUT map")?;
+        let data = MapData::from_id(*id).context("opening LAYOUT")?;
+        let mut map: Array<MapData, u32> = Array::try_from(Map::Array(data))?;
+        map.set(0, CURRENT, 0).context("writing LAYOUT")
+    }
+
+    /// Carries what the older map `name` (layout `layout`, pinned at `path`) holds into this
+    /// program's.
+    fn carry_over(&mut self, path: &Path, name: &str, layout: u32) -> Result<String> {
+        match (layout, name) {
+            (1, map_names::COUNTERS) => {
+                let data = MapData::from_pin(path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                let old: PerCpuArray<MapData, Counter> =
+                    PerCpuArray::try_from(Map::PerCpuArray(data))?;
+                add_counters(&old, &mut self.counters, layout_1_counter_slot)?;
+                Ok("counters carried over (pass_not_tcp_udp, split in this release, as pass_other_protocol)".into())
+            }
+            _ => bail!(
+                "{} holds map {name} of layout {layout}, which this lbctl does not know how to carry over: remove it (its contents are lost)",
+                path.display()
+            ),
+        }
+    }
+
+    /// Returns once every program run that started before has ended: a map-in-map update
+    /// makes the kernel wait for that (a ring slot no VIP uses gets an empty ring).
+    fn wait_for_running_programs(&mut self) -> Result<()> {
+        let used: std::collections::BTreeSet<u32> = self.services.values().map(|s| s.id).collect();
+        let free = (0..lb_common::MAX_VIPS)
+            .rev()
+            .find(|id| !used.contains(id))
+            .context("no free VIP id to wait with")?;
+        let empty = super::ring_map::filled(&[])?;
+        self.rings
+            .set(free, &empty, 0)
+            .context("waiting for running programs (a RINGS update)")
+    }
+}
+
+/// Adds every counter of `old` into `new`, slot by slot as `slot_of` maps them, per CPU.
+fn add_counters(
+    old: &PerCpuArray<MapData, Counter>,
+    new: &mut PerCpuArray<MapData, Counter>,
+    slot_of: fn(u32) -> Option<u32>,
+) -> Result<()> {
+    for from in 0..old.len() {
+        let Some(to) = slot_of(from) else { continue };
+        let old_values = old.get(&from, 0).context("reading the old COUNTERS")?;
+        let new_values = new.get(&to, 0).context("reading COUNTERS")?;
+        let sum: Vec<Counter> = old_values
+            .iter()
+            .zip(new_values.iter())
+            .map(|(a, b)| Counter {
+                packets: a.packets + b.packets,
+                bytes: a.bytes + b.bytes,
+            })
+            .collect();
+        let sum = PerCpuValues::try_from(sum).context("per-CPU counters")?;
+        new.set(to, sum, 0).context("writing COUNTERS")?;
+    }
+    Ok(())
+}
+
+/// Layout 1's COUNTERS: forwarded at 0, then a slot per reason in this order, replies last.
+const LAYOUT_1_REASONS: [&str; 20] = [
+    "pass_not_ip",
+    "pass_not_vip",
+    "pass_not_tcp_udp",
+    "pass_fragment",
+    "drop_truncated",
+    "drop_bad_ip_header",
+    "drop_no_real",
+    "drop_unknown_mode",
+    "pass_not_for_us",
+    "drop_too_big",
+    "drop_no_headroom",
+    "pass_not_tunnelled",
+    "tx_icmp_too_big",
+    "pass_no_flow",
+    "drop_snat_exhausted",
+    "drop_flow_clash",
+    "drop_flow_insert_failed",
+    "tx_icmp_ttl_exceeded",
+    "drop_ttl_expired",
+    "pass_no_real",
+];
+
+/// Where a layout-1 counter slot goes in this layout's COUNTERS.
+fn layout_1_counter_slot(slot: u32) -> Option<u32> {
+    match slot {
+        0 => Some(Reason::FORWARDED_SLOT),
+        21 => Some(Reason::REPLIES_SLOT),
+        s => {
+            let label = *LAYOUT_1_REASONS.get(s as usize - 1)?;
+            // Split since: its count stays under the name that kept its first meaning.
+            let label = if label == "pass_not_tcp_udp" {
+                "pass_other_protocol"
+            } else {
+                label
+            };
+            Reason::ALL
+                .iter()
+                .find(|r| r.label() == label)
+                .map(|r| r.slot())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_layout_1_counter_has_a_slot_here() {
+        let mut seen = std::collections::BTreeSet::new();
+        for slot in 0..22 {
+            let to = layout_1_counter_slot(slot)
+                .unwrap_or_else(|| panic!("layout 1 slot {slot} is lost"));
+            assert!(to < lb_common::COUNTER_SLOTS);
+            assert!(seen.insert(to), "two layout-1 slots land in slot {to}");
+        }
+        assert_eq!(layout_1_counter_slot(0), Some(Reason::FORWARDED_SLOT));
+        assert_eq!(layout_1_counter_slot(21), Some(Reason::REPLIES_SLOT));
+        assert_eq!(layout_1_counter_slot(14), Some(Reason::NoFlow.slot()));
+        assert_eq!(layout_1_counter_slot(22), None);
+    }
+
+    #[test]
+    fn maps_kept_in_place_are_pinned_at_load_the_rest_after_the_swap() {
+        assert!(kept_through(1, map_names::FLOWS));
+        assert!(kept_through(1, map_names::REALS));
+        assert!(
+            !kept_through(1, map_names::COUNTERS),
+            "replaced in layout 2"
+        );
+        assert!(!kept_through(1, map_names::LAYOUT), "new in layout 2");
+        assert!(kept_through(CURRENT, map_names::COUNTERS));
+        assert!(kept_through(CURRENT, map_names::LAYOUT));
+    }
+}
