@@ -18,7 +18,7 @@ mod xdp_pass;
 
 pub use lb_process::LbProcess;
 pub use netns::{unique_prefix, BpfMount, Netns, NsThread};
-pub use servers::{drive_tcp, drive_tcp_padded, drive_udp, Reply, Server};
+pub use servers::{drive_tcp, drive_tcp_padded, drive_udp, request_tcp, Reply, Server};
 pub use sessions::{EchoServer, SessionState, Sessions, SESSION_PORT};
 pub use topology::{
     Lab, ALT_PORT, BRIDGED_REAL_ADDRS, CLIENT_ADDR, HOST_IFACE, LB_ADDR, LB_B_ADDR, REAL_ADDRS,

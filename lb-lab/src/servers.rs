@@ -153,6 +153,12 @@ pub fn drive_tcp_padded(
     })
 }
 
+/// One TCP request `i` to `target` from the calling thread, which must be in the client's
+/// namespace (a thread of `Netns::spawn`): for load generators that run there.
+pub fn request_tcp(target: SocketAddr, i: usize) -> Result<Reply> {
+    request(target, i, 0)
+}
+
 fn request(target: SocketAddr, i: usize, padding: usize) -> Result<Reply> {
     let start = Instant::now();
     let mut s =

@@ -60,6 +60,12 @@ impl Drop for EchoServer {
 fn echo(stream: TcpStream, name: &str, stop: &AtomicBool) {
     // Errors end this connection only.
     let _ = stream.set_nonblocking(false);
+    // Each answer names the real and the client address:port it sees: a session that
+    // survives something (a restart, an upgrade) must keep both (a one-arm SNAT port).
+    let peer = match stream.peer_addr() {
+        Ok(p) => p.to_string(),
+        Err(_) => return,
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
     let mut reader = BufReader::new(&stream);
     let mut line = String::new();
@@ -67,7 +73,10 @@ fn echo(stream: TcpStream, name: &str, stop: &AtomicBool) {
         match reader.read_line(&mut line) {
             Ok(0) => return,
             Ok(_) => {
-                if (&stream).write_all(format!("{name}\n").as_bytes()).is_err() {
+                if (&stream)
+                    .write_all(format!("{name} {peer}\n").as_bytes())
+                    .is_err()
+                {
                     return;
                 }
                 line.clear();
@@ -87,9 +96,12 @@ fn echo(stream: TcpStream, name: &str, stop: &AtomicBool) {
 pub struct SessionState {
     /// The real that answered first.
     pub real: String,
+    /// The client's address and port as that real sees them (one-arm: the SNAT source).
+    pub seen_as: Option<SocketAddr>,
     /// Exchanges answered.
     pub answered: u64,
-    /// The first failure: a reset, a stall (no answer within 2 s), another real answering.
+    /// The first failure: a reset, a stall (no answer within 2 s), another real answering,
+    /// the real seeing the client from another address or port.
     pub failure: Option<String>,
 }
 
@@ -197,14 +209,22 @@ fn talk(
             match result {
                 Ok(0) => c.failure = Some("closed by the other end".into()),
                 Ok(_) => {
-                    let real = line.trim();
+                    let mut words = line.split_whitespace();
+                    let real = words.next().unwrap_or_default();
+                    let seen_as = words.next().and_then(|w| w.parse().ok());
                     if c.real.is_empty() {
                         c.real = real.to_owned();
+                        c.seen_as = seen_as;
                     }
-                    if c.real == real {
-                        c.answered += 1;
-                    } else {
+                    if c.real != real {
                         c.failure = Some(format!("{real} answered, not {}", c.real));
+                    } else if c.seen_as != seen_as {
+                        c.failure = Some(format!(
+                            "{real} now sees the session from {seen_as:?}, before from {:?}",
+                            c.seen_as
+                        ));
+                    } else {
+                        c.answered += 1;
                     }
                 }
                 Err(e) => c.failure = Some(format!("{e}")),

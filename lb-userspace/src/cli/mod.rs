@@ -78,6 +78,20 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         pin_dir: Option<PathBuf>,
     },
+    /// Before rolling back to an older lbctl: take the state pinned for an interface, with no
+    /// lbctl running on it (stopped with --keep-on-exit: its program keeps forwarding), back
+    /// to the older layout that lbctl pins, so it takes the flows over. The counters start
+    /// again from zero there. Starting this lbctl again migrates the state forward.
+    Downgrade {
+        /// The interface (the state's directory is named after it).
+        iface: String,
+        /// The layout to go back to: 1 for lbctl up to 60a3567.
+        #[arg(long, value_name = "LAYOUT")]
+        to: u32,
+        /// The pinned state [default: /sys/fs/bpf/lbctl/IFACE].
+        #[arg(long, value_name = "DIR")]
+        pin_dir: Option<PathBuf>,
+    },
     /// Print the counters of the balancer attached to an interface: packets forwarded, and
     /// every packet not forwarded by reason.
     Stats {
@@ -203,6 +217,15 @@ impl Cli {
                 }
                 let dir = pin_dir.unwrap_or_else(|| datapath::pins::default_dir(&iface));
                 println!("{}", datapath::pins::detach_kept(&iface, &dir)?);
+                Ok(())
+            }
+            Command::Downgrade { iface, to, pin_dir } => {
+                let dir = pin_dir.unwrap_or_else(|| datapath::pins::default_dir(&iface));
+                if !dir.exists() {
+                    anyhow::bail!("no pinned state in {} (another --pin-dir?)", dir.display());
+                }
+                let pins = datapath::pins::StateDir::open(&dir)?;
+                println!("{}", datapath::downgrade(&pins, to)?);
                 Ok(())
             }
             Command::Stats { iface } => {

@@ -146,6 +146,53 @@ impl StateDir {
     }
 }
 
+/// Takes the state in `dir` (this layout, no lbctl running on it) back to layout `to`, for
+/// the older lbctl that pins it to take over as its own: the maps every step since keeps
+/// stay (the program still forwarding on them keeps its flows, and so will the older one);
+/// maps made new since are unpinned, so the older lbctl makes its own (their contents, the
+/// counters, start again from zero there). Returns what was done.
+pub fn downgrade(dir: &StateDir, to: u32) -> Result<String> {
+    let found = match dir.found()? {
+        Found::Nothing => bail!("{} holds no pinned state", dir.path().display()),
+        Found::Layout(n) => n,
+    };
+    if found != CURRENT {
+        bail!(
+            "{} holds layout {found}; this lbctl downgrades its own layout, {CURRENT}",
+            dir.path().display()
+        );
+    }
+    if !(layout::OLDEST..CURRENT).contains(&to) {
+        bail!(
+            "this lbctl downgrades to layouts {} to {}, not {to}",
+            layout::OLDEST,
+            CURRENT - 1
+        );
+    }
+    let mut unpinned = Vec::new();
+    for name in layout::maps(CURRENT)
+        .context("the current layout has a table")?
+        .keys()
+    {
+        if kept_through(to, name) {
+            continue;
+        }
+        let path = dir.map_path(name);
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+            unpinned.push(*name);
+        }
+    }
+    for (path, _, _) in dir.aside()? {
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(format!(
+        "{} is layout {to} now, for the lbctl that pins it to take over: flows, VIP and real ids and SNAT ports stay; unpinned {} (that lbctl makes its own: the counters start again from zero). Starting this lbctl again migrates it back",
+        dir.path().display(),
+        unpinned.join(", ")
+    ))
+}
+
 /// Whether map `name` of layout `from` is taken over in place by every step up to CURRENT.
 fn kept_through(from: u32, name: &str) -> bool {
     let in_from = layout::maps(from).is_some_and(|m| m.contains_key(name));

@@ -4,6 +4,7 @@
 mod flows;
 pub mod layout;
 mod migrate;
+pub use migrate::downgrade;
 pub mod pins;
 mod recover;
 mod ring_map;
