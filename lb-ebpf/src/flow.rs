@@ -10,8 +10,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     mode_is_stateful, Flow, FlowKey, IfaceConfig, Reason, VipMeta, FLOW_ANSWERED, FLOW_CLOSING,
-    FLOW_COUNTED, FLOW_DEC_TTL, FLOW_ONE_WAY, FLOW_REPLY, FLOW_SET_SRC_MAC, MODE_NAT, MODE_ONE_ARM,
-    MODE_ROUTER, PROTO_TCP, SCHED_LEASTCONN, SNAT_TRIES,
+    FLOW_COUNTED, FLOW_DEC_TTL, FLOW_ONE_WAY, FLOW_REPLY, FLOW_SET_SRC_MAC, MAX_POOL_ADDRS,
+    MODE_NAT, MODE_ONE_ARM, MODE_ROUTER, PROTO_TCP, SCHED_LEASTCONN, SNAT_TRIES,
 };
 
 use crate::{
@@ -353,7 +353,12 @@ fn claim_snat(
     while i < SNAT_TRIES {
         let n = start.wrapping_add(i);
         let port = (first + n % span) as u16;
-        let Some(addr) = pool.addrs.get(((n / span) % count) as usize) else {
+        // Masked: the verifier does not know a 32-bit remainder's upper half is zero, and
+        // would find the index unbounded below its bounds check; a 32-bit AND it follows.
+        // Below MAX_POOL_ADDRS the mask changes nothing (userspace writes count <= it).
+        let index = (n / span) % count & (MAX_POOL_ADDRS as u32 - 1);
+        const _: () = assert!(MAX_POOL_ADDRS.is_power_of_two());
+        let Some(addr) = pool.addrs.get(index as usize) else {
             return Err(Reason::SnatExhausted);
         };
         key.dst = *addr;
