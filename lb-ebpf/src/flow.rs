@@ -37,55 +37,89 @@ pub fn now() -> u64 {
 
 /// Copies the entry of `key` to `out` if it has not expired, and refreshes it and its
 /// partner. Not inlined: the partner's key needs stack of its own.
+///
+/// FLOWS is shared by all CPUs, and its entries are written in place: `last_seen_ns` (a plain
+/// store, here and in [`mark_answered`]), flag bits (an atomic OR, [`set_flags`]), `dst_mac`
+/// ([`real_keeps`]). A pointer from the map points into its preallocated value memory, valid
+/// while the program runs; an entry another CPU deletes meanwhile may be reused for another
+/// flow under it (the LRU map recycles elements at once), which at worst refreshes or marks
+/// that flow once.
 #[inline(never)]
 pub fn live(key: &FlowKey, now: u64, out: &mut Flow) -> bool {
     let Some(entry) = FLOWS.get_ptr_mut(key) else {
         return false;
     };
-    // SAFETY: a pointer into the map's value, valid for this program run. Other CPUs may
-    // write the same entry; every field read or written here is a whole aligned word, and a
-    // stale last_seen only shifts an expiry by the refresh interval.
-    let flow = unsafe { &mut *entry };
-    if flow.expired(now) {
+    // SAFETY: `entry` points into the map's value memory (see above). Other CPUs may write
+    // fields meanwhile; the copy's loads are aligned words, each taken before or after such a
+    // write, so every field holds a value the flow had (but `dst_mac` while it changes: see
+    // `real_keeps`).
+    *out = unsafe { entry.read() };
+    if out.expired(now) {
         return false;
     }
-    if now.saturating_sub(flow.last_seen_ns) > REFRESH_NS {
-        flow.last_seen_ns = now;
+    if now.saturating_sub(out.last_seen_ns) > REFRESH_NS {
+        out.last_seen_ns = now;
+        // SAFETY: as above; an aligned 8-byte store. Another CPU may store its own `now` at
+        // the same time: either is the flow's last packet to within the refresh interval.
+        unsafe { (*entry).last_seen_ns = now };
         // A flow one way only (UDP to a sink, a server pushing) keeps its other entry, and
         // with it a one-arm port, alive too.
-        if flow.flags & FLOW_ONE_WAY == 0 {
-            update_partner(key, flow, now, 0);
+        if out.flags & FLOW_ONE_WAY == 0 {
+            if let Some(partner) = partner(key, out) {
+                // SAFETY: as above.
+                unsafe { (*partner).last_seen_ns = now };
+            }
         }
     }
-    *out = *flow;
     true
 }
 
-/// Marks a flow answered, the first time a reply crosses its reply entry `key`: from then on
-/// both entries live the VIP's full timeout.
-#[inline(never)]
-pub fn answered(key: &FlowKey, flow: &Flow, now: u64) {
-    if flow.flags & (FLOW_REPLY | FLOW_ANSWERED) != FLOW_REPLY {
-        return;
+/// Marks a flow answered, the first time a reply crosses its reply entry `key` (`flow`, its
+/// copy): from then on both entries live the VIP's full timeout. Every other packet costs a
+/// test of the copy's flags, not a call.
+#[inline(always)]
+pub fn answered(key: &FlowKey, flow: &Flow) {
+    if flow.flags & (FLOW_REPLY | FLOW_ANSWERED) == FLOW_REPLY {
+        mark_answered(key, flow);
     }
-    if let Some(entry) = FLOWS.get_ptr_mut(key) {
-        // SAFETY: a pointer into the map's value; setting a flag bit races only with the
-        // same write from another CPU.
-        unsafe { (*entry).flags |= FLOW_ANSWERED };
-    }
-    update_partner(key, flow, now, FLOW_ANSWERED);
 }
 
-/// Refreshes the other entry of `flow` (the entry of `key`) and sets `flags` on it.
+/// [`answered`]'s first time. Not inlined: the partner's key needs stack of its own.
+#[inline(never)]
+fn mark_answered(key: &FlowKey, flow: &Flow) {
+    if let Some(entry) = FLOWS.get_ptr_mut(key) {
+        set_flags(entry, FLOW_ANSWERED);
+    }
+    if let Some(partner) = partner(key, flow) {
+        // SAFETY: a pointer into the map's value memory (see `live`); an aligned 8-byte
+        // store, which another CPU may make at the same time with its own `now`.
+        unsafe { (*partner).last_seen_ns = now() };
+        set_flags(partner, FLOW_ANSWERED);
+    }
+}
+
+/// The FLOWS entry of the other direction of `flow`, the entry of `key`.
 #[inline(always)]
-fn update_partner(key: &FlowKey, flow: &Flow, now: u64, flags: u8) {
-    let partner = flow.rewritten_key(key.proto, key.family).reversed();
-    if let Some(entry) = FLOWS.get_ptr_mut(&partner) {
-        // SAFETY: a pointer into the map's value; whole-word writes, racing only with the
-        // same writes from another CPU.
-        unsafe {
-            (*entry).last_seen_ns = now;
-            (*entry).flags |= flags;
+fn partner(key: &FlowKey, flow: &Flow) -> Option<*mut Flow> {
+    FLOWS.get_ptr_mut(&flow.rewritten_key(key.proto, key.family).reversed())
+}
+
+/// Sets `bits` in the flags of the FLOWS entry `entry`, unless they are set already. CPUs
+/// share the entry: a plain read-modify-write by two CPUs setting different bits at once
+/// would lose one (a lost FLOW_CLOSING keeps a closed flow for the full timeout), so the
+/// bits go in with one atomic OR, made only when a bit is missing (once per flow and bit).
+#[inline(always)]
+fn set_flags(entry: *mut Flow, bits: u32) {
+    // SAFETY: `entry` points into the map's value memory (see `live`); `flags` is an
+    // aligned u32 (asserted in lb-common). The read is a plain aligned load: a bit another
+    // CPU sets meanwhile is either seen (nothing to do) or set again by the OR below, which
+    // is atomic, so no CPU's bit is lost. BPF atomics take no ordering: relaxed.
+    unsafe {
+        let flags = core::ptr::addr_of_mut!((*entry).flags);
+        if *flags & bits != bits {
+            core::intrinsics::atomic_or::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                flags, bits,
+            );
         }
     }
 }
@@ -153,7 +187,6 @@ pub fn create(
         dst_mac: real.mac(),
         src_mac: out_mac,
         flags,
-        _pad: [0; 3],
         egress_ifindex: egress,
         vip_id: vip.vip_id,
         real_id,
@@ -429,9 +462,7 @@ pub fn track_tcp(key: &FlowKey, flow: &Flow, tcp_flags: u8) {
 #[inline(always)]
 fn close(key: &FlowKey) {
     if let Some(entry) = FLOWS.get_ptr_mut(key) {
-        // SAFETY: a pointer into the map's value; setting a flag bit races only with the
-        // same write from another CPU.
-        unsafe { (*entry).flags |= FLOW_CLOSING };
+        set_flags(entry, FLOW_CLOSING);
     }
 }
 

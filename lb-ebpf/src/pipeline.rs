@@ -225,7 +225,7 @@ fn translate(pkt: &Packet, p: &Parsed, flow: &Flow, out: &mut Sent) -> Result<()
         return Err(Reason::IcmpTtlExceeded);
     }
     nat::translate_v4(pkt, p.l4_off, p.flow.proto, flow)?;
-    flow::answered(&p.flow, flow, flow::now());
+    flow::answered(&p.flow, flow);
     if p.flow.proto == PROTO_TCP {
         flow::track_tcp(&p.flow, flow, p.tcp_flags);
     }
