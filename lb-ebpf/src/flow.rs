@@ -113,7 +113,7 @@ fn set_flags(entry: *mut Flow, bits: u32) {
     // SAFETY: `entry` points into the map's value memory (see `live`); `flags` is an
     // aligned u32 (asserted in lb-common). The read is a plain aligned load: a bit another
     // CPU sets meanwhile is either seen (nothing to do) or set again by the OR below, which
-    // is atomic, so no CPU's bit is lost. BPF atomics take no ordering: relaxed.
+    // is atomic, so no CPU's bit is lost. Relaxed: the bit publishes no other memory.
     unsafe {
         let flags = core::ptr::addr_of_mut!((*entry).flags);
         if *flags & bits != bits {
@@ -259,7 +259,8 @@ fn adopt(
         // Gone again (evicted): this CPU's flow stands.
         return stand(request_key, out);
     };
-    // SAFETY: a pointer into the map's value, copied at once.
+    // SAFETY: a pointer into the map's value memory (see `live`), copied: fields other CPUs
+    // write meanwhile are each taken before or after the write.
     let theirs = unsafe { *entry };
     if theirs.expired(now) {
         // An old flow of the same tuple, expired but not yet evicted: this one replaces it.
@@ -323,7 +324,9 @@ fn claim(key: &FlowKey, reply: &Flow, now: u64) -> Result<(), Reason> {
             // and it is being created again), or no live flow holds it.
             let free = match FLOWS.get_ptr(key) {
                 None => true,
-                // SAFETY: a pointer into the map's value, read at once.
+                // SAFETY: a pointer into the map's value memory (see `live`). The addresses
+                // and ports compared are never written in place; the times and flags another
+                // CPU writes meanwhile are read before or after the write.
                 Some(held) => unsafe { same_peer(&*held, reply) || unheld(key, &*held, now) },
             };
             if !free {
@@ -353,7 +356,8 @@ fn unheld(key: &FlowKey, held: &Flow, now: u64) -> bool {
     let request = held.rewritten_key(key.proto, key.family).reversed();
     match FLOWS.get_ptr(&request) {
         None => true,
-        // SAFETY: a pointer into the map's value, read at once.
+        // SAFETY: as in `claim`: addresses and ports are never written in place, times and
+        // flags read before or after another CPU's write.
         Some(r) => unsafe { (*r).expired(now) || (*r).src != key.dst || (*r).sport != key.dport },
     }
 }
@@ -380,7 +384,7 @@ fn claim_snat(
         return Err(Reason::SnatExhausted);
     }
     let cursor = SNAT_CURSOR.get_ptr_mut(0).ok_or(Reason::SnatExhausted)?;
-    // SAFETY: this CPU's own slot; programs on one CPU do not run concurrently.
+    // SAFETY: this CPU's own slot; one program runs on a CPU at a time (see `maps::scratch`).
     let start = unsafe { *cursor };
     let mut i = 0;
     while i < SNAT_TRIES {
@@ -407,7 +411,7 @@ fn claim_snat(
             Err(EEXIST) => {
                 let free = FLOWS
                     .get_ptr(&*key)
-                    // SAFETY: a pointer into the map's value, read at once.
+                    // SAFETY: as in `claim`.
                     .is_some_and(|held| unsafe { unheld(key, &*held, now) });
                 if free && FLOWS.insert(&*key, reply, BPF_EXIST as u64).is_ok() {
                     // SAFETY: as above.
@@ -473,7 +477,8 @@ fn end_count(request_key: &FlowKey) {
     let Some(real_id) = OPEN.get_ptr(request_key) else {
         return;
     };
-    // SAFETY: a pointer into the map's value, read at once.
+    // SAFETY: a pointer into OPEN's value memory, valid while the program runs; OPEN
+    // values are written whole at insert, never in place.
     let real_id = unsafe { *real_id };
     if OPEN.remove(request_key).is_ok() {
         schedule::count(real_id, -1);
@@ -496,7 +501,10 @@ pub fn real_keeps(key: &FlowKey, flow: &mut Flow) -> bool {
     if same && real.mac() != flow.dst_mac {
         flow.dst_mac = real.mac();
         if let Some(entry) = FLOWS.get_ptr_mut(key) {
-            // SAFETY: a pointer into the map's value; a whole-field write.
+            // SAFETY: a pointer into the map's value memory (see `live`). The 6 bytes are
+            // stored in pieces: another CPU copying the entry meanwhile may take half the old
+            // MAC and half the new for one packet; every CPU that sees the old MAC writes the
+            // same new one.
             unsafe { (*entry).dst_mac = real.mac() };
         }
     }
