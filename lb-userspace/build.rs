@@ -6,6 +6,11 @@ use aya_build::{Package, Toolchain};
 /// built against (22), and a moving `nightly` would break the build the day it moves on.
 const NIGHTLY: &str = include_str!("../lb-ebpf/nightly-toolchain").trim_ascii();
 
+/// The BPF instruction set the object is compiled for. v3 has the atomic OR that sets a flow
+/// entry's flags bits shared by CPUs (`lb_ebpf::flow::set_flags`), with 32-bit registers and
+/// jumps; kernels since 5.12 run it. rustc's BPF target defaults to v1 ("generic").
+const BPF_CPU: &str = "v3";
+
 fn main() -> anyhow::Result<()> {
     // Only the `ebpf` feature builds the object: `cargo test` of the pure logic must not need
     // the nightly or bpf-linker.
@@ -26,6 +31,16 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .context("lb-ebpf manifest has no parent")?
         .as_str();
+    // aya-build sets the eBPF build's RUSTFLAGS itself, so the CPU goes in as the release
+    // profile's rustflags (an unstable cargo feature; the nightly is pinned). The bitcode is
+    // compiled for the CPU by bpf-linker, which rustc tells it. Build scripts and proc
+    // macros of that build run on the host, and get none.
+    std::env::set_var("CARGO_UNSTABLE_PROFILE_RUSTFLAGS", "true");
+    std::env::set_var(
+        "CARGO_PROFILE_RELEASE_RUSTFLAGS",
+        format!("-Ctarget-cpu={BPF_CPU}"),
+    );
+    std::env::set_var("CARGO_PROFILE_RELEASE_BUILD_OVERRIDE_RUSTFLAGS", "");
     aya_build::build_ebpf(
         [Package {
             name: "lb-ebpf",

@@ -35,20 +35,20 @@ impl FlowKey {
 }
 
 /// `Flow::flags`: this entry translates replies (real → client), not requests.
-pub const FLOW_REPLY: u8 = 1;
+pub const FLOW_REPLY: u32 = 1;
 /// `Flow::flags`: write `src_mac` (the LB is an L3 hop); without it the source MAC stays.
-pub const FLOW_SET_SRC_MAC: u8 = 2;
+pub const FLOW_SET_SRC_MAC: u32 = 2;
 /// `Flow::flags`: decrement the TTL (router mode).
-pub const FLOW_DEC_TTL: u8 = 4;
+pub const FLOW_DEC_TTL: u32 = 4;
 /// `Flow::flags`: a FIN was seen; the entry lives `short_timeout` after its last packet.
-pub const FLOW_CLOSING: u8 = 8;
+pub const FLOW_CLOSING: u32 = 8;
 /// `Flow::flags`: the real has answered (a reply crossed the reply entry); until then the
 /// flow lives `short_timeout` after its last packet, as a half-open one.
-pub const FLOW_ANSWERED: u8 = 16;
+pub const FLOW_ANSWERED: u32 = 16;
 /// `Flow::flags`: a leastconn flow, counted active in OPEN and ACTIVE until it ends.
-pub const FLOW_COUNTED: u8 = 32;
+pub const FLOW_COUNTED: u32 = 32;
 /// `Flow::flags`: a dsr or tunnel flow: one entry, no reply entry (replies go around).
-pub const FLOW_ONE_WAY: u8 = 64;
+pub const FLOW_ONE_WAY: u32 = 64;
 
 /// Value of the FLOWS map: how to rewrite the packets of one direction of a flow. Every
 /// stateful flow has two entries; each one's key reversed and rewritten gives the other's.
@@ -64,9 +64,12 @@ pub struct Flow {
     pub dst_mac: [u8; 6],
     /// Written only with [`FLOW_SET_SRC_MAC`].
     pub src_mac: [u8; 6],
-    /// `FLOW_*` bits.
-    pub flags: u8,
-    pub _pad: [u8; 3],
+    /// `FLOW_*` bits. A 32-bit word so that the datapath sets a bit with one atomic OR
+    /// (CPUs share the entry, and two setting different bits at once must both win). Its
+    /// low byte is the flags byte of earlier releases, with the same bits, and the three
+    /// above it their zero padding (little-endian): an entry those wrote reads the same, so
+    /// a pinned flow table is taken over in place.
+    pub flags: u32,
     /// Interface the rewritten frame leaves from.
     pub egress_ifindex: u32,
     pub vip_id: u32,
@@ -80,6 +83,12 @@ pub struct Flow {
     pub last_seen_ns: u64,
 }
 const _: () = assert!(size_of::<Flow>() == 80);
+// The layout earlier releases pinned: the flags at 48, then the fields after them where they
+// were. A 4-byte aligned word, as BPF atomics need.
+const _: () = assert!(core::mem::offset_of!(Flow, flags) == 48);
+const _: () = assert!(core::mem::offset_of!(Flow, egress_ifindex) == 52);
+const _: () = assert!(core::mem::offset_of!(Flow, last_seen_ns) == 72);
+const _: () = assert!(core::mem::align_of::<Flow>() >= 4);
 
 impl Flow {
     /// A placeholder for a function to fill.
@@ -91,7 +100,6 @@ impl Flow {
         dst_mac: [0; 6],
         src_mac: [0; 6],
         flags: 0,
-        _pad: [0; 3],
         egress_ifindex: 0,
         vip_id: 0,
         real_id: 0,
@@ -195,5 +203,35 @@ mod tests {
             (k.dst, k.src, k.dport, k.sport)
         );
         assert_eq!(r.reversed(), k);
+    }
+
+    /// An entry as earlier releases wrote it (their `flags: u8` at 48, then three zero
+    /// padding bytes), taken over in place: it must read the same.
+    #[test]
+    fn an_entry_of_the_one_byte_flags_layout_reads_the_same() {
+        let mut old = [0u8; 80];
+        // reply, closing, answered; then egress_ifindex, vip_id, last_seen_ns.
+        old[48] = 0x01 | 0x08 | 0x10;
+        old[52..56].copy_from_slice(&7u32.to_le_bytes());
+        old[56..60].copy_from_slice(&3u32.to_le_bytes());
+        old[72..80].copy_from_slice(&99u64.to_le_bytes());
+        // SAFETY: Flow is 80 bytes of integers and byte arrays (asserted above): any bytes
+        // are a value, and read_unaligned needs no alignment.
+        let f: Flow = unsafe { core::ptr::read_unaligned(old.as_ptr().cast()) };
+        assert_eq!(f.flags, FLOW_REPLY | FLOW_CLOSING | FLOW_ANSWERED);
+        assert_eq!((f.egress_ifindex, f.vip_id, f.last_seen_ns), (7, 3, 99));
+        // And the bits keep their values, each in the low byte.
+        let bits = [
+            (FLOW_REPLY, 1),
+            (FLOW_SET_SRC_MAC, 2),
+            (FLOW_DEC_TTL, 4),
+            (FLOW_CLOSING, 8),
+            (FLOW_ANSWERED, 16),
+            (FLOW_COUNTED, 32),
+            (FLOW_ONE_WAY, 64),
+        ];
+        for (flag, value) in bits {
+            assert_eq!(flag, value);
+        }
     }
 }

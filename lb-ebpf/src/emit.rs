@@ -29,7 +29,10 @@ pub fn forwarded(sent: &Sent, ingress: u32, bytes: usize) -> u32 {
     };
     bump_global(slot, bytes);
     if let Some(c) = VIP_COUNTERS.get_ptr_mut(sent.vip_id) {
-        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        // SAFETY: this CPU's slot: programs on other CPUs have their own, and one program
+        // runs on a CPU at a time (see `maps::scratch`). Userspace reads it, and zeroes it
+        // when the VIP id is given anew: a stray packet's increment racing with that is
+        // kept or lost, a count either way.
         let c = unsafe { &mut *c };
         bump(
             if sent.reply {
@@ -69,7 +72,8 @@ pub fn not_forwarded(reason: Reason, bytes: usize) -> u32 {
 #[inline(always)]
 fn bump_global(slot: u32, bytes: usize) {
     if let Some(c) = COUNTERS.get_ptr_mut(slot) {
-        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        // SAFETY: this CPU's slot: programs on other CPUs have their own, one program runs
+        // on a CPU at a time (see `maps::scratch`), and userspace only reads it.
         bump(unsafe { &mut *c }, bytes);
     }
 }

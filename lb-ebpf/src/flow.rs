@@ -10,8 +10,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     mode_is_stateful, Flow, FlowKey, IfaceConfig, Reason, VipMeta, FLOW_ANSWERED, FLOW_CLOSING,
-    FLOW_COUNTED, FLOW_DEC_TTL, FLOW_ONE_WAY, FLOW_REPLY, FLOW_SET_SRC_MAC, MODE_NAT, MODE_ONE_ARM,
-    MODE_ROUTER, PROTO_TCP, SCHED_LEASTCONN, SNAT_TRIES,
+    FLOW_COUNTED, FLOW_DEC_TTL, FLOW_ONE_WAY, FLOW_REPLY, FLOW_SET_SRC_MAC, MAX_POOL_ADDRS,
+    MODE_NAT, MODE_ONE_ARM, MODE_ROUTER, PROTO_TCP, SCHED_LEASTCONN, SNAT_TRIES,
 };
 
 use crate::{
@@ -37,55 +37,89 @@ pub fn now() -> u64 {
 
 /// Copies the entry of `key` to `out` if it has not expired, and refreshes it and its
 /// partner. Not inlined: the partner's key needs stack of its own.
+///
+/// FLOWS is shared by all CPUs, and its entries are written in place: `last_seen_ns` (a plain
+/// store, here and in [`mark_answered`]), flag bits (an atomic OR, [`set_flags`]), `dst_mac`
+/// ([`real_keeps`]). A pointer from the map points into its preallocated value memory, valid
+/// while the program runs; an entry another CPU deletes meanwhile may be reused for another
+/// flow under it (the LRU map recycles elements at once), which at worst refreshes or marks
+/// that flow once.
 #[inline(never)]
 pub fn live(key: &FlowKey, now: u64, out: &mut Flow) -> bool {
     let Some(entry) = FLOWS.get_ptr_mut(key) else {
         return false;
     };
-    // SAFETY: a pointer into the map's value, valid for this program run. Other CPUs may
-    // write the same entry; every field read or written here is a whole aligned word, and a
-    // stale last_seen only shifts an expiry by the refresh interval.
-    let flow = unsafe { &mut *entry };
-    if flow.expired(now) {
+    // SAFETY: `entry` points into the map's value memory (see above). Other CPUs may write
+    // fields meanwhile; the copy's loads are aligned words, each taken before or after such a
+    // write, so every field holds a value the flow had (but `dst_mac` while it changes: see
+    // `real_keeps`).
+    *out = unsafe { entry.read() };
+    if out.expired(now) {
         return false;
     }
-    if now.saturating_sub(flow.last_seen_ns) > REFRESH_NS {
-        flow.last_seen_ns = now;
+    if now.saturating_sub(out.last_seen_ns) > REFRESH_NS {
+        out.last_seen_ns = now;
+        // SAFETY: as above; an aligned 8-byte store. Another CPU may store its own `now` at
+        // the same time: either is the flow's last packet to within the refresh interval.
+        unsafe { (*entry).last_seen_ns = now };
         // A flow one way only (UDP to a sink, a server pushing) keeps its other entry, and
         // with it a one-arm port, alive too.
-        if flow.flags & FLOW_ONE_WAY == 0 {
-            update_partner(key, flow, now, 0);
+        if out.flags & FLOW_ONE_WAY == 0 {
+            if let Some(partner) = partner(key, out) {
+                // SAFETY: as above.
+                unsafe { (*partner).last_seen_ns = now };
+            }
         }
     }
-    *out = *flow;
     true
 }
 
-/// Marks a flow answered, the first time a reply crosses its reply entry `key`: from then on
-/// both entries live the VIP's full timeout.
-#[inline(never)]
-pub fn answered(key: &FlowKey, flow: &Flow, now: u64) {
-    if flow.flags & (FLOW_REPLY | FLOW_ANSWERED) != FLOW_REPLY {
-        return;
+/// Marks a flow answered, the first time a reply crosses its reply entry `key` (`flow`, its
+/// copy): from then on both entries live the VIP's full timeout. Every other packet costs a
+/// test of the copy's flags, not a call.
+#[inline(always)]
+pub fn answered(key: &FlowKey, flow: &Flow) {
+    if flow.flags & (FLOW_REPLY | FLOW_ANSWERED) == FLOW_REPLY {
+        mark_answered(key, flow);
     }
-    if let Some(entry) = FLOWS.get_ptr_mut(key) {
-        // SAFETY: a pointer into the map's value; setting a flag bit races only with the
-        // same write from another CPU.
-        unsafe { (*entry).flags |= FLOW_ANSWERED };
-    }
-    update_partner(key, flow, now, FLOW_ANSWERED);
 }
 
-/// Refreshes the other entry of `flow` (the entry of `key`) and sets `flags` on it.
+/// [`answered`]'s first time. Not inlined: the partner's key needs stack of its own.
+#[inline(never)]
+fn mark_answered(key: &FlowKey, flow: &Flow) {
+    if let Some(entry) = FLOWS.get_ptr_mut(key) {
+        set_flags(entry, FLOW_ANSWERED);
+    }
+    if let Some(partner) = partner(key, flow) {
+        // SAFETY: a pointer into the map's value memory (see `live`); an aligned 8-byte
+        // store, which another CPU may make at the same time with its own `now`.
+        unsafe { (*partner).last_seen_ns = now() };
+        set_flags(partner, FLOW_ANSWERED);
+    }
+}
+
+/// The FLOWS entry of the other direction of `flow`, the entry of `key`.
 #[inline(always)]
-fn update_partner(key: &FlowKey, flow: &Flow, now: u64, flags: u8) {
-    let partner = flow.rewritten_key(key.proto, key.family).reversed();
-    if let Some(entry) = FLOWS.get_ptr_mut(&partner) {
-        // SAFETY: a pointer into the map's value; whole-word writes, racing only with the
-        // same writes from another CPU.
-        unsafe {
-            (*entry).last_seen_ns = now;
-            (*entry).flags |= flags;
+fn partner(key: &FlowKey, flow: &Flow) -> Option<*mut Flow> {
+    FLOWS.get_ptr_mut(&flow.rewritten_key(key.proto, key.family).reversed())
+}
+
+/// Sets `bits` in the flags of the FLOWS entry `entry`, unless they are set already. CPUs
+/// share the entry: a plain read-modify-write by two CPUs setting different bits at once
+/// would lose one (a lost FLOW_CLOSING keeps a closed flow for the full timeout), so the
+/// bits go in with one atomic OR, made only when a bit is missing (once per flow and bit).
+#[inline(always)]
+fn set_flags(entry: *mut Flow, bits: u32) {
+    // SAFETY: `entry` points into the map's value memory (see `live`); `flags` is an
+    // aligned u32 (asserted in lb-common). The read is a plain aligned load: a bit another
+    // CPU sets meanwhile is either seen (nothing to do) or set again by the OR below, which
+    // is atomic, so no CPU's bit is lost. Relaxed: the bit publishes no other memory.
+    unsafe {
+        let flags = core::ptr::addr_of_mut!((*entry).flags);
+        if *flags & bits != bits {
+            core::intrinsics::atomic_or::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                flags, bits,
+            );
         }
     }
 }
@@ -153,7 +187,6 @@ pub fn create(
         dst_mac: real.mac(),
         src_mac: out_mac,
         flags,
-        _pad: [0; 3],
         egress_ifindex: egress,
         vip_id: vip.vip_id,
         real_id,
@@ -226,7 +259,8 @@ fn adopt(
         // Gone again (evicted): this CPU's flow stands.
         return stand(request_key, out);
     };
-    // SAFETY: a pointer into the map's value, copied at once.
+    // SAFETY: a pointer into the map's value memory (see `live`), copied: fields other CPUs
+    // write meanwhile are each taken before or after the write.
     let theirs = unsafe { *entry };
     if theirs.expired(now) {
         // An old flow of the same tuple, expired but not yet evicted: this one replaces it.
@@ -290,7 +324,9 @@ fn claim(key: &FlowKey, reply: &Flow, now: u64) -> Result<(), Reason> {
             // and it is being created again), or no live flow holds it.
             let free = match FLOWS.get_ptr(key) {
                 None => true,
-                // SAFETY: a pointer into the map's value, read at once.
+                // SAFETY: a pointer into the map's value memory (see `live`). The addresses
+                // and ports compared are never written in place; the times and flags another
+                // CPU writes meanwhile are read before or after the write.
                 Some(held) => unsafe { same_peer(&*held, reply) || unheld(key, &*held, now) },
             };
             if !free {
@@ -320,7 +356,8 @@ fn unheld(key: &FlowKey, held: &Flow, now: u64) -> bool {
     let request = held.rewritten_key(key.proto, key.family).reversed();
     match FLOWS.get_ptr(&request) {
         None => true,
-        // SAFETY: a pointer into the map's value, read at once.
+        // SAFETY: as in `claim`: addresses and ports are never written in place, times and
+        // flags read before or after another CPU's write.
         Some(r) => unsafe { (*r).expired(now) || (*r).src != key.dst || (*r).sport != key.dport },
     }
 }
@@ -347,13 +384,18 @@ fn claim_snat(
         return Err(Reason::SnatExhausted);
     }
     let cursor = SNAT_CURSOR.get_ptr_mut(0).ok_or(Reason::SnatExhausted)?;
-    // SAFETY: this CPU's own slot; programs on one CPU do not run concurrently.
+    // SAFETY: this CPU's own slot; one program runs on a CPU at a time (see `maps::scratch`).
     let start = unsafe { *cursor };
     let mut i = 0;
     while i < SNAT_TRIES {
         let n = start.wrapping_add(i);
         let port = (first + n % span) as u16;
-        let Some(addr) = pool.addrs.get(((n / span) % count) as usize) else {
+        // Masked: the verifier does not know a 32-bit remainder's upper half is zero, and
+        // would find the index unbounded below its bounds check; a 32-bit AND it follows.
+        // Below MAX_POOL_ADDRS the mask changes nothing (userspace writes count <= it).
+        let index = (n / span) % count & (MAX_POOL_ADDRS as u32 - 1);
+        const _: () = assert!(MAX_POOL_ADDRS.is_power_of_two());
+        let Some(addr) = pool.addrs.get(index as usize) else {
             return Err(Reason::SnatExhausted);
         };
         key.dst = *addr;
@@ -369,7 +411,7 @@ fn claim_snat(
             Err(EEXIST) => {
                 let free = FLOWS
                     .get_ptr(&*key)
-                    // SAFETY: a pointer into the map's value, read at once.
+                    // SAFETY: as in `claim`.
                     .is_some_and(|held| unsafe { unheld(key, &*held, now) });
                 if free && FLOWS.insert(&*key, reply, BPF_EXIST as u64).is_ok() {
                     // SAFETY: as above.
@@ -424,9 +466,7 @@ pub fn track_tcp(key: &FlowKey, flow: &Flow, tcp_flags: u8) {
 #[inline(always)]
 fn close(key: &FlowKey) {
     if let Some(entry) = FLOWS.get_ptr_mut(key) {
-        // SAFETY: a pointer into the map's value; setting a flag bit races only with the
-        // same write from another CPU.
-        unsafe { (*entry).flags |= FLOW_CLOSING };
+        set_flags(entry, FLOW_CLOSING);
     }
 }
 
@@ -437,7 +477,8 @@ fn end_count(request_key: &FlowKey) {
     let Some(real_id) = OPEN.get_ptr(request_key) else {
         return;
     };
-    // SAFETY: a pointer into the map's value, read at once.
+    // SAFETY: a pointer into OPEN's value memory, valid while the program runs; OPEN
+    // values are written whole at insert, never in place.
     let real_id = unsafe { *real_id };
     if OPEN.remove(request_key).is_ok() {
         schedule::count(real_id, -1);
@@ -460,7 +501,10 @@ pub fn real_keeps(key: &FlowKey, flow: &mut Flow) -> bool {
     if same && real.mac() != flow.dst_mac {
         flow.dst_mac = real.mac();
         if let Some(entry) = FLOWS.get_ptr_mut(key) {
-            // SAFETY: a pointer into the map's value; a whole-field write.
+            // SAFETY: a pointer into the map's value memory (see `live`). The 6 bytes are
+            // stored in pieces: another CPU copying the entry meanwhile may take half the old
+            // MAC and half the new for one packet; every CPU that sees the old MAC writes the
+            // same new one.
             unsafe { (*entry).dst_mac = real.mac() };
         }
     }

@@ -6,7 +6,8 @@
 //! `schedule`, `flow`, `emit`) and the path through them (`pipeline`) are proven by the
 //! `BPF_PROG_TEST_RUN` fixtures in the `tests` crate.
 #![cfg_attr(not(test), no_std)]
-// The atomic add of leastconn's shared counters (see `schedule::count`).
+// Atomics on map values CPUs share: leastconn's counters (`schedule::count`), flow flags
+// (`flow::set_flags`).
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 

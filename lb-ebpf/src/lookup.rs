@@ -11,7 +11,9 @@ use crate::{
 #[inline(always)]
 pub fn vip(p: &Parsed) -> Option<VipMeta> {
     let key = VipKey::from_wire(p.flow.dst, p.flow.dport, p.flow.proto, p.family);
-    // SAFETY: VIPS values are plain data; the copy is taken at once.
+    // SAFETY: VIPS values are plain data (any bytes are a value) in map memory that stays
+    // valid while the program runs; the reference ends with the copy. Userspace replaces
+    // values whole, never in place.
     unsafe { VIPS.get(&key) }.copied()
 }
 
@@ -29,7 +31,7 @@ pub fn addressed_to_us(p: &Parsed, ifindex: u32) -> Result<IfaceConfig, Reason> 
 /// The LB's side of interface `ifindex`.
 #[inline(always)]
 pub fn iface(ifindex: u32) -> Option<IfaceConfig> {
-    // SAFETY: IFACES values are plain data; the copy is taken at once.
+    // SAFETY: as for VIPS in `vip`.
     unsafe { IFACES.get(&ifindex) }.copied()
 }
 
@@ -43,7 +45,7 @@ pub fn settings() -> Settings {
 #[inline(always)]
 pub fn is_stateful_reply(p: &Parsed) -> bool {
     let from = VipKey::from_wire(p.flow.src, p.flow.sport, p.flow.proto, p.family);
-    // SAFETY: ENDPOINTS values are plain data, read at once.
+    // SAFETY: as for VIPS in `vip`; the reference ends with the read.
     if unsafe { ENDPOINTS.get(&from) }.is_some_and(|e| e.kind == ENDPOINT_REAL) {
         return true;
     }

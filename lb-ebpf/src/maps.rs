@@ -115,8 +115,10 @@ pub struct Scratch {
 /// This CPU's scratch space.
 #[inline(always)]
 pub fn scratch() -> Option<&'static mut Scratch> {
-    // SAFETY: the slot belongs to this CPU, and one program runs on a CPU at a time: no
-    // other reference to it exists while this one is used.
+    // SAFETY: the slot belongs to this CPU, and one program runs on a CPU at a time (XDP
+    // runs with preemption disabled: in softirq, or a test run's preempt_disable, on kernels
+    // without PREEMPT_RT); the pipeline takes the reference once per packet: no other
+    // reference to it exists while this one is used.
     SCRATCH.get_ptr_mut(0).map(|s| unsafe { &mut *s })
 }
 

@@ -108,7 +108,7 @@ pub(crate) mod tests {
 
     use super::*;
 
-    pub fn flow(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Flow {
+    pub fn flow(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u32) -> Flow {
         let mut f = Flow {
             src: [0; 16],
             dst: [0; 16],
@@ -117,7 +117,6 @@ pub(crate) mod tests {
             dst_mac: [2, 0, 0, 0, 0, 0xb],
             src_mac: [2, 0, 0, 0, 0, 1],
             flags,
-            _pad: [0; 3],
             egress_ifindex: 0,
             vip_id: 0,
             real_id: 0,

@@ -30,10 +30,10 @@ const V4: u8 = Family::V4 as u8;
 
 /// Decides what happens to the frame in `ctx`, which arrived on `ingress`.
 ///
-/// The heavy steps are functions of their own, not inlined, called from here or from
-/// `for_vip`: the verifier limits the stack of a whole call chain to 512 bytes, and a
-/// function's frame counts only on the chains that call it. Large values live in the per-CPU scratch map.
-/// BPF functions take five arguments and return one register, so steps write to `out`.
+/// The heavy steps are functions of their own, not inlined, called from here or from the
+/// steps: the verifier limits the stack of a whole call chain to 512 bytes, and a function's
+/// frame counts only on the chains that call it. Large values live in the per-CPU scratch
+/// map. BPF functions take five arguments and return one register, so steps write to `out`.
 /// Steps that only read and write the frame get it as a [`Packet`] built here: handed the
 /// context instead, the compiler passes them its 32-bit `data` fields, and the verifier
 /// rejects the widening of a packet pointer.
@@ -225,7 +225,7 @@ fn translate(pkt: &Packet, p: &Parsed, flow: &Flow, out: &mut Sent) -> Result<()
         return Err(Reason::IcmpTtlExceeded);
     }
     nat::translate_v4(pkt, p.l4_off, p.flow.proto, flow)?;
-    flow::answered(&p.flow, flow, flow::now());
+    flow::answered(&p.flow, flow);
     if p.flow.proto == PROTO_TCP {
         flow::track_tcp(&p.flow, flow, p.tcp_flags);
     }

@@ -73,7 +73,8 @@ fn ring_slot(vip: &VipMeta, slot: u32) -> Result<u32, Reason> {
 #[inline(always)]
 fn next_turn(vip_id: u32) -> u32 {
     match RR_CURSOR.get_ptr_mut(vip_id) {
-        // SAFETY: this CPU's own slot; one program runs on a CPU at a time.
+        // SAFETY: this CPU's own slot; one program runs on a CPU at a time (see
+        // `maps::scratch`).
         Some(cursor) => unsafe {
             let turn = *cursor;
             *cursor = turn.wrapping_add(1);
