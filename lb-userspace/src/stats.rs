@@ -189,6 +189,9 @@ pub async fn read_attached(iface: &str) -> Result<Stats> {
     let Some(counters) = counters else {
         bail!("program {prog_id} on {iface} lacks lbctl's counters: was it built from another version?");
     };
+    if counters.len() != lb_common::COUNTER_SLOTS {
+        bail!("program {prog_id} on {iface} counts in {} slots, this lbctl's in {}: it is an older lbctl's (pinned state of another layout); read it with that lbctl's `lbctl stats`, or let this lbctl take it over", counters.len(), lb_common::COUNTER_SLOTS);
+    }
     let mut rows = Vec::new();
     // The balancer has VIPs; the decap program on a real has only counters.
     if let (Some(vips), Some(vip_counters)) = (vips, vip_counters) {

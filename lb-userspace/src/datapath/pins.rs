@@ -67,23 +67,32 @@ impl StateDir {
         &self.path
     }
 
-    /// Whether this directory is on a bpffs of this process's own mount namespace that the
-    /// host (PID 1) does not see: `ip netns exec` mounts a fresh /sys for the command it runs
-    /// (and lbctl mounts bpffs on its /sys/fs/bpf), a container may have its own. Pins there
-    /// end with lbctl, so nothing pinned there can be taken over by the next one.
+    /// Whether this directory is on a bpffs that ends with this process: lbctl runs in a
+    /// mount namespace of its own, which its parent does not share, and the parent does not
+    /// see this directory there. `ip netns exec` does exactly that: it makes a mount
+    /// namespace for the command it runs, with a fresh /sys (so lbctl mounts bpffs on its
+    /// /sys/fs/bpf). When the parent's namespace cannot be read (another user's process),
+    /// it cannot tell and says no. (A container's own bpffs is not seen: its processes share
+    /// its namespace.)
     pub fn dies_with_this_process(&self) -> Result<bool> {
+        let parent = std::os::unix::process::parent_id();
         let ours = std::fs::metadata("/proc/self/ns/mnt").context("reading /proc/self/ns/mnt")?;
-        let host = std::fs::metadata("/proc/1/ns/mnt").context("reading /proc/1/ns/mnt")?;
-        if (ours.dev(), ours.ino()) == (host.dev(), host.ino()) {
+        let Ok(theirs) = std::fs::metadata(format!("/proc/{parent}/ns/mnt")) else {
+            return Ok(false);
+        };
+        if (ours.dev(), ours.ino()) == (theirs.dev(), theirs.ino()) {
             return Ok(false);
         }
         let here = std::fs::metadata(&self.path)
             .with_context(|| format!("reading {}", self.path.display()))?;
-        let seen_by_host =
-            Path::new("/proc/1/root").join(self.path.strip_prefix("/").unwrap_or(&self.path));
-        Ok(match std::fs::metadata(&seen_by_host) {
-            Ok(there) => (there.dev(), there.ino()) != (here.dev(), here.ino()),
-            Err(_) => true,
+        let relative = self.path.strip_prefix("/").unwrap_or(&self.path);
+        let seen_by_parent = Path::new("/proc")
+            .join(parent.to_string())
+            .join("root")
+            .join(relative);
+        Ok(match std::fs::metadata(&seen_by_parent) {
+            Ok(there) => there.dev() != here.dev(),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         })
     }
 
