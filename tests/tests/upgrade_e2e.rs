@@ -41,7 +41,7 @@ fn config(lab: &Lab) -> PathBuf {
         };
         for port in [VIP_PORT, SESSION_PORT] {
             text += &format!(
-                "[[vip]]\naddress = \"{}\"\nmode = \"{mode}\"\nreals = {reals}\n",
+                "[[vip]]\naddress = \"{}/tcp\"\nmode = \"{mode}\"\nreals = {reals}\n",
                 vip(last, port)
             );
             if mode == "one-arm" {
