@@ -184,12 +184,17 @@ fn upgrade_from(layout: u32) {
         );
     }
     assert_eq!(pinned_layout(&pin_dir), Some(CURRENT));
-    let aside: Vec<_> = std::fs::read_dir(&pin_dir)
+    let mut pinned: Vec<String> = std::fs::read_dir(&pin_dir)
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.contains(".layout"))
         .collect();
-    assert!(aside.is_empty(), "older maps left set aside: {aside:?}");
+    pinned.sort();
+    let mut kept: Vec<&str> = lb_common::map_names::KEPT.to_vec();
+    kept.sort_unstable();
+    assert_eq!(
+        pinned, kept,
+        "the pins are this layout's maps, nothing else"
+    );
 
     // New connections: over 50 a second the whole time, none lost, some of them opened
     // while no lbctl ran and while this one took over.

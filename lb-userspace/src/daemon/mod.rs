@@ -214,8 +214,13 @@ async fn start(
         Ok(how) => {
             running.current = current;
             // Attached: the old program no longer runs; what it left is carried over now.
-            if let Some(done) = running.dp.finish_takeover()? {
-                info!("{done}");
+            // Serving beats stopping: a failure here costs the counters, not a flow.
+            match running.dp.finish_takeover() {
+                Ok(Some(done)) => info!("{done}"),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "the pinned state was taken over, but not all of it could be carried over or pinned again; the next lbctl may refuse it (`lbctl detach` starts afresh)")
+                }
             }
             Ok((running, how))
         }

@@ -8,12 +8,10 @@
 //!
 //! A map a step replaces is created anew and left unpinned until the swap is done. Then,
 //! once no CPU can still run the old program (a map-in-map update waits for that), the old
-//! map's pin is set aside (`NAME.layoutN`), the new map pinned in its place, what the old
-//! one held carried over (its counters added in), and the aside pin removed; LAYOUT is
-//! written last. A start that fails before the swap changes nothing pinned; one that dies
-//! after it leaves aside pins the next takeover carries over.
-
-use std::path::{Path, PathBuf};
+//! map is opened, its pin makes way for the new map's, and what it held is carried over
+//! (its counters added in); LAYOUT is written last. A start that fails before the swap
+//! changes nothing pinned. One that dies in the microseconds between an old map's unpinning
+//! and the carrying over loses that map's contents (the counters), never a flow.
 
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{Array, Map, MapData, MapInfo, PerCpuArray, PerCpuValues};
@@ -123,27 +121,6 @@ impl StateDir {
             pin_after,
         })
     }
-
-    /// Older maps set aside by a takeover that did not finish, with the layout of each.
-    fn aside(&self) -> Result<Vec<(PathBuf, &'static str, u32)>> {
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir(self.path())
-            .with_context(|| format!("reading {}", self.path().display()))?
-        {
-            let path = entry?.path();
-            let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
-                continue;
-            };
-            let Some((name, layout)) = file.split_once(".layout") else {
-                continue;
-            };
-            let (Some(name), Ok(layout)) = (map_name(name), layout.parse()) else {
-                bail!("{} is no map lbctl set aside: remove it", path.display());
-            };
-            found.push((path, name, layout));
-        }
-        Ok(found)
-    }
 }
 
 /// Takes the state in `dir` (this layout, no lbctl running on it) back to layout `to`, for
@@ -183,9 +160,6 @@ pub fn downgrade(dir: &StateDir, to: u32) -> Result<String> {
             unpinned.push(*name);
         }
     }
-    for (path, _, _) in dir.aside()? {
-        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-    }
     Ok(format!(
         "{} is layout {to} now, for the lbctl that pins it to take over: flows, VIP and real ids and SNAT ports stay; unpinned {} (that lbctl makes its own: the counters start again from zero). Starting this lbctl again migrates it back",
         dir.path().display(),
@@ -197,11 +171,6 @@ pub fn downgrade(dir: &StateDir, to: u32) -> Result<String> {
 fn kept_through(from: u32, name: &str) -> bool {
     let in_from = layout::maps(from).is_some_and(|m| m.contains_key(name));
     in_from && (from..CURRENT).all(|l| layout::step(l, name) == Step::Kept)
-}
-
-/// The `map_names` constant called `name`.
-fn map_name(name: &str) -> Option<&'static str> {
-    layout::maps(CURRENT)?.keys().copied().find(|n| *n == name)
 }
 
 impl Datapath {
@@ -218,12 +187,17 @@ impl Datapath {
         let dir = pins.path().to_owned();
         // From here no CPU runs the old program: what it wrote is final.
         self.wait_for_running_programs()?;
+        // bpffs has no rename: each older map is opened, then its pin makes way for the new
+        // map's, then what it held is carried over.
+        let mut older = Vec::new();
         for name in &takeover.pin_after {
             let path = dir.join(name);
             if path.exists() {
-                let aside = dir.join(format!("{name}.layout{}", takeover.from));
-                std::fs::rename(&path, &aside)
-                    .with_context(|| format!("setting {} aside", path.display()))?;
+                let old = MapData::from_pin(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("unpinning {}", path.display()))?;
+                older.push((*name, old));
             }
             let id = self
                 .map_ids
@@ -233,14 +207,9 @@ impl Datapath {
             map.pin(&path)
                 .with_context(|| format!("pinning {}", path.display()))?;
         }
-        let aside = match &self.pins {
-            Some(pins) => pins.aside()?,
-            None => Vec::new(),
-        };
         let mut carried = Vec::new();
-        for (path, name, layout) in aside {
-            carried.push(self.carry_over(&path, name, layout)?);
-            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        for (name, old) in older {
+            carried.push(self.carry_over(old, name, takeover.from)?);
         }
         self.write_layout()?;
         let what = if takeover.from == CURRENT {
@@ -270,21 +239,17 @@ impl Datapath {
         map.set(0, CURRENT, 0).context("writing LAYOUT")
     }
 
-    /// Carries what the older map `name` (layout `layout`, pinned at `path`) holds into this
-    /// program's.
-    fn carry_over(&mut self, path: &Path, name: &str, layout: u32) -> Result<String> {
+    /// Carries what the older map `name` of layout `layout` holds into this program's.
+    fn carry_over(&mut self, data: MapData, name: &str, layout: u32) -> Result<String> {
         match (layout, name) {
             (1, map_names::COUNTERS) => {
-                let data = MapData::from_pin(path)
-                    .with_context(|| format!("opening {}", path.display()))?;
                 let old: PerCpuArray<MapData, Counter> =
                     PerCpuArray::try_from(Map::PerCpuArray(data))?;
                 add_counters(&old, &mut self.counters, layout_1_counter_slot)?;
                 Ok("counters carried over (pass_not_tcp_udp, split in this release, as pass_other_protocol)".into())
             }
             _ => bail!(
-                "{} holds map {name} of layout {layout}, which this lbctl does not know how to carry over: remove it (its contents are lost)",
-                path.display()
+                "map {name} of layout {layout}: this lbctl does not know how to carry it over"
             ),
         }
     }
