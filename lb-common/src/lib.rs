@@ -51,13 +51,23 @@ unsafe impl aya::Pod for BenchRedirect {}
 /// Bytes of a benchmark frame restored before every repeat.
 pub const BENCH_FRAME_LEN: usize = 64;
 
+/// Slot of BENCH_TAIL_CALLS holding the shipped balancer (`lb_xdp`), which `lb_bench`
+/// tail-calls after the restore.
+pub const BENCH_SLOT_BALANCER: u32 = 0;
+/// Slot of BENCH_TAIL_CALLS holding the MAC swap, which `lb_bench_floor` tail-calls.
+pub const BENCH_SLOT_SWAP: u32 = 1;
+/// Slots of BENCH_TAIL_CALLS.
+pub const BENCH_SLOTS: u32 = 2;
+
 #[cfg(feature = "user")]
 // SAFETY: repr(C), byte array and integers, no padding (asserted size).
 unsafe impl aya::Pod for BenchFrame {}
 pub use flows::*;
 pub use maps::*;
 
-/// Map names, shared by the object (`#[map]`/`#[btf_map]` statics) and userspace lookups.
+/// Map names, shared by the objects (`#[map]`/`#[btf_map]` statics) and userspace lookups.
+/// The `BENCH_*` maps are the benchmark object's (`lb-ebpf/src/bin/lb-bench`, built only for
+/// the tests crate); all others are the shipped object's, which lbctl embeds.
 pub mod map_names {
     pub const VIPS: &str = "VIPS";
     pub const REALS: &str = "REALS";
@@ -77,6 +87,7 @@ pub mod map_names {
     pub const BENCH_SEQ: &str = "BENCH_SEQ";
     pub const BENCH_SINK: &str = "BENCH_SINK";
     pub const BENCH_REDIRECT: &str = "BENCH_REDIRECT";
+    pub const BENCH_TAIL_CALLS: &str = "BENCH_TAIL_CALLS";
     pub const RR_CURSOR: &str = "RR_CURSOR";
     pub const TUNNEL_SOURCES: &str = "TUNNEL_SOURCES";
     /// The layout of the pinned state (lb-userspace's `datapath::layout`): read by the next
@@ -86,7 +97,7 @@ pub mod map_names {
     /// The maps pinned while lbctl runs, which a restarted or upgraded lbctl takes over:
     /// what is served (VIPs, reals, rings, interfaces), the flows and what they hold (SNAT
     /// ports, leastconn counts, round-robin cursors), and the counters. Not pinned: the
-    /// per-CPU scratch space and the benchmarks' maps, which hold nothing between packets.
+    /// per-CPU scratch space, which holds nothing between packets.
     pub const KEPT: &[&str] = &[
         VIPS,
         REALS,
@@ -108,7 +119,10 @@ pub mod map_names {
     ];
 }
 
-/// Program names in the object.
+/// Program names. `LB`, `PASS` and `DECAP` are the shipped object's programs, all of them;
+/// the `BENCH*` ones are the benchmark object's (`lb-ebpf/src/bin/lb-bench`), which only the
+/// tests crate embeds: its harness tail-calls the shipped `LB`, so the benchmarks measure the
+/// program lbctl runs.
 pub mod program_names {
     /// The load balancer.
     pub const LB: &str = "lb_xdp";
@@ -116,20 +130,21 @@ pub mod program_names {
     pub const PASS: &str = "lb_pass";
     /// Runs on real servers of tunnel-mode VIPs: strips the LB's outer IPv4 header.
     pub const DECAP: &str = "lb_decap";
-    /// Benchmarks only (BPF_PROG_TEST_RUN, never attached): restores the frame BENCH_FRAME
-    /// holds, then runs the balancer, so each repeat sees the input and not its own output.
+    /// Benchmark object (BPF_PROG_TEST_RUN, never attached): restores the frame BENCH_FRAME
+    /// holds, then tail-calls the shipped balancer, so each repeat sees the input and not its
+    /// own output.
     pub const BENCH: &str = "lb_bench";
-    /// Benchmarks only: restores the frame as `BENCH` does, swaps the MACs and sends it back:
-    /// the floor of the path (a trivial XDP_TX program plus the restore).
+    /// Benchmark object: restores the frame and tail-calls the MAC swap as `BENCH` does the
+    /// balancer: the floor of the path with the balancer's harness.
     pub const BENCH_FLOOR: &str = "lb_bench_floor";
-    /// Benchmarks only: a MAC swap sent back (XDP_TX), no restore: the trivial program.
+    /// Benchmark object: a MAC swap sent back (XDP_TX), no restore: the trivial program.
     pub const BENCH_SWAP: &str = "lb_bench_swap";
-    /// Benchmarks only: the traffic generator, run with BPF_PROG_RUN live frames: the frame
+    /// Benchmark object: the traffic generator, run with BPF_PROG_RUN live frames: the frame
     /// of BENCH_FRAME with the next source port, sent out of the interface (XDP_TX).
     pub const BENCH_GEN: &str = "lb_bench_gen";
-    /// Benchmarks only: counts every frame in BENCH_SINK and drops it.
+    /// Benchmark object: counts every frame in BENCH_SINK and drops it.
     pub const BENCH_SINK: &str = "lb_bench_sink";
-    /// Benchmarks only: the limit of the forwarding path: every frame redirected as
+    /// Benchmark object: the limit of the forwarding path: every frame redirected as
     /// BENCH_REDIRECT says, MACs set, nothing looked at.
     pub const BENCH_REDIRECT: &str = "lb_bench_redirect";
 }

@@ -8,8 +8,11 @@
 #![cfg_attr(not(test), no_std)]
 // Atomics on map values CPUs share: leastconn's counters (`schedule::count`), flow flags
 // (`flow::set_flags`).
-#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
-#![cfg_attr(target_arch = "bpf", allow(internal_features))]
+#![cfg_attr(
+    all(target_arch = "bpf", feature = "datapath"),
+    feature(core_intrinsics),
+    allow(internal_features)
+)]
 
 pub mod csum;
 pub mod decap;
@@ -22,17 +25,18 @@ pub mod packet;
 pub mod parse;
 pub mod rewrite;
 
-#[cfg(target_arch = "bpf")]
-pub mod bench;
-#[cfg(target_arch = "bpf")]
+// The stages with maps, and the maps. Behind `datapath` (a default feature) because every map
+// of a linked crate lands in the object: the benchmark object, built without it, carries its
+// own maps and none of the balancer's (it tail-calls the shipped balancer instead).
+#[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod emit;
-#[cfg(target_arch = "bpf")]
+#[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod flow;
-#[cfg(target_arch = "bpf")]
+#[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod lookup;
-#[cfg(target_arch = "bpf")]
+#[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod maps;
-#[cfg(target_arch = "bpf")]
+#[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod pipeline;
-#[cfg(target_arch = "bpf")]
+#[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod schedule;

@@ -4,13 +4,11 @@
 #[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::{
-        bindings::xdp_action::XDP_PASS,
-        helpers::{bpf_redirect, bpf_xdp_adjust_head},
-        macros::xdp,
+        bindings::xdp_action::XDP_PASS, helpers::bpf_xdp_adjust_head, macros::xdp,
         programs::XdpContext,
     };
     use lb_common::Reason;
-    use lb_ebpf::{bench, decap, emit, lookup, packet::Packet, pipeline};
+    use lb_ebpf::{decap, emit, lookup, packet::Packet, pipeline};
 
     /// The load balancer: parse → lookup → schedule → rewrite → emit.
     #[xdp]
@@ -52,54 +50,6 @@ mod programs {
             return Err(Reason::DecapFailed);
         }
         Ok(())
-    }
-
-    /// Benchmarks only: the balancer on the frame restored before every test-run repeat.
-    #[xdp]
-    pub fn lb_bench(ctx: XdpContext) -> u32 {
-        bench::restore(&ctx);
-        run(&ctx)
-    }
-
-    /// Benchmarks only: the restore and a MAC swap, the floor of the path.
-    #[xdp]
-    pub fn lb_bench_floor(ctx: XdpContext) -> u32 {
-        bench::restore(&ctx);
-        bench::swap_macs(&ctx);
-        aya_ebpf::bindings::xdp_action::XDP_TX
-    }
-
-    /// Benchmarks only: the trivial program, a MAC swap sent back; it needs no restore (its
-    /// own output is a frame it handles the same way).
-    #[xdp]
-    pub fn lb_bench_swap(ctx: XdpContext) -> u32 {
-        bench::swap_macs(&ctx);
-        aya_ebpf::bindings::xdp_action::XDP_TX
-    }
-
-    /// Benchmarks only: the traffic generator (BPF_PROG_RUN live frames): the frame with the
-    /// next source port, sent out of the interface the run names.
-    #[xdp]
-    pub fn lb_bench_gen(ctx: XdpContext) -> u32 {
-        bench::restore(&ctx);
-        aya_ebpf::bindings::xdp_action::XDP_TX
-    }
-
-    /// Benchmarks only: counts and drops every frame (the receiving end of the path).
-    #[xdp]
-    pub fn lb_bench_sink(_ctx: XdpContext) -> u32 {
-        bench::count_sink();
-        aya_ebpf::bindings::xdp_action::XDP_DROP
-    }
-
-    /// Benchmarks only: the limit of the forwarding path: MACs set, redirected, nothing else.
-    #[xdp]
-    pub fn lb_bench_redirect(ctx: XdpContext) -> u32 {
-        match bench::redirect_target(&ctx) {
-            // SAFETY: a helper taking plain integers; with flags 0 it returns XDP_REDIRECT.
-            Some(ifindex) => unsafe { bpf_redirect(ifindex, 0) as u32 },
-            None => aya_ebpf::bindings::xdp_action::XDP_DROP,
-        }
     }
 
     /// Passes every frame. veth drops frames that XDP_TX sends to a peer without an XDP

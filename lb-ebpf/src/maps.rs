@@ -6,9 +6,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    BenchFrame, BenchRedirect, Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealEntry, Settings,
-    SnatPool, VipCounters, VipKey, VipMeta, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES,
-    MAX_REALS, MAX_VIPS, RING_MAP_FLAGS, RING_SIZE,
+    Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealEntry, Settings, SnatPool, VipCounters,
+    VipKey, VipMeta, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES, MAX_REALS, MAX_VIPS,
+    RING_MAP_FLAGS, RING_SIZE,
 };
 
 /// The interfaces the program is attached to, by ifindex: the LB's MAC, MTU and IPv4
@@ -130,19 +130,3 @@ pub static COUNTERS: PerCpuArray<Counter, { COUNTER_SLOTS as usize }> = PerCpuAr
 /// Packets forwarded per VIP id, per direction.
 #[btf_map]
 pub static VIP_COUNTERS: PerCpuArray<VipCounters, { MAX_VIPS as usize }> = PerCpuArray::new();
-
-/// Benchmarks only: the frame `lb_bench` restores before every repeat.
-#[btf_map]
-pub static BENCH_FRAME: Array<BenchFrame, 1> = Array::new();
-
-/// Benchmarks only: the next source port of a benchmark that makes every packet a new flow.
-#[btf_map]
-pub static BENCH_SEQ: PerCpuArray<u32, 1> = PerCpuArray::new();
-
-/// Benchmarks only: frames the sink program counted, per CPU.
-#[btf_map]
-pub static BENCH_SINK: PerCpuArray<u64, 1> = PerCpuArray::new();
-
-/// Benchmarks only: where the bare-redirect program sends frames.
-#[btf_map]
-pub static BENCH_REDIRECT: Array<BenchRedirect, 1> = Array::new();

@@ -1,5 +1,6 @@
 //! Helpers shared by the root-requiring tests.
 
+pub mod bench_object;
 pub mod fixture;
 pub mod frames;
 pub mod table;

@@ -3,10 +3,11 @@
 //! ```text
 //!   gen eth0 198.18.0.100 ── lb eth0 198.18.0.1 │ lb eth1 198.18.1.1 ── sink eth0 198.18.1.11-13
 //! ```
-//! The generator is the balancer object's `lb_bench_gen` run by BPF_PROG_RUN with live
+//! The generator is the benchmark object's `lb_bench_gen` run by BPF_PROG_RUN with live
 //! frames (this kernel has no pktgen): 64-byte UDP frames to the VIP, the source port cycling
-//! over [`FLOWS`] values, sent out of gen's eth0. The sink counts what reaches it with an XDP
-//! program and drops it. On the LB's eth0 sits one [`Forwarder`].
+//! over [`FLOWS`] values, sent out of gen's eth0. The sink counts what reaches it with the
+//! benchmark object's sink program and drops it. On the LB's eth0 sits one [`Forwarder`]: the
+//! balancer is the shipped object's, loaded by `Datapath`.
 
 use std::{
     io::Write as _,
@@ -19,7 +20,7 @@ use anyhow::{anyhow, ensure, Context as _, Result};
 use lb_common::BenchRedirect;
 use lb_lab::{hops::fmt_mac, unique_prefix, Netns};
 use lb_userspace::{
-    datapath::{BenchAttach, Datapath, Real, Vary},
+    datapath::{Datapath, Real},
     declare::{
         service::VipSettings,
         spec::{Mode, VipSpec},
@@ -27,7 +28,10 @@ use lb_userspace::{
     host::iface,
 };
 
-use crate::frames::{hop, zero_udp_checksum};
+use crate::{
+    bench_object::{BenchAttach, BenchObject, Vary},
+    frames::{hop, zero_udp_checksum},
+};
 
 const GEN: [u8; 4] = [198, 18, 0, 100];
 const LB_A: &str = "198.18.0.1/24";
@@ -74,9 +78,12 @@ pub struct Sent {
 /// The three namespaces with the forwarder in place. Dropping it detaches the programs
 /// inside their namespaces, then deletes the namespaces.
 pub struct VethPath {
+    /// The shipped object's programs (the balancer, the pass program), by namespace.
     programs: Vec<(usize, Datapath)>,
-    /// The generator's datapath, moved into gen's namespace thread for every run.
-    gen: Option<Datapath>,
+    /// The benchmark object's (the sink, the bare redirect), by namespace.
+    bench_programs: Vec<(usize, BenchObject)>,
+    /// The generator's object, moved into gen's namespace thread for every run.
+    gen: Option<BenchObject>,
     gen_ifindex: u32,
     frame: Vec<u8>,
     ns: Vec<Netns>,
@@ -88,21 +95,33 @@ const SINK_NS: usize = 2;
 
 impl Drop for VethPath {
     fn drop(&mut self) {
-        let gen = self.gen.take().map(|dp| (GEN_NS, dp));
-        for (ns, dp) in self.programs.drain(..).chain(gen) {
-            // Detached from inside its namespace, where the interface indexes are its own.
-            if let Err(e) = self.ns[ns].run(move || drop(dp)) {
-                eprintln!("warning: detaching a bench program: {e:#}");
-            }
+        let gen = self.gen.take().map(|obj| (GEN_NS, obj));
+        for (ns, obj) in std::mem::take(&mut self.bench_programs)
+            .into_iter()
+            .chain(gen)
+        {
+            self.drop_in(ns, obj);
+        }
+        for (ns, dp) in std::mem::take(&mut self.programs) {
+            self.drop_in(ns, dp);
         }
     }
 }
 
 impl VethPath {
+    /// Drops a loaded object inside namespace `ns`, where the interface indexes its programs
+    /// are detached from are its own.
+    fn drop_in(&self, ns: usize, loaded: impl Send + 'static) {
+        if let Err(e) = self.ns[ns].run(move || drop(loaded)) {
+            eprintln!("warning: detaching a bench program: {e:#}");
+        }
+    }
+
     pub fn build(fwd: Forwarder) -> Result<Self> {
         let p = unique_prefix();
         let mut path = Self {
             programs: Vec::new(),
+            bench_programs: Vec::new(),
             gen: None,
             gen_ifindex: 0,
             frame: Vec::new(),
@@ -132,18 +151,18 @@ impl VethPath {
             hop(path.ns[GEN_NS].mac("eth0")?, lb_mac, GEN, VIP).udp(1, VIP_PORT, &[0; 22]),
         );
         path.gen_ifindex = path.ns[GEN_NS].run(|| iface::index("eth0"))??;
-        path.gen = Some(path.ns[GEN_NS].run(Datapath::load)??);
-        path.attach(SINK_NS, |dp| dp.attach_bench(BenchAttach::Sink, "eth0"))?;
+        path.gen = Some(path.ns[GEN_NS].run(BenchObject::load)??);
+        path.attach_bench(SINK_NS, |obj| obj.attach(BenchAttach::Sink, "eth0"))?;
         match fwd {
             Forwarder::Redirect => {
                 let lb_b_mac = path.ns[LB_NS].mac("eth1")?;
-                path.attach(LB_NS, move |dp| {
-                    dp.set_bench_redirect(BenchRedirect {
+                path.attach_bench(LB_NS, move |obj| {
+                    obj.set_redirect(BenchRedirect {
                         ifindex: iface::index("eth1")?,
                         src_mac: lb_b_mac,
                         dst_mac: sink_mac,
                     })?;
-                    dp.attach_bench(BenchAttach::Redirect, "eth0")
+                    obj.attach(BenchAttach::Redirect, "eth0")
                 })?;
             }
             Forwarder::Balancer(mode) => {
@@ -190,11 +209,11 @@ impl VethPath {
         Ok(lb.counters()?.forwarded.packets)
     }
 
-    fn sink(&self) -> Result<&Datapath> {
-        self.programs
+    fn sink(&self) -> Result<&BenchObject> {
+        self.bench_programs
             .iter()
             .find(|(ns, _)| *ns == SINK_NS)
-            .map(|(_, dp)| dp)
+            .map(|(_, obj)| obj)
             .ok_or_else(|| anyhow!("the sink is not loaded"))
     }
 
@@ -220,7 +239,8 @@ impl VethPath {
         Ok(())
     }
 
-    /// Loads a datapath in namespace `ns`, set up by `f` there, kept until the path drops.
+    /// Loads the shipped object in namespace `ns`, set up by `f` there, kept until the path
+    /// drops.
     fn attach(
         &mut self,
         ns: usize,
@@ -232,6 +252,22 @@ impl VethPath {
             Ok::<_, anyhow::Error>(dp)
         })??;
         self.programs.push((ns, dp));
+        Ok(())
+    }
+
+    /// Loads the benchmark object in namespace `ns`, set up by `f` there, kept until the path
+    /// drops.
+    fn attach_bench(
+        &mut self,
+        ns: usize,
+        f: impl FnOnce(&mut BenchObject) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let obj = self.ns[ns].run(move || {
+            let mut obj = BenchObject::load()?;
+            f(&mut obj)?;
+            Ok::<_, anyhow::Error>(obj)
+        })??;
+        self.bench_programs.push((ns, obj));
         Ok(())
     }
 

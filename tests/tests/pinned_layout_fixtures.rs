@@ -8,14 +8,7 @@ use lb_common::map_names;
 fn every_map_is_kept_or_known_to_be_transient() {
     // .rodata: the program's constants, loaded from the object each time. (A .data or .bss,
     // mutable globals, would lose its values on a restart: not allowed here.)
-    const TRANSIENT: &[&str] = &[
-        "SCRATCH",
-        map_names::BENCH_FRAME,
-        map_names::BENCH_SEQ,
-        map_names::BENCH_SINK,
-        map_names::BENCH_REDIRECT,
-        ".rodata",
-    ];
+    const TRANSIENT: &[&str] = &["SCRATCH", ".rodata"];
     let obj = aya_obj::Object::parse(lb_userspace::LB_EBPF_OBJECT).unwrap();
     for name in obj.maps.keys() {
         assert!(

@@ -10,7 +10,6 @@ mod recover;
 mod ring_map;
 mod services;
 mod testrun;
-pub use testrun::{BenchAttach, BenchProgram, ProgramSize, Vary};
 mod xdp_netlink;
 
 use std::{
@@ -26,10 +25,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    map_names, program_names, BenchFrame, Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealEntry,
-    Settings, SnatPool, VipCounters, VipKey, VipMeta, BENCH_FRAME_LEN, ENDPOINT_POOL,
-    ENDPOINT_REAL, MAX_POOL_ADDRS, MAX_REALS, MAX_VIPS, REAL_DOWN, REAL_DRAIN, REAL_UP,
-    VIP_PASS_WHEN_EMPTY,
+    map_names, program_names, Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealEntry, Settings,
+    SnatPool, VipCounters, VipKey, VipMeta, ENDPOINT_POOL, ENDPOINT_REAL, MAX_POOL_ADDRS,
+    MAX_REALS, MAX_VIPS, REAL_DOWN, REAL_DRAIN, REAL_UP, VIP_PASS_WHEN_EMPTY,
 };
 use tracing::warn;
 use xdp_netlink::{XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_FLAGS_UPDATE_IF_NOEXIST};
@@ -174,7 +172,6 @@ pub struct Datapath {
     active: Array<MapData, u64>,
     swept: Array<MapData, u64>,
     open: HashMap<MapData, FlowKey, u32>,
-    bench_frame: Array<MapData, BenchFrame>,
     /// Every VIP in VIPS: what this lbctl serves, and what it took over and has not
     /// configured (yet).
     services: BTreeMap<VipSpec, ServedVip>,
@@ -389,7 +386,6 @@ impl Datapath {
             active: take(&mut ebpf, map_names::ACTIVE)?,
             swept: take(&mut ebpf, map_names::SWEPT)?,
             open: take(&mut ebpf, map_names::OPEN)?,
-            bench_frame: take(&mut ebpf, map_names::BENCH_FRAME)?,
             ebpf,
             services: BTreeMap::new(),
             real_ids: BTreeMap::new(),

@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use lb_lab::{Lab, VIP_ADDR, VIP_PORT};
 use lb_userspace::{
     admin::{Request, Response},
-    datapath::{BenchProgram, Datapath, Real},
+    datapath::{Datapath, Real},
     declare::{
         edit::{Edit, RealRef},
         service::VipSettings,
@@ -25,6 +25,7 @@ use lb_userspace::{
     tables::maglev,
 };
 use tests::{
+    bench_object::{BalancerBench, BenchProgram},
     fixture::{lb_iface, pin_to_cpu0, vip, CLIENT, CLIENT_MAC, IFINDEX_A, LB_MAC, XDP_TX},
     frames::{hop, Tcp},
 };
@@ -146,7 +147,8 @@ fn vips_scale(s: &mut Section, plan: &Plan, frame: &[u8]) -> Result<()> {
     for &n in plan.vips {
         let t = Instant::now();
         for i in have..n {
-            dp.add_vip(other_vip(i - 1), &settings)
+            dp.dp
+                .add_vip(other_vip(i - 1), &settings)
                 .with_context(|| format!("adding VIP {} of {n}", i + 1))?;
         }
         if n > have {
@@ -385,26 +387,26 @@ fn reals(n: usize) -> Vec<Real> {
         .collect()
 }
 
-/// A datapath serving the test VIP in dsr/maglev over `n` reals.
-fn datapath(n: usize) -> Result<Datapath> {
+/// A datapath serving the test VIP in dsr/maglev over `n` reals, under the bench harness.
+fn datapath(n: usize) -> Result<BalancerBench> {
     let mut dp = Datapath::load()?;
     dp.set_interface(IFINDEX_A, lb_iface())?;
     let v = vip(TEST_VIP);
     dp.add_vip(v, &VipSettings::new(Mode::Dsr))?;
     dp.set_reals(&v, &reals(n))?;
-    Ok(dp)
+    BalancerBench::new(dp)
 }
 
 /// Median ns per packet over RUNS kernel runs of `repeat`, after one run that makes the flow.
-fn time(dp: &mut Datapath, frame: &[u8], repeat: u32) -> Result<f64> {
-    let (action, _) = dp.bench(BenchProgram::Balancer, frame, None, 1)?;
+fn time(dp: &mut BalancerBench, frame: &[u8], repeat: u32) -> Result<f64> {
+    let (action, _) = dp.run(BenchProgram::Balancer, frame, None, 1)?;
     ensure!(
         action == XDP_TX,
         "the first packet of the flow ended with action {action}, not TX"
     );
     let mut runs = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
-        let (action, ns) = dp.bench(BenchProgram::Balancer, frame, None, repeat)?;
+        let (action, ns) = dp.run(BenchProgram::Balancer, frame, None, repeat)?;
         ensure!(
             action == XDP_TX,
             "an established flow's packet ended with action {action}, not TX"

@@ -1,16 +1,13 @@
-//! Benchmark support, never attached: before every BPF_PROG_TEST_RUN repeat, the frame is
-//! put back as the benchmark gave it (the run reuses one buffer, and a rewriting program
-//! would otherwise process its own output), optionally with the next source port so that
-//! every packet starts a new flow.
+//! What the benchmark programs do: before every BPF_PROG_TEST_RUN repeat, the frame is put
+//! back as the benchmark gave it (the run reuses one buffer, and a rewriting program would
+//! otherwise process its own output), optionally with the next source port so that every
+//! packet starts a new flow; the sink's count; the bare redirect; the MAC swap.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::BENCH_FRAME_LEN;
+use lb_ebpf::{decap::OUTER_LEN, packet::Packet};
 
-use crate::{
-    decap::OUTER_LEN,
-    maps::{BENCH_FRAME, BENCH_REDIRECT, BENCH_SEQ, BENCH_SINK},
-    packet::Packet,
-};
+use crate::maps::{BENCH_FRAME, BENCH_REDIRECT, BENCH_SEQ, BENCH_SINK};
 
 /// Restores the benchmark frame in `ctx`.
 #[inline(always)]
