@@ -221,15 +221,7 @@ fn upgrade_from(layout: u32) {
 
     // Established connections: all still talk, to the same real, seen from the same
     // address and port (one-arm: the same SNAT port).
-    for (mode, s) in &sessions {
-        s.keep_talking(3).unwrap();
-        let broken: Vec<_> = s
-            .states()
-            .into_iter()
-            .filter(|c| c.failure.is_some())
-            .collect();
-        assert!(broken.is_empty(), "{mode}: {broken:?}\n{log}");
-    }
+    all_talk(&sessions, "after the upgrade", &log);
 
     // No reply met a missing flow; the counters were carried over.
     let stats = lb_userspace::stats::of_lab_host(&lab.lb).unwrap();
@@ -283,19 +275,7 @@ fn upgrade_from(layout: u32) {
         Some(new_prog),
         "the older program took over"
     );
-    for (mode, s) in &sessions {
-        s.keep_talking(3).unwrap();
-        let broken: Vec<_> = s
-            .states()
-            .into_iter()
-            .filter(|c| c.failure.is_some())
-            .collect();
-        assert!(
-            broken.is_empty(),
-            "{mode} after the rollback: {broken:?}\n{}",
-            lab.lb_log()
-        );
-    }
+    all_talk(&sessions, "after the rollback", &lab.lb_log());
     let fresh = lb_lab::drive_tcp(&lab.client, vip(MODES[2].0, VIP_PORT), 10).unwrap();
     assert!(
         fresh.iter().all(Result::is_ok),
@@ -315,6 +295,20 @@ fn upgrade_from(layout: u32) {
         ],
     );
     let _ = std::fs::remove_file(config);
+}
+
+/// Every session of every mode answers three more times, from the same real, which sees it
+/// from the same address and port.
+fn all_talk(sessions: &[(&str, Sessions)], when: &str, log: &str) {
+    for (mode, s) in sessions {
+        s.keep_talking(3).unwrap();
+        let broken: Vec<_> = s
+            .states()
+            .into_iter()
+            .filter(|c| c.failure.is_some())
+            .collect();
+        assert!(broken.is_empty(), "{mode} {when}: {broken:?}\n{log}");
+    }
 }
 
 /// Runs `lbctl ARGS` in the LB's namespace to its end and returns what it printed; fails the

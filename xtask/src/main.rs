@@ -76,61 +76,26 @@ fn main() -> Result<()> {
     setup::ensure()?;
     match cli.command {
         Cmd::Setup => Ok(()),
-        Cmd::Build => run(cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "lb-userspace",
-            "--features",
-            "ebpf",
-            "--bin",
-            "lbctl",
-        ])),
+        Cmd::Build => build_lbctl(Profile::Release),
         Cmd::Test { args } => {
             setup::programs(programs::Need::Test)?;
             // The end-to-end tests run the real binary, built in the same profile.
-            run(cargo().args([
-                "build",
-                "-p",
-                "lb-userspace",
-                "--features",
-                "ebpf",
-                "--bin",
-                "lbctl",
-            ]))?;
+            build_lbctl(Profile::Debug)?;
             test(&args)
         }
         Cmd::Bench { args } => {
             setup::programs(programs::Need::Bench)?;
             setup::apt_packages(setup::BENCH_FILES)?;
-            run(cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "lb-userspace",
-                "--features",
-                "ebpf",
-                "--bin",
-                "lbctl",
-            ]))?;
+            build_lbctl(Profile::Release)?;
             run(cargo()
                 .args(["run", "--release", "-p", "tests", "--bin", "bench", "--"])
                 .args(&args)
-                .env("LBCTL", target_dir().join("release/lbctl")))
+                .env("LBCTL", Profile::Release.lbctl()))
         }
         Cmd::Demo { args } => {
             setup::programs(programs::Need::Demo)?;
-            run(cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "lb-userspace",
-                "--features",
-                "ebpf",
-                "--bin",
-                "lbctl",
-            ]))?;
-            run(Command::new(target_dir().join("release/lbctl"))
+            build_lbctl(Profile::Release)?;
+            run(Command::new(Profile::Release.lbctl())
                 .arg("demo")
                 .args(&args))
         }
@@ -139,7 +104,7 @@ fn main() -> Result<()> {
 
 /// Runs the three tiers, each to its end, then prints a line per tier; fails if any failed.
 fn test(filter: &[String]) -> Result<()> {
-    let lbctl = target_dir().join("debug/lbctl");
+    let lbctl = Profile::Debug.lbctl();
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let tests_dir = repo.join("tests/tests");
     // The releases whose pinned state the upgrade test has this lbctl take over.
@@ -172,4 +137,31 @@ fn test(filter: &[String]) -> Result<()> {
         bail!("some tests failed (the lines above say in which tier)");
     }
     Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Profile {
+    Debug,
+    Release,
+}
+
+impl Profile {
+    /// Where `build_lbctl` puts the binary.
+    fn lbctl(self) -> std::path::PathBuf {
+        let dir = match self {
+            Profile::Debug => "debug",
+            Profile::Release => "release",
+        };
+        target_dir().join(dir).join("lbctl")
+    }
+}
+
+/// Builds lbctl, with its eBPF object.
+fn build_lbctl(profile: Profile) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.arg("build");
+    if let Profile::Release = profile {
+        cmd.arg("--release");
+    }
+    run(cmd.args(["-p", "lb-userspace", "--features", "ebpf", "--bin", "lbctl"]))
 }
