@@ -62,9 +62,9 @@ fn echo(stream: TcpStream, name: &str, stop: &AtomicBool) {
     let _ = stream.set_nonblocking(false);
     // Each answer names the real and the client address:port it sees: a session that
     // survives something (a restart, an upgrade) must keep both (a one-arm SNAT port).
-    let peer = match stream.peer_addr() {
-        Ok(p) => p.to_string(),
-        Err(_) => return,
+    // No peer address: the connection is gone already, and so is this handler.
+    let Ok(peer) = stream.peer_addr().map(|p| p.to_string()) else {
+        return;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
     let mut reader = BufReader::new(&stream);

@@ -330,3 +330,33 @@ fn an_lbctl_program_whose_pins_are_gone_is_named_so() {
             .unwrap();
     }
 }
+
+/// A migration that ended after its swap, before LAYOUT was pinned, leaves layout-1 state
+/// whose replaced maps (COUNTERS) are already of this layout: the next lbctl takes those
+/// over in place and ends the migration, flows and all.
+#[test]
+fn a_migration_cut_short_before_layout_is_pinned_is_finished_by_the_next_lbctl() {
+    require_root();
+    let mut lab = Lab::two_subnets(2).unwrap();
+    let args = nat_args(&lab, &["--keep-on-exit"]);
+    lab.start_lb(&lbctl(), &args).unwrap();
+    let sessions = Sessions::open(&lab.client, vip(SESSION_PORT), 8).unwrap();
+    lab.stop_lb().unwrap();
+    std::fs::remove_file(lab.lb_pin_dir().join("LAYOUT")).unwrap();
+    lab.start_lb(&lbctl(), &args).unwrap();
+    let log = lab.lb_log();
+    assert!(log.contains("from layout 1 to 2"), "{log}");
+    let data = MapData::from_pin(lab.lb_pin_dir().join("LAYOUT")).unwrap();
+    let layout: aya::maps::Array<MapData, u32> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(data)).unwrap();
+    assert_eq!(
+        layout.get(&0, 0).unwrap(),
+        lb_userspace::datapath::layout::CURRENT
+    );
+    all_talk(&sessions, &lab, "after the migration was finished");
+    lab.stop_lb().unwrap();
+    let mut detach = vec!["detach".to_string(), "eth0".into(), "--pin-dir".into()];
+    detach.push(lab.lb_pin_dir().display().to_string());
+    let (ok, err) = run_in_lb(&lab, &detach);
+    assert!(ok, "{err}");
+}

@@ -111,6 +111,7 @@ fn test(filter: &[String]) -> Result<()> {
     let previous = previous::build_all(&repo, &target_dir(), cargo);
     let mut lines = Vec::new();
     let mut ok = true;
+    let mut passed = 0;
     for tier in tiers::tiers(&tests_dir, filter)? {
         let mut tally = tiers::Tally::default();
         for args in &tier.runs {
@@ -127,11 +128,15 @@ fn test(filter: &[String]) -> Result<()> {
             tiers::run(&mut cmd, &mut tally)?;
         }
         ok &= tally.ok();
+        passed += tally.passed;
         lines.push(tally.line(tier.name));
     }
     println!();
     for line in &lines {
         println!("{line}");
+    }
+    if !filter.is_empty() && passed == 0 {
+        bail!("no test matched {filter:?}");
     }
     if !ok {
         bail!("some tests failed (the lines above say in which tier)");

@@ -38,6 +38,29 @@ pub fn build_all(
     built
 }
 
+/// Fetches `commit` from `origin` when this clone lacks it (a shallow clone has only its
+/// tip).
+fn fetch_if_missing(repo: &Path, commit: &str) -> Result<()> {
+    let have = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
+        .stderr(Stdio::null())
+        .status()
+        .context("running git (git is needed to build the previous release)")?;
+    if have.success() {
+        return Ok(());
+    }
+    eprintln!("xtask test: {commit} is not in this clone; fetching it from origin");
+    crate::run(
+        Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["fetch", "--depth", "1", "origin", commit]),
+    )
+    .with_context(|| format!("this clone lacks {commit} and could not fetch it: `git fetch --unshallow`, then run again"))
+}
+
 fn build(repo: &Path, target: &Path, commit: &str, cargo: impl Fn() -> Command) -> Result<PathBuf> {
     let dir = target.join("previous").join(&commit[..12]);
     let bin = dir.join("target/debug/lbctl");
@@ -51,6 +74,7 @@ fn build(repo: &Path, target: &Path, commit: &str, cargo: impl Fn() -> Command) 
     }
     std::fs::create_dir_all(&src).with_context(|| format!("creating {}", src.display()))?;
     eprintln!("xtask test: building lbctl {commit} for the upgrade test (once; a few minutes)");
+    fetch_if_missing(repo, commit)?;
     let mut archive = Command::new("git")
         .arg("-C")
         .arg(repo)
@@ -68,7 +92,7 @@ fn build(repo: &Path, target: &Path, commit: &str, cargo: impl Fn() -> Command) 
         .context("running tar")?;
     let archived = archive.wait().context("waiting for git archive")?;
     if !archived.success() {
-        bail!("`git archive {commit}` failed: is the commit in this clone? (a shallow clone lacks it: `git fetch --unshallow`)");
+        bail!("`git archive {commit}` failed");
     }
     if !untar.success() {
         bail!("unpacking {commit} failed");

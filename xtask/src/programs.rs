@@ -43,7 +43,8 @@ pub struct Program {
 
 const ALL: &[Need] = &[Need::Test, Need::Demo, Need::Bench];
 
-/// Every external program run by code under `tests/`, `lb-lab/` and the demo.
+/// Every external program run by code under `tests/`, `lb-lab/`, the demo and xtask's test
+/// command.
 #[rustfmt::skip]
 pub const PROGRAMS: &[Program] = &[
     // Namespaces, links, addresses, routes, neighbours, XDP state.
@@ -63,6 +64,9 @@ pub const PROGRAMS: &[Program] = &[
     Program { name: "haproxy", package: "haproxy", needed_by: &[Need::Bench] },
     Program { name: "perf", package: "linux-perf", needed_by: &[Need::Bench] },
     Program { name: "date", package: "coreutils", needed_by: &[Need::Bench] },
+    // xtask itself: the previous release the upgrade test starts, from git.
+    Program { name: "git", package: "git", needed_by: &[Need::Test] },
+    Program { name: "tar", package: "tar", needed_by: &[Need::Test] },
 ];
 
 /// The listed program called `name`, if any.

@@ -73,9 +73,20 @@ impl Tally {
     }
 }
 
-/// `tests/admin_e2e.rs (target/debug/deps/admin_e2e-…)` → `tests/admin_e2e.rs`.
+/// `unittests src/lib.rs (target/debug/deps/lb_common-…)` → `lb_common-… (unittests
+/// src/lib.rs)`: the binary, which names the crate, and what it tests.
 fn binary_name(running: &str) -> String {
-    running.split(" (").next().unwrap_or(running).to_owned()
+    match running.split_once(" (") {
+        Some((what, path)) => {
+            let binary = path
+                .trim_end_matches(')')
+                .rsplit('/')
+                .next()
+                .unwrap_or(path);
+            format!("{binary} ({what})")
+        }
+        None => running.to_owned(),
+    }
 }
 
 /// The number before `what` in `ok. 3 passed; 0 failed; ...`.
@@ -211,14 +222,14 @@ test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; fini
             Tally {
                 passed: 20,
                 failed: 1,
-                crashed: vec!["tests/demo_e2e.rs".into()],
+                crashed: vec!["demo_e2e-3 (tests/demo_e2e.rs)".into()],
                 broken_runs: 0,
             }
         );
         assert!(!tally.ok());
         assert_eq!(
             tally.line("netns"),
-            "netns 20 passed, 1 failed; 1 test binaries crashed (tests/demo_e2e.rs)"
+            "netns 20 passed, 1 failed; 1 test binaries crashed (demo_e2e-3 (tests/demo_e2e.rs))"
         );
     }
 

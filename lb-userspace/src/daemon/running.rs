@@ -218,7 +218,7 @@ fn restated(current: &Resolved, configured: &[Service], services: &[Service]) ->
     for (resolved, wanted) in next.services.iter_mut().zip(services) {
         for (r, spec) in resolved.reals.iter_mut().zip(&wanted.reals) {
             r.real.weight = spec.weight;
-            r.spec = spec.clone();
+            r.spec = *spec;
         }
     }
     Some(next)

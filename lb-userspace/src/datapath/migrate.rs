@@ -6,12 +6,16 @@
 //! copied, so nothing can be created between a copy and the swap. Flows keep their real,
 //! NAT flows their SNAT port and reply entry, VIPs and reals their ids.
 //!
-//! A map a step replaces is created anew and left unpinned until the swap is done. Then,
-//! once no CPU can still run the old program (a map-in-map update waits for that), the old
-//! map is opened, its pin makes way for the new map's, and what it held is carried over
-//! (its counters added in); LAYOUT is written last. A start that fails before the swap
-//! changes nothing pinned. One that dies in the microseconds between an old map's unpinning
-//! and the carrying over loses that map's contents (the counters), never a flow.
+//! A map a step replaces is created anew and left unpinned until the swap is done. What
+//! the older map holds (the counters) is copied into it at load, while only the old program
+//! runs; after the swap, once no CPU can still run the old program (a map-in-map update
+//! waits for that), what the old program added since is added too, the older map's pin
+//! makes way for the new map's (bpffs has no rename), and LAYOUT is written, then pinned,
+//! last. Before the swap, the maps taken over in place are filled as the new configuration
+//! says, as on any restart; nothing is pinned or unpinned, so a start refused there leaves
+//! state the old lbctl, or this one, takes over again. A migration that ends after the swap
+//! and before LAYOUT is pinned leaves replaced maps already in this layout's shape: the next
+//! takeover takes those in place.
 
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{Array, Map, MapData, MapInfo, PerCpuArray, PerCpuValues};
@@ -34,13 +38,25 @@ pub enum Found {
 
 /// How a takeover goes: which maps are taken over at load, which made anew and pinned
 /// after the swap, and what older maps are carried into them.
-#[derive(Clone, Debug, Default)]
 pub struct Takeover {
     /// The layout found.
     pub from: u32,
     /// Maps of this layout created anew (replacing an older one, or new), pinned after the
     /// swap.
     pub pin_after: Vec<&'static str>,
+    /// Older maps being replaced, opened: what they held is copied into the new maps
+    /// before the swap (the new program not running yet), and what the old program added
+    /// since, after it.
+    older: Vec<Older>,
+}
+
+/// An older map a takeover replaces, and what of it was carried over before the swap.
+struct Older {
+    name: &'static str,
+    layout: u32,
+    /// Its counters, slot by slot, per CPU, as copied before the swap.
+    counters: PerCpuArray<MapData, Counter>,
+    copied: Vec<Vec<Counter>>,
 }
 
 impl StateDir {
@@ -54,8 +70,11 @@ impl StateDir {
             let map: Array<MapData, u32> = Array::try_from(Map::Array(data))
                 .with_context(|| format!("{} is not lbctl's LAYOUT", path.display()))?;
             let layout = map.get(&0, 0).context("reading LAYOUT")?;
-            // 0: pinned by a fresh start that died before writing it; of this layout.
-            return Ok(Found::Layout(if layout == 0 { CURRENT } else { layout }));
+            // LAYOUT is written before it is pinned: 0 was pinned by no lbctl.
+            if layout == 0 {
+                bail!("{} holds 0, which no lbctl writes: the state is not lbctl's as it left it. To start afresh, losing its flows, `lbctl detach` the interface (or remove {})", path.display(), self.path().display());
+            }
+            return Ok(Found::Layout(layout));
         }
         if self.map_path(map_names::FLOWS).exists() {
             return Ok(Found::Layout(1));
@@ -86,7 +105,7 @@ impl StateDir {
     pub fn plan_takeover(&self, found: u32) -> Result<Takeover> {
         if found > CURRENT {
             bail!(
-                "{} holds state of layout {found}, pinned by a newer lbctl; this one knows layouts {} to {CURRENT}. Start that newer lbctl again (or its `lbctl state downgrade --to {CURRENT}`, when it has one); or, losing the flows, `lbctl detach` the interface to start afresh",
+                "{} holds state of layout {found}, pinned by a newer lbctl; this one knows layouts {} to {CURRENT}. Start that newer lbctl again (or its `lbctl downgrade IFACE --to {CURRENT}`, when it has one); or, losing the flows, `lbctl detach` the interface to start afresh",
                 self.path().display(),
                 layout::OLDEST
             );
@@ -98,10 +117,19 @@ impl StateDir {
                 layout::OLDEST
             );
         };
+        let current = layout::maps(CURRENT).context("the current layout has a table")?;
+        // Replaced maps already pinned in this layout's shape: a migration that ended after
+        // the swap and before LAYOUT was written left them; taken over in place.
+        let mut done = Vec::new();
         for (name, want) in &old {
             let Some(have) = self.shape(name)? else {
                 continue;
             };
+            let replaced = !kept_through(found, name);
+            if replaced && current.get(name).is_some_and(|c| layout::fits(c, &have)) {
+                done.push(*name);
+                continue;
+            }
             if !layout::fits(want, &have) {
                 bail!(
                     "the pinned map {} is not of layout {found} as this lbctl knows it (found {have:?}, layout {found} has {want:?}): it was left by an lbctl of another build. Refusing to take it over; to start afresh, losing its flows, `lbctl detach` the interface (or remove {})",
@@ -110,15 +138,15 @@ impl StateDir {
                 );
             }
         }
-        let current = layout::maps(CURRENT).context("the current layout has a table")?;
         let pin_after = current
             .keys()
             .copied()
-            .filter(|name| !kept_through(found, name))
+            .filter(|name| !kept_through(found, name) && !done.contains(name))
             .collect();
         Ok(Takeover {
             from: found,
             pin_after,
+            older: Vec::new(),
         })
     }
 }
@@ -174,9 +202,53 @@ fn kept_through(from: u32, name: &str) -> bool {
 }
 
 impl Datapath {
+    /// Before the swap, while this program does not run yet: copies what the older maps
+    /// being replaced hold into the new ones (no race: only the old program counts).
+    pub(super) fn carry_before_swap(&mut self) -> Result<()> {
+        let Some(mut takeover) = self.takeover.take() else {
+            return Ok(());
+        };
+        let result = self.copy_older(&mut takeover);
+        self.takeover = Some(takeover);
+        result
+    }
+
+    fn copy_older(&mut self, takeover: &mut Takeover) -> Result<()> {
+        let Some(pins) = &self.pins else {
+            return Ok(());
+        };
+        for name in &takeover.pin_after {
+            let path = pins.map_path(name);
+            if !path.exists() {
+                continue;
+            }
+            let data =
+                MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+            let older = match (takeover.from, *name) {
+                (1, map_names::COUNTERS) => {
+                    let counters: PerCpuArray<MapData, Counter> =
+                        PerCpuArray::try_from(Map::PerCpuArray(data))?;
+                    let copied = read_counters(&counters)?;
+                    add_counters(&copied, &mut self.counters, layout_1_counter_slot)?;
+                    Older {
+                        name,
+                        layout: takeover.from,
+                        counters,
+                        copied,
+                    }
+                }
+                (layout, name) => {
+                    bail!("map {name} of layout {layout}: this lbctl does not know how to carry it over")
+                }
+            };
+            takeover.older.push(older);
+        }
+        Ok(())
+    }
+
     /// Ends a takeover once this program is attached in place of the old one: the maps made
-    /// anew are pinned, what the old ones held carried over, LAYOUT written. Returns what
-    /// was done, for the log.
+    /// anew are pinned, what the old program added to the older ones since the copy carried
+    /// over, LAYOUT written and pinned last. Returns what was done, for the log.
     pub fn finish_takeover(&mut self) -> Result<Option<String>> {
         let Some(takeover) = self.takeover.take() else {
             return Ok(None);
@@ -187,31 +259,37 @@ impl Datapath {
         let dir = pins.path().to_owned();
         // From here no CPU runs the old program: what it wrote is final.
         self.wait_for_running_programs()?;
-        // bpffs has no rename: each older map is opened, then its pin makes way for the new
-        // map's, then what it held is carried over.
-        let mut older = Vec::new();
-        for name in &takeover.pin_after {
+        // bpffs has no rename: each older map (opened before the swap) gives up its pin to
+        // the new map; LAYOUT is pinned last, with its value, so a state with LAYOUT pinned
+        // is whole.
+        for name in takeover
+            .pin_after
+            .iter()
+            .filter(|n| **n != map_names::LAYOUT)
+        {
             let path = dir.join(name);
             if path.exists() {
-                let old = MapData::from_pin(&path)
-                    .with_context(|| format!("opening {}", path.display()))?;
                 std::fs::remove_file(&path)
                     .with_context(|| format!("unpinning {}", path.display()))?;
-                older.push((*name, old));
             }
-            let id = self
-                .map_ids
-                .get(name)
-                .with_context(|| format!("no map {name} was loaded"))?;
-            let map = MapData::from_id(*id).with_context(|| format!("opening map {name}"))?;
-            map.pin(&path)
-                .with_context(|| format!("pinning {}", path.display()))?;
+            self.pin_loaded(name, &path)?;
         }
         let mut carried = Vec::new();
-        for (name, old) in older {
-            carried.push(self.carry_over(old, name, takeover.from)?);
+        for older in &takeover.older {
+            // Only what the old program counted since the copy: the race with this program's
+            // counting is on that difference alone.
+            let now = read_counters(&older.counters)?;
+            let since = difference(&now, &older.copied);
+            add_counters(&since, &mut self.counters, layout_1_counter_slot)?;
+            carried.push(format!(
+                "{} of layout {} carried over",
+                older.name, older.layout
+            ));
         }
         self.write_layout()?;
+        if takeover.pin_after.contains(&map_names::LAYOUT) {
+            self.pin_loaded(map_names::LAYOUT, &dir.join(map_names::LAYOUT))?;
+        }
         let what = if takeover.from == CURRENT {
             "took over the pinned state".to_string()
         } else {
@@ -224,8 +302,19 @@ impl Datapath {
         Ok(Some(if carried.is_empty() {
             what
         } else {
-            format!("{what}; {}", carried.join("; "))
+            format!("{what}; {} ({SPLIT_SINCE_LAYOUT_1})", carried.join("; "))
         }))
+    }
+
+    /// Pins the loaded map `name` at `path`.
+    pub(super) fn pin_loaded(&self, name: &str, path: &std::path::Path) -> Result<()> {
+        let id = self
+            .map_ids
+            .get(name)
+            .with_context(|| format!("no map {name} was loaded"))?;
+        let map = MapData::from_id(*id).with_context(|| format!("opening map {name}"))?;
+        map.pin(path)
+            .with_context(|| format!("pinning {}", path.display()))
     }
 
     /// Writes this layout's number to LAYOUT, pinning it if it is not yet.
@@ -237,21 +326,6 @@ impl Datapath {
         let data = MapData::from_id(*id).context("opening LAYOUT")?;
         let mut map: Array<MapData, u32> = Array::try_from(Map::Array(data))?;
         map.set(0, CURRENT, 0).context("writing LAYOUT")
-    }
-
-    /// Carries what the older map `name` of layout `layout` holds into this program's.
-    fn carry_over(&mut self, data: MapData, name: &str, layout: u32) -> Result<String> {
-        match (layout, name) {
-            (1, map_names::COUNTERS) => {
-                let old: PerCpuArray<MapData, Counter> =
-                    PerCpuArray::try_from(Map::PerCpuArray(data))?;
-                add_counters(&old, &mut self.counters, layout_1_counter_slot)?;
-                Ok("counters carried over (pass_not_tcp_udp, split in this release, as pass_other_protocol)".into())
-            }
-            _ => bail!(
-                "map {name} of layout {layout}: this lbctl does not know how to carry it over"
-            ),
-        }
     }
 
     /// Returns once every program run that started before has ended: a map-in-map update
@@ -269,15 +343,46 @@ impl Datapath {
     }
 }
 
-/// Adds every counter of `old` into `new`, slot by slot as `slot_of` maps them, per CPU.
+/// Every slot of `map`, per CPU.
+fn read_counters(map: &PerCpuArray<MapData, Counter>) -> Result<Vec<Vec<Counter>>> {
+    (0..map.len())
+        .map(|slot| {
+            let values = map.get(&slot, 0).context("reading the older COUNTERS")?;
+            Ok(values.iter().copied().collect())
+        })
+        .collect()
+}
+
+/// `now − then`, slot by slot, per CPU (counters only grow).
+fn difference(now: &[Vec<Counter>], then: &[Vec<Counter>]) -> Vec<Vec<Counter>> {
+    now.iter()
+        .zip(then)
+        .map(|(n, t)| {
+            n.iter()
+                .zip(t)
+                .map(|(n, t)| Counter {
+                    packets: n.packets.saturating_sub(t.packets),
+                    bytes: n.bytes.saturating_sub(t.bytes),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Adds `counts` (an older map's slots, per CPU) into `new`, each slot where `slot_of`
+/// says.
 fn add_counters(
-    old: &PerCpuArray<MapData, Counter>,
+    counts: &[Vec<Counter>],
     new: &mut PerCpuArray<MapData, Counter>,
     slot_of: fn(u32) -> Option<u32>,
 ) -> Result<()> {
-    for from in 0..old.len() {
-        let Some(to) = slot_of(from) else { continue };
-        let old_values = old.get(&from, 0).context("reading the old COUNTERS")?;
+    for (from, old_values) in counts.iter().enumerate() {
+        let Some(to) = slot_of(from as u32) else {
+            continue;
+        };
+        if old_values.iter().all(|c| c.packets == 0 && c.bytes == 0) {
+            continue;
+        }
         let new_values = new.get(&to, 0).context("reading COUNTERS")?;
         let sum: Vec<Counter> = old_values
             .iter()
@@ -292,6 +397,10 @@ fn add_counters(
     }
     Ok(())
 }
+
+/// The reasons of layout 1 that counted causes now counted under reasons of their own: their
+/// older counts stay under the name they kept (`pass_not_tcp_udp`: `pass_other_protocol`).
+const SPLIT_SINCE_LAYOUT_1: &str = "counts of reasons split since stay under the name they kept: pass_not_tcp_udp as pass_other_protocol (it also counted ICMP not about a flow, bad ICMP quotes and IPv6 extension headers), drop_too_big (also IPv6), drop_unknown_mode (also IPv6 to a mode without it), drop_no_real (also reals behind an unattached interface), drop_flow_insert_failed, drop_ttl_expired, pass_not_for_us, drop_truncated";
 
 /// Layout 1's COUNTERS: forwarded at 0, then a slot per reason in this order, replies last.
 const LAYOUT_1_REASONS: [&str; 20] = [

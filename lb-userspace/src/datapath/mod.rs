@@ -264,9 +264,11 @@ impl Datapath {
             migrate::Found::Nothing => None,
             migrate::Found::Layout(n) => Some(dir.plan_takeover(n)?),
         };
+        // LAYOUT is pinned once written, so a pinned LAYOUT always says its layout.
         let pin_at_load: Vec<&str> = map_names::KEPT
             .iter()
             .copied()
+            .filter(|name| *name != map_names::LAYOUT || takeover.is_some())
             .filter(|name| {
                 takeover
                     .as_ref()
@@ -280,8 +282,12 @@ impl Datapath {
             dp.keep_pins = true;
             dp.recover()?;
             dp.takeover = takeover;
+            dp.carry_before_swap()?;
         } else {
             dp.write_layout()?;
+            if let Some(dir) = &dp.pins {
+                dp.pin_loaded(map_names::LAYOUT, &dir.map_path(map_names::LAYOUT))?;
+            }
         }
         Ok(dp)
     }

@@ -68,29 +68,28 @@ impl StateDir {
     }
 
     /// Whether this directory is on a bpffs that ends with this process: lbctl runs in a
-    /// mount namespace of its own, which its parent does not share, and the parent does not
-    /// see this directory there. `ip netns exec` does exactly that: it makes a mount
-    /// namespace for the command it runs, with a fresh /sys (so lbctl mounts bpffs on its
-    /// /sys/fs/bpf). When the parent's namespace cannot be read (another user's process),
-    /// it cannot tell and says no. (A container's own bpffs is not seen: its processes share
-    /// its namespace.)
+    /// mount namespace that the host's init (or, when that cannot be read, the nearest
+    /// ancestor in another mount namespace) does not share, and which holds this directory
+    /// where that process does not see it. `ip netns exec` does exactly that: it makes a
+    /// mount namespace for the command it runs (and a shell or sudo it runs), with a fresh
+    /// /sys, on whose /sys/fs/bpf lbctl mounts bpffs. When no such process can be read, it
+    /// cannot tell and says no; a container's own bpffs is not seen (its processes share
+    /// its namespace).
     pub fn dies_with_this_process(&self) -> Result<bool> {
-        let parent = std::os::unix::process::parent_id();
-        let ours = std::fs::metadata("/proc/self/ns/mnt").context("reading /proc/self/ns/mnt")?;
-        let Ok(theirs) = std::fs::metadata(format!("/proc/{parent}/ns/mnt")) else {
+        let path = std::fs::canonicalize(&self.path)
+            .with_context(|| format!("resolving {}", self.path.display()))?;
+        let ours = mount_ns("self").context("reading /proc/self/ns/mnt")?;
+        let Some(other) = outside_process(ours) else {
             return Ok(false);
         };
-        if (ours.dev(), ours.ino()) == (theirs.dev(), theirs.ino()) {
-            return Ok(false);
-        }
-        let here = std::fs::metadata(&self.path)
-            .with_context(|| format!("reading {}", self.path.display()))?;
-        let relative = self.path.strip_prefix("/").unwrap_or(&self.path);
-        let seen_by_parent = Path::new("/proc")
-            .join(parent.to_string())
+        let here =
+            std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+        let relative = path.strip_prefix("/").unwrap_or(&path);
+        let seen_there = Path::new("/proc")
+            .join(other.to_string())
             .join("root")
             .join(relative);
-        Ok(match std::fs::metadata(&seen_by_parent) {
+        Ok(match std::fs::metadata(&seen_there) {
             Ok(there) => there.dev() != here.dev(),
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         })
@@ -107,11 +106,6 @@ impl StateDir {
         Ok(MapInfo::from_pin(&path)
             .with_context(|| format!("reading the pinned map {}", path.display()))?
             .id())
-    }
-
-    /// Whether an earlier lbctl left maps here.
-    pub fn has_maps(&self) -> bool {
-        self.map_path(map_names::FLOWS).exists()
     }
 
     /// Removes everything pinned here (the maps are freed once nothing uses them) and the
@@ -179,6 +173,46 @@ fn runs_on(prog_id: u32, flows: u32) -> bool {
         .is_ok_and(|ids| ids.contains(&flows))
 }
 
+/// The (device, inode) of the mount namespace of process `pid` ("self" for this one).
+fn mount_ns(pid: &str) -> std::io::Result<(u64, u64)> {
+    let m = std::fs::metadata(format!("/proc/{pid}/ns/mnt"))?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// A process in another mount namespace than `ours` whose namespace can be read: the host's
+/// init, else the nearest such ancestor of this process.
+fn outside_process(ours: (u64, u64)) -> Option<u32> {
+    if mount_ns("1").is_ok_and(|ns| ns != ours) {
+        return Some(1);
+    }
+    let mut pid = std::os::unix::process::parent_id();
+    // Bounded: a chain of parents ends at init long before this.
+    for _ in 0..64 {
+        if pid <= 1 {
+            return None;
+        }
+        match mount_ns(&pid.to_string()) {
+            Ok(ns) if ns != ours => return Some(pid),
+            Ok(_) => {}
+            // Another user's process: its namespace cannot be read, nor its parents' trusted.
+            Err(e) => {
+                debug!(pid, error = %e, "cannot read a parent's mount namespace");
+                return None;
+            }
+        }
+        pid = parent_of(pid)?;
+    }
+    None
+}
+
+/// The parent of process `pid`, from /proc/PID/stat.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses; the last ')' ends it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn on_bpffs(path: &Path) -> Result<bool> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .context("a path with a NUL byte")?;
@@ -211,4 +245,16 @@ fn mount_bpffs() -> Result<()> {
     }
     info!("mounted bpffs at /sys/fs/bpf");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_process_parent_is_read_from_proc() {
+        assert_eq!(
+            super::parent_of(std::process::id()),
+            Some(std::os::unix::process::parent_id())
+        );
+        assert_eq!(super::parent_of(u32::MAX), None);
+    }
 }

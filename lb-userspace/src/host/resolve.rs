@@ -73,7 +73,7 @@ impl ResolvedService {
         Service {
             vip: self.vip,
             settings: self.settings.clone(),
-            reals: self.reals.iter().map(|r| r.spec.clone()).collect(),
+            reals: self.reals.iter().map(|r| r.spec).collect(),
         }
     }
 }
