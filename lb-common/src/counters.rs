@@ -13,16 +13,48 @@ pub struct Counter {
 }
 const _: () = assert!(size_of::<Counter>() == 16);
 
-/// Value of VIP_COUNTERS: what one VIP forwarded, per direction.
+/// Value of REAL_COUNTERS: what the datapath did for one real (of one VIP: real ids are per
+/// VIP and real), per CPU. A VIP's figures are the sums over its reals.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VipCounters {
-    /// Client → real; ICMP errors are counted in the direction they travel.
+pub struct RealCounters {
+    /// Client → real; ICMP errors about a flow are counted in the direction they travel.
     pub requests: Counter,
-    /// Real → client, through the LB: nat, router and one-arm only.
+    /// Real → client, through the LB: nat, router and one-arm only (dsr and tunnel replies
+    /// go around the LB).
     pub replies: Counter,
+    /// Flows this CPU created for the real (a flow another CPU created at the same instant
+    /// and this one adopted is that CPU's).
+    pub new_flows: u64,
+    /// Of those, TCP flows whose first packet seen was not a SYN: scheduled mid-stream,
+    /// because the flow's entry was gone (evicted from a full table, expired while idle,
+    /// older than the LB) or its real left. The kernel's LRU evictions are invisible to the
+    /// program; this is their effect (with `pass_no_flow` for replies).
+    pub picked_up: u64,
 }
-const _: () = assert!(size_of::<VipCounters>() == 32);
+const _: () = assert!(size_of::<RealCounters>() == 48);
+
+impl RealCounters {
+    /// `self + other`, field by field (sums over CPUs, or over a VIP's reals).
+    pub const fn plus(self, other: Self) -> Self {
+        Self {
+            requests: self.requests.plus(other.requests),
+            replies: self.replies.plus(other.replies),
+            new_flows: self.new_flows + other.new_flows,
+            picked_up: self.picked_up + other.picked_up,
+        }
+    }
+}
+
+impl Counter {
+    /// `self + other`.
+    pub const fn plus(self, other: Self) -> Self {
+        Self {
+            packets: self.packets + other.packets,
+            bytes: self.bytes + other.bytes,
+        }
+    }
+}
 
 /// What the datapath does with a packet it does not forward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ mod counters;
 mod flows;
 mod maps;
 
-pub use counters::{Counter, Reason, Verdict, VipCounters, COUNTER_SLOTS};
+pub use counters::{Counter, RealCounters, Reason, Verdict, COUNTER_SLOTS};
 
 /// Value of BENCH_FRAME: the frame a benchmark run restores before every repeat (and the
 /// traffic generator sends).
@@ -73,7 +73,9 @@ pub mod map_names {
     pub const REALS: &str = "REALS";
     pub const RINGS: &str = "RINGS";
     pub const COUNTERS: &str = "COUNTERS";
+    /// Per VIP id (layouts 1 and 2; replaced by REAL_COUNTERS in layout 3).
     pub const VIP_COUNTERS: &str = "VIP_COUNTERS";
+    pub const REAL_COUNTERS: &str = "REAL_COUNTERS";
     pub const IFACES: &str = "IFACES";
     pub const SETTINGS: &str = "SETTINGS";
     pub const FLOWS: &str = "FLOWS";
@@ -103,7 +105,7 @@ pub mod map_names {
         REALS,
         RINGS,
         COUNTERS,
-        VIP_COUNTERS,
+        REAL_COUNTERS,
         IFACES,
         SETTINGS,
         FLOWS,

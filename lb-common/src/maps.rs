@@ -266,8 +266,11 @@ pub const REAL_UNUSED: u8 = 0;
 pub const REAL_UP: u8 = 1;
 /// `RealEntry::state`: keeps its established flows, takes no new ones (weight 0).
 pub const REAL_DRAIN: u8 = 2;
-/// `RealEntry::state`: down or removed: its flows move to other reals.
+/// `RealEntry::state`: down (its checks failed, or set so): its flows move to other reals.
 pub const REAL_DOWN: u8 = 3;
+/// `RealEntry::state`: removed from its VIP: its flows move, as a down real's, and its id is
+/// free for another real (from layout 3; layout 2 wrote such a real down).
+pub const REAL_RETIRED: u8 = 4;
 
 /// Value of the REALS array: one backend server, as one VIP uses it.
 #[repr(C)]
@@ -400,7 +403,7 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::Counter {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for crate::VipCounters {}
+    unsafe impl aya::Pod for crate::RealCounters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::IfaceConfig {}
     // SAFETY: as above.

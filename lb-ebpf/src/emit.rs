@@ -6,12 +6,13 @@ use aya_ebpf::{
 };
 use lb_common::{Counter, Reason, Verdict};
 
-use crate::maps::{COUNTERS, VIP_COUNTERS};
+use crate::maps::{COUNTERS, REAL_COUNTERS};
 
 /// A rewritten frame and where it goes.
 #[derive(Clone, Copy)]
 pub struct Sent {
-    pub vip_id: u32,
+    /// The real of the frame's flow (its VIP's: ids are per VIP and real).
+    pub real_id: u32,
     /// Interface it leaves from.
     pub egress: u32,
     /// A reply (real → client) rather than a request.
@@ -28,10 +29,10 @@ pub fn forwarded(sent: &Sent, ingress: u32, bytes: usize) -> u32 {
         Reason::FORWARDED_SLOT
     };
     bump_global(slot, bytes);
-    if let Some(c) = VIP_COUNTERS.get_ptr_mut(sent.vip_id) {
+    if let Some(c) = REAL_COUNTERS.get_ptr_mut(sent.real_id) {
         // SAFETY: this CPU's slot: programs on other CPUs have their own, and one program
         // runs on a CPU at a time (see `maps::scratch`). Userspace reads it, and zeroes it
-        // when the VIP id is given anew: a stray packet's increment racing with that is
+        // when the real id is given anew: a stray packet's increment racing with that is
         // kept or lost, a count either way.
         let c = unsafe { &mut *c };
         bump(
@@ -49,6 +50,18 @@ pub fn forwarded(sent: &Sent, ingress: u32, bytes: usize) -> u32 {
     // SAFETY: a helper taking plain integers. With flags 0 it returns XDP_REDIRECT; an
     // interface that cannot take the frame drops it in the kernel's redirect path.
     unsafe { bpf_redirect(sent.egress, 0) as u32 }
+}
+
+/// A new flow to the real `real_id` was created on this CPU; `picked_up`: mid-stream (a TCP
+/// packet without SYN found no entry).
+#[inline(always)]
+pub fn new_flow(real_id: u32, picked_up: bool) {
+    if let Some(c) = REAL_COUNTERS.get_ptr_mut(real_id) {
+        // SAFETY: this CPU's slot, as in `forwarded`.
+        let c = unsafe { &mut *c };
+        c.new_flows += 1;
+        c.picked_up += u64::from(picked_up);
+    }
 }
 
 /// The decap program stripped the outer header: the inner packet goes up the stack.

@@ -15,9 +15,9 @@ use lb_common::{
 };
 
 use crate::{
-    lookup,
+    emit, lookup,
     maps::{Scratch, FLOWS, OPEN, REALS, SNAT_CURSOR, SNAT_POOLS},
-    parse::{Parsed, TCP_FIN, TCP_RST},
+    parse::{Parsed, TCP_FIN, TCP_RST, TCP_SYN},
     schedule,
 };
 
@@ -194,8 +194,16 @@ pub fn create(
         short_timeout,
         last_seen_ns: now,
     };
+    // No SYN: the flow's entry was lost (evicted, expired idle, older than the LB).
+    let picked_up = p.flow.proto == PROTO_TCP && p.tcp_flags & TCP_SYN == 0;
+    let new = New {
+        now,
+        reopen,
+        stateful,
+        picked_up,
+    };
     if !stateful {
-        return insert_request(&p.flow, key, out, now, reopen, false);
+        return insert_request(&p.flow, key, out, &new);
     }
     // Replies go back where the request came from, to the MAC it came from, as from the VIP.
     *reply = Flow {
@@ -216,30 +224,40 @@ pub fn create(
     } else {
         claim(key, reply, now)?;
     }
-    insert_request(&p.flow, key, out, now, reopen, true)
+    insert_request(&p.flow, key, out, &new)
+}
+
+/// What is known of a new flow while its entries go in.
+struct New {
+    now: u64,
+    /// It replaces a flow of the same tuple.
+    reopen: bool,
+    /// nat, router or one-arm: it has a reply entry.
+    stateful: bool,
+    /// TCP without SYN: scheduled mid-stream.
+    picked_up: bool,
 }
 
 /// Inserts the request entry `out` of a new flow under `request_key` (over a flow it
-/// replaces when `reopen`), and starts counting it when it is a leastconn flow. `claimed`:
-/// the reply entry a stateful flow claimed, taken back if another CPU's flow wins.
+/// replaces when `reopen`), and counts it. `claimed`: the reply entry a stateful flow
+/// claimed, taken back if another CPU's flow wins.
 #[inline(always)]
 fn insert_request(
     request_key: &FlowKey,
     claimed: &FlowKey,
     out: &mut Flow,
-    now: u64,
-    reopen: bool,
-    stateful: bool,
+    new: &New,
 ) -> Result<(), Reason> {
-    let flags = if reopen { BPF_ANY } else { BPF_NOEXIST };
+    let flags = if new.reopen { BPF_ANY } else { BPF_NOEXIST };
     match FLOWS.insert(request_key, &*out, flags as u64) {
         Ok(()) => {
-            start_count(request_key, out);
+            started(request_key, out, new);
             Ok(())
         }
         // Another CPU created this flow meanwhile (its first packets arrived on two CPUs).
-        // Its entries win; the reply entry claimed here goes, unless it is the same one.
-        Err(EEXIST) => adopt(request_key, claimed, out, now, stateful),
+        // Its entries win (and it counts the flow); the reply entry claimed here goes,
+        // unless it is the same one.
+        Err(EEXIST) => adopt(request_key, claimed, out, new),
         Err(_errno) => Err(Reason::FlowInsert),
     }
 }
@@ -252,25 +270,24 @@ fn adopt(
     request_key: &FlowKey,
     claimed: &FlowKey,
     out: &mut Flow,
-    now: u64,
-    stateful: bool,
+    new: &New,
 ) -> Result<(), Reason> {
     let Some(entry) = FLOWS.get_ptr(request_key) else {
         // Gone again (evicted): this CPU's flow stands.
-        return stand(request_key, out);
+        return stand(request_key, out, new);
     };
     // SAFETY: a pointer into the map's value memory (see `live`), copied: fields other CPUs
     // write meanwhile are each taken before or after the write.
     let theirs = unsafe { *entry };
-    if theirs.expired(now) {
+    if theirs.expired(new.now) {
         // An old flow of the same tuple, expired but not yet evicted: this one replaces it.
-        return stand(request_key, out);
+        return stand(request_key, out, new);
     }
     let same = theirs.src == claimed.dst
         && theirs.dst == claimed.src
         && theirs.sport == claimed.dport
         && theirs.dport == claimed.sport;
-    if stateful && !same {
+    if new.stateful && !same {
         // Not there any more is fine: nothing else can hold a key claimed this instant.
         let _gone = FLOWS.remove(claimed).is_ok();
     }
@@ -280,12 +297,20 @@ fn adopt(
 
 /// Puts this CPU's request entry `out` in over whatever `key` holds, and counts it.
 #[inline(always)]
-fn stand(key: &FlowKey, out: &Flow) -> Result<(), Reason> {
+fn stand(key: &FlowKey, out: &Flow, new: &New) -> Result<(), Reason> {
     FLOWS
         .insert(key, out, BPF_ANY as u64)
         .map_err(|_errno| Reason::FlowInsert)?;
-    start_count(key, out);
+    started(key, out, new);
     Ok(())
+}
+
+/// The new flow `flow` of `request_key` is in: counted for its real, and as active on it
+/// when it is a leastconn flow.
+#[inline(always)]
+fn started(request_key: &FlowKey, flow: &Flow, new: &New) {
+    emit::new_flow(flow.real_id, new.picked_up);
+    start_count(request_key, flow);
 }
 
 /// Counts the new leastconn flow `flow` of `request_key` active on its real. An OPEN entry

@@ -6,7 +6,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealEntry, Settings, SnatPool, VipCounters,
+    Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealCounters, RealEntry, Settings, SnatPool,
     VipKey, VipMeta, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES, MAX_REALS, MAX_VIPS,
     RING_MAP_FLAGS, RING_SIZE,
 };
@@ -127,6 +127,8 @@ pub fn scratch() -> Option<&'static mut Scratch> {
 #[btf_map]
 pub static COUNTERS: PerCpuArray<Counter, { COUNTER_SLOTS as usize }> = PerCpuArray::new();
 
-/// Packets forwarded per VIP id, per direction.
+/// Per CPU and real id: packets and bytes forwarded each way, new flows. A VIP's figures are
+/// its reals' summed (userspace): the established path pays one counter lookup either way,
+/// and per real it answers "where is my traffic going".
 #[btf_map]
-pub static VIP_COUNTERS: PerCpuArray<VipCounters, { MAX_VIPS as usize }> = PerCpuArray::new();
+pub static REAL_COUNTERS: PerCpuArray<RealCounters, { MAX_REALS as usize }> = PerCpuArray::new();

@@ -99,7 +99,7 @@ fn unsupported(mode: u8) -> Reason {
 fn direct(ctx: &XdpContext, pkt: &Packet, scratch: &mut Scratch, mode: u8) -> Result<(), Reason> {
     let flow = &scratch.flow;
     scratch.sent = Sent {
-        vip_id: flow.vip_id,
+        real_id: flow.real_id,
         egress: flow.egress_ifindex,
         reply: false,
     };
@@ -280,7 +280,7 @@ fn icmp_translate_outer(
 #[inline(always)]
 fn sent(flow: &Flow) -> Sent {
     Sent {
-        vip_id: flow.vip_id,
+        real_id: flow.real_id,
         egress: flow.egress_ifindex,
         reply: flow.flags & FLOW_REPLY != 0,
     }

@@ -1,8 +1,8 @@
 //! A fixture table: input frame, expected XDP action, expected output bytes, the one counter
-//! that must move; run in order against one datapath (rows may depend on the flows the rows
-//! before them made).
+//! that must move (and, for a forwarded frame, its real's counter of that direction); run
+//! in order against one datapath (rows may depend on the flows the rows before them made).
 
-use lb_common::Reason;
+use lb_common::{Counter, Reason};
 use lb_userspace::datapath::Datapath;
 
 use crate::{
@@ -61,8 +61,10 @@ pub fn untouched(name: &'static str, frame: Vec<u8>, action: u32, reason: Reason
 pub fn run(dp: &Datapath, rows: Vec<Row>) {
     for row in rows {
         let before = dp.counters().unwrap();
+        let reals_before = dp.reals_forwarded().unwrap();
         let (action, out) = dp.run_frame(&row.frame).unwrap();
         let moved = delta(&before, &dp.counters().unwrap());
+        let reals_after = dp.reals_forwarded().unwrap();
         assert_eq!(
             action, row.action,
             "{}: action (counted {moved:?})",
@@ -82,6 +84,29 @@ pub fn run(dp: &Datapath, rows: Vec<Row>) {
             moved,
             vec![(label.to_owned(), 1, row.frame.len() as u64)],
             "{}: counters",
+            row.name
+        );
+        // The real of the frame's flow counts it in its direction; nothing else moves.
+        let one = Counter {
+            packets: 1,
+            bytes: row.frame.len() as u64,
+        };
+        let (requests, replies) = match row.counted {
+            Counted::Request => (one, Counter::default()),
+            Counted::Reply => (Counter::default(), one),
+            Counted::Because(_) => (Counter::default(), Counter::default()),
+        };
+        let minus = |a: Counter, b: Counter| Counter {
+            packets: a.packets - b.packets,
+            bytes: a.bytes - b.bytes,
+        };
+        assert_eq!(
+            (
+                minus(reals_after.requests, reals_before.requests),
+                minus(reals_after.replies, reals_before.replies)
+            ),
+            (requests, replies),
+            "{}: the real's counters",
             row.name
         );
     }

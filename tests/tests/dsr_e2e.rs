@@ -44,11 +44,13 @@ fn dsr_answers_300_connections_spread_over_three_reals_with_replies_bypassing_th
     );
 
     // `lbctl stats` shows the same, from another process.
-    let table = lab
-        .lb
-        .exec(&lbctl().display().to_string(), &["stats", "eth0"])
-        .unwrap();
-    let forwarded_row = table
+    let lbctl_stats = |args: &[&str]| {
+        let mut all = vec!["stats", "eth0"];
+        all.extend_from_slice(args);
+        lab.lb.exec(&lbctl().display().to_string(), &all).unwrap()
+    };
+    let reasons = lbctl_stats(&["--reasons"]);
+    let forwarded_row = reasons
         .lines()
         .find(|l| l.starts_with("forwarded"))
         .unwrap_or_default()
@@ -58,18 +60,55 @@ fn dsr_answers_300_connections_spread_over_three_reals_with_replies_bypassing_th
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    assert!(n >= facts.lb_forwarded, "lbctl stats:\n{table}");
-    assert!(
-        table.contains(&format!("{VIP_ADDR}:{VIP_PORT}/tcp")),
-        "lbctl stats lists the VIP:\n{table}"
-    );
+    assert!(n >= facts.lb_forwarded, "lbctl stats --reasons:\n{reasons}");
     for r in Reason::ALL {
         assert!(
-            table.contains(r.label()),
-            "lbctl stats lists {}:\n{table}",
+            reasons.contains(r.label()),
+            "lbctl stats --reasons lists {}:\n{reasons}",
             r.label()
         );
     }
+    let vip = format!("{VIP_ADDR}:{VIP_PORT}/tcp");
+    let table = lbctl_stats(&["--interval", "0.2"]);
+    assert!(table.contains(&vip), "lbctl stats lists the VIP:\n{table}");
+    // Per real: each real's packets are those of the connections it answered (four at
+    // least each), and the VIP's are its reals' summed.
+    let json: serde_json::Value =
+        serde_json::from_str(&lbctl_stats(&["--json", "--interval", "0.2"])).unwrap();
+    let row = json["vips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["vip"] == vip.as_str())
+        .unwrap_or_else(|| panic!("no {vip} in {json}"));
+    let reals = row["reals"].as_array().unwrap();
+    assert_eq!(reals.len(), 3, "{row}");
+    let mut sum = 0;
+    for r in reals {
+        let name = r["real"].as_str().unwrap();
+        let addr: std::net::Ipv4Addr = name.split(':').next().unwrap().parse().unwrap();
+        // The lab's reals answer as r1, r2, r3, in the order of their addresses.
+        let index = lab.real_addrs().iter().position(|a| *a == addr).unwrap();
+        let served = facts.per_real[&format!("r{}", index + 1)] as u64;
+        assert!(served > 0, "{:?}", facts.per_real);
+        let packets = r["traffic"]["requests"]["packets"].as_u64().unwrap();
+        assert!(
+            packets >= 4 * served,
+            "{name} answered {served} connections: {r}"
+        );
+        assert_eq!(
+            r["traffic"]["replies"]["packets"], 0,
+            "dsr: replies go around"
+        );
+        assert_eq!(r["state"], "ready", "{r}");
+        sum += packets;
+    }
+    assert_eq!(
+        row["traffic"]["requests"]["packets"].as_u64(),
+        Some(sum),
+        "{row}"
+    );
+    assert!(json["flow_entries"].as_u64().unwrap() > 0, "{json}");
 
     // SIGTERM detaches cleanly.
     lab.stop_lb().unwrap();

@@ -61,10 +61,7 @@ fn vip_counts(stats: &Stats, vip: &str) -> (u64, u64) {
         .iter()
         .find(|r| r.vip == vip)
         .unwrap_or_else(|| panic!("{vip} not in {:?}", stats.vips));
-    (
-        row.forwarded.requests.packets,
-        row.forwarded.replies.packets,
-    )
+    (row.traffic.requests.packets, row.traffic.replies.packets)
 }
 
 /// A UDP request to a port nothing listens on: the real answers ICMP port unreachable, which

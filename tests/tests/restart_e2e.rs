@@ -332,8 +332,8 @@ fn an_lbctl_program_whose_pins_are_gone_is_named_so() {
 }
 
 /// A migration that ended after its swap, before LAYOUT was pinned, leaves layout-1 state
-/// whose replaced maps (COUNTERS) are already of this layout: the next lbctl takes those
-/// over in place and ends the migration, flows and all.
+/// whose replaced and new maps (COUNTERS, REAL_COUNTERS) are already of this layout: the
+/// next lbctl takes those over in place and ends the migration, flows and all.
 #[test]
 fn a_migration_cut_short_before_layout_is_pinned_is_finished_by_the_next_lbctl() {
     require_root();
@@ -345,7 +345,11 @@ fn a_migration_cut_short_before_layout_is_pinned_is_finished_by_the_next_lbctl()
     std::fs::remove_file(lab.lb_pin_dir().join("LAYOUT")).unwrap();
     lab.start_lb(&lbctl(), &args).unwrap();
     let log = lab.lb_log();
-    assert!(log.contains("from layout 1 to 2"), "{log}");
+    let migrated = format!(
+        "from layout 1 to {}",
+        lb_userspace::datapath::layout::CURRENT
+    );
+    assert!(log.contains(&migrated), "{log}");
     let data = MapData::from_pin(lab.lb_pin_dir().join("LAYOUT")).unwrap();
     let layout: aya::maps::Array<MapData, u32> =
         aya::maps::Array::try_from(aya::maps::Map::Array(data)).unwrap();

@@ -457,3 +457,66 @@ fn a_flow_one_way_only_keeps_its_snat_port() {
         );
     }
 }
+
+/// Per real: each packet forwarded counts for the real of its flow in the direction it goes;
+/// a flow counts once as new, and also as picked up when its first packet was no SYN.
+#[test]
+fn each_real_counts_its_packets_each_way_and_its_new_flows() {
+    let dp = seeded_stateful();
+    let nat = vip("198.18.100.20:80/tcp");
+    let counts = |dp: &Datapath| {
+        let reals = dp.real_counters(&nat).unwrap();
+        assert_eq!(reals.len(), 1, "{reals:?}");
+        reals[0].1
+    };
+    let syn = client_to_lb(VIP_NAT).tcp(40000, 80, Tcp::Syn, b"");
+    let ack = client_to_lb(VIP_NAT).tcp(40000, 80, Tcp::Ack, b"data");
+    let reply = real_b_to_lb().tcp(8080, 40000, Tcp::Ack, b"answer");
+    let mid_stream = client_to_lb(VIP_NAT).tcp(40001, 80, Tcp::Ack, b"no syn seen");
+    for (frame, action) in [
+        (&syn, XDP_REDIRECT),
+        (&ack, XDP_REDIRECT),
+        (&reply, XDP_TX),
+        (&reply, XDP_TX),
+        (&mid_stream, XDP_REDIRECT),
+    ] {
+        assert_eq!(dp.run_frame(frame).unwrap().0, action);
+    }
+    let c = counts(&dp);
+    assert_eq!(
+        (c.requests.packets, c.requests.bytes),
+        (3, (syn.len() + ack.len() + mid_stream.len()) as u64)
+    );
+    assert_eq!(
+        (c.replies.packets, c.replies.bytes),
+        (2, 2 * reply.len() as u64)
+    );
+    assert_eq!((c.new_flows, c.picked_up), (2, 1), "{c:?}");
+    // The VIP's figures are its reals' summed; another VIP's reals are not moved.
+    assert_eq!(dp.vip_forwarded(&nat).unwrap(), c);
+    let other = dp.vip_forwarded(&vip("198.18.100.24:80/tcp")).unwrap();
+    assert_eq!(other, lb_common::RealCounters::default());
+}
+
+/// A real that leaves its VIP and comes back starts its counters at zero (a new id, zeroed).
+#[test]
+fn a_real_that_leaves_and_comes_back_starts_from_zero() {
+    let mut dp = seeded_stateful();
+    let nat = vip("198.18.100.20:80/tcp");
+    let syn = client_to_lb(VIP_NAT).tcp(40000, 80, Tcp::Syn, b"");
+    assert_eq!(dp.run_frame(&syn).unwrap().0, XDP_REDIRECT);
+    assert_eq!(dp.vip_forwarded(&nat).unwrap().new_flows, 1);
+    let real = Real {
+        addr: REAL_B_IP.into(),
+        port: Some(8080),
+        mac: REAL_B_MAC,
+        ifindex: IFINDEX_B,
+        weight: 1,
+        down: false,
+    };
+    dp.set_reals(&nat, &[]).unwrap();
+    dp.set_reals(&nat, &[real]).unwrap();
+    let reals = dp.real_counters(&nat).unwrap();
+    assert_eq!(reals.len(), 1);
+    assert_eq!(reals[0].1, lb_common::RealCounters::default());
+}

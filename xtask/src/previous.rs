@@ -10,8 +10,13 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-/// (layout, the commit of the last lbctl that pins it), oldest first.
-pub const RELEASES: &[(u32, &str)] = &[(1, "60a3567004c7755158507f37998e5983f4f04a4a")];
+/// (layout, the commit of the last lbctl that pins it, the cargo features its lbctl needs),
+/// oldest first.
+pub const RELEASES: &[(u32, &str, &[&str])] = &[
+    (1, "60a3567004c7755158507f37998e5983f4f04a4a", &[]),
+    // From here the eBPF object is behind lb-userspace's `ebpf` feature.
+    (2, "0bc213fd68d34f12bc148d7416ae3cb164ddd20c", &["ebpf"]),
+];
 
 /// The environment variable the upgrade test finds layout `n`'s lbctl in.
 pub fn env_name(layout: u32) -> String {
@@ -27,8 +32,8 @@ pub fn build_all(
     cargo: impl Fn() -> Command,
 ) -> Vec<(String, PathBuf)> {
     let mut built = Vec::new();
-    for (layout, commit) in RELEASES {
-        match build(repo, target, commit, &cargo) {
+    for (layout, commit, features) in RELEASES {
+        match build(repo, target, commit, features, &cargo) {
             Ok(bin) => built.push((env_name(*layout), bin)),
             Err(e) => eprintln!(
                 "xtask test: could not build lbctl {commit} (layout {layout}) for the upgrade test: {e:#}"
@@ -61,7 +66,13 @@ fn fetch_if_missing(repo: &Path, commit: &str) -> Result<()> {
     .with_context(|| format!("this clone lacks {commit} and could not fetch it: `git fetch --unshallow`, then run again"))
 }
 
-fn build(repo: &Path, target: &Path, commit: &str, cargo: impl Fn() -> Command) -> Result<PathBuf> {
+fn build(
+    repo: &Path,
+    target: &Path,
+    commit: &str,
+    features: &[&str],
+    cargo: impl Fn() -> Command,
+) -> Result<PathBuf> {
     let dir = target.join("previous").join(&commit[..12]);
     let bin = dir.join("target/debug/lbctl");
     let src = dir.join("src");
@@ -101,6 +112,7 @@ fn build(repo: &Path, target: &Path, commit: &str, cargo: impl Fn() -> Command) 
         cargo()
             .current_dir(&src)
             .args(["build", "--locked", "-p", "lb-userspace", "--bin", "lbctl"])
+            .args(features.iter().flat_map(|f| ["--features", f]))
             .env("CARGO_TARGET_DIR", dir.join("target")),
     )?;
     if !bin.exists() {

@@ -112,4 +112,23 @@ pub struct RealRow {
     pub serving: bool,
     /// The last check's result when it is down.
     pub why: Option<String>,
+    /// Checked reals: how long it has been up or down (since its checks started, or its
+    /// last change).
+    #[serde(default)]
+    pub since_secs: Option<u64>,
+    /// Checked reals: the last check.
+    #[serde(default)]
+    pub last_check: Option<CheckRow>,
+}
+
+/// One check's result, as the daemon last saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRow {
+    pub ok: bool,
+    /// "ok", or why it failed.
+    pub result: String,
+    /// How long the check took.
+    pub took_ms: u64,
+    /// How long ago it ended.
+    pub ago_ms: u64,
 }

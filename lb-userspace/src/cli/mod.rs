@@ -2,6 +2,7 @@
 //! it runs.
 
 pub mod admin;
+pub mod stats;
 pub mod vip_flags;
 
 use std::{path::PathBuf, time::Duration};
@@ -21,7 +22,6 @@ use crate::{
         spec::{RealSpec, VipSpec},
     },
     doctor::{self, DoctorRealArgs},
-    stats,
 };
 use admin::{RealCommand, Talk, VipCommand};
 use vip_flags::VipFlags;
@@ -92,12 +92,11 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         pin_dir: Option<PathBuf>,
     },
-    /// Print the counters of the balancer attached to an interface: packets forwarded, and
-    /// every packet not forwarded by reason.
-    Stats {
-        /// Interface the balancer is attached to.
-        iface: String,
-    },
+    /// Show what the balancer attached to an interface does, as HAProxy's stats page does:
+    /// each VIP with its reals (state, weight, checks, packets/s, bytes/s, new flows/s,
+    /// active flows, totals); `--reasons` every packet not forwarded, by reason. Works
+    /// without a running lbctl, from the maps themselves.
+    Stats(stats::StatsArgs),
     /// On a real server of tunnel-mode VIPs: unwrap the LB's IP-in-IP packets.
     #[command(subcommand)]
     Decap(DecapCommand),
@@ -228,9 +227,7 @@ impl Cli {
                 println!("{}", datapath::downgrade(&pins, to)?);
                 Ok(())
             }
-            Command::Stats { iface } => {
-                rt.block_on(async { stats::read_attached(&iface).await.map(|s| print!("{s}")) })
-            }
+            Command::Stats(args) => rt.block_on(stats::run(&args)),
             Command::Decap(DecapCommand::Attach { iface }) => rt.block_on(decap(&iface)),
             Command::Demo(args) => crate::demo::run(&args),
             Command::Doctor(DoctorCommand::Real(args)) => {

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use super::running::Running;
 use crate::{
-    admin::{IfaceRow, RealRow, Response, Status, VipRow},
+    admin::{CheckRow, IfaceRow, RealRow, Response, Status, VipRow},
     datapath::{real_key, AttachMode},
     declare::{edit::RealRef, spec::VipSpec},
     host::resolve::fmt_mac,
@@ -100,6 +100,7 @@ pub fn reals(r: &Running, only: Option<VipSpec>) -> Response {
             let key = real_key(&s.vip, &real);
             let unresolved = r.current.unresolved.get(&key);
             let health = r.health.get(&key);
+            let checked = s.settings.check.as_ref().and_then(|_| r.board.get(&key));
             let (health_word, why) = match (&s.settings.check, health) {
                 (None, _) => ("unchecked", None),
                 (Some(_), None) => ("up", None),
@@ -121,6 +122,13 @@ pub fn reals(r: &Running, only: Option<VipSpec>) -> Response {
                 },
                 serving: !real.down && real.weight > 0,
                 why: unresolved.cloned().or(why),
+                since_secs: checked.as_ref().map(|c| c.since.elapsed().as_secs()),
+                last_check: checked.and_then(|c| c.last).map(|l| CheckRow {
+                    ok: l.ok,
+                    result: l.result,
+                    took_ms: l.took.as_millis() as u64,
+                    ago_ms: l.at.elapsed().as_millis() as u64,
+                }),
             });
         }
     }

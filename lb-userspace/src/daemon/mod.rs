@@ -26,6 +26,7 @@ use crate::{
     datapath::{self, pins::StateDir, AttachMode, Datapath},
     declare::{config, edit, service::Service},
     health::{
+        board::CheckBoard,
         check::Change,
         runner::{Checks, Event},
     },
@@ -98,7 +99,7 @@ pub async fn run(opts: Options) -> Result<()> {
     );
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut checks = Checks::new(events_tx);
+    let mut checks = Checks::new(events_tx, running.board.clone());
     sync_checks(&running, &mut checks);
     let (neighbours, mut neighbour_changes) = NeighbourWatch::start(
         running.current.next_hops.iter().copied(),
@@ -198,6 +199,7 @@ async fn start(
         configured: services,
         current: resolve::Resolved::empty(),
         health: BTreeMap::new(),
+        board: CheckBoard::default(),
     };
     running.seed_health(&current, &down);
     let kept: Vec<_> = current.services.iter().map(|s| s.vip).collect();

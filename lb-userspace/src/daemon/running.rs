@@ -18,6 +18,7 @@ use crate::{
         service::{self, Service},
         spec::{Mode, VipSpec},
     },
+    health::board::CheckBoard,
     host::resolve::{self, Resolved, ResolvedService},
 };
 
@@ -31,6 +32,8 @@ pub struct Running {
     pub current: Resolved,
     /// What the checks last found of each checked real: up or not, and the last result.
     pub health: Health,
+    /// Every checked real's last check and time in its state, as the check tasks write it.
+    pub board: CheckBoard,
 }
 
 impl Running {

@@ -60,7 +60,7 @@ impl Datapath {
 
 /// CLOCK_MONOTONIC at the last tick, in nanoseconds: the clock of the datapath's
 /// `bpf_ktime_get_coarse_ns`.
-fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use lb_common::map_names::{self, *};
 
 /// The layout this lbctl pins.
-pub const CURRENT: u32 = 2;
+pub const CURRENT: u32 = 3;
 
 /// The oldest layout this lbctl takes over (migrating it to `CURRENT`).
 pub const OLDEST: u32 = 1;
@@ -98,11 +98,37 @@ const LAYOUT_2: &[(&str, Shape)] = &[
     (LAYOUT, shape(ARRAY, 4, 4, 1)),
 ];
 
+/// Layout 3: the counters per real (REAL_COUNTERS, per real id: packets and bytes each way,
+/// new flows, flows picked up mid-stream) in place of the counters per VIP (VIP_COUNTERS): a
+/// VIP's figures are its reals' summed. A real removed from its VIP is written
+/// `REAL_RETIRED` in REALS (older programs take it for down; `lbctl downgrade` writes it
+/// down), so that its entry is not read back as a real of the VIP.
+const LAYOUT_3: &[(&str, Shape)] = &[
+    (VIPS, shape(HASH, 20, 24, 16384)),
+    (REALS, shape(ARRAY, 4, 40, 16384)),
+    (RINGS, shape(ARRAY_OF_MAPS, 4, 4, 16384)),
+    (COUNTERS, shape(PERCPU_ARRAY, 4, 16, 64)),
+    (REAL_COUNTERS, shape(PERCPU_ARRAY, 4, 48, 16384)),
+    (IFACES, shape(HASH, 4, 12, 64)),
+    (SETTINGS, shape(ARRAY, 4, 8, 1)),
+    (FLOWS, sized_at_load(LRU_HASH, 40, 80)),
+    (SNAT_POOLS, shape(ARRAY, 4, 136, 16384)),
+    (SNAT_CURSOR, shape(PERCPU_ARRAY, 4, 4, 1)),
+    (ENDPOINTS, shape(HASH, 20, 8, 8192)),
+    (ACTIVE, shape(ARRAY, 4, 8, 16384)),
+    (SWEPT, shape(ARRAY, 4, 8, 16384)),
+    (OPEN, sized_at_load(HASH, 40, 4)),
+    (RR_CURSOR, shape(PERCPU_ARRAY, 4, 4, 16384)),
+    (TUNNEL_SOURCES, shape(ARRAY, 4, 4, 16384)),
+    (LAYOUT, shape(ARRAY, 4, 4, 1)),
+];
+
 /// The pinned maps of `layout`, by name; `None` for a layout this lbctl does not know.
 pub fn maps(layout: u32) -> Option<BTreeMap<&'static str, Shape>> {
     let table = match layout {
         1 => LAYOUT_1,
         2 => LAYOUT_2,
+        3 => LAYOUT_3,
         _ => return None,
     };
     Some(table.iter().copied().collect())
@@ -124,6 +150,9 @@ pub enum Step {
     /// A new map replaces it; what it holds is carried into the new one (`migrate`) once the
     /// old program no longer runs.
     Replaced,
+    /// Gone from the newer layout, unpinned after the swap; what it held is not carried
+    /// (`migrate` says so in the log).
+    Dropped,
 }
 
 /// What the migration from `from` to `from + 1` does with each map of `from`: any map of
@@ -131,6 +160,8 @@ pub enum Step {
 pub fn step(from: u32, name: &str) -> Step {
     match (from, name) {
         (1, map_names::COUNTERS) => Step::Replaced,
+        // Per VIP cannot be split per real: per-VIP totals start again from zero.
+        (2, map_names::VIP_COUNTERS) => Step::Dropped,
         _ => Step::Kept,
     }
 }
@@ -152,7 +183,16 @@ mod tests {
         for from in OLDEST..CURRENT {
             let (old, new) = (maps(from).unwrap(), maps(from + 1).unwrap());
             for (name, shape) in &old {
-                let next = new.get(name).unwrap_or_else(|| {
+                let next = new.get(name);
+                if step(from, name) == Step::Dropped {
+                    assert!(
+                        next.is_none(),
+                        "{name} is dropped and kept by layout {}",
+                        from + 1
+                    );
+                    continue;
+                }
+                let next = next.unwrap_or_else(|| {
                     panic!("layout {} drops {name}: say what becomes of it", from + 1)
                 });
                 match step(from, name) {
@@ -161,7 +201,7 @@ mod tests {
                         fits(next, shape),
                         "{name} changes shape from layout {from}: it must be Replaced"
                     ),
-                    Step::Replaced => {}
+                    Step::Replaced | Step::Dropped => {}
                 }
             }
         }

@@ -19,7 +19,7 @@
 
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{Array, Map, MapData, MapInfo, PerCpuArray, PerCpuValues};
-use lb_common::{map_names, Counter, Reason};
+use lb_common::{map_names, Counter, RealEntry, Reason, REAL_DOWN, REAL_RETIRED};
 
 use super::{
     layout::{self, Shape, Step, CURRENT},
@@ -118,18 +118,28 @@ impl StateDir {
             );
         };
         let current = layout::maps(CURRENT).context("the current layout has a table")?;
-        // Replaced maps already pinned in this layout's shape: a migration that ended after
-        // the swap and before LAYOUT was written left them; taken over in place.
+        // Maps this layout makes anew (replacing older ones, or new) already pinned in its
+        // shape: a migration that ended after the swap and before LAYOUT was written left
+        // them; taken over in place.
         let mut done = Vec::new();
+        for (name, want) in &current {
+            if kept_through(found, name) {
+                continue;
+            }
+            if self
+                .shape(name)?
+                .is_some_and(|have| layout::fits(want, &have))
+            {
+                done.push(*name);
+            }
+        }
         for (name, want) in &old {
+            if done.contains(name) {
+                continue;
+            }
             let Some(have) = self.shape(name)? else {
                 continue;
             };
-            let replaced = !kept_through(found, name);
-            if replaced && current.get(name).is_some_and(|c| layout::fits(c, &have)) {
-                done.push(*name);
-                continue;
-            }
             if !layout::fits(want, &have) {
                 bail!(
                     "the pinned map {} is not of layout {found} as this lbctl knows it (found {have:?}, layout {found} has {want:?}): it was left by an lbctl of another build. Refusing to take it over; to start afresh, losing its flows, `lbctl detach` the interface (or remove {})",
@@ -188,11 +198,39 @@ pub fn downgrade(dir: &StateDir, to: u32) -> Result<String> {
             unpinned.push(*name);
         }
     }
+    if to < 3 {
+        retired_as_down(dir)?;
+    }
+    // A layout with LAYOUT says which it is; layout 1 has none (unpinned above).
+    if kept_through(to, map_names::LAYOUT) {
+        let path = dir.map_path(map_names::LAYOUT);
+        let data =
+            MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+        let mut map: Array<MapData, u32> = Array::try_from(Map::Array(data))?;
+        map.set(0, to, 0).context("writing LAYOUT")?;
+    }
     Ok(format!(
-        "{} is layout {to} now, for the lbctl that pins it to take over: flows, VIP and real ids and SNAT ports stay; unpinned {} (that lbctl makes its own: the counters start again from zero). Starting this lbctl again migrates it back",
+        "{} is layout {to} now, for the lbctl that pins it to take over: flows, VIP and real ids and SNAT ports stay; unpinned {} (that lbctl makes its own: the counters in them start again from zero). Starting this lbctl again migrates it back",
         dir.path().display(),
         unpinned.join(", ")
     ))
+}
+
+/// Layouts before 3 have no retired state: a removed real was written down (which an older
+/// lbctl, taking the state over, keeps apart from a live entry of the same real).
+fn retired_as_down(dir: &StateDir) -> Result<()> {
+    let path = dir.map_path(map_names::REALS);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reals: Array<MapData, RealEntry> = Array::try_from(Map::Array(data))?;
+    for id in 1..reals.len() {
+        let entry = reals.get(&id, 0).context("reading REALS")?;
+        if entry.state() == REAL_RETIRED {
+            reals
+                .set(id, entry.with_state(REAL_DOWN), 0)
+                .context("writing REALS")?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether map `name` of layout `from` is taken over in place by every step up to CURRENT.
@@ -274,7 +312,22 @@ impl Datapath {
             }
             self.pin_loaded(name, &path)?;
         }
+        // Maps of the older layout that this one no longer has: the program no longer
+        // uses them; their pins go.
+        let current = layout::maps(CURRENT).context("the current layout has a table")?;
         let mut carried = Vec::new();
+        for name in layout::maps(takeover.from)
+            .context("the layout taken over has a table")?
+            .keys()
+            .filter(|n| !current.contains_key(*n))
+        {
+            let path = dir.join(name);
+            if path.exists() {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("unpinning {}", path.display()))?;
+            }
+            carried.push(dropped_note(name));
+        }
         for older in &takeover.older {
             // Only what the old program counted since the copy: the race with this program's
             // counting is on that difference alone.
@@ -299,10 +352,15 @@ impl Datapath {
                 takeover.from
             )
         };
+        let split = if takeover.from == 1 {
+            format!(" ({SPLIT_SINCE_LAYOUT_1})")
+        } else {
+            String::new()
+        };
         Ok(Some(if carried.is_empty() {
             what
         } else {
-            format!("{what}; {} ({SPLIT_SINCE_LAYOUT_1})", carried.join("; "))
+            format!("{what}; {}{split}", carried.join("; "))
         }))
     }
 
@@ -340,6 +398,14 @@ impl Datapath {
         self.rings
             .set(free, &empty, 0)
             .context("waiting for running programs (a RINGS update)")
+    }
+}
+
+/// What the log says of a map a newer layout no longer has.
+fn dropped_note(name: &str) -> String {
+    match name {
+        map_names::VIP_COUNTERS => "VIP_COUNTERS not carried over: from layout 3 on the datapath counts per real (REAL_COUNTERS), and a VIP's count cannot be split among its reals, so per-VIP totals start again from zero".to_string(),
+        other => format!("{other} not carried over"),
     }
 }
 
@@ -475,6 +541,16 @@ mod tests {
             "replaced in layout 2"
         );
         assert!(!kept_through(1, map_names::LAYOUT), "new in layout 2");
+        assert!(kept_through(2, map_names::COUNTERS));
+        assert!(kept_through(2, map_names::FLOWS));
+        assert!(
+            !kept_through(2, map_names::VIP_COUNTERS),
+            "dropped in layout 3"
+        );
+        assert!(
+            !kept_through(2, map_names::REAL_COUNTERS),
+            "new in layout 3"
+        );
         assert!(kept_through(CURRENT, map_names::COUNTERS));
         assert!(kept_through(CURRENT, map_names::LAYOUT));
     }

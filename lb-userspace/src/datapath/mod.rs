@@ -3,6 +3,7 @@
 
 mod attach;
 mod flows;
+pub(crate) use flows::monotonic_ns;
 pub mod layout;
 mod migrate;
 pub use attach::AttachMode;
@@ -27,9 +28,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    map_names, program_names, Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealEntry, Settings,
-    SnatPool, VipCounters, VipKey, VipMeta, ENDPOINT_POOL, ENDPOINT_REAL, MAX_POOL_ADDRS,
-    MAX_REALS, MAX_VIPS, REAL_DOWN, REAL_DRAIN, REAL_UP, VIP_PASS_WHEN_EMPTY,
+    map_names, program_names, Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealCounters,
+    RealEntry, Settings, SnatPool, VipKey, VipMeta, ENDPOINT_POOL, ENDPOINT_REAL, MAX_POOL_ADDRS,
+    MAX_REALS, MAX_VIPS, REAL_DOWN, REAL_DRAIN, REAL_RETIRED, REAL_UP, VIP_PASS_WHEN_EMPTY,
 };
 use tracing::warn;
 use xdp_netlink::{XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_FLAGS_UPDATE_IF_NOEXIST};
@@ -142,7 +143,7 @@ pub struct Datapath {
     /// Inner maps are built by `ring_map`.
     rings: ArrayOfMaps<MapData, MapData>,
     counters: PerCpuArray<MapData, Counter>,
-    vip_counters: PerCpuArray<MapData, VipCounters>,
+    real_counters: PerCpuArray<MapData, RealCounters>,
     ifaces: HashMap<MapData, u32, IfaceConfig>,
     settings: Array<MapData, Settings>,
     flows: HashMap<MapData, FlowKey, Flow>,
@@ -333,7 +334,7 @@ impl Datapath {
             reals: take(&mut ebpf, map_names::REALS)?,
             rings: take(&mut ebpf, map_names::RINGS)?,
             counters: take(&mut ebpf, map_names::COUNTERS)?,
-            vip_counters: take(&mut ebpf, map_names::VIP_COUNTERS)?,
+            real_counters: take(&mut ebpf, map_names::REAL_COUNTERS)?,
             ifaces: take(&mut ebpf, map_names::IFACES)?,
             settings: take(&mut ebpf, map_names::SETTINGS)?,
             flows: take(&mut ebpf, map_names::FLOWS)?,
@@ -384,13 +385,35 @@ impl Datapath {
         CounterTable::read(&self.counters)
     }
 
-    /// Packets and bytes forwarded for `vip` per direction, summed over CPUs.
-    pub fn vip_forwarded(&self, vip: &VipSpec) -> Result<VipCounters> {
-        let vip_id = self
-            .services
-            .get(vip)
-            .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?
-            .id;
-        crate::stats::sum_vip(&self.vip_counters, vip_id)
+    /// What the datapath did for each real `vip` has now (its id's counters since the id was
+    /// given), summed over CPUs.
+    pub fn real_counters(&self, vip: &VipSpec) -> Result<Vec<(RealKey, RealCounters)>> {
+        if !self.services.contains_key(vip) {
+            bail!("VIP {vip} is not configured");
+        }
+        self.real_ids
+            .range((*vip, IpAddr::from([0u8; 4]), 0)..)
+            .take_while(|(k, _)| k.0 == *vip)
+            .map(|(k, id)| Ok((*k, crate::stats::sum_real(&self.real_counters, *id)?)))
+            .collect()
+    }
+
+    /// Every real's counters (of every VIP) summed: what the datapath forwarded for the
+    /// reals it serves now.
+    pub fn reals_forwarded(&self) -> Result<RealCounters> {
+        self.real_ids
+            .values()
+            .try_fold(RealCounters::default(), |sum, id| {
+                Ok(sum.plus(crate::stats::sum_real(&self.real_counters, *id)?))
+            })
+    }
+
+    /// Packets and bytes forwarded for `vip` per direction, and its new flows: its reals'
+    /// counters summed.
+    pub fn vip_forwarded(&self, vip: &VipSpec) -> Result<RealCounters> {
+        Ok(self
+            .real_counters(vip)?
+            .into_iter()
+            .fold(RealCounters::default(), |sum, (_, c)| sum.plus(c)))
     }
 }

@@ -29,7 +29,7 @@ impl Datapath {
             self.services.insert(vip, found);
         }
         // Reals up or draining first: a real removed before and added again has a freed
-        // id (down) and a live one; the live one is its id.
+        // id (retired; down in layouts before 3) and a live one; the live one is its id.
         let mut down = Vec::new();
         for id in 1..MAX_REALS {
             let entry = self.reals.get(&id, 0).context("reading the pinned REALS")?;
@@ -37,7 +37,7 @@ impl Datapath {
                 continue;
             };
             match entry.state() {
-                0 => continue,
+                0 | REAL_RETIRED => continue,
                 REAL_DOWN => down.push((*vip, id, entry)),
                 _ => self.adopt_real(*vip, id, &entry)?,
             }

@@ -40,8 +40,6 @@ impl Datapath {
                 return self.add_vip(vip, settings);
             }
             None => {
-                // A fresh id starts its counters at zero, not at the last VIP's that had it.
-                self.reset_vip_counters(vip_id)?;
                 // The ring goes in before the VIP entry: no packet finds a VIP without one.
                 self.install_ring(vip_id, &[])?;
             }
@@ -225,7 +223,7 @@ impl Datapath {
                 .and_then(|s| s.reals.iter().find(|r| real_key(vip, r) == key))
             {
                 self.reals
-                    .set(id, old.entry().with_vip(vip_id).with_state(REAL_DOWN), 0)
+                    .set(id, old.entry().with_vip(vip_id).with_state(REAL_RETIRED), 0)
                     .context("writing REALS")?;
             }
             self.real_ids.remove(&key);
@@ -244,12 +242,13 @@ impl Datapath {
             .context("writing TUNNEL_SOURCES")
     }
 
-    fn reset_vip_counters(&mut self, vip_id: u32) -> Result<()> {
-        let zero = vec![VipCounters::default(); possible_cpus()? as usize];
-        let values = aya::maps::PerCpuValues::try_from(zero).context("zeroed VIP counters")?;
-        self.vip_counters
-            .set(vip_id, values, 0)
-            .context("zeroing VIP_COUNTERS")
+    /// A fresh real id starts its counters at zero, not at the last real's that had it.
+    fn reset_real_counters(&mut self, id: u32) -> Result<()> {
+        let zero = vec![RealCounters::default(); possible_cpus()? as usize];
+        let values = aya::maps::PerCpuValues::try_from(zero).context("zeroed real counters")?;
+        self.real_counters
+            .set(id, values, 0)
+            .context("zeroing REAL_COUNTERS")
     }
 
     fn write_meta(&mut self, vip: &VipSpec, meta: VipMeta) -> Result<()> {
@@ -355,6 +354,7 @@ impl Datapath {
         let swept = self.active.get(&id, 0).context("reading ACTIVE")?;
         self.swept.set(id, swept, 0).context("writing SWEPT")?;
         self.swept_counts.insert(id, swept);
+        self.reset_real_counters(id)?;
         self.real_ids.insert(key, id);
         Ok(id)
     }

@@ -5,6 +5,7 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    time::Instant,
 };
 
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -14,6 +15,7 @@ use crate::{
     datapath::{real_key, Interface, Real, RealKey},
     declare::spec::Mode,
     health::{
+        board::CheckBoard,
         check::{Change, Check, Health},
         probe,
         probe_vip::{self, VipPath},
@@ -62,15 +64,17 @@ pub struct Checks {
     tasks: BTreeMap<RealKey, Task>,
     next_id: u64,
     events: mpsc::UnboundedSender<Event>,
+    board: CheckBoard,
 }
 
 impl Checks {
-    /// No checks yet; their events will go to `events`.
-    pub fn new(events: mpsc::UnboundedSender<Event>) -> Self {
+    /// No checks yet; their events will go to `events`, every result to `board`.
+    pub fn new(events: mpsc::UnboundedSender<Event>, board: CheckBoard) -> Self {
         Self {
             tasks: BTreeMap::new(),
             next_id: 0,
             events,
+            board,
         }
     }
 
@@ -112,6 +116,7 @@ impl Checks {
             }
             keep
         });
+        self.board.retain(|key| wanted.contains_key(key));
         for (key, spec) in wanted {
             if self.tasks.contains_key(&key) {
                 continue;
@@ -122,7 +127,14 @@ impl Checks {
             if let Target::RealInstead(addr) = &spec.target {
                 warn!(vip = %key.0, real = %addr, "no interface of the LB with an IPv4 address reaches this real: checking its own address instead of through the VIP");
             }
-            let handle = tokio::spawn(watch(key, id, spec.clone(), up, self.events.clone()));
+            self.board.start(key, up);
+            let to = Report {
+                real: key,
+                task: id,
+                events: self.events.clone(),
+                board: self.board.clone(),
+            };
+            let handle = tokio::spawn(watch(to, spec.clone(), up));
             self.tasks.insert(key, Task { id, spec, handle });
         }
     }
@@ -174,33 +186,41 @@ fn vip_path(
     })
 }
 
-/// Checks `spec.target` for ever, sending a change of state when the check's rise or fall
-/// is met.
-async fn watch(
+/// Where a task reports: changes to the daemon, every result to the board.
+struct Report {
     real: RealKey,
     task: u64,
-    spec: Spec,
-    up: bool,
     events: mpsc::UnboundedSender<Event>,
-) {
+    board: CheckBoard,
+}
+
+/// Checks `spec.target` for ever, sending a change of state when the check's rise or fall
+/// is met, and every result to the board.
+async fn watch(to: Report, spec: Spec, up: bool) {
     let check = spec.check;
     let mut health = Health::starting(up);
     loop {
+        let started = Instant::now();
         let result = match &spec.target {
             Target::Real(addr) | Target::RealInstead(addr) => {
                 probe::run(&check.probe, *addr, check.timeout).await
             }
             Target::Vip(path) => probe_vip::run(&check.probe, path, check.timeout).await,
         };
-        if let Some(change) = health.observe(result.is_ok(), &check) {
-            let why = result.err().unwrap_or_else(|| "ok".into());
+        let took = started.elapsed();
+        let change = health.observe(result.is_ok(), &check);
+        let ok = result.is_ok();
+        let why = result.err().unwrap_or_else(|| "ok".into());
+        to.board
+            .record(to.real, ok, why.clone(), took, change.is_some());
+        if let Some(change) = change {
             let event = Event {
-                real,
-                task,
+                real: to.real,
+                task: to.task,
                 change,
                 why,
             };
-            if events.send(event).is_err() {
+            if to.events.send(event).is_err() {
                 // The daemon is gone: nobody to tell.
                 return;
             }

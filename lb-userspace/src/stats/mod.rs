@@ -1,0 +1,470 @@
+//! What the datapath did, read from the maps of the program attached to an interface (so it
+//! works with or without a running `lbctl attach`): the counters per reason and per CPU, and
+//! each VIP with its reals, their traffic each way, new flows and active flows. `rates`
+//! turns two readings into rates; `show` prints them (`lbctl stats`).
+
+pub mod rates;
+pub mod show;
+
+use std::{borrow::Borrow, collections::BTreeMap};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray};
+use lb_common::{
+    map_names, Counter, Flow, FlowKey, RealCounters, RealEntry, Reason, VipKey, VipMeta,
+    FLOW_COUNTED, FLOW_REPLY, MODE_DSR, MODE_NAT, MODE_ONE_ARM, MODE_ROUTER, MODE_TUNNEL,
+    REAL_DOWN, REAL_DRAIN, REAL_RETIRED, REAL_UNUSED, REAL_UP, SCHED_LEASTCONN, SCHED_MAGLEV,
+    SCHED_ROUNDROBIN, SCHED_SOURCE, SCHED_STATIC_RR,
+};
+use serde::Serialize;
+
+use crate::declare::spec::VipSpec;
+
+/// The global counters: forwarded requests and replies, then one row per reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CounterTable {
+    /// Client → real (decapsulated packets, in the decap program).
+    pub forwarded: Counter,
+    /// Real → client through the LB (nat, router, one-arm).
+    pub replies: Counter,
+    pub reasons: Vec<(Reason, Counter)>,
+}
+
+impl CounterTable {
+    pub fn read<T: Borrow<MapData>>(map: &PerCpuArray<T, Counter>) -> Result<Self> {
+        let forwarded = sum_slot(map, Reason::FORWARDED_SLOT)?;
+        let replies = sum_slot(map, Reason::REPLIES_SLOT)?;
+        let mut reasons = Vec::with_capacity(Reason::ALL.len());
+        for r in Reason::ALL {
+            reasons.push((*r, sum_slot(map, r.slot())?));
+        }
+        Ok(Self {
+            forwarded,
+            replies,
+            reasons,
+        })
+    }
+
+    pub fn reason(&self, reason: Reason) -> Counter {
+        self.reasons
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map(|(_, c)| *c)
+            .unwrap_or_default()
+    }
+}
+
+pub fn sum_slot<T: Borrow<MapData>>(map: &PerCpuArray<T, Counter>, slot: u32) -> Result<Counter> {
+    let values = map
+        .get(&slot, 0)
+        .with_context(|| format!("reading counter slot {slot}"))?;
+    Ok(values
+        .iter()
+        .fold(Counter::default(), |acc, c| acc.plus(*c)))
+}
+
+/// A real id's counters, summed over CPUs.
+pub fn sum_real<T: Borrow<MapData>>(
+    map: &PerCpuArray<T, RealCounters>,
+    real_id: u32,
+) -> Result<RealCounters> {
+    let values = map
+        .get(&real_id, 0)
+        .with_context(|| format!("reading the counters of real id {real_id}"))?;
+    Ok(values
+        .iter()
+        .fold(RealCounters::default(), |acc, c| acc.plus(*c)))
+}
+
+/// Packets and bytes, as `--json` prints them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl From<Counter> for Traffic {
+    fn from(c: Counter) -> Self {
+        Self {
+            packets: c.packets,
+            bytes: c.bytes,
+        }
+    }
+}
+
+/// What the datapath did for one real, or a VIP's reals summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RealTraffic {
+    /// Client → real.
+    pub requests: Traffic,
+    /// Real → client through the LB (nat, router, one-arm).
+    pub replies: Traffic,
+    pub new_flows: u64,
+    /// New TCP flows whose first packet seen was not a SYN (an entry evicted or expired).
+    pub picked_up: u64,
+}
+
+impl From<RealCounters> for RealTraffic {
+    fn from(c: RealCounters) -> Self {
+        Self {
+            requests: c.requests.into(),
+            replies: c.replies.into(),
+            new_flows: c.new_flows,
+            picked_up: c.picked_up,
+        }
+    }
+}
+
+impl RealTraffic {
+    pub fn plus(self, o: Self) -> Self {
+        let add = |a: Traffic, b: Traffic| Traffic {
+            packets: a.packets + b.packets,
+            bytes: a.bytes + b.bytes,
+        };
+        Self {
+            requests: add(self.requests, o.requests),
+            replies: add(self.replies, o.replies),
+            new_flows: self.new_flows + o.new_flows,
+            picked_up: self.picked_up + o.picked_up,
+        }
+    }
+
+    /// Packets and bytes both ways.
+    pub fn total(&self) -> Traffic {
+        Traffic {
+            packets: self.requests.packets + self.replies.packets,
+            bytes: self.requests.bytes + self.replies.bytes,
+        }
+    }
+}
+
+/// One real of a VIP, as the datapath serves it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RealRow {
+    /// ADDRESS:PORT (the port the real serves on).
+    pub real: String,
+    /// The datapath's state: ready (new flows), drain (its flows only) or down (its flows
+    /// move). A running lbctl tells `show` more (maint, the checks).
+    pub state: &'static str,
+    pub weight: u16,
+    pub traffic: RealTraffic,
+    /// Flows open to it now: leastconn's own count, else the live request entries of the
+    /// flow table (stateful modes, and dsr/tunnel flows, one entry each).
+    pub active_flows: u64,
+}
+
+/// A VIP and its reals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VipRow {
+    pub vip: String,
+    pub mode: &'static str,
+    pub balance: &'static str,
+    /// Its reals' traffic summed.
+    pub traffic: RealTraffic,
+    pub reals: Vec<RealRow>,
+}
+
+/// One reading of what `lbctl stats` shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stats {
+    pub prog_id: u32,
+    /// CLOCK_MONOTONIC when read, for rates.
+    pub at_ns: u64,
+    pub counters: CounterTable,
+    /// Packets forwarded (both ways) by each CPU: how the NIC's queues (RSS) spread them.
+    pub per_cpu: Vec<u64>,
+    /// Entries in the flow table (a stateful flow has two), and its capacity.
+    pub flow_entries: u64,
+    pub flow_capacity: u32,
+    pub vips: Vec<VipRow>,
+}
+
+/// The maps of one program, found through the kernel.
+struct ProgramMaps {
+    counters: PerCpuArray<MapData, Counter>,
+    real_counters: Option<PerCpuArray<MapData, RealCounters>>,
+    reals: Option<Array<MapData, RealEntry>>,
+    vips: Option<HashMap<MapData, VipKey, VipMeta>>,
+    flows: Option<HashMap<MapData, FlowKey, Flow>>,
+    /// The flow table's capacity.
+    flow_capacity: u32,
+    active: Option<Array<MapData, u64>>,
+    swept: Option<Array<MapData, u64>>,
+}
+
+/// The counters of the lbctl program on `eth0` of the lab host `ns` (the LB, or a real's
+/// decap program), read as `lbctl stats eth0` run there reads them.
+pub fn of_lab_host(ns: &lb_lab::Netns) -> Result<Stats> {
+    ns.run(|| -> Result<Stats> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(read_attached(lb_lab::HOST_IFACE))
+    })?
+}
+
+/// Reads the counters of the lbctl program attached to `iface`, found through the kernel (the
+/// interface's XDP program id, then that program's maps), so it works from any process.
+pub async fn read_attached(iface: &str) -> Result<Stats> {
+    let prog_id = crate::host::neigh::xdp_prog_id(iface)
+        .await?
+        .ok_or_else(|| {
+            anyhow!(
+                "no XDP program is attached to {iface}: start one with `lbctl attach {iface} ...`"
+            )
+        })?;
+    let maps = program_maps(iface, prog_id)?;
+    read(prog_id, &maps)
+}
+
+fn program_maps(iface: &str, prog_id: u32) -> Result<ProgramMaps> {
+    let mut found = None;
+    for prog in aya::programs::loaded_programs() {
+        let prog = prog.context("listing BPF programs (lbctl stats needs root)")?;
+        if prog.id() == prog_id {
+            found = Some(prog);
+            break;
+        }
+    }
+    let prog = found.ok_or_else(|| {
+        anyhow!("XDP program {prog_id} on {iface} disappeared: was lbctl just stopped?")
+    })?;
+    let ours = [
+        lb_common::program_names::LB,
+        lb_common::program_names::DECAP,
+    ];
+    if !prog.name_as_str().is_some_and(|n| ours.contains(&n)) {
+        bail!(
+            "the XDP program on {iface} is {:?}, not lbctl's",
+            prog.name_as_str().unwrap_or("?")
+        );
+    }
+    let map_ids = prog
+        .map_ids()
+        .context("reading the program's map ids (needs root)")?;
+    let mut by_name = BTreeMap::new();
+    for id in map_ids.unwrap_or_default() {
+        let info = MapInfo::from_id(id)
+            .with_context(|| format!("reading map {id} of program {prog_id}"))?;
+        if let Some(name) = info.name_as_str() {
+            by_name.insert(name.to_owned(), id);
+        }
+    }
+    let open = |name: &str| -> Result<Option<Map>> {
+        by_name
+            .get(name)
+            .map(|id| Ok(Map::from_map_data(MapData::from_id(*id)?)?))
+            .transpose()
+    };
+    let Some(counters) = open(map_names::COUNTERS)? else {
+        bail!("program {prog_id} on {iface} lacks lbctl's counters: was it built from another version?");
+    };
+    let counters = PerCpuArray::try_from(counters)?;
+    if counters.len() != lb_common::COUNTER_SLOTS {
+        bail!("program {prog_id} on {iface} counts in {} slots, this lbctl's in {}: it is an older lbctl's (pinned state of another layout); read it with that lbctl's `lbctl stats`, or let this lbctl take it over", counters.len(), lb_common::COUNTER_SLOTS);
+    }
+    // The balancer has VIPs and reals; the decap program on a real has only counters.
+    let is_balancer = by_name.contains_key(map_names::VIPS);
+    if is_balancer && !by_name.contains_key(map_names::REAL_COUNTERS) {
+        bail!("program {prog_id} on {iface} counts per VIP, not per real: it is an older lbctl's (layout 2); read it with that lbctl's `lbctl stats`, or let this lbctl take it over");
+    }
+    Ok(ProgramMaps {
+        counters,
+        real_counters: open(map_names::REAL_COUNTERS)?
+            .map(PerCpuArray::try_from)
+            .transpose()?,
+        reals: open(map_names::REALS)?.map(Array::try_from).transpose()?,
+        vips: open(map_names::VIPS)?.map(HashMap::try_from).transpose()?,
+        flows: open(map_names::FLOWS)?.map(HashMap::try_from).transpose()?,
+        flow_capacity: match by_name.get(map_names::FLOWS) {
+            Some(id) => MapInfo::from_id(*id)
+                .context("reading the flow table's size")?
+                .max_entries(),
+            None => 0,
+        },
+        active: open(map_names::ACTIVE)?.map(Array::try_from).transpose()?,
+        swept: open(map_names::SWEPT)?.map(Array::try_from).transpose()?,
+    })
+}
+
+fn read(prog_id: u32, maps: &ProgramMaps) -> Result<Stats> {
+    let at_ns = crate::datapath::monotonic_ns();
+    let counters = CounterTable::read(&maps.counters)?;
+    let per_cpu = per_cpu_forwarded(&maps.counters)?;
+    let mut stats = Stats {
+        prog_id,
+        at_ns,
+        counters,
+        per_cpu,
+        flow_entries: 0,
+        flow_capacity: 0,
+        vips: Vec::new(),
+    };
+    let (Some(vips), Some(reals), Some(real_counters)) =
+        (&maps.vips, &maps.reals, &maps.real_counters)
+    else {
+        return Ok(stats);
+    };
+    let mut metas = Vec::new();
+    for entry in vips.iter() {
+        metas.push(entry.context("reading VIPS")?);
+    }
+    let leastconn: Vec<u32> = metas
+        .iter()
+        .filter(|(_, m)| m.sched == SCHED_LEASTCONN)
+        .map(|(_, m)| m.vip_id)
+        .collect();
+    let flows = match &maps.flows {
+        Some(f) => FlowCount::of(f, at_ns)?,
+        None => FlowCount::default(),
+    };
+    stats.flow_entries = flows.entries;
+    stats.flow_capacity = maps.flow_capacity;
+    // A real's port 0 is its VIP's.
+    let vip_ports: BTreeMap<u32, u16> = metas.iter().map(|(k, m)| (m.vip_id, k.port())).collect();
+    // One pass over REALS: each entry names its VIP.
+    let mut by_vip: BTreeMap<u32, Vec<RealRow>> = BTreeMap::new();
+    for (id, entry) in reals.iter().enumerate() {
+        let id = id as u32;
+        let entry = entry.context("reading REALS")?;
+        if matches!(entry.state(), REAL_UNUSED | REAL_RETIRED) {
+            continue;
+        }
+        let active_flows = if leastconn.contains(&entry.vip_id()) {
+            leastconn_active(maps, id)?
+        } else {
+            flows.per_real.get(&id).copied().unwrap_or(0)
+        };
+        by_vip.entry(entry.vip_id()).or_default().push(RealRow {
+            real: real_label(&entry, vip_ports.get(&entry.vip_id()).copied().unwrap_or(0)),
+            state: state_word(entry.state()),
+            weight: entry.weight(),
+            traffic: sum_real(real_counters, id)?.into(),
+            active_flows,
+        });
+    }
+    for (key, meta) in metas {
+        let mut reals = by_vip.remove(&meta.vip_id).unwrap_or_default();
+        reals.sort_by(|a, b| a.real.cmp(&b.real));
+        let traffic = reals
+            .iter()
+            .fold(RealTraffic::default(), |s, r| s.plus(r.traffic));
+        stats.vips.push(VipRow {
+            vip: vip_label(&key),
+            mode: mode_word(meta.mode),
+            balance: balance_word(meta.sched),
+            traffic,
+            reals,
+        });
+    }
+    stats.vips.sort_by(|a, b| a.vip.cmp(&b.vip));
+    Ok(stats)
+}
+
+/// Forwarded packets (both ways) per CPU.
+fn per_cpu_forwarded(map: &PerCpuArray<MapData, Counter>) -> Result<Vec<u64>> {
+    let requests = map
+        .get(&Reason::FORWARDED_SLOT, 0)
+        .context("reading COUNTERS")?;
+    let replies = map
+        .get(&Reason::REPLIES_SLOT, 0)
+        .context("reading COUNTERS")?;
+    Ok(requests
+        .iter()
+        .zip(replies.iter())
+        .map(|(a, b)| a.packets + b.packets)
+        .collect())
+}
+
+fn leastconn_active(maps: &ProgramMaps, id: u32) -> Result<u64> {
+    let (Some(active), Some(swept)) = (&maps.active, &maps.swept) else {
+        return Ok(0);
+    };
+    let started = active.get(&id, 0).context("reading ACTIVE")?;
+    let ended = swept.get(&id, 0).context("reading SWEPT")?;
+    Ok(started.saturating_sub(ended))
+}
+
+/// The flow table, counted: every entry, and the live request entries per real id.
+#[derive(Default)]
+struct FlowCount {
+    entries: u64,
+    per_real: BTreeMap<u32, u64>,
+}
+
+impl FlowCount {
+    /// One walk of the table (two syscalls per entry: its cost grows with the table, see the
+    /// bench's "active flows" figure).
+    fn of(flows: &HashMap<MapData, FlowKey, Flow>, now_ns: u64) -> Result<Self> {
+        let mut count = Self::default();
+        for entry in flows.iter() {
+            let (_, flow) = match entry {
+                Ok(e) => e,
+                // Evicted between the key and its value: gone.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(e).context("reading FLOWS"),
+            };
+            count.entries += 1;
+            // A leastconn flow is counted by its own count; a reply entry is its flow's
+            // second.
+            if flow.flags & (FLOW_REPLY | FLOW_COUNTED) == 0 && !flow.expired(now_ns) {
+                *count.per_real.entry(flow.real_id).or_default() += 1;
+            }
+        }
+        Ok(count)
+    }
+}
+
+fn real_label(e: &RealEntry, vip_port: u16) -> String {
+    let a = e.addr_bytes();
+    let addr: std::net::IpAddr = if e.family() == lb_common::Family::V4 as u8 {
+        [a[0], a[1], a[2], a[3]].into()
+    } else {
+        a.into()
+    };
+    let port = if e.port() == 0 { vip_port } else { e.port() };
+    std::net::SocketAddr::new(addr, port).to_string()
+}
+
+fn state_word(state: u8) -> &'static str {
+    match state {
+        REAL_UP => "ready",
+        REAL_DRAIN => "drain",
+        REAL_DOWN => "down",
+        _ => "unknown",
+    }
+}
+
+fn mode_word(mode: u8) -> &'static str {
+    match mode {
+        MODE_DSR => "dsr",
+        MODE_TUNNEL => "tunnel",
+        MODE_NAT => "nat",
+        MODE_ROUTER => "router",
+        MODE_ONE_ARM => "one-arm",
+        _ => "unknown",
+    }
+}
+
+fn balance_word(sched: u8) -> &'static str {
+    match sched {
+        SCHED_MAGLEV => "maglev",
+        SCHED_SOURCE => "source",
+        SCHED_ROUNDROBIN => "roundrobin",
+        SCHED_STATIC_RR => "static-rr",
+        SCHED_LEASTCONN => "leastconn",
+        _ => "unknown",
+    }
+}
+
+fn vip_label(key: &VipKey) -> String {
+    VipSpec::from_key(key).map_or_else(|| format!("{key:?}"), |v| v.to_string())
+}
+
+/// The VIPs table and the reasons, without rates (one reading) or a daemon's word.
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let view = show::View::new(self, None, None);
+        write!(f, "{}\n{}", view.table(), view.reasons())
+    }
+}
