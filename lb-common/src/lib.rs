@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), no_std)]
 
 mod counters;
+mod events;
 mod flows;
 mod maps;
 
@@ -62,6 +63,7 @@ pub const BENCH_SLOTS: u32 = 2;
 #[cfg(feature = "user")]
 // SAFETY: repr(C), byte array and integers, no padding (asserted size).
 unsafe impl aya::Pod for BenchFrame {}
+pub use events::*;
 pub use flows::*;
 pub use maps::*;
 
@@ -95,6 +97,10 @@ pub mod map_names {
     /// The layout of the pinned state (lb-userspace's `datapath::layout`): read by the next
     /// lbctl, never by the program.
     pub const LAYOUT: &str = "LAYOUT";
+    /// Flow logs (not pinned: see `lb_common::events`).
+    pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
+    pub const FLOW_LOG: &str = "FLOW_LOG";
+    pub const FLOW_LOG_BUDGET: &str = "FLOW_LOG_BUDGET";
 
     /// The maps pinned while lbctl runs, which a restarted or upgraded lbctl takes over:
     /// what is served (VIPs, reals, rings, interfaces), the flows and what they hold (SNAT

@@ -10,8 +10,9 @@ use aya_ebpf::{
 };
 use lb_common::{
     mode_is_stateful, Flow, FlowKey, IfaceConfig, Reason, VipMeta, FLOW_ANSWERED, FLOW_CLOSING,
-    FLOW_COUNTED, FLOW_DEC_TTL, FLOW_ONE_WAY, FLOW_REPLY, FLOW_SET_SRC_MAC, MAX_POOL_ADDRS,
-    MODE_NAT, MODE_ONE_ARM, MODE_ROUTER, PROTO_TCP, SCHED_LEASTCONN, SNAT_TRIES,
+    FLOW_COUNTED, FLOW_DEC_TTL, FLOW_ONE_WAY, FLOW_REPLY, FLOW_SET_SRC_MAC, HOW_FRESH,
+    HOW_PICKED_UP, HOW_REOPENED, MAX_POOL_ADDRS, MODE_NAT, MODE_ONE_ARM, MODE_ROUTER, PROTO_TCP,
+    SCHED_LEASTCONN, SNAT_TRIES,
 };
 
 use crate::{
@@ -144,10 +145,12 @@ pub fn create(
         flow: out,
         reply,
         key,
+        new,
         ..
     } = scratch;
     let p = &*p;
-    let (real_id, real) = schedule::real(p, vip)?;
+    new.created = 0;
+    let (real_id, real, slot) = schedule::real(p, vip)?;
     let egress = if real.ifindex() == 0 {
         ingress
     } else {
@@ -196,14 +199,18 @@ pub fn create(
     };
     // No SYN: the flow's entry was lost (evicted, expired idle, older than the LB).
     let picked_up = p.flow.proto == PROTO_TCP && p.tcp_flags & TCP_SYN == 0;
-    let new = New {
+    *new = New {
         now,
-        reopen,
-        stateful,
-        picked_up,
+        slot,
+        mode: vip.mode,
+        sched: vip.sched,
+        how: if reopen { HOW_REOPENED } else { HOW_FRESH }
+            | if picked_up { HOW_PICKED_UP } else { HOW_FRESH },
+        stateful: u8::from(stateful),
+        created: 0,
     };
     if !stateful {
-        return insert_request(&p.flow, key, out, &new);
+        return insert_request(&p.flow, key, out, new);
     }
     // Replies go back where the request came from, to the MAC it came from, as from the VIP.
     *reply = Flow {
@@ -224,18 +231,34 @@ pub fn create(
     } else {
         claim(key, reply, now)?;
     }
-    insert_request(&p.flow, key, out, &new)
+    insert_request(&p.flow, key, out, new)
 }
 
-/// What is known of a new flow while its entries go in.
-struct New {
-    now: u64,
-    /// It replaces a flow of the same tuple.
-    reopen: bool,
-    /// nat, router or one-arm: it has a reply entry.
-    stateful: bool,
-    /// TCP without SYN: scheduled mid-stream.
-    picked_up: bool,
+/// What is known of a new flow while its entries go in, and what its flow log event says.
+/// In the per-CPU scratch space: the flow's creation is the deepest call chain the verifier
+/// counts against its 512 bytes of stack.
+#[derive(Clone, Copy)]
+pub struct New {
+    pub now: u64,
+    /// The ring slot the real was picked by, or `NO_SLOT`.
+    pub slot: u32,
+    pub mode: u8,
+    pub sched: u8,
+    /// `HOW_*` bits: replacing a flow of the same tuple, picked up mid-stream; none: fresh.
+    pub how: u8,
+    /// Non-zero: nat, router or one-arm (it has a reply entry).
+    pub stateful: u8,
+    /// Non-zero once this CPU put the flow in (not another CPU's, adopted): it is counted,
+    /// and logged by the pipeline (`flowlog`, called from there to keep this chain short).
+    pub created: u8,
+}
+
+impl New {
+    /// It replaces a live flow of the same tuple (a SYN on a closing flow, a flow whose
+    /// real left).
+    fn replaces(&self) -> bool {
+        self.how & HOW_REOPENED != 0
+    }
 }
 
 /// Inserts the request entry `out` of a new flow under `request_key` (over a flow it
@@ -246,9 +269,9 @@ fn insert_request(
     request_key: &FlowKey,
     claimed: &FlowKey,
     out: &mut Flow,
-    new: &New,
+    new: &mut New,
 ) -> Result<(), Reason> {
-    let flags = if new.reopen { BPF_ANY } else { BPF_NOEXIST };
+    let flags = if new.replaces() { BPF_ANY } else { BPF_NOEXIST };
     match FLOWS.insert(request_key, &*out, flags as u64) {
         Ok(()) => {
             started(request_key, out, new);
@@ -270,7 +293,7 @@ fn adopt(
     request_key: &FlowKey,
     claimed: &FlowKey,
     out: &mut Flow,
-    new: &New,
+    new: &mut New,
 ) -> Result<(), Reason> {
     let Some(entry) = FLOWS.get_ptr(request_key) else {
         // Gone again (evicted): this CPU's flow stands.
@@ -287,7 +310,7 @@ fn adopt(
         && theirs.dst == claimed.src
         && theirs.sport == claimed.dport
         && theirs.dport == claimed.sport;
-    if new.stateful && !same {
+    if new.stateful != 0 && !same {
         // Not there any more is fine: nothing else can hold a key claimed this instant.
         let _gone = FLOWS.remove(claimed).is_ok();
     }
@@ -297,7 +320,7 @@ fn adopt(
 
 /// Puts this CPU's request entry `out` in over whatever `key` holds, and counts it.
 #[inline(always)]
-fn stand(key: &FlowKey, out: &Flow, new: &New) -> Result<(), Reason> {
+fn stand(key: &FlowKey, out: &Flow, new: &mut New) -> Result<(), Reason> {
     FLOWS
         .insert(key, out, BPF_ANY as u64)
         .map_err(|_errno| Reason::FlowInsert)?;
@@ -308,8 +331,9 @@ fn stand(key: &FlowKey, out: &Flow, new: &New) -> Result<(), Reason> {
 /// The new flow `flow` of `request_key` is in: counted for its real, and as active on it
 /// when it is a leastconn flow.
 #[inline(always)]
-fn started(request_key: &FlowKey, flow: &Flow, new: &New) {
-    emit::new_flow(flow.real_id, new.picked_up);
+fn started(request_key: &FlowKey, flow: &Flow, new: &mut New) {
+    emit::new_flow(flow.real_id, new.how & HOW_PICKED_UP != 0);
+    new.created = 1;
     start_count(request_key, flow);
 }
 

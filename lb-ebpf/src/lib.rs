@@ -33,6 +33,8 @@ pub mod emit;
 #[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod flow;
 #[cfg(all(target_arch = "bpf", feature = "datapath"))]
+pub mod flowlog;
+#[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod lookup;
 #[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod maps;

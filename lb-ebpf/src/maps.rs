@@ -1,14 +1,14 @@
 //! The datapath's maps. Names must match `lb_common::map_names`.
 
-use crate::{emit::Sent, icmp_nat::Quote, parse::Parsed};
+use crate::{emit::Sent, flow::New, icmp_nat::Quote, parse::Parsed};
 use aya_ebpf::{
-    btf_maps::{Array, ArrayOfMaps, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, ArrayOfMaps, HashMap, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use lb_common::{
-    Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealCounters, RealEntry, Settings, SnatPool,
-    VipKey, VipMeta, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES, MAX_REALS, MAX_VIPS,
-    RING_MAP_FLAGS, RING_SIZE,
+    Counter, Endpoint, Flow, FlowEvent, FlowKey, FlowLogBudget, FlowLogSettings, IfaceConfig,
+    RealCounters, RealEntry, Settings, SnatPool, VipKey, VipMeta, COUNTER_SLOTS, MAX_ENDPOINTS,
+    MAX_FLOWS, MAX_IFACES, MAX_REALS, MAX_VIPS, RING_MAP_FLAGS, RING_SIZE,
 };
 
 /// The interfaces the program is attached to, by ifindex: the LB's MAC, MTU and IPv4
@@ -110,6 +110,8 @@ pub struct Scratch {
     pub sent: Sent,
     /// The LB's side of the interface the packet came in on, once a VIP's flow is found.
     pub ingress_iface: IfaceConfig,
+    /// A new flow, while it is created (and logged).
+    pub new: New,
 }
 
 /// This CPU's scratch space.
@@ -132,3 +134,15 @@ pub static COUNTERS: PerCpuArray<Counter, { COUNTER_SLOTS as usize }> = PerCpuAr
 /// and per real it answers "where is my traffic going".
 #[btf_map]
 pub static REAL_COUNTERS: PerCpuArray<RealCounters, { MAX_REALS as usize }> = PerCpuArray::new();
+
+/// Flow logs to userspace (1 MiB: some ten thousand events). Not pinned.
+#[btf_map]
+pub static FLOW_EVENTS: RingBuf<FlowEvent, { 1 << 20 }> = RingBuf::new();
+
+/// Slot 0: whether flows are logged, and each CPU's rate. Not pinned: each lbctl sets it.
+#[btf_map]
+pub static FLOW_LOG: Array<FlowLogSettings, 1> = Array::new();
+
+/// Per CPU: the flow log's rate limit and counts. Not pinned.
+#[btf_map]
+pub static FLOW_LOG_BUDGET: PerCpuArray<FlowLogBudget, 1> = PerCpuArray::new();

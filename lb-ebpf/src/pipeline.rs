@@ -14,7 +14,7 @@ use lb_common::{
 use crate::{
     decap,
     emit::Sent,
-    flow,
+    flow, flowlog,
     headers::IPPROTO_ICMP,
     icmp,
     icmp_nat::{self, Quote},
@@ -147,6 +147,9 @@ fn flow_of(ctx: &XdpContext, scratch: &mut Scratch, vip: &VipMeta) -> Result<(),
         live && ((syn && closing) || !flow::real_keeps(&scratch.parsed.flow, &mut scratch.flow));
     if !live || reopen {
         flow::create(vip, &iface, ingress, scratch, reopen)?;
+        if scratch.new.created != 0 {
+            flowlog::new_flow(&scratch.parsed.flow, &scratch.flow, &scratch.new);
+        }
     }
     // dsr and tunnel see a flow's end here; the stateful modes when they translate it.
     if !mode_is_stateful(vip.mode) && tcp {

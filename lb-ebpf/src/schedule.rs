@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     RealEntry, Reason, VipMeta, FLOW_HASH_SEED, HASH_DESTINATION_PORT, HASH_NO_SOURCE_PORT,
-    MAX_LEASTCONN_REALS, SCHED_LEASTCONN, SCHED_ROUNDROBIN, SCHED_SOURCE, SCHED_STATIC_RR,
+    MAX_LEASTCONN_REALS, NO_SLOT, SCHED_LEASTCONN, SCHED_ROUNDROBIN, SCHED_SOURCE, SCHED_STATIC_RR,
 };
 
 use crate::{
@@ -17,9 +17,9 @@ use crate::{
     parse::Parsed,
 };
 
-/// The real's id and entry.
+/// The real's id and entry, and the ring slot it was picked by (`NO_SLOT`: leastconn).
 #[inline(always)]
-pub fn real(p: &Parsed, vip: &VipMeta) -> Result<(u32, RealEntry), Reason> {
+pub fn real(p: &Parsed, vip: &VipMeta) -> Result<(u32, RealEntry, u32), Reason> {
     let size = vip.ring_size;
     if size == 0 {
         return Err(Reason::NoReal);
@@ -32,7 +32,7 @@ pub fn real(p: &Parsed, vip: &VipMeta) -> Result<(u32, RealEntry), Reason> {
             let cpu = unsafe { bpf_get_smp_processor_id() };
             next_turn(vip.vip_id).wrapping_add(cpu.wrapping_mul(RR_CPU_STRIDE)) % size
         }
-        SCHED_LEASTCONN => return least_loaded(p, vip),
+        SCHED_LEASTCONN => return least_loaded(p, vip).map(|(id, real)| (id, real, NO_SLOT)),
         SCHED_SOURCE => hash::flow_fields(&p.flow, &hash::SOURCE_ADDRESS, FLOW_HASH_SEED) % size,
         _ => flow_hash(p, vip) % size,
     };
@@ -41,7 +41,7 @@ pub fn real(p: &Parsed, vip: &VipMeta) -> Result<(u32, RealEntry), Reason> {
     // replaced (userspace drains a real, then swaps in the ring without it); better it than
     // no real. A real taken down is out of every ring before it is marked down.
     match REALS.get(real_id) {
-        Some(real) if real.keeps_flows() => Ok((real_id, *real)),
+        Some(real) if real.keeps_flows() => Ok((real_id, *real, slot)),
         _ => Err(Reason::NoReal),
     }
 }

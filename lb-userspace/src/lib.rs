@@ -10,7 +10,8 @@
 //! - `datapath`: the loaded XDP object, its maps and pinned state;
 //! - `daemon`: the running balancer and the one way it changes;
 //! - `admin`: the admin socket; `cli`: the command line; `doctor`: checks of a real;
-//! - `demo`: `lbctl demo`, run in the lab (the `lb-lab` crate); `stats`: counters.
+//! - `demo`: `lbctl demo`, run in the lab (the `lb-lab` crate); `stats`: counters;
+//!   `http`: the stats over HTTP (`/metrics`, the page, `/healthz`).
 
 pub mod admin;
 pub mod cli;
@@ -19,8 +20,10 @@ pub mod datapath;
 pub mod declare;
 pub mod demo;
 pub mod doctor;
+pub mod flowlog;
 pub mod health;
 pub mod host;
+pub mod http;
 pub mod stats;
 pub mod tables;
 

@@ -64,6 +64,10 @@ pub const PROGRAMS: &[Program] = &[
     Program { name: "haproxy", package: "haproxy", needed_by: &[Need::Bench] },
     Program { name: "perf", package: "linux-perf", needed_by: &[Need::Bench] },
     Program { name: "date", package: "coreutils", needed_by: &[Need::Bench] },
+    // The syslog daemon flow logs go to, set up as the HAProxy tutorial sets it up.
+    Program { name: "rsyslogd", package: "rsyslog", needed_by: &[Need::Test] },
+    // A real browser loading the stats page (`lbctl attach --http`), headless.
+    Program { name: "chromium", package: "chromium", needed_by: &[Need::Test] },
     // xtask itself: the previous release the upgrade test starts, from git.
     Program { name: "git", package: "git", needed_by: &[Need::Test] },
     Program { name: "tar", package: "tar", needed_by: &[Need::Test] },

@@ -167,6 +167,23 @@ struct AttachArgs {
     /// stopping detaches and removes the pinned state.
     #[arg(long)]
     keep_on_exit: bool,
+    /// Serve the stats over HTTP on this address: `/metrics` for Prometheus, `/` a page
+    /// that refreshes itself, `/healthz` for supervisors (e.g. 127.0.0.1:9180). Off unless
+    /// given; a loopback address unless --http-public.
+    #[arg(long, value_name = "ADDR:PORT")]
+    http: Option<std::net::SocketAddr>,
+    /// Allow --http on an address other hosts reach (the stats show VIPs, reals, traffic).
+    #[arg(long, requires = "http")]
+    http_public: bool,
+    /// Log every new flow, a line each (time, client, VIP, mode, scheduler, ring slot, real),
+    /// to stdout, file:PATH, syslog (/dev/log) or syslog:udp:ADDRESS:PORT (RFC 5424,
+    /// local0; rsyslog's imudp on 127.0.0.1:514 as for HAProxy). Off unless given.
+    #[arg(long, value_name = "TARGET")]
+    flow_log: Option<crate::flowlog::sink::Target>,
+    /// Flow log events each CPU may send per second; more are dropped and counted (never
+    /// slowing forwarding).
+    #[arg(long, value_name = "N", default_value_t = crate::flowlog::DEFAULT_RATE, requires = "flow_log")]
+    flow_log_rate: u32,
 }
 
 impl AttachArgs {
@@ -259,6 +276,10 @@ async fn attach(args: AttachArgs) -> Result<()> {
         socket: args.socket,
         pin_dir,
         keep_on_exit: args.keep_on_exit,
+        http: args.http,
+        http_public: args.http_public,
+        flow_log: args.flow_log,
+        flow_log_rate: args.flow_log_rate,
     })
     .await
 }

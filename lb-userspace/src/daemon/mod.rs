@@ -34,6 +34,7 @@ use crate::{
         neigh_watch::{self, NeighbourChange, NeighbourWatch},
         resolve,
     },
+    http,
 };
 use running::Running;
 
@@ -56,6 +57,13 @@ pub struct Options {
     pub pin_dir: PathBuf,
     /// Leave the program forwarding when the daemon stops, for the next one to take over.
     pub keep_on_exit: bool,
+    /// Where the HTTP listener serves the stats, if anywhere.
+    pub http: Option<std::net::SocketAddr>,
+    /// Whether `http` may be an address other hosts reach.
+    pub http_public: bool,
+    /// Where new flows are logged, if anywhere, and each CPU's rate.
+    pub flow_log: Option<crate::flowlog::sink::Target>,
+    pub flow_log_rate: u32,
 }
 
 /// How often leastconn's idle flows are swept.
@@ -72,6 +80,20 @@ pub async fn run(opts: Options) -> Result<()> {
         Source::File(path) => config::load(path, datapath::possible_cpus()?)?,
         Source::Flags(services) => services.clone(),
     };
+    // Checked and bound before anything is touched: a port in use refuses the start.
+    let http = match opts.http {
+        Some(addr) => {
+            http::check_address(addr, opts.http_public)?;
+            Some(http::bind(addr).await?)
+        }
+        None => None,
+    };
+    // Opened before anything is touched: a file or a syslog that is not there refuses.
+    let flow_log = opts
+        .flow_log
+        .as_ref()
+        .map(crate::flowlog::sink::Sink::open)
+        .transpose()?;
     let (_socket, mut calls) = AdminSocket::listen(&opts.socket)?;
     let pins = StateDir::open(&opts.pin_dir)?;
     if opts.keep_on_exit && pins.dies_with_this_process()? {
@@ -98,6 +120,27 @@ pub async fn run(opts: Options) -> Result<()> {
         "attached; forwarding until SIGINT/SIGTERM (SIGHUP reloads)"
     );
 
+    let _flow_log = match flow_log {
+        Some(sink) => {
+            let ring = running.dp.start_flow_log(opts.flow_log_rate)?;
+            info!(to = %opts.flow_log.as_ref().map(|t| t.to_string()).unwrap_or_default(), per_cpu_per_sec = opts.flow_log_rate, "logging new flows");
+            Some(http::AbortOnDrop(tokio::spawn(async move {
+                if let Err(e) = crate::flowlog::run(ring, sink).await {
+                    warn!(error = %format!("{e:#}"), "the flow log stopped");
+                }
+            })))
+        }
+        None => None,
+    };
+    let board = http::Board::new(running.board.clone());
+    let _listener = http.map(|listener| {
+        info!(address = %opts.http.map(|a| a.to_string()).unwrap_or_default(), "serving /metrics, / and /healthz over HTTP");
+        http::AbortOnDrop(tokio::spawn(http::serve(
+            listener,
+            opts.ifaces[0].clone(),
+            board.clone(),
+        )))
+    });
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut checks = Checks::new(events_tx, running.board.clone());
     sync_checks(&running, &mut checks);
@@ -108,12 +151,16 @@ pub async fn run(opts: Options) -> Result<()> {
     .await?;
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
+        // What the listener shows: as the last change left it.
+        publish(&running, &board);
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM"); break; }
             _ = int.recv() => { info!("SIGINT"); break; }
             _ = hup.recv() => {
+                let asked = Instant::now();
                 match reload(&mut running, &opts).await {
                     Ok(message) => {
+                        board.apply.observe(asked.elapsed().as_secs_f64());
                         info!("{message}");
                         sync_checks(&running, &mut checks);
                         neighbours.set_wanted(running.current.next_hops.iter().copied());
@@ -123,8 +170,12 @@ pub async fn run(opts: Options) -> Result<()> {
             }
             Some(call) = calls.recv() => {
                 let stop = matches!(&call.request, Request::Detach { iface } if facts.attached.len() == 1 && facts.attached[0].0 == *iface);
+                let asked = Instant::now();
                 let response = answer_request(&mut running, &opts, &mut facts, call.request).await;
                 let changed = matches!(response, Response::Done { .. });
+                if changed {
+                    board.apply.observe(asked.elapsed().as_secs_f64());
+                }
                 if changed {
                     // The checks follow the reals; each real keeps its task and health.
                     sync_checks(&running, &mut checks);
@@ -142,7 +193,10 @@ pub async fn run(opts: Options) -> Result<()> {
             }
             Some(event) = events.recv() => {
                 if checks.is_current(&event) {
-                    on_health(&mut running, event);
+                    let asked = Instant::now();
+                    if on_health(&mut running, event) {
+                        board.apply.observe(asked.elapsed().as_secs_f64());
+                    }
                 } else {
                     debug!(real = ?event.real, "a finding of a check since replaced; dropped");
                 }
@@ -200,6 +254,7 @@ async fn start(
         current: resolve::Resolved::empty(),
         health: BTreeMap::new(),
         board: CheckBoard::default(),
+        changes: Default::default(),
     };
     running.seed_health(&current, &down);
     let kept: Vec<_> = current.services.iter().map(|s| s.vip).collect();
@@ -243,22 +298,47 @@ fn sync_checks(running: &Running, checks: &mut Checks) {
     checks.sync(&r.services, &r.interfaces, &known);
 }
 
-fn on_health(running: &mut Running, event: Event) {
+/// Applies a health change; returns whether the datapath changed. The change is logged once
+/// the datapath has it (the line means it is in effect), and listed on the stats page.
+fn on_health(running: &mut Running, event: Event) -> bool {
     let (vip, addr, port) = event.real;
     let up = event.change == Change::WentUp;
-    // Logged once the datapath has it: the line means the change is in effect.
     match running.set_health(event.real, up, event.why.clone()) {
         Err(e) => {
-            warn!(%vip, real = %addr, port, up, error = %format!("{e:#}"), "applying a health change failed")
+            warn!(%vip, real = %addr, port, up, error = %format!("{e:#}"), "applying a health change failed");
+            false
         }
         Ok(false) => {
-            debug!(%vip, real = %addr, port, "a finding about a real no longer checked; dropped")
+            debug!(%vip, real = %addr, port, "a finding about a real no longer checked; dropped");
+            false
         }
-        Ok(true) if up => info!(%vip, real = %addr, port, "real is up: its checks pass again"),
         Ok(true) => {
-            warn!(%vip, real = %addr, port, why = %event.why, "real is down: its checks fail; its flows move")
+            let line = if up {
+                info!(%vip, real = %addr, port, "real is up: its checks pass again");
+                format!("real {addr}:{port} of {vip} is UP: its checks pass again")
+            } else {
+                warn!(%vip, real = %addr, port, why = %event.why, "real is down: its checks fail; its flows move");
+                format!(
+                    "real {addr}:{port} of {vip} is DOWN: {}; its flows move",
+                    event.why
+                )
+            };
+            running.note_change(line);
+            true
         }
     }
+}
+
+/// Publishes what the HTTP listener shows: each real's state and health, the last changes.
+fn publish(running: &Running, board: &http::Board) {
+    let reals = match answer::reals(running, None) {
+        Response::Reals { reals } => reals,
+        _ => Vec::new(),
+    };
+    let mut published = board.published.lock().unwrap_or_else(|p| p.into_inner());
+    published.reals = reals;
+    published.changes = running.changes.clone();
+    published.real_ids = running.dp.real_ids();
 }
 
 /// Follows a next hop's MAC: the kernel learnt a new one (a gratuitous ARP, an unsolicited

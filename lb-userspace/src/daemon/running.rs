@@ -34,9 +34,18 @@ pub struct Running {
     pub health: Health,
     /// Every checked real's last check and time in its state, as the check tasks write it.
     pub board: CheckBoard,
+    /// The last state changes, newest first, with their time (the stats page lists them).
+    pub changes: std::collections::VecDeque<String>,
 }
 
 impl Running {
+    /// Keeps `line` among the last state changes, with the time it happened.
+    pub fn note_change(&mut self, line: String) {
+        let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+        self.changes.push_front(format!("{at} {line}"));
+        self.changes.truncate(crate::http::CHANGES);
+    }
+
     /// The reals of `s` as the datapath takes them (see `reconcile::effective`).
     pub fn effective(&self, s: &ResolvedService) -> Vec<Real> {
         reconcile::effective(s, &self.health)

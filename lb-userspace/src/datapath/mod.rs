@@ -398,6 +398,38 @@ impl Datapath {
             .collect()
     }
 
+    /// Turns flow logs on, each CPU sending at most `per_cpu_per_sec` events a second, and
+    /// hands over the ring buffer they arrive in (once: a second call is an error).
+    pub fn start_flow_log(&mut self, per_cpu_per_sec: u32) -> Result<aya::maps::RingBuf<MapData>> {
+        let ring = self
+            .ebpf
+            .take_map(map_names::FLOW_EVENTS)
+            .context("the flow log's ring buffer is taken already (or lbctl was built wrong)")?;
+        let ring = aya::maps::RingBuf::try_from(ring).context("FLOW_EVENTS is no ring buffer")?;
+        let map = self
+            .ebpf
+            .map_mut(map_names::FLOW_LOG)
+            .context("the eBPF object has no FLOW_LOG map: lbctl was built wrong")?;
+        let mut settings: Array<&mut MapData, lb_common::FlowLogSettings> =
+            Array::try_from(map).context("FLOW_LOG has an unexpected type")?;
+        settings
+            .set(
+                0,
+                lb_common::FlowLogSettings {
+                    enabled: 1,
+                    per_cpu_per_sec,
+                },
+                0,
+            )
+            .context("writing FLOW_LOG")?;
+        Ok(ring)
+    }
+
+    /// The ids of the reals served (the slots of REALS and REAL_COUNTERS in use).
+    pub fn real_ids(&self) -> Vec<u32> {
+        self.real_ids.values().copied().collect()
+    }
+
     /// Every real's counters (of every VIP) summed: what the datapath forwarded for the
     /// reals it serves now.
     pub fn reals_forwarded(&self) -> Result<RealCounters> {

@@ -11,8 +11,8 @@ use std::{borrow::Borrow, collections::BTreeMap};
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray};
 use lb_common::{
-    map_names, Counter, Flow, FlowKey, RealCounters, RealEntry, Reason, VipKey, VipMeta,
-    FLOW_COUNTED, FLOW_REPLY, MODE_DSR, MODE_NAT, MODE_ONE_ARM, MODE_ROUTER, MODE_TUNNEL,
+    map_names, Counter, Flow, FlowKey, FlowLogBudget, RealCounters, RealEntry, Reason, VipKey,
+    VipMeta, FLOW_COUNTED, FLOW_REPLY, MODE_DSR, MODE_NAT, MODE_ONE_ARM, MODE_ROUTER, MODE_TUNNEL,
     REAL_DOWN, REAL_DRAIN, REAL_RETIRED, REAL_UNUSED, REAL_UP, SCHED_LEASTCONN, SCHED_MAGLEV,
     SCHED_ROUNDROBIN, SCHED_SOURCE, SCHED_STATIC_RR,
 };
@@ -176,7 +176,19 @@ pub struct Stats {
     /// Entries in the flow table (a stateful flow has two), and its capacity.
     pub flow_entries: u64,
     pub flow_capacity: u32,
+    /// Flow log events sent, and dropped (over the rate, ring full), summed over CPUs.
+    pub flow_log: FlowLogCounts,
     pub vips: Vec<VipRow>,
+}
+
+/// What the flow log did, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FlowLogCounts {
+    pub sent: u64,
+    /// Dropped: over the per-CPU rate.
+    pub over_rate: u64,
+    /// Dropped: the ring buffer was full (the reader lagged).
+    pub ring_full: u64,
 }
 
 /// The maps of one program, found through the kernel.
@@ -190,6 +202,7 @@ struct ProgramMaps {
     flow_capacity: u32,
     active: Option<Array<MapData, u64>>,
     swept: Option<Array<MapData, u64>>,
+    flow_log: Option<PerCpuArray<MapData, FlowLogBudget>>,
 }
 
 /// The counters of the lbctl program on `eth0` of the lab host `ns` (the LB, or a real's
@@ -206,15 +219,58 @@ pub fn of_lab_host(ns: &lb_lab::Netns) -> Result<Stats> {
 /// Reads the counters of the lbctl program attached to `iface`, found through the kernel (the
 /// interface's XDP program id, then that program's maps), so it works from any process.
 pub async fn read_attached(iface: &str) -> Result<Stats> {
-    let prog_id = crate::host::neigh::xdp_prog_id(iface)
+    let prog_id = attached_program(iface).await?;
+    let reader = Reader::open(iface, prog_id)?;
+    reader.read(&How::default())
+}
+
+/// The id of the XDP program attached to `iface`.
+pub async fn attached_program(iface: &str) -> Result<u32> {
+    crate::host::neigh::xdp_prog_id(iface)
         .await?
         .ok_or_else(|| {
             anyhow!(
                 "no XDP program is attached to {iface}: start one with `lbctl attach {iface} ...`"
             )
-        })?;
-    let maps = program_maps(iface, prog_id)?;
-    read(prog_id, &maps)
+        })
+}
+
+/// The maps of one attached program, opened once and read as often as asked.
+pub struct Reader {
+    pub prog_id: u32,
+    maps: ProgramMaps,
+}
+
+/// How a reading goes.
+#[derive(Default)]
+pub struct How<'a> {
+    /// The real ids to read (a running lbctl knows them); `None`: every slot of REALS.
+    pub real_ids: Option<&'a [u32]>,
+    /// A count of the flow table taken earlier, in place of walking it now.
+    pub flows: Option<&'a FlowCount>,
+}
+
+impl Reader {
+    /// Opens the maps of program `prog_id`, attached to `iface`.
+    pub fn open(iface: &str, prog_id: u32) -> Result<Self> {
+        Ok(Self {
+            prog_id,
+            maps: program_maps(iface, prog_id)?,
+        })
+    }
+
+    pub fn read(&self, how: &How) -> Result<Stats> {
+        read(self.prog_id, &self.maps, how)
+    }
+
+    /// Walks the flow table: every entry, and the live request entries per real. Its cost
+    /// grows with the table (two syscalls per entry).
+    pub fn count_flows(&self) -> Result<FlowCount> {
+        match &self.maps.flows {
+            Some(f) => FlowCount::of(f, crate::datapath::monotonic_ns()),
+            None => Ok(FlowCount::default()),
+        }
+    }
 }
 
 fn program_maps(iface: &str, prog_id: u32) -> Result<ProgramMaps> {
@@ -284,10 +340,13 @@ fn program_maps(iface: &str, prog_id: u32) -> Result<ProgramMaps> {
         },
         active: open(map_names::ACTIVE)?.map(Array::try_from).transpose()?,
         swept: open(map_names::SWEPT)?.map(Array::try_from).transpose()?,
+        flow_log: open(map_names::FLOW_LOG_BUDGET)?
+            .map(PerCpuArray::try_from)
+            .transpose()?,
     })
 }
 
-fn read(prog_id: u32, maps: &ProgramMaps) -> Result<Stats> {
+fn read(prog_id: u32, maps: &ProgramMaps, how: &How) -> Result<Stats> {
     let at_ns = crate::datapath::monotonic_ns();
     let counters = CounterTable::read(&maps.counters)?;
     let per_cpu = per_cpu_forwarded(&maps.counters)?;
@@ -298,6 +357,18 @@ fn read(prog_id: u32, maps: &ProgramMaps) -> Result<Stats> {
         per_cpu,
         flow_entries: 0,
         flow_capacity: 0,
+        flow_log: match &maps.flow_log {
+            Some(m) => m
+                .get(&0, 0)
+                .context("reading FLOW_LOG_BUDGET")?
+                .iter()
+                .fold(FlowLogCounts::default(), |s, b| FlowLogCounts {
+                    sent: s.sent + b.sent,
+                    over_rate: s.over_rate + b.over_rate,
+                    ring_full: s.ring_full + b.ring_full,
+                }),
+            None => FlowLogCounts::default(),
+        },
         vips: Vec::new(),
     };
     let (Some(vips), Some(reals), Some(real_counters)) =
@@ -314,19 +385,36 @@ fn read(prog_id: u32, maps: &ProgramMaps) -> Result<Stats> {
         .filter(|(_, m)| m.sched == SCHED_LEASTCONN)
         .map(|(_, m)| m.vip_id)
         .collect();
-    let flows = match &maps.flows {
-        Some(f) => FlowCount::of(f, at_ns)?,
-        None => FlowCount::default(),
+    let walked;
+    let flows = match (how.flows, &maps.flows) {
+        (Some(counted), _) => counted,
+        (None, Some(f)) => {
+            walked = FlowCount::of(f, at_ns)?;
+            &walked
+        }
+        (None, None) => {
+            walked = FlowCount::default();
+            &walked
+        }
     };
     stats.flow_entries = flows.entries;
     stats.flow_capacity = maps.flow_capacity;
     // A real's port 0 is its VIP's.
     let vip_ports: BTreeMap<u32, u16> = metas.iter().map(|(k, m)| (m.vip_id, k.port())).collect();
-    // One pass over REALS: each entry names its VIP.
+    // The reals' entries (each names its VIP): those asked for, or every slot.
+    let entries: Vec<(u32, RealEntry)> = match how.real_ids {
+        Some(ids) => ids
+            .iter()
+            .map(|id| Ok((*id, reals.get(id, 0).context("reading REALS")?)))
+            .collect::<Result<_>>()?,
+        None => reals
+            .iter()
+            .enumerate()
+            .map(|(id, e)| Ok((id as u32, e.context("reading REALS")?)))
+            .collect::<Result<_>>()?,
+    };
     let mut by_vip: BTreeMap<u32, Vec<RealRow>> = BTreeMap::new();
-    for (id, entry) in reals.iter().enumerate() {
-        let id = id as u32;
-        let entry = entry.context("reading REALS")?;
+    for (id, entry) in entries {
         if matches!(entry.state(), REAL_UNUSED | REAL_RETIRED) {
             continue;
         }
@@ -386,10 +474,10 @@ fn leastconn_active(maps: &ProgramMaps, id: u32) -> Result<u64> {
 }
 
 /// The flow table, counted: every entry, and the live request entries per real id.
-#[derive(Default)]
-struct FlowCount {
-    entries: u64,
-    per_real: BTreeMap<u32, u64>,
+#[derive(Clone, Debug, Default)]
+pub struct FlowCount {
+    pub entries: u64,
+    pub per_real: BTreeMap<u32, u64>,
 }
 
 impl FlowCount {

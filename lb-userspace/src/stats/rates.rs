@@ -101,6 +101,7 @@ mod tests {
             per_cpu: vec![],
             flow_entries: 0,
             flow_capacity: 0,
+            flow_log: Default::default(),
             vips: vec![VipRow {
                 vip: "198.18.100.10:80/tcp".into(),
                 mode: "nat",

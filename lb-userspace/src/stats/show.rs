@@ -69,6 +69,7 @@ pub struct View {
     pub per_cpu: Vec<u64>,
     pub flow_entries: u64,
     pub flow_capacity: u32,
+    pub flow_log: super::FlowLogCounts,
     pub vips: Vec<VipView>,
 }
 
@@ -116,6 +117,7 @@ impl View {
             per_cpu: stats.per_cpu.clone(),
             flow_entries: stats.flow_entries,
             flow_capacity: stats.flow_capacity,
+            flow_log: stats.flow_log,
             vips,
         }
     }
@@ -282,6 +284,7 @@ mod tests {
             per_cpu: vec![4, 6],
             flow_entries: 3,
             flow_capacity: 262_144,
+            flow_log: Default::default(),
             vips: vec![VipRow {
                 vip: "198.18.100.10:80/tcp".into(),
                 mode: "dsr",

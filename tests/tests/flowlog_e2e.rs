@@ -1,0 +1,174 @@
+//! Flow logs to a real rsyslog (Debian's), set up as the HAProxy tutorial sets it up for
+//! HAProxy (imudp on 127.0.0.1:514, local0 to a file of its own): one line per connection
+//! of a client burst, each naming the real that answered it.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use lb_lab::{drive_tcp, Lab, CLIENT_ADDR, VIP_ADDR, VIP_PORT};
+use tests::{attach_args, lbctl, require_root};
+
+/// rsyslogd in the LB's namespace, stopped when dropped.
+struct Rsyslog {
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl Rsyslog {
+    fn start(lab: &Lab) -> Self {
+        let dir = std::env::temp_dir().join(format!("{}-rsyslog", lab.lb.name()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"global(workDirectory="{dir}")
+module(load="imudp")
+input(type="imudp" address="127.0.0.1" port="514")
+template(name="message" type="string" string="%msg%\n")
+local0.* action(type="omfile" file="{dir}/flows.log" template="message")
+"#,
+                dir = dir.display()
+            ),
+        )
+        .unwrap();
+        let child = lab
+            .lb
+            .command("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting rsyslogd (cargo xtask test installs rsyslog)");
+        // Listening once its pid file is written.
+        let started = Instant::now();
+        while !dir.join("rsyslogd.pid").exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "rsyslogd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        Self { child, dir }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("flows.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn real_of(line: &str) -> &str {
+    // CLIENT:PORT VIP/tcp MODE SCHED slot=N REAL:PORT new cpu=N
+    line.split_whitespace().nth(5).unwrap_or("")
+}
+
+#[test]
+fn every_connection_of_a_burst_is_one_line_in_rsyslog() {
+    require_root();
+    let mut lab = Lab::one_segment(3).unwrap();
+    let syslog = Rsyslog::start(&lab);
+    let mut args = attach_args(&lab, "dsr");
+    args.extend(["--flow-log".into(), "syslog:udp:127.0.0.1:514".into()]);
+    lab.start_lb(&lbctl(), &args).unwrap();
+
+    let replies = drive_tcp(&lab.client, Lab::vip(), 60).unwrap();
+    let mut per_real: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &replies {
+        let r = r.as_ref().expect("every connection answered");
+        *per_real.entry(r.real.clone()).or_default() += 1;
+    }
+    let vip = format!("{VIP_ADDR}:{VIP_PORT}/tcp");
+    let started = Instant::now();
+    let flows = loop {
+        let flows: Vec<String> = syslog
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains(&vip))
+            .collect();
+        if flows.len() >= 60 || started.elapsed() > Duration::from_secs(5) {
+            break flows;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        flows.len(),
+        60,
+        "one line per connection:\n{}",
+        flows.join("\n")
+    );
+    // Each from the client, a port of its own, to the real that answered it.
+    let ports: BTreeSet<&str> = flows
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(ports.len(), 60, "60 connections, 60 client ports");
+    assert!(ports
+        .iter()
+        .all(|p| p.starts_with(&format!("{CLIENT_ADDR}:"))));
+    let mut logged: BTreeMap<String, usize> = BTreeMap::new();
+    for l in &flows {
+        assert!(
+            l.contains(" dsr maglev slot=") && l.contains(" new cpu="),
+            "{l}"
+        );
+        let real = real_of(l);
+        let addr: std::net::Ipv4Addr = real.split(':').next().unwrap().parse().unwrap();
+        let index = lab.real_addrs().iter().position(|a| *a == addr).unwrap();
+        *logged.entry(format!("r{}", index + 1)).or_default() += 1;
+    }
+    assert_eq!(
+        logged, per_real,
+        "the logged real of each flow is the one that answered"
+    );
+    // The datapath counted them sent, none dropped.
+    let out = lab
+        .lb
+        .exec(
+            &lbctl().display().to_string(),
+            &["stats", "eth0", "--json", "--interval", "0.1"],
+        )
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        json["flow_log"]["sent"].as_u64().unwrap() >= 60,
+        "{}",
+        json["flow_log"]
+    );
+    assert_eq!(json["flow_log"]["over_rate"], 0);
+    assert_eq!(json["flow_log"]["ring_full"], 0);
+    println!("{}", flows[0]);
+    lab.stop_lb().unwrap();
+}
+
+#[test]
+fn a_flow_log_file_that_cannot_be_opened_refuses_the_start() {
+    require_root();
+    let mut lab = Lab::one_segment(1).unwrap();
+    let mut args = attach_args(&lab, "dsr");
+    let missing = Path::new("/nonexistent-dir/flows.log");
+    args.extend(["--flow-log".into(), format!("file:{}", missing.display())]);
+    let err = lab.start_lb(&lbctl(), &args).unwrap_err().to_string();
+    assert!(err.contains("opening the flow log"), "{err}");
+    assert_eq!(lab.lb_xdp_prog_id().unwrap(), None, "nothing touched");
+}
