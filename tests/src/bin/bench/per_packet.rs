@@ -240,8 +240,61 @@ fn measure(quick: bool) -> Result<Section> {
         y_label: "ns per packet".into(),
         kind: PlotKind::Bars(bars),
     });
+    flow_logs(&mut s, &frame, &reps, floor)?;
     flow_table_scale(&mut s, &frame, &reps)?;
     Ok(s)
+}
+
+/// New flows per kernel run with flow logs on: under what the ring buffer (1 MiB, ~10 k
+/// events) holds, drained between runs as a keeping-up reader would.
+const LOGGED_NEW_FLOWS: u32 = 8_000;
+
+/// dsr/maglev with flow logs off and on, side by side on one datapath: the established
+/// path (which never logs) and new flows (one event each, written into the ring buffer).
+fn flow_logs(s: &mut Section, frame: &[u8], reps: &Repeats, floor: f64) -> Result<()> {
+    let settings = VipSettings::new(Mode::Dsr);
+    let mut dp = datapath(&settings, Some(NEW_FLOW_TABLE))?;
+    let est_off = time(&mut dp, BenchProgram::Balancer, frame, None, reps.established)?;
+    let new_off = new_flows(&mut dp, frame, LOGGED_NEW_FLOWS)?;
+    let mut ring = dp.dp.start_flow_log(u32::MAX)?;
+    let est_on = time(&mut dp, BenchProgram::Balancer, frame, None, reps.established)?;
+    let mut runs = Vec::with_capacity(RUNS);
+    let mut logged = 0u64;
+    for _ in 0..RUNS {
+        let (action, ns) = dp.run(BenchProgram::Balancer, frame, Some(NEW), LOGGED_NEW_FLOWS)?;
+        ensure!(action == XDP_TX, "new flows with logs on ended with action {action}");
+        runs.push(ns);
+        while ring.next().is_some() {
+            logged += 1;
+        }
+    }
+    let new_on = median(runs);
+    ensure!(
+        logged == u64::from(LOGGED_NEW_FLOWS) * RUNS as u64,
+        "{logged} events for {} new flows",
+        LOGGED_NEW_FLOWS * RUNS as u32
+    );
+    for (name, off, on) in [
+        ("dsr, maglev, established flow", est_off, est_on),
+        ("dsr, maglev, new flow", new_off, new_on),
+    ] {
+        s.push(
+            Figure::new(format!("{name}, flow logs on"), on, Unit::Ns).note(format!(
+                "{:+.0} ns against logs off in the same run ({off:.0} ns); {:.2}× the floor",
+                on - off,
+                on / floor
+            )),
+        );
+    }
+    s.notes.push(format!(
+        "Flow logs on: every new flow writes one event into the ring buffer ({LOGGED_NEW_FLOWS} \
+         new flows per run, the ring drained between runs as a reader keeping up would); the \
+         established path never reaches the log code. So one CPU creates and logs about \
+         {:.1} M new flows a second (the rate limit, 10 000 a second per CPU by default, \
+         drops and counts the rest before they reach the ring).",
+        1e3 / new_on
+    ));
+    Ok(())
 }
 
 /// Established flows spread over a growing table: cycling over N flows, each packet finds
