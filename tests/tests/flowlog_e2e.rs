@@ -172,3 +172,55 @@ fn a_flow_log_file_that_cannot_be_opened_refuses_the_start() {
     assert!(err.contains("opening the flow log"), "{err}");
     assert_eq!(lab.lb_xdp_prog_id().unwrap(), None, "nothing touched");
 }
+
+/// A real going down and up is a line in the same log target, with why, how many checks
+/// said so, and what happens to its flows (HAProxy logs its servers' state changes so).
+#[test]
+fn state_changes_go_to_rsyslog_with_their_reason() {
+    require_root();
+    let mut lab = Lab::one_segment(3).unwrap();
+    let syslog = Rsyslog::start(&lab);
+    let mut args = vec![
+        "--mode".to_string(),
+        "dsr".into(),
+        "--check".into(),
+        "tcp,inter=200ms,timeout=200ms,rise=2,fall=2".into(),
+        "--vip".into(),
+        format!("{VIP_ADDR}:{VIP_PORT}/tcp"),
+        "--flow-log".into(),
+        "syslog:udp:127.0.0.1:514".into(),
+    ];
+    for r in lab.real_addrs() {
+        args.extend(["--real".into(), r.to_string()]);
+    }
+    lab.start_lb(&lbctl(), &args).unwrap();
+    lab.stop_tcp_server(1, VIP_PORT).unwrap();
+    let real = format!(
+        "real {}:{VIP_PORT} of {VIP_ADDR}:{VIP_PORT}/tcp",
+        lab.real_addrs()[1]
+    );
+    let wait_for = |what: &str| {
+        let started = Instant::now();
+        loop {
+            if let Some(l) = syslog.lines().into_iter().find(|l| l.contains(what)) {
+                return l;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "no {what:?} line: {:?}",
+                syslog.lines()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let down = wait_for(&format!("{real} is DOWN"));
+    assert!(
+        down.contains("2 of 2 checks failed") && down.contains("flows move"),
+        "{down}"
+    );
+    lab.start_tcp_server(1, VIP_PORT).unwrap();
+    let up = wait_for(&format!("{real} is UP"));
+    assert!(up.contains("2 of 2 checks passed"), "{up}");
+    println!("{down}\n{up}");
+    lab.stop_lb().unwrap();
+}

@@ -120,6 +120,8 @@ pub async fn run(opts: Options) -> Result<()> {
         "attached; forwarding until SIGINT/SIGTERM (SIGHUP reloads)"
     );
 
+    let flow_log = flow_log.map(|sink| std::sync::Arc::new(std::sync::Mutex::new(sink)));
+    running.log = flow_log.clone();
     let _flow_log = match flow_log {
         Some(sink) => {
             let ring = running.dp.start_flow_log(opts.flow_log_rate)?;
@@ -255,6 +257,7 @@ async fn start(
         health: BTreeMap::new(),
         board: CheckBoard::default(),
         changes: Default::default(),
+        log: None,
     };
     running.seed_health(&current, &down);
     let kept: Vec<_> = current.services.iter().map(|s| s.vip).collect();
@@ -313,13 +316,26 @@ fn on_health(running: &mut Running, event: Event) -> bool {
             false
         }
         Ok(true) => {
+            let (rise, fall) = running
+                .current
+                .services
+                .iter()
+                .find(|s| s.vip == vip)
+                .and_then(|s| s.settings.check.as_ref())
+                .map_or((1, 1), |c| (c.rise, c.fall));
             let line = if up {
                 info!(%vip, real = %addr, port, "real is up: its checks pass again");
-                format!("real {addr}:{port} of {vip} is UP: its checks pass again")
+                format!("real {addr}:{port} of {vip} is UP: {rise} of {rise} checks passed; it takes new flows")
             } else {
                 warn!(%vip, real = %addr, port, why = %event.why, "real is down: its checks fail; its flows move");
+                // leastconn counts a real's flows exactly; other schedulers' are not counted
+                // here (the stats walk the flow table).
+                let moved = match running.dp.active_flows(&vip, addr, Some(port)) {
+                    Ok(n) if n > 0 => format!("{n} active flows move"),
+                    _ => "its flows move".to_string(),
+                };
                 format!(
-                    "real {addr}:{port} of {vip} is DOWN: {}; its flows move",
+                    "real {addr}:{port} of {vip} is DOWN: {}, {fall} of {fall} checks failed; {moved}",
                     event.why
                 )
             };

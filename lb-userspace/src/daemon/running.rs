@@ -36,11 +36,18 @@ pub struct Running {
     pub board: CheckBoard,
     /// The last state changes, newest first, with their time (the stats page lists them).
     pub changes: std::collections::VecDeque<String>,
+    /// The log target state changes go to besides the daemon's log (`--flow-log`'s).
+    pub log: Option<crate::flowlog::SharedSink>,
 }
 
 impl Running {
     /// Keeps `line` among the last state changes, with the time it happened.
     pub fn note_change(&mut self, line: String) {
+        if let Some(sink) = &self.log {
+            if let Err(e) = crate::flowlog::write_now(sink, &line) {
+                warn!(error = %format!("{e:#}"), "writing a state change to the log target failed");
+            }
+        }
         let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
         self.changes.push_front(format!("{at} {line}"));
         self.changes.truncate(crate::http::CHANGES);

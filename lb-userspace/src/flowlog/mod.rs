@@ -1,7 +1,8 @@
 //! Flow logs (`lbctl attach --flow-log TARGET`): the datapath's new-flow events, read from its
 //! ring buffer as they come, one line each (`line`) to stdout, a file or syslog (`sink`). The
 //! datapath never waits for this reader: past its per-CPU rate, or with the ring full, it
-//! drops events and counts them (`lbctl_flow_log_events_total{outcome}`).
+//! drops events and counts them (`lbctl_flow_log_events_total{outcome}`). The daemon's state
+//! changes go to the same target.
 
 pub mod line;
 pub mod sink;
@@ -19,8 +20,18 @@ use sink::Sink;
 /// Events each CPU may send per second unless `--flow-log-rate` says.
 pub const DEFAULT_RATE: u32 = 10_000;
 
+/// A log target shared by the flow log and the daemon's state changes.
+pub type SharedSink = std::sync::Arc<std::sync::Mutex<Sink>>;
+
+/// Writes `line` to `sink` now; a failure is the caller's to report.
+pub fn write_now(sink: &SharedSink, line: &str) -> Result<()> {
+    sink.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .write(line, SystemTime::now())
+}
+
 /// Reads events from `ring` and writes a line for each to `sink`, until the task is dropped.
-pub async fn run(ring: RingBuf<MapData>, mut sink: Sink) -> Result<()> {
+pub async fn run(ring: RingBuf<MapData>, sink: SharedSink) -> Result<()> {
     // Readable only: a ring buffer's epoll says "records to read".
     // SAFETY: the ring buffer owns its map's file descriptor, open until it is dropped with
     // the AsyncFd, and returns that same descriptor from every as_raw_fd.
@@ -34,6 +45,7 @@ pub async fn run(ring: RingBuf<MapData>, mut sink: Sink) -> Result<()> {
             .context("waiting for flow events")?;
         let ring = guard.get_inner_mut();
         let (mono_now, wall_now) = (crate::datapath::monotonic_ns(), SystemTime::now());
+        let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(item) = ring.next() {
             let Some(event) = decode(&item) else {
                 continue;
@@ -47,6 +59,7 @@ pub async fn run(ring: RingBuf<MapData>, mut sink: Sink) -> Result<()> {
                 }
             }
         }
+        drop(sink);
         guard.clear_ready();
     }
 }

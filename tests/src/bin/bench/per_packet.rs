@@ -254,15 +254,30 @@ const LOGGED_NEW_FLOWS: u32 = 8_000;
 fn flow_logs(s: &mut Section, frame: &[u8], reps: &Repeats, floor: f64) -> Result<()> {
     let settings = VipSettings::new(Mode::Dsr);
     let mut dp = datapath(&settings, Some(NEW_FLOW_TABLE))?;
-    let est_off = time(&mut dp, BenchProgram::Balancer, frame, None, reps.established)?;
+    let est_off = time(
+        &mut dp,
+        BenchProgram::Balancer,
+        frame,
+        None,
+        reps.established,
+    )?;
     let new_off = new_flows(&mut dp, frame, LOGGED_NEW_FLOWS)?;
     let mut ring = dp.dp.start_flow_log(u32::MAX)?;
-    let est_on = time(&mut dp, BenchProgram::Balancer, frame, None, reps.established)?;
+    let est_on = time(
+        &mut dp,
+        BenchProgram::Balancer,
+        frame,
+        None,
+        reps.established,
+    )?;
     let mut runs = Vec::with_capacity(RUNS);
     let mut logged = 0u64;
     for _ in 0..RUNS {
         let (action, ns) = dp.run(BenchProgram::Balancer, frame, Some(NEW), LOGGED_NEW_FLOWS)?;
-        ensure!(action == XDP_TX, "new flows with logs on ended with action {action}");
+        ensure!(
+            action == XDP_TX,
+            "new flows with logs on ended with action {action}"
+        );
         runs.push(ns);
         while ring.next().is_some() {
             logged += 1;
