@@ -347,6 +347,23 @@ fn flow_table_scale(s: &mut Section, frame: &[u8], reps: &Repeats) -> Result<()>
                 Unit::Ns,
             ));
             points.push((f64::from(flows), ns));
+            // What counting the active flows per real costs at this size: one walk of the
+            // table from userspace (the HTTP listener does it every 5 s, `lbctl stats` once
+            // per reading).
+            let walk = std::time::Instant::now();
+            let walked = dp.dp.flows()?.len();
+            let ms = walk.elapsed().as_secs_f64() * 1e3;
+            s.push(
+                Figure::new(
+                    format!("{mode}, counting active flows: one walk of {walked} entries"),
+                    ms,
+                    Unit::Ms,
+                )
+                .note(format!(
+                    "{:.2} µs an entry, from userspace (two syscalls each)",
+                    ms * 1e3 / walked.max(1) as f64
+                )),
+            );
         }
         let (first, last) = (points[0].1, points[points.len() - 1].1);
         s.push(
