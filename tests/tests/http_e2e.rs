@@ -342,3 +342,57 @@ fn the_stats_page_in_a_browser_shows_every_vip_and_real_with_live_numbers() {
     println!("screenshot: {}", png.display());
     lab.stop_lb().unwrap();
 }
+
+/// A real whose server stops is down in /metrics within one check interval of its check
+/// failing (fall=1: the first failed check takes it down).
+#[test]
+fn a_real_state_change_shows_in_metrics_within_one_check_interval() {
+    require_root();
+    let mut lab = Lab::one_segment(3).unwrap();
+    let mut args = vec![
+        "--mode".to_string(),
+        "dsr".into(),
+        "--check".into(),
+        "tcp,inter=200ms,timeout=200ms,rise=1,fall=1".into(),
+        "--vip".into(),
+        format!("{VIP_ADDR}:{VIP_PORT}/tcp"),
+        "--http".into(),
+        HTTP.into(),
+    ];
+    for r in lab.real_addrs() {
+        args.extend(["--real".into(), r.to_string()]);
+    }
+    lab.start_lb(&lbctl(), &args).unwrap();
+    let vip = format!("{VIP_ADDR}:{VIP_PORT}/tcp");
+    let real = format!("{}:{VIP_PORT}", lab.real_addrs()[1]);
+    let up = |lab: &Lab| {
+        sum(
+            &metrics(lab),
+            "lbctl_real_up",
+            &[("vip", &vip), ("real", &real)],
+        )
+    };
+    assert_eq!(up(&lab), 1.0);
+    lab.stop_tcp_server(1, VIP_PORT).unwrap();
+    let stopped = Instant::now();
+    while up(&lab) != 0.0 {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(3),
+            "still up in /metrics"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = stopped.elapsed();
+    // The next check (at most one interval away) fails at once (refused), and a scrape
+    // shows it: one interval, plus a scrape's and a publish's time (a scrape takes up to
+    // tens of ms on a busy machine: room for a few).
+    assert!(
+        took < Duration::from_millis(200 + 250),
+        "down in /metrics after {took:?}"
+    );
+    println!(
+        "down in /metrics {:.0} ms after its server stopped (inter 200 ms, fall 1)",
+        took.as_secs_f64() * 1e3
+    );
+    lab.stop_lb().unwrap();
+}
