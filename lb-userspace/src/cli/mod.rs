@@ -182,7 +182,8 @@ struct AttachArgs {
     flow_log: Option<crate::flowlog::sink::Target>,
     /// Flow log events each CPU may send per second; more are dropped and counted (never
     /// slowing forwarding).
-    #[arg(long, value_name = "N", default_value_t = crate::flowlog::DEFAULT_RATE, requires = "flow_log")]
+    #[arg(long, value_name = "N", default_value_t = crate::flowlog::DEFAULT_RATE, requires = "flow_log",
+          value_parser = clap::value_parser!(u32).range(1..))]
     flow_log_rate: u32,
 }
 
@@ -340,6 +341,53 @@ mod tests {
             if let Err(e) = Cli::try_parse_from(&words) {
                 panic!("{c}: {e}");
             }
+        }
+    }
+
+    /// The stats and log flags: what they take, and a clear error for what they do not.
+    #[test]
+    fn http_flow_log_and_stats_flags_parse_or_say_what_is_wrong() {
+        let attach = |extra: &[&str]| {
+            let mut w = vec![
+                "lbctl",
+                "attach",
+                "eth0",
+                "--vip",
+                "198.18.100.10:80/tcp",
+                "--real",
+                "198.18.0.11",
+            ];
+            w.extend_from_slice(extra);
+            Cli::try_parse_from(w).map(drop).map_err(|e| e.to_string())
+        };
+        assert!(attach(&["--http", "127.0.0.1:9180"]).is_ok());
+        assert!(attach(&["--http", "198.18.0.1:9180", "--http-public"]).is_ok());
+        assert!(
+            attach(&["--http-public"]).is_err(),
+            "--http-public needs --http"
+        );
+        assert!(attach(&[
+            "--flow-log",
+            "syslog:udp:127.0.0.1:514",
+            "--flow-log-rate",
+            "500"
+        ])
+        .is_ok());
+        let e = attach(&["--flow-log", "stdout", "--flow-log-rate", "0"]).unwrap_err();
+        assert!(e.contains("--flow-log-rate"), "{e}");
+        let e = attach(&["--flow-log", "tcp:198.18.0.1:514"]).unwrap_err();
+        assert!(e.contains("syslog:udp:ADDRESS:PORT"), "{e}");
+        assert!(
+            attach(&["--flow-log-rate", "5"]).is_err(),
+            "a rate needs --flow-log"
+        );
+        for ok in [
+            &["lbctl", "stats", "eth0"][..],
+            &["lbctl", "stats", "eth0", "--watch", "--interval", "0.5"],
+            &["lbctl", "stats", "eth0", "--json"],
+            &["lbctl", "stats", "eth0", "--reasons"],
+        ] {
+            assert!(Cli::try_parse_from(ok).is_ok(), "{ok:?}");
         }
     }
 }
