@@ -33,7 +33,9 @@ pub fn forwarded(sent: &Sent, ingress: u32, bytes: usize) -> u32 {
         // SAFETY: this CPU's slot: programs on other CPUs have their own, and one program
         // runs on a CPU at a time (see `maps::scratch`). Userspace reads it, and zeroes it
         // when the real id is given anew: a stray packet's increment racing with that is
-        // kept or lost, a count either way.
+        // kept or lost, a count either way. (A retired real's reply entries, which are not
+        // checked against REALS, count into its id until they expire; ids are given anew
+        // only after all 16 383 others, so such counts are rare, and at worst misplaced.)
         let c = unsafe { &mut *c };
         bump(
             if sent.reply {

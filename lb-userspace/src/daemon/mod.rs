@@ -139,7 +139,7 @@ pub async fn run(opts: Options) -> Result<()> {
         info!(address = %opts.http.map(|a| a.to_string()).unwrap_or_default(), "serving /metrics, / and /healthz over HTTP");
         http::AbortOnDrop(tokio::spawn(http::serve(
             listener,
-            opts.ifaces[0].clone(),
+            opts.ifaces.clone(),
             board.clone(),
         )))
     });

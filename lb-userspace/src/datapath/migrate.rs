@@ -339,6 +339,14 @@ impl Datapath {
                 older.name, older.layout
             ));
         }
+        if takeover.from < 3 {
+            // Layouts before 3 wrote a removed real down: those entries no real holds now
+            // are retired (not read back as reals of their VIP, not shown by the stats).
+            let retired = self.retire_unheld_down_reals()?;
+            if retired > 0 {
+                carried.push(format!("{retired} removed reals' entries marked retired"));
+            }
+        }
         self.write_layout()?;
         if takeover.pin_after.contains(&map_names::LAYOUT) {
             self.pin_loaded(map_names::LAYOUT, &dir.join(map_names::LAYOUT))?;
@@ -362,6 +370,25 @@ impl Datapath {
         } else {
             format!("{what}; {}{split}", carried.join("; "))
         }))
+    }
+
+    /// Writes REAL_RETIRED over the REALS entries that are down and whose id no real holds.
+    fn retire_unheld_down_reals(&mut self) -> Result<usize> {
+        let held: std::collections::BTreeSet<u32> = self.real_ids.values().copied().collect();
+        let mut retired = 0;
+        for id in 1..lb_common::MAX_REALS {
+            if held.contains(&id) {
+                continue;
+            }
+            let entry = self.reals.get(&id, 0).context("reading REALS")?;
+            if entry.state() == REAL_DOWN {
+                self.reals
+                    .set(id, entry.with_state(REAL_RETIRED), 0)
+                    .context("writing REALS")?;
+                retired += 1;
+            }
+        }
+        Ok(retired)
     }
 
     /// Pins the loaded map `name` at `path`.

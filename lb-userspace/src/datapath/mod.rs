@@ -107,7 +107,7 @@ impl Real {
 /// What the datapath holds for one VIP.
 #[derive(Clone, Debug)]
 struct ServedVip {
-    /// Its id: its slot in RINGS, SNAT_POOLS, VIP_COUNTERS...; its flows name it.
+    /// Its id: its slot in RINGS, SNAT_POOLS, TUNNEL_SOURCES...; its flows name it.
     id: u32,
     /// Its VIPS value, as last written.
     meta: VipMeta,

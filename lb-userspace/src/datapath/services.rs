@@ -64,8 +64,8 @@ impl Datapath {
         Ok(vip_id)
     }
 
-    /// Stops serving `vip`: its packets go to the LB's own stack again; its reals are marked
-    /// down and their ids and the VIP's id are freed.
+    /// Stops serving `vip`: its packets go to the LB's own stack again; its reals are
+    /// retired and their ids and the VIP's id are freed.
     pub fn remove_vip(&mut self, vip: &VipSpec) -> Result<()> {
         let vip_id = self
             .services
@@ -207,7 +207,7 @@ impl Datapath {
         self.set_reals(vip, &reals)
     }
 
-    /// Reals of `vip` not in `kept`: down, so their flows move; their ids free for reuse,
+    /// Reals of `vip` not in `kept`: retired, so their flows move; their ids free for reuse,
     /// last (a flow also names its real's VIP and address, checked with the id).
     fn retire_reals(&mut self, vip: &VipSpec, vip_id: u32, kept: &BTreeSet<RealKey>) -> Result<()> {
         let gone: Vec<(RealKey, u32)> = self
@@ -216,6 +216,14 @@ impl Datapath {
             .filter(|(k, _)| k.0 == *vip && !kept.contains(*k))
             .map(|(k, id)| (*k, *id))
             .collect();
+        // Until a takeover from a layout before 3 ends, the old lbctl may take the state back
+        // (a start refused before the swap): it knows no RETIRED, so the real is written down
+        // (as it wrote it), and made RETIRED when the takeover ends.
+        let retired = if self.takeover.as_ref().is_some_and(|t| t.from < 3) {
+            REAL_DOWN
+        } else {
+            REAL_RETIRED
+        };
         for (key, id) in gone {
             if let Some(old) = self
                 .services
@@ -223,7 +231,7 @@ impl Datapath {
                 .and_then(|s| s.reals.iter().find(|r| real_key(vip, r) == key))
             {
                 self.reals
-                    .set(id, old.entry().with_vip(vip_id).with_state(REAL_RETIRED), 0)
+                    .set(id, old.entry().with_vip(vip_id).with_state(retired), 0)
                     .context("writing REALS")?;
             }
             self.real_ids.remove(&key);

@@ -25,10 +25,14 @@ pub type SharedSink = std::sync::Arc<std::sync::Mutex<Sink>>;
 
 /// Writes `line` to `sink` now; a failure is the caller's to report.
 pub fn write_now(sink: &SharedSink, line: &str) -> Result<()> {
-    sink.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .write(line, SystemTime::now())
+    let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+    sink.write(line, SystemTime::now())?;
+    sink.flush()
 }
+
+/// Records read per wake-up before the reader lets the daemon's other tasks run (they share
+/// one thread).
+const BATCH: usize = 256;
 
 /// Reads events from `ring` and writes a line for each to `sink`, until the task is dropped.
 pub async fn run(ring: RingBuf<MapData>, sink: SharedSink) -> Result<()> {
@@ -45,22 +49,38 @@ pub async fn run(ring: RingBuf<MapData>, sink: SharedSink) -> Result<()> {
             .context("waiting for flow events")?;
         let ring = guard.get_inner_mut();
         let (mono_now, wall_now) = (crate::datapath::monotonic_ns(), SystemTime::now());
-        let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(item) = ring.next() {
-            let Some(event) = decode(&item) else {
-                continue;
-            };
-            let at = line::wall_time(event.at_ns, mono_now, wall_now);
-            if let Err(e) = sink.write(&line::format(&event), at) {
-                failed_writes += 1;
-                // Once, then every thousandth: a syslog that went away must not flood the log.
-                if failed_writes % 1000 == 1 {
-                    warn!(error = %format!("{e:#}"), failed_writes, "writing a flow log line failed");
+        let mut read = 0;
+        {
+            let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+            while read < BATCH {
+                let Some(item) = ring.next() else {
+                    break;
+                };
+                read += 1;
+                let Some(event) = decode(&item) else {
+                    continue;
+                };
+                let at = line::wall_time(event.at_ns, mono_now, wall_now);
+                if let Err(e) = sink.write(&line::format(&event), at) {
+                    failed_writes += 1;
+                    // Once, then every thousandth: a syslog that went away must not flood
+                    // the log.
+                    if failed_writes % 1000 == 1 {
+                        warn!(error = %format!("{e:#}"), failed_writes, "writing a flow log line failed");
+                    }
                 }
             }
+            if let Err(e) = sink.flush() {
+                warn!(error = %format!("{e:#}"), "writing the flow log failed");
+            }
         }
-        drop(sink);
-        guard.clear_ready();
+        if read == BATCH {
+            // More may be waiting: the other tasks first, then back here (still readable).
+            drop(guard);
+            tokio::task::yield_now().await;
+        } else {
+            guard.clear_ready();
+        }
     }
 }
 

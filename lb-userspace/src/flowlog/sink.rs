@@ -65,12 +65,13 @@ impl fmt::Display for Target {
     }
 }
 
-/// An open target.
+/// An open target. Sockets are non-blocking: a syslog that cannot keep up loses lines (the
+/// caller counts them), it never stalls the daemon.
 pub enum Sink {
     Stdout,
-    File(File),
-    DevLog(UnixDatagram),
-    Udp(UdpSocket, SocketAddr),
+    File(std::io::BufWriter<File>),
+    DevLog(UnixDatagram, String),
+    Udp(UdpSocket, SocketAddr, String),
 }
 
 /// RFC 5424 PRI of local0.info: facility 16, severity 6.
@@ -82,18 +83,20 @@ impl Sink {
     pub fn open(target: &Target) -> Result<Self> {
         Ok(match target {
             Target::Stdout => Sink::Stdout,
-            Target::File(path) => Sink::File(
+            Target::File(path) => Sink::File(std::io::BufWriter::new(
                 OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
                     .with_context(|| format!("opening the flow log {}", path.display()))?,
-            ),
+            )),
             Target::DevLog => {
                 let s = UnixDatagram::unbound().context("a socket for /dev/log")?;
                 s.connect("/dev/log")
                     .context("connecting to /dev/log: is a syslog daemon running?")?;
-                Sink::DevLog(s)
+                s.set_nonblocking(true)
+                    .context("a non-blocking /dev/log socket")?;
+                Sink::DevLog(s, hostname())
             }
             Target::SyslogUdp(addr) => {
                 let local: SocketAddr = if addr.is_ipv4() {
@@ -102,36 +105,47 @@ impl Sink {
                     "[::]:0".parse()?
                 };
                 let s = UdpSocket::bind(local).context("a UDP socket for syslog")?;
-                Sink::Udp(s, *addr)
+                s.set_nonblocking(true)
+                    .context("a non-blocking syslog socket")?;
+                Sink::Udp(s, *addr, hostname())
             }
         })
     }
 
-    /// Writes one line that happened at `at`. A syslog datagram that cannot be sent is an
-    /// error for the caller to count, not to stop on.
+    /// Writes one line that happened at `at`. A line that cannot be written (a closed
+    /// stdout, a syslog that is gone or full) is an error for the caller to count, not to
+    /// stop on.
     pub fn write(&mut self, line: &str, at: SystemTime) -> Result<()> {
         let time = humantime::format_rfc3339_millis(at);
         match self {
-            Sink::Stdout => {
-                println!("{time} {line}");
-                Ok(())
-            }
+            Sink::Stdout => writeln!(std::io::stdout().lock(), "{time} {line}")
+                .context("writing the flow log to stdout"),
             Sink::File(f) => writeln!(f, "{time} {line}").context("writing the flow log"),
-            Sink::DevLog(s) => s
-                .send(syslog_message(line, &time.to_string()).as_bytes())
+            Sink::DevLog(s, host) => s
+                .send(syslog_message(line, &time.to_string(), host).as_bytes())
                 .map(drop)
                 .context("sending to /dev/log"),
-            Sink::Udp(s, to) => s
-                .send_to(syslog_message(line, &time.to_string()).as_bytes(), *to)
+            Sink::Udp(s, to, host) => s
+                .send_to(
+                    syslog_message(line, &time.to_string(), host).as_bytes(),
+                    *to,
+                )
                 .map(drop)
                 .with_context(|| format!("sending to syslog at {to}")),
+        }
+    }
+
+    /// Hands what is buffered to the kernel (a file's lines).
+    pub fn flush(&mut self) -> Result<()> {
+        match self {
+            Sink::File(f) => f.flush().context("writing the flow log"),
+            _ => Ok(()),
         }
     }
 }
 
 /// RFC 5424: `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA MSG`.
-pub fn syslog_message(line: &str, time: &str) -> String {
-    let host = hostname();
+pub fn syslog_message(line: &str, time: &str, host: &str) -> String {
     format!(
         "<{PRI}>1 {time} {host} lbctl {} flow - {line}",
         std::process::id()
@@ -173,8 +187,11 @@ mod tests {
 
     #[test]
     fn syslog_messages_are_rfc_5424_local0_info() {
-        let m = syslog_message("a b", "2026-12-03T07:40:01.123Z");
+        let m = syslog_message("a b", "2026-12-03T07:40:01.123Z", "lb1");
         assert!(m.starts_with("<134>1 2026-12-03T07:40:01.123Z "), "{m}");
-        assert!(m.contains(" lbctl ") && m.ends_with(" flow - a b"), "{m}");
+        assert!(
+            m.contains(" lb1 lbctl ") && m.ends_with(" flow - a b"),
+            "{m}"
+        );
     }
 }

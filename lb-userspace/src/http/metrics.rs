@@ -45,7 +45,7 @@ pub fn render(view: &View, apply: Option<&Histogram>) -> Result<String, std::fmt
                 .inc_by(real.traffic.picked_up);
             active.get_or_create(&who()).set(real.active_flows as i64);
             up.get_or_create(&who())
-                .set(i64::from(real.state != "down"));
+                .set(i64::from(real.state == "ready" || real.state == "drain"));
             weight.get_or_create(&who()).set(i64::from(real.weight));
             if let Some(c) = &real.last_check {
                 check_seconds
@@ -82,7 +82,7 @@ pub fn render(view: &View, apply: Option<&Histogram>) -> Result<String, std::fmt
     );
     r.register(
         "real_up",
-        "1 when the real takes or keeps flows (ready or draining), 0 when down",
+        "1 when the real takes or keeps flows (ready or draining), 0 when down or in maintenance",
         up,
     );
     r.register("real_weight", "Each real's weight", weight);

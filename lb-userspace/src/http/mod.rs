@@ -1,8 +1,10 @@
 //! The HTTP listener of `lbctl attach --http ADDR` (off by default): `/metrics` for
 //! Prometheus, `/` the stats page, `/healthz` for supervisors. Every answer is made from the
 //! datapath's maps (read at the request, as `lbctl stats` reads them) and from what the
-//! daemon last published; it never waits for the daemon's loop, so a reload stuck on ARP, or
-//! a slow check, does not hold a scrape up.
+//! daemon last published; it never waits for a change the daemon is making (a reload stuck on
+//! ARP, a slow check, both asynchronous). It shares the daemon's one thread, so it waits for
+//! the short synchronous steps the daemon takes between them (a map update, a sweep of
+//! leastconn's idle flows, a batch of flow log lines).
 
 pub mod metrics;
 pub mod page;
@@ -113,7 +115,9 @@ const FLOW_COUNT_DUTY: u32 = 10;
 
 /// The listener's state.
 struct Site {
-    iface: String,
+    /// The interfaces lbctl serves on: the maps are those of the program on the first one
+    /// still attached (one may be detached at runtime).
+    ifaces: Vec<String>,
     board: Board,
     /// The maps of the program attached, opened once per program.
     reader: Mutex<Option<stats::Reader>>,
@@ -124,13 +128,25 @@ struct Site {
 }
 
 impl Site {
+    /// The interface whose program is read, and that program's id.
+    async fn program(&self) -> Result<(String, u32)> {
+        let mut last = None;
+        for iface in &self.ifaces {
+            match stats::attached_program(iface).await {
+                Ok(id) => return Ok((iface.clone(), id)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("lbctl serves no interface")))
+    }
+
     /// Reads the counters of program `prog_id`, opening its maps when it is new.
-    fn read(&self, prog_id: u32) -> Result<stats::Stats> {
+    fn read(&self, iface: &str, prog_id: u32) -> Result<stats::Stats> {
         let ids = lock(&self.board.published).real_ids.clone();
         let flows = lock(&self.flows).clone();
         let mut reader = lock(&self.reader);
         if reader.as_ref().is_none_or(|r| r.prog_id != prog_id) {
-            *reader = Some(stats::Reader::open(&self.iface, prog_id)?);
+            *reader = Some(stats::Reader::open(iface, prog_id)?);
         }
         let how = stats::How {
             real_ids: Some(&ids),
@@ -148,8 +164,7 @@ impl Site {
 async fn count_flows(site: Arc<Site>) {
     loop {
         let started = std::time::Instant::now();
-        if let Ok(prog_id) = stats::attached_program(&site.iface).await {
-            let iface = site.iface.clone();
+        if let Ok((iface, prog_id)) = site.program().await {
             let counted = tokio::task::spawn_blocking(move || {
                 stats::Reader::open(&iface, prog_id)?.count_flows()
             })
@@ -166,9 +181,9 @@ async fn count_flows(site: Arc<Site>) {
 }
 
 /// Answers HTTP on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, iface: String, board: Board) {
+pub async fn serve(listener: TcpListener, ifaces: Vec<String>, board: Board) {
     let site = Arc::new(Site {
-        iface,
+        ifaces,
         board,
         reader: Mutex::new(None),
         flows: Mutex::new(stats::FlowCount::default()),
@@ -218,9 +233,10 @@ async fn answer(site: &Site, req: Request<hyper::body::Incoming>) -> Answer {
             "not found: try /, /metrics or /healthz\n".into(),
         );
     }
-    let reading = match stats::attached_program(&site.iface)
+    let reading = match site
+        .program()
         .await
-        .and_then(|prog_id| site.read(prog_id))
+        .and_then(|(iface, prog_id)| site.read(&iface, prog_id))
     {
         Ok(s) => s,
         Err(e) => {
@@ -265,7 +281,7 @@ async fn answer(site: &Site, req: Request<hyper::body::Incoming>) -> Answer {
             reply(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
-                page::render(&view, &site.iface, &changes),
+                page::render(&view, &site.ifaces.join(", "), &changes),
             )
         }
     }

@@ -1,6 +1,6 @@
-//! Rates from two readings of the counters: per second, per VIP and per real, matched by
-//! name (a real added since has none yet; a counter that went back, its id given anew, is
-//! taken from zero).
+//! Rates from two readings of the counters: per second, per real, matched by name (a real
+//! added since has none yet; a counter that went back, its id given anew, is taken from
+//! zero), and per VIP as its reals' summed.
 
 use std::collections::BTreeMap;
 
@@ -49,15 +49,22 @@ pub fn of(before: &Stats, after: &Stats) -> BTreeMap<RateKey, Rates> {
     }
     let mut rates = BTreeMap::new();
     for v in &after.vips {
-        let key = (v.vip.clone(), None);
-        if let Some(b) = then.get(&key) {
-            rates.insert(key, Rates::between(b, &v.traffic, secs));
-        }
+        // A VIP's rate is its reals' summed: its total drops when a real leaves, which is
+        // no traffic going backwards.
+        let mut sum: Option<Rates> = None;
         for r in &v.reals {
             let key = (v.vip.clone(), Some(r.real.clone()));
             if let Some(b) = then.get(&key) {
-                rates.insert(key, Rates::between(b, &r.traffic, secs));
+                let rate = Rates::between(b, &r.traffic, secs);
+                let s = sum.get_or_insert_with(Rates::default);
+                s.packets_per_sec += rate.packets_per_sec;
+                s.bytes_per_sec += rate.bytes_per_sec;
+                s.new_flows_per_sec += rate.new_flows_per_sec;
+                rates.insert(key, rate);
             }
+        }
+        if let Some(sum) = sum {
+            rates.insert((v.vip.clone(), None), sum);
         }
     }
     rates
@@ -141,7 +148,12 @@ mod tests {
         let r = of(&before, &after);
         let vip = "198.18.100.10:80/tcp".to_string();
         assert_eq!(r[&(vip.clone(), Some("a".into()))].packets_per_sec, 15.0);
-        assert!(!r.contains_key(&(vip, Some("c".into()))));
+        assert!(!r.contains_key(&(vip.clone(), Some("c".into()))));
+        // The VIP: its reals' rates (a real leaving is no spike).
+        let gone = reading(12, &[("c", traffic(9, 9, 9))]);
+        let r = of(&after, &gone);
+        assert_eq!(r[&(vip.clone(), None)].packets_per_sec, 3.0);
+        assert_eq!(r[&(vip, None)].new_flows_per_sec, 2.0);
         assert_eq!(
             Rates::between(&traffic(1, 1, 1), &traffic(2, 2, 2), 0.0),
             Rates::default()

@@ -31,7 +31,7 @@ pub fn daemon_rows(rows: Vec<admin::RealRow>) -> Daemon {
 pub struct RealView {
     pub real: String,
     /// ready, drain, maint (set by the operator) or down (its checks failed, or the
-    /// datapath has it down).
+    /// datapath has it down for another reason, such as an unresolved MAC).
     pub state: String,
     pub weight: u16,
     /// up, down or unchecked; none without a running lbctl.
@@ -220,6 +220,10 @@ fn real_view(v: &VipRow, r: &RealRow, rates: Option<Rates>, daemon: Option<&Daem
     let state = match said {
         // Down by its checks: down, whatever the operator set.
         Some(s) if s.health == "down" => "down".to_string(),
+        // Set out by the operator: maint (the datapath has it down).
+        Some(s) if s.state == "maint" => s.state.clone(),
+        // Down in the datapath for another reason (its MAC unresolved, say): down.
+        Some(_) if r.state == "down" => "down".to_string(),
         Some(s) => s.state.clone(),
         None => r.state.to_string(),
     };
