@@ -34,6 +34,12 @@ pub enum Request {
     Detach {
         iface: String,
     },
+    /// What the datapath would do with a packet from `client` to `vip` (tcp or udp).
+    Explain {
+        proto: String,
+        client: std::net::SocketAddr,
+        vip: std::net::SocketAddr,
+    },
 }
 
 /// The daemon's answer.
@@ -46,6 +52,12 @@ pub enum Response {
     },
     Reals {
         reals: Vec<RealRow>,
+    },
+    /// What the datapath would do with a packet, a line per step, and the real it goes to.
+    Explained {
+        lines: Vec<String>,
+        real: Option<std::net::SocketAddr>,
+        existing_flow: bool,
     },
     /// Done, and what changed.
     Done {

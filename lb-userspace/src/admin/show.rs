@@ -15,6 +15,7 @@ pub fn render(response: &Response, json: bool) -> (String, bool) {
         Response::Status(s) => status(s),
         Response::Vips { vips } => vip_table(vips),
         Response::Reals { reals } => real_table(reals),
+        Response::Explained { lines, .. } => lines.iter().map(|l| format!("{l}\n")).collect(),
         Response::Done { message } => format!("{message}\n"),
         Response::Error { message } => format!("error: {message}\n"),
     };

@@ -48,6 +48,20 @@ enum Command {
     },
     /// The running lbctl: interfaces, VIPs, reals taking flows, packets.
     Status(Talk),
+    /// Say what the datapath would do with a packet, from the live maps: which VIP, whether
+    /// its flow exists (real, idle time, state), else the ring slot and real a new flow gets,
+    /// and how the packet leaves. Changes nothing. Asks the running lbctl.
+    Explain {
+        /// tcp or udp.
+        #[arg(value_parser = ["tcp", "udp"])]
+        proto: String,
+        /// The client's ADDRESS:PORT.
+        client: std::net::SocketAddr,
+        /// The VIP's ADDRESS:PORT.
+        vip: std::net::SocketAddr,
+        #[command(flatten)]
+        talk: Talk,
+    },
     /// List, add and remove VIPs of the running lbctl.
     Vip {
         #[command(subcommand)]
@@ -216,6 +230,12 @@ impl Cli {
             Command::Attach(args) => rt.block_on(attach(*args)),
             Command::CheckConfig { file } => check_config(&file),
             Command::Status(talk) => rt.block_on(admin::talk(&talk, Request::Status)),
+            Command::Explain {
+                proto,
+                client,
+                vip,
+                talk,
+            } => rt.block_on(admin::talk(&talk, Request::Explain { proto, client, vip })),
             Command::Vip { command, talk } => rt.block_on(admin::talk(&talk, command.request())),
             Command::Real { command, talk } => rt.block_on(admin::talk(&talk, command.request())),
             Command::Reload(talk) => rt.block_on(admin::talk(&talk, Request::Reload)),

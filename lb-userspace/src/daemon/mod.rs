@@ -402,6 +402,25 @@ async fn answer_request(
 ) -> Response {
     match request {
         Request::Status => answer::status(running, facts),
+        Request::Explain { proto, client, vip } => {
+            let proto = match proto.as_str() {
+                "tcp" => lb_common::PROTO_TCP,
+                "udp" => lb_common::PROTO_UDP,
+                other => {
+                    return Response::Error {
+                        message: format!("{other}: give tcp or udp"),
+                    }
+                }
+            };
+            match running.dp.explain(proto, client, vip) {
+                Ok(e) => Response::Explained {
+                    lines: e.lines,
+                    real: e.real,
+                    existing_flow: e.existing_flow,
+                },
+                Err(e) => answer::error(e),
+            }
+        }
         Request::VipList => answer::vips(running),
         Request::RealList { vip } => answer::reals(running, vip),
         Request::Reload => match reload(running, opts).await {

@@ -2,7 +2,9 @@
 //! in verbs: `add_vip`, `set_reals`, `attach`, `counters`.
 
 mod attach;
+mod explain;
 mod flows;
+pub use explain::Explanation;
 pub(crate) use flows::monotonic_ns;
 pub mod layout;
 mod migrate;
@@ -116,6 +118,8 @@ struct ServedVip {
     settings: Option<VipSettings>,
     /// Its reals as last set (or read back from REALS).
     reals: Vec<Real>,
+    /// Its ring as this lbctl last installed it: slot → real id (empty until then).
+    ring: Vec<u32>,
 }
 
 /// A real of a VIP as REALS ids are handed out: one id per VIP and real endpoint, so each

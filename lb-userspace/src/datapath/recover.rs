@@ -25,6 +25,7 @@ impl Datapath {
                 meta,
                 settings: None,
                 reals: Vec::new(),
+                ring: Vec::new(),
             };
             self.services.insert(vip, found);
         }

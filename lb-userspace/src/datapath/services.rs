@@ -57,6 +57,7 @@ impl Datapath {
             meta,
             settings: Some(settings.clone()),
             reals,
+            ring: Vec::new(),
         };
         self.services.insert(vip, served);
         self.write_settings()?;
@@ -170,6 +171,9 @@ impl Datapath {
             self.write_meta(vip, meta)?;
         }
         self.install_ring(meta.vip_id, &slots)?;
+        if let Some(served) = self.services.get_mut(vip) {
+            served.ring = slots.clone();
+        }
         if meta.ring_size >= old_size {
             self.write_meta(vip, meta)?;
         }

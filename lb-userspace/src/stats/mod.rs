@@ -523,7 +523,7 @@ fn state_word(state: u8) -> &'static str {
     }
 }
 
-fn mode_word(mode: u8) -> &'static str {
+pub(crate) fn mode_word(mode: u8) -> &'static str {
     match mode {
         MODE_DSR => "dsr",
         MODE_TUNNEL => "tunnel",
@@ -534,7 +534,7 @@ fn mode_word(mode: u8) -> &'static str {
     }
 }
 
-fn balance_word(sched: u8) -> &'static str {
+pub(crate) fn balance_word(sched: u8) -> &'static str {
     match sched {
         SCHED_MAGLEV => "maglev",
         SCHED_SOURCE => "source",

@@ -1,0 +1,219 @@
+//! What the datapath would do with a packet (`lbctl explain`), from the live maps and the
+//! rings this lbctl installed: which VIP, whether a flow exists (its real, idle time, state),
+//! else the ring slot and real a new flow would get and why, and how the packet would
+//! leave. Reads only: no map changes.
+
+use std::net::{IpAddr, SocketAddr};
+
+use lb_common::{
+    Family, Flow, FlowKey, VipKey, FLOW_ANSWERED, FLOW_CLOSING, FLOW_HASH_SEED,
+    HASH_DESTINATION_PORT, HASH_NO_SOURCE_PORT, SCHED_LEASTCONN, SCHED_ROUNDROBIN, SCHED_SOURCE,
+    SCHED_STATIC_RR,
+};
+use lb_ebpf::hash;
+
+use super::*;
+
+/// What `explain` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explanation {
+    /// The answer, a line per step.
+    pub lines: Vec<String>,
+    /// The real the packet goes to, when the datapath would forward it and it can be told.
+    pub real: Option<SocketAddr>,
+    /// Whether it goes by an existing flow (else a new one would be made).
+    pub existing_flow: bool,
+}
+
+impl Datapath {
+    /// Explains a packet from `client` to `vip` of protocol `proto` (6 or 17).
+    pub fn explain(&self, proto: u8, client: SocketAddr, vip: SocketAddr) -> Result<Explanation> {
+        let mut lines = Vec::new();
+        let key = flow_key(proto, client, vip)?;
+        let proto_name = if proto == lb_common::PROTO_TCP {
+            "tcp"
+        } else {
+            "udp"
+        };
+        let vip_key = match vip.ip() {
+            IpAddr::V4(a) => VipKey::v4(a.octets(), vip.port(), proto),
+            IpAddr::V6(a) => VipKey::v6(a.octets(), vip.port(), proto),
+        };
+        let meta = match self.vips.get(&vip_key, 0) {
+            Ok(m) => m,
+            Err(aya::maps::MapError::KeyNotFound) => {
+                lines.push(format!("{vip}/{proto_name} is not a VIP: the packet goes to the LB's own stack (pass_not_vip), unless it is the reply of a stateful flow"));
+                return Ok(Explanation {
+                    lines,
+                    real: None,
+                    existing_flow: false,
+                });
+            }
+            Err(e) => return Err(e).context("reading VIPS"),
+        };
+        let served = self
+            .services
+            .iter()
+            .find(|(_, s)| s.id == meta.vip_id)
+            .map(|(_, s)| s);
+        lines.push(format!(
+            "VIP {vip}/{proto_name}: id {}, {} {}",
+            meta.vip_id,
+            crate::stats::mode_word(meta.mode),
+            crate::stats::balance_word(meta.sched)
+        ));
+        // An existing flow whose real still keeps flows takes the packet.
+        match self.flows.get(&key, 0) {
+            Ok(flow) if !flow.expired(monotonic_ns()) => {
+                let real = self.reals.get(&flow.real_id, 0).context("reading REALS")?;
+                let to = endpoint(&flow);
+                if real.keeps_flows()
+                    && real.vip_id() == flow.vip_id
+                    && real.addr_bytes() == flow.dst
+                {
+                    lines.push(format!(
+                        "flow {client} → {vip}: exists (real id {}), idle {:.1} s, {}: goes to {to}",
+                        flow.real_id,
+                        monotonic_ns().saturating_sub(flow.last_seen_ns) as f64 / 1e9,
+                        flow_state(&flow)
+                    ));
+                    lines.push(leaves(meta.mode, to));
+                    return Ok(Explanation {
+                        lines,
+                        real: Some(to),
+                        existing_flow: true,
+                    });
+                }
+                lines.push(format!("flow {client} → {vip}: exists, but its real {to} no longer keeps flows (down or removed): the flow is made anew"));
+            }
+            Ok(_) => lines.push(format!(
+                "flow {client} → {vip}: expired: a new flow is made"
+            )),
+            Err(aya::maps::MapError::KeyNotFound) => lines.push(format!(
+                "flow {client} → {vip}: none yet: a new flow is made"
+            )),
+            Err(e) => return Err(e).context("reading FLOWS"),
+        }
+        let ring = served.map(|s| s.ring.as_slice()).unwrap_or(&[]);
+        if meta.ring_size == 0 || ring.is_empty() {
+            lines.push(
+                "no real takes new flows (drop_no_real, or pass_no_real with when_empty = pass)"
+                    .into(),
+            );
+            return Ok(Explanation {
+                lines,
+                real: None,
+                existing_flow: false,
+            });
+        }
+        let slot = match meta.sched {
+            SCHED_ROUNDROBIN | SCHED_STATIC_RR | SCHED_LEASTCONN => {
+                lines.push(format!(
+                    "{}: the real depends on the CPU the packet arrives on (its turn in the sequence) or on the reals' active flows: not told by the packet alone",
+                    crate::stats::balance_word(meta.sched)
+                ));
+                return Ok(Explanation {
+                    lines,
+                    real: None,
+                    existing_flow: false,
+                });
+            }
+            SCHED_SOURCE => {
+                hash::flow_fields(&key, &hash::SOURCE_ADDRESS, FLOW_HASH_SEED) % meta.ring_size
+            }
+            _ => {
+                let fields = match meta.hash {
+                    HASH_NO_SOURCE_PORT => &hash::NO_SOURCE_PORT,
+                    HASH_DESTINATION_PORT => &hash::DESTINATION_PORT,
+                    _ => &hash::FIVE_TUPLE,
+                };
+                hash::flow_fields(&key, fields, FLOW_HASH_SEED) % meta.ring_size
+            }
+        };
+        let id = ring.get(slot as usize).copied().unwrap_or(0);
+        let real = self.reals.get(&id, 0).context("reading REALS")?;
+        let port = if real.port() == 0 {
+            vip.port()
+        } else {
+            real.port()
+        };
+        let to = SocketAddr::new(addr_of(&real.addr_bytes(), real.family()), port);
+        let share = ring.iter().filter(|r| **r == id).count() as f64 / ring.len() as f64;
+        lines.push(format!(
+            "new flow: hash slot {slot} of {} → real id {id}, {to} (weight {}, {:.1} % of the slots)",
+            meta.ring_size,
+            real.weight(),
+            share * 100.0
+        ));
+        lines.push(leaves(meta.mode, to));
+        Ok(Explanation {
+            lines,
+            real: Some(to),
+            existing_flow: false,
+        })
+    }
+}
+
+fn flow_key(proto: u8, client: SocketAddr, vip: SocketAddr) -> Result<FlowKey> {
+    let (src, dst, family) = match (client.ip(), vip.ip()) {
+        (IpAddr::V4(c), IpAddr::V4(v)) => {
+            let mut s = [0; 16];
+            let mut d = [0; 16];
+            s[..4].copy_from_slice(&c.octets());
+            d[..4].copy_from_slice(&v.octets());
+            (s, d, Family::V4 as u8)
+        }
+        (IpAddr::V6(c), IpAddr::V6(v)) => (c.octets(), v.octets(), Family::V6 as u8),
+        _ => bail!("the client {client} and the VIP {vip} are of different IP versions"),
+    };
+    Ok(FlowKey {
+        src,
+        dst,
+        sport: client.port().to_be_bytes(),
+        dport: vip.port().to_be_bytes(),
+        proto,
+        family,
+        _pad: [0; 2],
+    })
+}
+
+fn addr_of(bytes: &[u8; 16], family: u8) -> IpAddr {
+    if family == Family::V4 as u8 {
+        [bytes[0], bytes[1], bytes[2], bytes[3]].into()
+    } else {
+        (*bytes).into()
+    }
+}
+
+/// Where a flow's request entry sends its packets.
+fn endpoint(flow: &Flow) -> SocketAddr {
+    let v4 = flow.dst[4..] == [0; 12];
+    let family = if v4 {
+        Family::V4 as u8
+    } else {
+        Family::V6 as u8
+    };
+    SocketAddr::new(addr_of(&flow.dst, family), u16::from_be_bytes(flow.dport))
+}
+
+fn flow_state(flow: &Flow) -> &'static str {
+    if flow.flags & FLOW_CLOSING != 0 {
+        "closing (a FIN seen)"
+    } else if flow.flags & FLOW_ANSWERED != 0 {
+        "established"
+    } else {
+        "not answered yet"
+    }
+}
+
+/// How the packet leaves, by mode.
+fn leaves(mode: u8, to: SocketAddr) -> String {
+    match crate::stats::mode_word(mode) {
+        "dsr" => format!("leaves: addresses and ports as they are, the destination MAC the real's ({}); the real answers the client directly", to.ip()),
+        "tunnel" => format!("leaves: wrapped in IP-in-IP to {} (the VIP's tunnel source, or the LB's address), the inner packet as it is", to.ip()),
+        "nat" => format!("leaves: destination rewritten to {to}, the client's source kept; replies come back through the LB"),
+        "router" => format!("leaves: destination rewritten to {to}, routed (TTL − 1); replies come back through the LB"),
+        "one-arm" => format!("leaves: destination rewritten to {to}, source to a SNAT pool address and port of the CPU's slice"),
+        _ => "leaves: unknown mode".into(),
+    }
+}

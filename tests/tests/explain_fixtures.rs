@@ -1,0 +1,113 @@
+//! `Datapath::explain` (what `lbctl explain` says) against what the datapath then does with
+//! the packet, through BPF_PROG_TEST_RUN: per mode and hash-scheduled balance, the real it
+//! names for a new flow is the real the frame is sent to, and afterwards it finds the flow.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use lb_userspace::{
+    datapath::{Datapath, Real},
+    declare::{
+        service::VipSettings,
+        spec::{Balance, Mode},
+    },
+};
+use tests::{
+    fixture::*,
+    frames::{hop, Tcp},
+    require_root,
+};
+
+const PROTO_TCP: u8 = 6;
+
+fn reals() -> Vec<Real> {
+    (11..=13u8)
+        .map(|last| Real {
+            addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, last)),
+            port: None,
+            mac: [0x02, 0, 0, 0, 0, last],
+            ifindex: IFINDEX_A,
+            weight: 1,
+            down: false,
+        })
+        .collect()
+}
+
+fn seeded(mode: Mode, balance: Balance) -> Datapath {
+    require_root();
+    let mut dp = Datapath::load().expect("load");
+    dp.set_interface(IFINDEX_A, lb_iface()).unwrap();
+    let v = vip("198.18.100.10:80/tcp");
+    let settings = VipSettings {
+        balance,
+        ..VipSettings::new(mode)
+    };
+    dp.add_vip(v, &settings).unwrap();
+    dp.set_reals(&v, &reals()).unwrap();
+    dp
+}
+
+/// The real a frame the datapath sent goes to: by destination MAC (dsr) or address (nat).
+fn sent_to(mode: Mode, out: &[u8]) -> IpAddr {
+    match mode {
+        Mode::Dsr => IpAddr::V4(Ipv4Addr::new(198, 18, 0, out[5])),
+        _ => IpAddr::V4(Ipv4Addr::new(out[30], out[31], out[32], out[33])),
+    }
+}
+
+#[test]
+fn explain_names_the_real_the_datapath_then_sends_each_new_flow_to() {
+    let vip_addr: SocketAddr = "198.18.100.10:80".parse().unwrap();
+    for (mode, balance) in [
+        (Mode::Dsr, Balance::Maglev),
+        (Mode::Dsr, Balance::Source),
+        (Mode::Nat, Balance::Maglev),
+    ] {
+        let dp = seeded(mode, balance);
+        let mut seen = std::collections::BTreeSet::new();
+        for sport in 40000..40024u16 {
+            let client = SocketAddr::new(IpAddr::V4(CLIENT.into()), sport);
+            let said = dp.explain(PROTO_TCP, client, vip_addr).unwrap();
+            assert!(!said.existing_flow, "{mode} {balance}: {said:?}");
+            let real = said
+                .real
+                .unwrap_or_else(|| panic!("{mode} {balance}: {said:?}"));
+            let frame =
+                hop(CLIENT_MAC, LB_MAC, CLIENT, [198, 18, 100, 10]).tcp(sport, 80, Tcp::Syn, b"");
+            let (action, out) = dp.run_frame(&frame).unwrap();
+            assert_eq!(action, XDP_TX, "{mode} {balance}");
+            assert_eq!(
+                sent_to(mode, &out),
+                real.ip(),
+                "{mode} {balance} port {sport}: {:?}",
+                said.lines
+            );
+            seen.insert(real.ip());
+            // Now the flow exists, and the explanation says so, with the same real.
+            let again = dp.explain(PROTO_TCP, client, vip_addr).unwrap();
+            assert!(again.existing_flow && again.real == Some(real), "{again:?}");
+        }
+        if balance == Balance::Maglev {
+            assert!(
+                seen.len() > 1,
+                "{mode}: 24 flows over 3 reals went to {seen:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn explain_says_what_is_not_a_vip_and_changes_nothing() {
+    let dp = seeded(Mode::Dsr, Balance::Maglev);
+    let client: SocketAddr = "198.18.0.100:40000".parse().unwrap();
+    let said = dp
+        .explain(PROTO_TCP, client, "198.18.100.99:80".parse().unwrap())
+        .unwrap();
+    assert!(
+        said.real.is_none() && said.lines[0].contains("not a VIP"),
+        "{said:?}"
+    );
+    let before = dp.flows().unwrap().len();
+    dp.explain(PROTO_TCP, client, "198.18.100.10:80".parse().unwrap())
+        .unwrap();
+    assert_eq!(dp.flows().unwrap().len(), before, "explain made no flow");
+}
