@@ -178,6 +178,9 @@ pub const SCHED_ROUNDROBIN: u8 = 3;
 pub const SCHED_STATIC_RR: u8 = 4;
 /// `VipMeta::sched`: the up real with the fewest active flows for its weight.
 pub const SCHED_LEASTCONN: u8 = 5;
+/// Round robin: how far apart the CPUs start in the sequence (a prime, so they spread over
+/// any sequence length): CPU c's next new flow takes slot (its cursor + c × this) mod size.
+pub const RR_CPU_STRIDE: u32 = 7919;
 
 /// `VipMeta::hash`: what the flow hash covers: addresses, ports and protocol.
 pub const HASH_FIVE_TUPLE: u8 = 0;

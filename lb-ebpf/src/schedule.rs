@@ -8,7 +8,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     RealEntry, Reason, VipMeta, FLOW_HASH_SEED, HASH_DESTINATION_PORT, HASH_NO_SOURCE_PORT,
-    MAX_LEASTCONN_REALS, NO_SLOT, SCHED_LEASTCONN, SCHED_ROUNDROBIN, SCHED_SOURCE, SCHED_STATIC_RR,
+    MAX_LEASTCONN_REALS, NO_SLOT, RR_CPU_STRIDE, SCHED_LEASTCONN, SCHED_ROUNDROBIN, SCHED_SOURCE,
+    SCHED_STATIC_RR,
 };
 
 use crate::{
@@ -45,10 +46,6 @@ pub fn real(p: &Parsed, vip: &VipMeta) -> Result<(u32, RealEntry, u32), Reason> 
         _ => Err(Reason::NoReal),
     }
 }
-
-/// How far apart the CPUs start in a round-robin sequence (a prime, so they spread over any
-/// sequence length).
-const RR_CPU_STRIDE: u32 = 7919;
 
 /// The flow hash over the fields the VIP hashes.
 #[inline(always)]

@@ -111,3 +111,36 @@ fn explain_says_what_is_not_a_vip_and_changes_nothing() {
         .unwrap();
     assert_eq!(dp.flows().unwrap().len(), before, "explain made no flow");
 }
+
+/// Round robin: explain tells each CPU's next real; the datapath, run on CPU 0, sends each
+/// new flow to CPU 0's, turn after turn.
+#[test]
+fn explain_tells_each_cpu_s_next_real_in_round_robin() {
+    pin_to_cpu0();
+    let vip_addr: SocketAddr = "198.18.100.10:80".parse().unwrap();
+    for balance in [Balance::Roundrobin, Balance::StaticRr] {
+        let dp = seeded(Mode::Dsr, balance);
+        let mut seen = std::collections::BTreeSet::new();
+        for sport in 41000..41012u16 {
+            let client = SocketAddr::new(IpAddr::V4(CLIENT.into()), sport);
+            let said = dp.explain(PROTO_TCP, client, vip_addr).unwrap();
+            let cpu0 = *said.per_cpu.first().unwrap_or_else(|| panic!("{said:?}"));
+            let frame =
+                hop(CLIENT_MAC, LB_MAC, CLIENT, [198, 18, 100, 10]).tcp(sport, 80, Tcp::Syn, b"");
+            let (action, out) = dp.run_frame(&frame).unwrap();
+            assert_eq!(action, XDP_TX);
+            assert_eq!(
+                sent_to(Mode::Dsr, &out),
+                cpu0.ip(),
+                "{balance} port {sport}: {:?}",
+                said.lines
+            );
+            seen.insert(cpu0.ip());
+        }
+        assert_eq!(
+            seen.len(),
+            3,
+            "{balance}: 12 flows take every real in turn: {seen:?}"
+        );
+    }
+}

@@ -7,8 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use lb_common::{
     Family, Flow, FlowKey, VipKey, FLOW_ANSWERED, FLOW_CLOSING, FLOW_HASH_SEED,
-    HASH_DESTINATION_PORT, HASH_NO_SOURCE_PORT, SCHED_LEASTCONN, SCHED_ROUNDROBIN, SCHED_SOURCE,
-    SCHED_STATIC_RR,
+    HASH_DESTINATION_PORT, HASH_NO_SOURCE_PORT, RR_CPU_STRIDE, SCHED_LEASTCONN, SCHED_ROUNDROBIN,
+    SCHED_SOURCE, SCHED_STATIC_RR,
 };
 use lb_ebpf::hash;
 
@@ -23,6 +23,8 @@ pub struct Explanation {
     pub real: Option<SocketAddr>,
     /// Whether it goes by an existing flow (else a new one would be made).
     pub existing_flow: bool,
+    /// Round robin: the real a new flow gets on each CPU, by CPU.
+    pub per_cpu: Vec<SocketAddr>,
 }
 
 impl Datapath {
@@ -46,6 +48,7 @@ impl Datapath {
                 return Ok(Explanation {
                     lines,
                     real: None,
+                    per_cpu: Vec::new(),
                     existing_flow: false,
                 });
             }
@@ -81,6 +84,7 @@ impl Datapath {
                     return Ok(Explanation {
                         lines,
                         real: Some(to),
+                        per_cpu: Vec::new(),
                         existing_flow: true,
                     });
                 }
@@ -103,18 +107,48 @@ impl Datapath {
             return Ok(Explanation {
                 lines,
                 real: None,
+                per_cpu: Vec::new(),
                 existing_flow: false,
             });
         }
         let slot = match meta.sched {
-            SCHED_ROUNDROBIN | SCHED_STATIC_RR | SCHED_LEASTCONN => {
-                lines.push(format!(
-                    "{}: the real depends on the CPU the packet arrives on (its turn in the sequence) or on the reals' active flows: not told by the packet alone",
-                    crate::stats::balance_word(meta.sched)
-                ));
+            SCHED_ROUNDROBIN | SCHED_STATIC_RR => {
+                // Each CPU walks the sequence from its own place: which real depends on the
+                // CPU the packet arrives on (its NIC queue).
+                let turns = self.round_robin_turns(meta.vip_id)?;
+                let mut reals = Vec::new();
+                for (cpu, turn) in turns.iter().enumerate() {
+                    let slot = turn.wrapping_add((cpu as u32).wrapping_mul(RR_CPU_STRIDE))
+                        % meta.ring_size;
+                    let id = ring.get(slot as usize).copied().unwrap_or(0);
+                    let real = self.reals.get(&id, 0).context("reading REALS")?;
+                    let port = if real.port() == 0 {
+                        vip.port()
+                    } else {
+                        real.port()
+                    };
+                    let to = SocketAddr::new(addr_of(&real.addr_bytes(), real.family()), port);
+                    lines.push(format!(
+                        "new flow on CPU {cpu}: its turn {turn}, slot {slot} → real id {id}, {to}"
+                    ));
+                    reals.push(to);
+                }
+                // Told for certain only when every CPU would pick the same real.
+                let same = reals.windows(2).all(|w| w[0] == w[1]);
+                lines.push(leaves(meta.mode, *reals.first().context("no CPU")?));
+                return Ok(Explanation {
+                    lines,
+                    real: same.then(|| reals[0]),
+                    per_cpu: reals,
+                    existing_flow: false,
+                });
+            }
+            SCHED_LEASTCONN => {
+                lines.push("leastconn: the real with the fewest active flows for its weight when the flow comes (see `lbctl real list` and the stats' active flows)".into());
                 return Ok(Explanation {
                     lines,
                     real: None,
+                    per_cpu: Vec::new(),
                     existing_flow: false,
                 });
             }
@@ -149,8 +183,21 @@ impl Datapath {
         Ok(Explanation {
             lines,
             real: Some(to),
+            per_cpu: Vec::new(),
             existing_flow: false,
         })
+    }
+
+    /// Each CPU's cursor in VIP `vip_id`'s round-robin sequence.
+    fn round_robin_turns(&self, vip_id: u32) -> Result<Vec<u32>> {
+        let map = self
+            .ebpf
+            .map(map_names::RR_CURSOR)
+            .context("the eBPF object has no RR_CURSOR")?;
+        let cursors: aya::maps::PerCpuArray<&MapData, u32> =
+            aya::maps::PerCpuArray::try_from(map).context("RR_CURSOR has an unexpected type")?;
+        let values = cursors.get(&vip_id, 0).context("reading RR_CURSOR")?;
+        Ok(values.iter().copied().collect())
     }
 }
 
