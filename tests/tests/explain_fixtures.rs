@@ -144,3 +144,30 @@ fn explain_tells_each_cpu_s_next_real_in_round_robin() {
         );
     }
 }
+
+/// Leastconn: explain weighs the reals' active flows as the datapath does; each new flow
+/// goes where it said, and moves the loads the next explanation weighs.
+#[test]
+fn explain_picks_the_least_loaded_real_as_the_datapath_does() {
+    let vip_addr: SocketAddr = "198.18.100.10:80".parse().unwrap();
+    let dp = seeded(Mode::Dsr, Balance::Leastconn);
+    let mut per_real = std::collections::BTreeMap::new();
+    for sport in 42000..42012u16 {
+        let client = SocketAddr::new(IpAddr::V4(CLIENT.into()), sport);
+        let said = dp.explain(PROTO_TCP, client, vip_addr).unwrap();
+        let real = said.real.unwrap_or_else(|| panic!("{said:?}"));
+        let frame =
+            hop(CLIENT_MAC, LB_MAC, CLIENT, [198, 18, 100, 10]).tcp(sport, 80, Tcp::Syn, b"");
+        let (action, out) = dp.run_frame(&frame).unwrap();
+        assert_eq!(action, XDP_TX);
+        assert_eq!(
+            sent_to(Mode::Dsr, &out),
+            real.ip(),
+            "port {sport}: {:?}",
+            said.lines
+        );
+        *per_real.entry(real.ip()).or_insert(0) += 1;
+    }
+    // Equal weights, flows that stay open: 4 each.
+    assert!(per_real.values().all(|n| *n == 4), "{per_real:?}");
+}

@@ -144,10 +144,54 @@ impl Datapath {
                 });
             }
             SCHED_LEASTCONN => {
-                lines.push("leastconn: the real with the fewest active flows for its weight when the flow comes (see `lbctl real list` and the stats' active flows)".into());
+                // As the datapath searches: from a slot the flow hash picks, the up real with
+                // the fewest active flows for its weight; ties to the first found.
+                let n = meta.ring_size.min(lb_common::MAX_LEASTCONN_REALS);
+                let start = hash::flow_fields(&key, hash_fields(meta.hash), FLOW_HASH_SEED) % n;
+                let mut best: Option<(u32, u64, u64)> = None;
+                for index in 0..n {
+                    let slot = (start + index) % n;
+                    let id = ring.get(slot as usize).copied().unwrap_or(0);
+                    let real = self.reals.get(&id, 0).context("reading REALS")?;
+                    let weight = if real.is_up() {
+                        u64::from(real.weight())
+                    } else {
+                        0
+                    };
+                    let started = self.active.get(&id, 0).context("reading ACTIVE")? as i64;
+                    let swept = self.swept.get(&id, 0).context("reading SWEPT")? as i64;
+                    let load = started.wrapping_sub(swept).max(0) as u64;
+                    let beats = match best {
+                        None => true,
+                        Some((_, best_load, best_weight)) => {
+                            load * best_weight < best_load * weight
+                        }
+                    };
+                    if weight != 0 && beats {
+                        best = Some((id, load, weight));
+                    }
+                }
+                let Some((id, load, weight)) = best else {
+                    lines.push("leastconn: no real up with a weight (drop_no_real)".into());
+                    return Ok(Explanation {
+                        lines,
+                        real: None,
+                        per_cpu: Vec::new(),
+                        existing_flow: false,
+                    });
+                };
+                let real = self.reals.get(&id, 0).context("reading REALS")?;
+                let port = if real.port() == 0 {
+                    vip.port()
+                } else {
+                    real.port()
+                };
+                let to = SocketAddr::new(addr_of(&real.addr_bytes(), real.family()), port);
+                lines.push(format!("new flow: leastconn, searched from slot {start} of {n}: real id {id}, {to}, the fewest active flows for its weight ({load} for weight {weight})"));
+                lines.push(leaves(meta.mode, to));
                 return Ok(Explanation {
                     lines,
-                    real: None,
+                    real: Some(to),
                     per_cpu: Vec::new(),
                     existing_flow: false,
                 });
@@ -155,14 +199,7 @@ impl Datapath {
             SCHED_SOURCE => {
                 hash::flow_fields(&key, &hash::SOURCE_ADDRESS, FLOW_HASH_SEED) % meta.ring_size
             }
-            _ => {
-                let fields = match meta.hash {
-                    HASH_NO_SOURCE_PORT => &hash::NO_SOURCE_PORT,
-                    HASH_DESTINATION_PORT => &hash::DESTINATION_PORT,
-                    _ => &hash::FIVE_TUPLE,
-                };
-                hash::flow_fields(&key, fields, FLOW_HASH_SEED) % meta.ring_size
-            }
+            _ => hash::flow_fields(&key, hash_fields(meta.hash), FLOW_HASH_SEED) % meta.ring_size,
         };
         let id = ring.get(slot as usize).copied().unwrap_or(0);
         let real = self.reals.get(&id, 0).context("reading REALS")?;
@@ -198,6 +235,15 @@ impl Datapath {
             aya::maps::PerCpuArray::try_from(map).context("RR_CURSOR has an unexpected type")?;
         let values = cursors.get(&vip_id, 0).context("reading RR_CURSOR")?;
         Ok(values.iter().copied().collect())
+    }
+}
+
+/// The fields a VIP's flow hash covers.
+fn hash_fields(h: u8) -> &'static hash::Fields {
+    match h {
+        HASH_NO_SOURCE_PORT => &hash::NO_SOURCE_PORT,
+        HASH_DESTINATION_PORT => &hash::DESTINATION_PORT,
+        _ => &hash::FIVE_TUPLE,
     }
 }
 
