@@ -46,7 +46,8 @@ fn seeded(mode: Mode, balance: Balance) -> Datapath {
     dp
 }
 
-/// The real a frame the datapath sent goes to: by destination MAC (dsr) or address (nat).
+/// The real a frame the datapath sent goes to: by destination MAC (dsr), else by the
+/// (outer, for tunnel) IPv4 destination address.
 fn sent_to(mode: Mode, out: &[u8]) -> IpAddr {
     match mode {
         Mode::Dsr => IpAddr::V4(Ipv4Addr::new(198, 18, 0, out[5])),
@@ -60,7 +61,9 @@ fn explain_names_the_real_the_datapath_then_sends_each_new_flow_to() {
     for (mode, balance) in [
         (Mode::Dsr, Balance::Maglev),
         (Mode::Dsr, Balance::Source),
+        (Mode::Tunnel, Balance::Maglev),
         (Mode::Nat, Balance::Maglev),
+        (Mode::Router, Balance::Maglev),
     ] {
         let dp = seeded(mode, balance);
         let mut seen = std::collections::BTreeSet::new();
