@@ -39,6 +39,12 @@ fn seeded(mode: Mode, balance: Balance) -> Datapath {
     let v = vip("198.18.100.10:80/tcp");
     let settings = VipSettings {
         balance,
+        // One-arm: a pool on the LB's segment to take the clients' place.
+        snat_pool: if mode == Mode::OneArm {
+            vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 201))]
+        } else {
+            Vec::new()
+        },
         ..VipSettings::new(mode)
     };
     dp.add_vip(v, &settings).unwrap();
@@ -64,6 +70,7 @@ fn explain_names_the_real_the_datapath_then_sends_each_new_flow_to() {
         (Mode::Tunnel, Balance::Maglev),
         (Mode::Nat, Balance::Maglev),
         (Mode::Router, Balance::Maglev),
+        (Mode::OneArm, Balance::Maglev),
     ] {
         let dp = seeded(mode, balance);
         let mut seen = std::collections::BTreeSet::new();
