@@ -125,6 +125,11 @@ pub mod map_names {
         TUNNEL_SOURCES,
         LAYOUT,
     ];
+
+    /// The shipped object's maps that are not pinned, because they hold nothing a restarted
+    /// lbctl needs: the per-CPU scratch space, and the flow log's events in flight, switch
+    /// and counts (each lbctl sets them anew).
+    pub const TRANSIENT: &[&str] = &["SCRATCH", FLOW_EVENTS, FLOW_LOG, FLOW_LOG_BUDGET];
 }
 
 /// Program names. `LB`, `PASS` and `DECAP` are the shipped object's programs, all of them;

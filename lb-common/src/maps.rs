@@ -59,6 +59,16 @@ pub enum Family {
 }
 
 /// An IPv4 address as maps hold it: the first 4 of 16 bytes, the rest zero.
+/// The address `bytes` holds as `family` says (IPv4 in the first four bytes): how userspace
+/// reads the 16-byte addresses of keys, flows, reals and events.
+pub fn ip_from_bytes(bytes: &[u8; 16], family: u8) -> core::net::IpAddr {
+    if family == Family::V4 as u8 {
+        core::net::IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+    } else {
+        core::net::IpAddr::from(*bytes)
+    }
+}
+
 const fn v4_in_16(a: [u8; 4]) -> [u8; 16] {
     [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 }
@@ -370,6 +380,19 @@ impl RealEntry {
     }
     pub const fn addr_bytes(&self) -> [u8; 16] {
         self.addr
+    }
+    /// Its address.
+    pub fn ip(&self) -> core::net::IpAddr {
+        ip_from_bytes(&self.addr, self.family)
+    }
+    /// Where its flows go: its address and service port (`vip_port` when it has none).
+    pub fn endpoint(&self, vip_port: u16) -> core::net::SocketAddr {
+        let port = if self.port() == 0 {
+            vip_port
+        } else {
+            self.port()
+        };
+        core::net::SocketAddr::new(self.ip(), port)
     }
     pub const fn family(&self) -> u8 {
         self.family

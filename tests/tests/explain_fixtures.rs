@@ -52,6 +52,15 @@ fn seeded(mode: Mode, balance: Balance) -> Datapath {
     dp
 }
 
+/// Sends a new flow's SYN from the client's port `sport` through the datapath (which must
+/// send it on, XDP_TX) and returns the real it went to.
+fn send_syn(dp: &Datapath, mode: Mode, sport: u16) -> IpAddr {
+    let frame = hop(CLIENT_MAC, LB_MAC, CLIENT, [198, 18, 100, 10]).tcp(sport, 80, Tcp::Syn, b"");
+    let (action, out) = dp.run_frame(&frame).unwrap();
+    assert_eq!(action, XDP_TX, "{mode}");
+    sent_to(mode, &out)
+}
+
 /// The real a frame the datapath sent goes to: by destination MAC (dsr), else by the
 /// (outer, for tunnel) IPv4 destination address.
 fn sent_to(mode: Mode, out: &[u8]) -> IpAddr {
@@ -81,12 +90,8 @@ fn explain_names_the_real_the_datapath_then_sends_each_new_flow_to() {
             let real = said
                 .real
                 .unwrap_or_else(|| panic!("{mode} {balance}: {said:?}"));
-            let frame =
-                hop(CLIENT_MAC, LB_MAC, CLIENT, [198, 18, 100, 10]).tcp(sport, 80, Tcp::Syn, b"");
-            let (action, out) = dp.run_frame(&frame).unwrap();
-            assert_eq!(action, XDP_TX, "{mode} {balance}");
             assert_eq!(
-                sent_to(mode, &out),
+                send_syn(&dp, mode, sport),
                 real.ip(),
                 "{mode} {balance} port {sport}: {:?}",
                 said.lines
@@ -135,12 +140,8 @@ fn explain_tells_each_cpu_s_next_real_in_round_robin() {
             let client = SocketAddr::new(IpAddr::V4(CLIENT.into()), sport);
             let said = dp.explain(PROTO_TCP, client, vip_addr).unwrap();
             let cpu0 = *said.per_cpu.first().unwrap_or_else(|| panic!("{said:?}"));
-            let frame =
-                hop(CLIENT_MAC, LB_MAC, CLIENT, [198, 18, 100, 10]).tcp(sport, 80, Tcp::Syn, b"");
-            let (action, out) = dp.run_frame(&frame).unwrap();
-            assert_eq!(action, XDP_TX);
             assert_eq!(
-                sent_to(Mode::Dsr, &out),
+                send_syn(&dp, Mode::Dsr, sport),
                 cpu0.ip(),
                 "{balance} port {sport}: {:?}",
                 said.lines
@@ -166,12 +167,8 @@ fn explain_picks_the_least_loaded_real_as_the_datapath_does() {
         let client = SocketAddr::new(IpAddr::V4(CLIENT.into()), sport);
         let said = dp.explain(PROTO_TCP, client, vip_addr).unwrap();
         let real = said.real.unwrap_or_else(|| panic!("{said:?}"));
-        let frame =
-            hop(CLIENT_MAC, LB_MAC, CLIENT, [198, 18, 100, 10]).tcp(sport, 80, Tcp::Syn, b"");
-        let (action, out) = dp.run_frame(&frame).unwrap();
-        assert_eq!(action, XDP_TX);
         assert_eq!(
-            sent_to(Mode::Dsr, &out),
+            send_syn(&dp, Mode::Dsr, sport),
             real.ip(),
             "port {sport}: {:?}",
             said.lines

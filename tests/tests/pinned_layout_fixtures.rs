@@ -7,20 +7,12 @@ use lb_common::map_names;
 #[test]
 fn every_map_is_kept_or_known_to_be_transient() {
     // .rodata: the program's constants, loaded from the object each time. (A .data or .bss,
-    // mutable globals, would lose its values on a restart: not allowed here.) The flow log's
-    // maps: events in flight, whether to log (each lbctl sets it), and the log's own counts,
-    // which start again with each program.
-    const TRANSIENT: &[&str] = &[
-        "SCRATCH",
-        ".rodata",
-        map_names::FLOW_EVENTS,
-        map_names::FLOW_LOG,
-        map_names::FLOW_LOG_BUDGET,
-    ];
+    // mutable globals, would lose its values on a restart: not allowed here.)
+    let transient = |name: &str| name == ".rodata" || map_names::TRANSIENT.contains(&name);
     let obj = aya_obj::Object::parse(lb_userspace::LB_EBPF_OBJECT).unwrap();
     for name in obj.maps.keys() {
         assert!(
-            map_names::KEPT.contains(&name.as_str()) || TRANSIENT.contains(&name.as_str()),
+            map_names::KEPT.contains(&name.as_str()) || transient(name),
             "map {name} is neither pinned (map_names::KEPT) nor transient"
         );
     }

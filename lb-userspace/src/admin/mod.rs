@@ -144,3 +144,14 @@ pub struct CheckRow {
     /// How long ago it ended.
     pub ago_ms: u64,
 }
+
+impl From<crate::health::board::LastCheck> for CheckRow {
+    fn from(l: crate::health::board::LastCheck) -> Self {
+        Self {
+            ok: l.ok,
+            result: l.result,
+            took_ms: l.took.as_millis() as u64,
+            ago_ms: l.at.elapsed().as_millis() as u64,
+        }
+    }
+}

@@ -123,12 +123,7 @@ pub fn reals(r: &Running, only: Option<VipSpec>) -> Response {
                 serving: !real.down && real.weight > 0,
                 why: unresolved.cloned().or(why),
                 since_secs: checked.as_ref().map(|c| c.since.elapsed().as_secs()),
-                last_check: checked.and_then(|c| c.last).map(|l| CheckRow {
-                    ok: l.ok,
-                    result: l.result,
-                    took_ms: l.took.as_millis() as u64,
-                    ago_ms: l.at.elapsed().as_millis() as u64,
-                }),
+                last_check: checked.and_then(|c| c.last).map(CheckRow::from),
             });
         }
     }

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use lb_common::{
-    Family, Flow, FlowKey, VipKey, FLOW_ANSWERED, FLOW_CLOSING, FLOW_HASH_SEED,
+    ip_from_bytes, Family, Flow, FlowKey, VipKey, FLOW_ANSWERED, FLOW_CLOSING, FLOW_HASH_SEED,
     HASH_DESTINATION_PORT, HASH_NO_SOURCE_PORT, RR_CPU_STRIDE, SCHED_LEASTCONN, SCHED_ROUNDROBIN,
     SCHED_SOURCE, SCHED_STATIC_RR,
 };
@@ -62,14 +62,17 @@ impl Datapath {
         lines.push(format!(
             "VIP {vip}/{proto_name}: id {}, {} {}",
             meta.vip_id,
-            crate::stats::mode_word(meta.mode),
-            crate::stats::balance_word(meta.sched)
+            Mode::name_of(meta.mode),
+            Balance::name_of(meta.sched)
         ));
         // An existing flow whose real still keeps flows takes the packet.
         match self.flows.get(&key, 0) {
             Ok(flow) if !flow.expired(monotonic_ns()) => {
                 let real = self.reals.get(&flow.real_id, 0).context("reading REALS")?;
-                let to = endpoint(&flow);
+                let to = SocketAddr::new(
+                    ip_from_bytes(&flow.dst, key.family),
+                    u16::from_be_bytes(flow.dport),
+                );
                 if real.keeps_flows()
                     && real.vip_id() == flow.vip_id
                     && real.addr_bytes() == flow.dst
@@ -122,12 +125,7 @@ impl Datapath {
                         % meta.ring_size;
                     let id = ring.get(slot as usize).copied().unwrap_or(0);
                     let real = self.reals.get(&id, 0).context("reading REALS")?;
-                    let port = if real.port() == 0 {
-                        vip.port()
-                    } else {
-                        real.port()
-                    };
-                    let to = SocketAddr::new(addr_of(&real.addr_bytes(), real.family()), port);
+                    let to = real.endpoint(vip.port());
                     lines.push(format!(
                         "new flow on CPU {cpu}: its turn {turn}, slot {slot} → real id {id}, {to}"
                     ));
@@ -181,12 +179,7 @@ impl Datapath {
                     });
                 };
                 let real = self.reals.get(&id, 0).context("reading REALS")?;
-                let port = if real.port() == 0 {
-                    vip.port()
-                } else {
-                    real.port()
-                };
-                let to = SocketAddr::new(addr_of(&real.addr_bytes(), real.family()), port);
+                let to = real.endpoint(vip.port());
                 lines.push(format!("new flow: leastconn, searched from slot {start} of {n}: real id {id}, {to}, the fewest active flows for its weight ({load} for weight {weight})"));
                 lines.push(leaves(meta.mode, to));
                 return Ok(Explanation {
@@ -203,12 +196,7 @@ impl Datapath {
         };
         let id = ring.get(slot as usize).copied().unwrap_or(0);
         let real = self.reals.get(&id, 0).context("reading REALS")?;
-        let port = if real.port() == 0 {
-            vip.port()
-        } else {
-            real.port()
-        };
-        let to = SocketAddr::new(addr_of(&real.addr_bytes(), real.family()), port);
+        let to = real.endpoint(vip.port());
         let share = ring.iter().filter(|r| **r == id).count() as f64 / ring.len() as f64;
         lines.push(format!(
             "new flow: hash slot {slot} of {} → real id {id}, {to} (weight {}, {:.1} % of the slots)",
@@ -270,25 +258,6 @@ fn flow_key(proto: u8, client: SocketAddr, vip: SocketAddr) -> Result<FlowKey> {
     })
 }
 
-fn addr_of(bytes: &[u8; 16], family: u8) -> IpAddr {
-    if family == Family::V4 as u8 {
-        [bytes[0], bytes[1], bytes[2], bytes[3]].into()
-    } else {
-        (*bytes).into()
-    }
-}
-
-/// Where a flow's request entry sends its packets.
-fn endpoint(flow: &Flow) -> SocketAddr {
-    let v4 = flow.dst[4..] == [0; 12];
-    let family = if v4 {
-        Family::V4 as u8
-    } else {
-        Family::V6 as u8
-    };
-    SocketAddr::new(addr_of(&flow.dst, family), u16::from_be_bytes(flow.dport))
-}
-
 fn flow_state(flow: &Flow) -> &'static str {
     if flow.flags & FLOW_CLOSING != 0 {
         "closing (a FIN seen)"
@@ -301,7 +270,7 @@ fn flow_state(flow: &Flow) -> &'static str {
 
 /// How the packet leaves, by mode.
 fn leaves(mode: u8, to: SocketAddr) -> String {
-    match crate::stats::mode_word(mode) {
+    match Mode::name_of(mode) {
         "dsr" => format!("leaves: addresses and ports as they are, the destination MAC the real's ({}); the real answers the client directly", to.ip()),
         "tunnel" => format!("leaves: wrapped in IP-in-IP to {} (the VIP's tunnel source, or the LB's address), the inner packet as it is", to.ip()),
         "nat" => format!("leaves: destination rewritten to {to}, the client's source kept; replies come back through the LB"),

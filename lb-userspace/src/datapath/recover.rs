@@ -3,8 +3,6 @@
 //! id, a real that stays keeps its id, and their flows go on. VIPs and reals the new
 //! configuration does not have are retired the usual way once it is applied.
 
-use lb_common::Family;
-
 use super::*;
 
 impl Datapath {
@@ -104,14 +102,8 @@ impl Datapath {
 impl Real {
     /// The real a REALS entry describes.
     fn from_entry(e: &RealEntry) -> Self {
-        let a = e.addr_bytes();
-        let addr = if e.family() == Family::V4 as u8 {
-            IpAddr::from([a[0], a[1], a[2], a[3]])
-        } else {
-            IpAddr::from(a)
-        };
         Real {
-            addr,
+            addr: e.ip(),
             port: (e.port() != 0).then_some(e.port()),
             mac: e.mac(),
             ifindex: e.ifindex(),

@@ -138,6 +138,24 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The mode of a VIPS entry's code, if this lbctl knows it.
+    pub fn from_code(code: u8) -> Option<Self> {
+        [
+            Mode::Dsr,
+            Mode::Tunnel,
+            Mode::Nat,
+            Mode::Router,
+            Mode::OneArm,
+        ]
+        .into_iter()
+        .find(|m| m.code() == code)
+    }
+
+    /// The name of the mode of `code`, "unknown" for none this lbctl knows.
+    pub fn name_of(code: u8) -> &'static str {
+        Self::from_code(code).map_or("unknown", Self::name)
+    }
+
     pub fn code(self) -> u8 {
         match self {
             Mode::Dsr => MODE_DSR,
@@ -189,6 +207,24 @@ pub enum Balance {
 }
 
 impl Balance {
+    /// The scheduler of a VIPS entry's code, if this lbctl knows it.
+    pub fn from_code(code: u8) -> Option<Self> {
+        [
+            Balance::Maglev,
+            Balance::Source,
+            Balance::Roundrobin,
+            Balance::StaticRr,
+            Balance::Leastconn,
+        ]
+        .into_iter()
+        .find(|b| b.code() == code)
+    }
+
+    /// The name of the scheduler of `code`, "unknown" for none this lbctl knows.
+    pub fn name_of(code: u8) -> &'static str {
+        Self::from_code(code).map_or("unknown", Self::name)
+    }
+
     pub fn code(self) -> u8 {
         match self {
             Balance::Maglev => SCHED_MAGLEV,

@@ -5,15 +5,15 @@
 //! 198.18.0.11:80 new cpu=1`
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     time::{Duration, SystemTime},
 };
 
 use lb_common::{
-    Family, FlowEvent, HOW_PICKED_UP, HOW_REOPENED, MODE_DSR, MODE_NAT, MODE_ONE_ARM, MODE_ROUTER,
-    MODE_TUNNEL, NO_SLOT, PROTO_TCP, PROTO_UDP, SCHED_LEASTCONN, SCHED_MAGLEV, SCHED_ROUNDROBIN,
-    SCHED_SOURCE, SCHED_STATIC_RR,
+    ip_from_bytes, FlowEvent, HOW_PICKED_UP, HOW_REOPENED, NO_SLOT, PROTO_TCP, PROTO_UDP,
 };
+
+use crate::declare::spec::{Balance, Mode};
 
 /// When an event stamped `at_ns` (CLOCK_MONOTONIC) happened, given that the monotonic clock
 /// reads `mono_now` at wall-clock `wall_now`.
@@ -46,48 +46,21 @@ pub fn format(e: &FlowEvent) -> String {
         "{} {}/{proto} {} {} {decision} {} {how} cpu={}",
         endpoint(&e.client, e.client_port, e.family),
         endpoint(&e.vip, e.vip_port, e.family),
-        mode(e.mode),
-        sched(e.sched),
+        Mode::name_of(e.mode),
+        Balance::name_of(e.sched),
         endpoint(&e.real, e.real_port, e.family),
         e.cpu
     )
 }
 
 fn endpoint(addr: &[u8; 16], port: [u8; 2], family: u8) -> SocketAddr {
-    let ip: IpAddr = if family == Family::V4 as u8 {
-        [addr[0], addr[1], addr[2], addr[3]].into()
-    } else {
-        (*addr).into()
-    };
-    SocketAddr::new(ip, u16::from_be_bytes(port))
-}
-
-fn mode(m: u8) -> &'static str {
-    match m {
-        MODE_DSR => "dsr",
-        MODE_TUNNEL => "tunnel",
-        MODE_NAT => "nat",
-        MODE_ROUTER => "router",
-        MODE_ONE_ARM => "one-arm",
-        _ => "?",
-    }
-}
-
-fn sched(s: u8) -> &'static str {
-    match s {
-        SCHED_MAGLEV => "maglev",
-        SCHED_SOURCE => "source",
-        SCHED_ROUNDROBIN => "roundrobin",
-        SCHED_STATIC_RR => "static-rr",
-        SCHED_LEASTCONN => "leastconn",
-        _ => "?",
-    }
+    SocketAddr::new(ip_from_bytes(addr, family), u16::from_be_bytes(port))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lb_common::EVENT_NEW;
+    use lb_common::{Family, EVENT_NEW, MODE_NAT, SCHED_LEASTCONN, SCHED_MAGLEV};
 
     fn v4(a: [u8; 4]) -> [u8; 16] {
         let mut x = [0; 16];

@@ -73,12 +73,7 @@ impl Board {
             let key = (r.vip, r.real.addr, r.real.port.unwrap_or(r.vip.port));
             if let Some(c) = self.checks.get(&key) {
                 r.since_secs = Some(c.since.elapsed().as_secs());
-                r.last_check = c.last.map(|l| admin::CheckRow {
-                    ok: l.ok,
-                    result: l.result,
-                    took_ms: l.took.as_millis() as u64,
-                    ago_ms: l.at.elapsed().as_millis() as u64,
-                });
+                r.last_check = c.last.map(admin::CheckRow::from);
             }
         }
         show::daemon_rows(rows)

@@ -12,13 +12,12 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray};
 use lb_common::{
     map_names, Counter, Flow, FlowKey, FlowLogBudget, RealCounters, RealEntry, Reason, VipKey,
-    VipMeta, FLOW_COUNTED, FLOW_REPLY, MODE_DSR, MODE_NAT, MODE_ONE_ARM, MODE_ROUTER, MODE_TUNNEL,
-    REAL_DOWN, REAL_DRAIN, REAL_RETIRED, REAL_UNUSED, REAL_UP, SCHED_LEASTCONN, SCHED_MAGLEV,
-    SCHED_ROUNDROBIN, SCHED_SOURCE, SCHED_STATIC_RR,
+    VipMeta, FLOW_COUNTED, FLOW_REPLY, REAL_DOWN, REAL_DRAIN, REAL_RETIRED, REAL_UNUSED, REAL_UP,
+    SCHED_LEASTCONN,
 };
 use serde::Serialize;
 
-use crate::declare::spec::VipSpec;
+use crate::declare::spec::{Balance, Mode, VipSpec};
 
 /// The global counters: forwarded requests and replies, then one row per reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -424,7 +423,9 @@ fn read(prog_id: u32, maps: &ProgramMaps, how: &How) -> Result<Stats> {
             flows.per_real.get(&id).copied().unwrap_or(0)
         };
         by_vip.entry(entry.vip_id()).or_default().push(RealRow {
-            real: real_label(&entry, vip_ports.get(&entry.vip_id()).copied().unwrap_or(0)),
+            real: entry
+                .endpoint(vip_ports.get(&entry.vip_id()).copied().unwrap_or(0))
+                .to_string(),
             state: state_word(entry.state()),
             weight: entry.weight(),
             traffic: sum_real(real_counters, id)?.into(),
@@ -439,8 +440,8 @@ fn read(prog_id: u32, maps: &ProgramMaps, how: &How) -> Result<Stats> {
             .fold(RealTraffic::default(), |s, r| s.plus(r.traffic));
         stats.vips.push(VipRow {
             vip: vip_label(&key),
-            mode: mode_word(meta.mode),
-            balance: balance_word(meta.sched),
+            mode: Mode::name_of(meta.mode),
+            balance: Balance::name_of(meta.sched),
             traffic,
             reals,
         });
@@ -503,44 +504,11 @@ impl FlowCount {
     }
 }
 
-fn real_label(e: &RealEntry, vip_port: u16) -> String {
-    let a = e.addr_bytes();
-    let addr: std::net::IpAddr = if e.family() == lb_common::Family::V4 as u8 {
-        [a[0], a[1], a[2], a[3]].into()
-    } else {
-        a.into()
-    };
-    let port = if e.port() == 0 { vip_port } else { e.port() };
-    std::net::SocketAddr::new(addr, port).to_string()
-}
-
 fn state_word(state: u8) -> &'static str {
     match state {
         REAL_UP => "ready",
         REAL_DRAIN => "drain",
         REAL_DOWN => "down",
-        _ => "unknown",
-    }
-}
-
-pub(crate) fn mode_word(mode: u8) -> &'static str {
-    match mode {
-        MODE_DSR => "dsr",
-        MODE_TUNNEL => "tunnel",
-        MODE_NAT => "nat",
-        MODE_ROUTER => "router",
-        MODE_ONE_ARM => "one-arm",
-        _ => "unknown",
-    }
-}
-
-pub(crate) fn balance_word(sched: u8) -> &'static str {
-    match sched {
-        SCHED_MAGLEV => "maglev",
-        SCHED_SOURCE => "source",
-        SCHED_ROUNDROBIN => "roundrobin",
-        SCHED_STATIC_RR => "static-rr",
-        SCHED_LEASTCONN => "leastconn",
         _ => "unknown",
     }
 }
