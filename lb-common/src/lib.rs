@@ -6,6 +6,7 @@
 //! With the `user` feature the types implement `aya::Pod` so userspace can put them in maps.
 #![cfg_attr(not(test), no_std)]
 
+mod capture;
 mod counters;
 mod events;
 mod flows;
@@ -63,6 +64,7 @@ pub const BENCH_SLOTS: u32 = 2;
 #[cfg(feature = "user")]
 // SAFETY: repr(C), byte array and integers, no padding (asserted size).
 unsafe impl aya::Pod for BenchFrame {}
+pub use capture::*;
 pub use events::*;
 pub use flows::*;
 pub use maps::*;
@@ -101,6 +103,11 @@ pub mod map_names {
     pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
     pub const FLOW_LOG: &str = "FLOW_LOG";
     pub const FLOW_LOG_BUDGET: &str = "FLOW_LOG_BUDGET";
+    /// Captures (not pinned: see `lb_common::capture`).
+    pub const CAPTURE: &str = "CAPTURE";
+    pub const CAPTURE_FRAMES: &str = "CAPTURE_FRAMES";
+    pub const CAPTURE_SCRATCH: &str = "CAPTURE_SCRATCH";
+    pub const CAPTURE_COUNTS: &str = "CAPTURE_COUNTS";
 
     /// The maps pinned while lbctl runs, which a restarted or upgraded lbctl takes over:
     /// what is served (VIPs, reals, rings, interfaces), the flows and what they hold (SNAT
@@ -127,9 +134,19 @@ pub mod map_names {
     ];
 
     /// The shipped object's maps that are not pinned, because they hold nothing a restarted
-    /// lbctl needs: the per-CPU scratch space, and the flow log's events in flight, switch
-    /// and counts (each lbctl sets them anew).
-    pub const TRANSIENT: &[&str] = &["SCRATCH", FLOW_EVENTS, FLOW_LOG, FLOW_LOG_BUDGET];
+    /// lbctl needs: the per-CPU scratch space, the flow log's and the captures' records in
+    /// flight, switches and counts (each lbctl sets them anew; a capture ends with its
+    /// program).
+    pub const TRANSIENT: &[&str] = &[
+        "SCRATCH",
+        FLOW_EVENTS,
+        FLOW_LOG,
+        FLOW_LOG_BUDGET,
+        CAPTURE,
+        CAPTURE_FRAMES,
+        CAPTURE_SCRATCH,
+        CAPTURE_COUNTS,
+    ];
 }
 
 /// Program names. `LB`, `PASS` and `DECAP` are the shipped object's programs, all of them;

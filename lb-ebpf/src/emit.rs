@@ -19,16 +19,23 @@ pub struct Sent {
     pub reply: bool,
 }
 
+impl Sent {
+    /// The counter slot of its verdict: a request or a reply forwarded.
+    #[inline(always)]
+    pub fn slot(&self) -> u32 {
+        if self.reply {
+            Reason::REPLIES_SLOT
+        } else {
+            Reason::FORWARDED_SLOT
+        }
+    }
+}
+
 /// A rewritten frame leaves from the interface it came in on (XDP_TX), or is redirected to
 /// the one its destination is reached through.
 #[inline(always)]
 pub fn forwarded(sent: &Sent, ingress: u32, bytes: usize) -> u32 {
-    let slot = if sent.reply {
-        Reason::REPLIES_SLOT
-    } else {
-        Reason::FORWARDED_SLOT
-    };
-    bump_global(slot, bytes);
+    bump_global(sent.slot(), bytes);
     if let Some(c) = REAL_COUNTERS.get_ptr_mut(sent.real_id) {
         // SAFETY: this CPU's slot: programs on other CPUs have their own, and one program
         // runs on a CPU at a time (see `maps::scratch`). Userspace reads it, and zeroes it

@@ -29,6 +29,8 @@ pub mod rewrite;
 // of a linked crate lands in the object: the benchmark object, built without it, carries its
 // own maps and none of the balancer's (it tail-calls the shipped balancer instead).
 #[cfg(all(target_arch = "bpf", feature = "datapath"))]
+pub mod capture;
+#[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod emit;
 #[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod flow;

@@ -6,9 +6,10 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    Counter, Endpoint, Flow, FlowEvent, FlowKey, FlowLogBudget, FlowLogSettings, IfaceConfig,
-    RealCounters, RealEntry, Settings, SnatPool, VipKey, VipMeta, COUNTER_SLOTS, MAX_ENDPOINTS,
-    MAX_FLOWS, MAX_IFACES, MAX_REALS, MAX_VIPS, RING_MAP_FLAGS, RING_SIZE,
+    CaptureCounts, CaptureRecord, CaptureSettings, Counter, Endpoint, Flow, FlowEvent, FlowKey,
+    FlowLogBudget, FlowLogSettings, IfaceConfig, RealCounters, RealEntry, Settings, SnatPool,
+    VipKey, VipMeta, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES, MAX_REALS, MAX_VIPS,
+    RING_MAP_FLAGS, RING_SIZE,
 };
 
 /// The interfaces the program is attached to, by ifindex: the LB's MAC, MTU and IPv4
@@ -146,3 +147,19 @@ pub static FLOW_LOG: Array<FlowLogSettings, 1> = Array::new();
 /// Per CPU: the flow log's rate limit and counts. Not pinned.
 #[btf_map]
 pub static FLOW_LOG_BUDGET: PerCpuArray<FlowLogBudget, 1> = PerCpuArray::new();
+
+/// Slot 0: whether a capture runs, and what it takes. Not pinned.
+#[btf_map]
+pub static CAPTURE: Array<CaptureSettings, 1> = Array::new();
+
+/// Captured frames to `lbctl capture` (2 MiB: some 1 300 full-size records). Not pinned.
+#[btf_map]
+pub static CAPTURE_FRAMES: RingBuf<CaptureRecord, { 2 << 20 }> = RingBuf::new();
+
+/// Per CPU: the record of the frame being captured. Not pinned.
+#[btf_map]
+pub static CAPTURE_SCRATCH: PerCpuArray<CaptureRecord, 1> = PerCpuArray::new();
+
+/// Per CPU: what captures did. Not pinned.
+#[btf_map]
+pub static CAPTURE_COUNTS: PerCpuArray<CaptureCounts, 1> = PerCpuArray::new();

@@ -11,9 +11,11 @@
 //! - `daemon`: the running balancer and the one way it changes;
 //! - `admin`: the admin socket; `cli`: the command line; `doctor`: checks of a real;
 //! - `demo`: `lbctl demo`, run in the lab (the `lb-lab` crate); `stats`: counters;
-//!   `http`: the stats over HTTP (`/metrics`, the page, `/healthz`).
+//!   `http`: the stats over HTTP (`/metrics`, the page, `/healthz`); `flowlog`: flow logs;
+//!   `capture`: frames with the datapath's verdicts (`lbctl capture`).
 
 pub mod admin;
+pub mod capture;
 pub mod cli;
 pub mod daemon;
 pub mod datapath;

@@ -2,6 +2,7 @@
 //! it runs.
 
 pub mod admin;
+pub mod capture;
 pub mod stats;
 pub mod vip_flags;
 
@@ -111,6 +112,11 @@ enum Command {
     /// active flows, totals); `--reasons` every packet not forwarded, by reason. Works
     /// without a running lbctl, from the maps themselves.
     Stats(stats::StatsArgs),
+    /// Show the frames the balancer on an interface receives, each with its verdict (where
+    /// it was forwarded, or why not) and the frame it sent, as it sent it: a line each, or a
+    /// pcapng file for tcpdump and Wireshark with the verdict as each frame's comment. Off
+    /// until asked; works without a running lbctl.
+    Capture(capture::CaptureArgs),
     /// On a real server of tunnel-mode VIPs: unwrap the LB's IP-in-IP packets.
     #[command(subcommand)]
     Decap(DecapCommand),
@@ -266,6 +272,7 @@ impl Cli {
                 Ok(())
             }
             Command::Stats(args) => rt.block_on(stats::run(&args)),
+            Command::Capture(args) => rt.block_on(capture::run(&args)),
             Command::Decap(DecapCommand::Attach { iface }) => rt.block_on(decap(&iface)),
             Command::Demo(args) => crate::demo::run(&args),
             Command::Doctor(DoctorCommand::Real(args)) => {

@@ -39,7 +39,7 @@ fn attached_ours(
     let Some(old) = xdp_netlink::attached(ifindex)? else {
         return Ok(None);
     };
-    let info = program_info(old.prog_id)?;
+    let info = program::info(old.prog_id)?;
     let name = info.name_as_str().unwrap_or("?").to_owned();
     let on_our_flows = info.map_ids()?.unwrap_or_default().contains(&flows_id);
     if name == program_names::LB && on_our_flows {

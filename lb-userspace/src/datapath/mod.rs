@@ -11,6 +11,7 @@ mod migrate;
 pub use attach::AttachMode;
 pub use migrate::downgrade;
 pub mod pins;
+pub mod program;
 mod recover;
 mod ring_map;
 mod services;
@@ -217,17 +218,6 @@ fn map_id(map: &aya::maps::Map) -> Result<u32> {
         _ => bail!("a map of a type lbctl does not pin"),
     };
     Ok(data.info()?.id())
-}
-
-/// What the kernel says of the loaded program `id`.
-pub(crate) fn program_info(id: u32) -> Result<aya::programs::ProgramInfo> {
-    for info in aya::programs::loaded_programs() {
-        let info = info.context("listing the loaded BPF programs")?;
-        if info.id() == id {
-            return Ok(info);
-        }
-    }
-    bail!("no BPF program has id {id}")
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(

@@ -20,7 +20,7 @@ use aya::maps::{HashMap, Map, MapData, MapInfo};
 use lb_common::{map_names, IfaceConfig};
 use tracing::{debug, info};
 
-use super::{program_info, xdp_netlink};
+use super::{program::info as program_info, xdp_netlink};
 
 /// The magic number of bpffs in statfs(2)'s f_type.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;

@@ -273,16 +273,8 @@ impl Reader {
 }
 
 fn program_maps(iface: &str, prog_id: u32) -> Result<ProgramMaps> {
-    let mut found = None;
-    for prog in aya::programs::loaded_programs() {
-        let prog = prog.context("listing BPF programs (lbctl stats needs root)")?;
-        if prog.id() == prog_id {
-            found = Some(prog);
-            break;
-        }
-    }
-    let prog = found.ok_or_else(|| {
-        anyhow!("XDP program {prog_id} on {iface} disappeared: was lbctl just stopped?")
+    let prog = crate::datapath::program::info(prog_id).with_context(|| {
+        format!("XDP program {prog_id} on {iface} disappeared: was lbctl just stopped?")
     })?;
     let ours = [
         lb_common::program_names::LB,
@@ -294,17 +286,7 @@ fn program_maps(iface: &str, prog_id: u32) -> Result<ProgramMaps> {
             prog.name_as_str().unwrap_or("?")
         );
     }
-    let map_ids = prog
-        .map_ids()
-        .context("reading the program's map ids (needs root)")?;
-    let mut by_name = BTreeMap::new();
-    for id in map_ids.unwrap_or_default() {
-        let info = MapInfo::from_id(id)
-            .with_context(|| format!("reading map {id} of program {prog_id}"))?;
-        if let Some(name) = info.name_as_str() {
-            by_name.insert(name.to_owned(), id);
-        }
-    }
+    let by_name = crate::datapath::program::maps_by_name(prog_id)?;
     let open = |name: &str| -> Result<Option<Map>> {
         by_name
             .get(name)

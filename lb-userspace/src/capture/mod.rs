@@ -1,0 +1,218 @@
+//! Captures (`lbctl capture`): the frames the datapath saw and sent, each with its verdict,
+//! from the program's CAPTURE_FRAMES ring buffer. The capture is switched on in the program
+//! (its CAPTURE slot) for as long as a [`Capture`] lives, and off when it is dropped. One
+//! capture at a time per program: the ring buffer has one reader.
+//!
+//! `describe` turns a record into words (the verdict, a one-line summary of the frame),
+//! `pcapng` writes records for tcpdump and Wireshark, the verdict as each frame's comment.
+
+pub mod describe;
+pub mod pcapng;
+pub mod select;
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::maps::{Array, Map, MapData, PerCpuArray, RingBuf};
+use lb_common::{
+    map_names, CaptureCounts, CaptureHeader, CaptureSettings, RealEntry, CAPTURE_ANY, CAPTURE_SNAP,
+};
+
+use crate::datapath::program;
+
+/// What to capture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Filter {
+    /// Frames arriving on this interface only (0: every interface the program is on).
+    pub ifindex: u32,
+    /// Frames of this verdict only (its counter slot), or [`CAPTURE_ANY`].
+    pub slot: u32,
+    /// Bytes kept of each frame, 1..=[`CAPTURE_SNAP`].
+    pub snaplen: u32,
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Self {
+            ifindex: 0,
+            slot: CAPTURE_ANY,
+            snaplen: CAPTURE_SNAP as u32,
+        }
+    }
+}
+
+/// One captured frame: how it arrived (`SIDE_IN`), or how it left (`SIDE_OUT`, right after
+/// the same packet's in record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub header: CaptureHeader,
+    pub bytes: Vec<u8>,
+    /// When the frame arrived, on the wall clock.
+    pub at: SystemTime,
+}
+
+/// A capture running on a loaded program. Dropping it switches the capture off.
+pub struct Capture {
+    settings: Array<MapData, CaptureSettings>,
+    frames: Option<RingBuf<MapData>>,
+    counts: PerCpuArray<MapData, CaptureCounts>,
+    reals: Option<Array<MapData, RealEntry>>,
+    /// Wall clock minus CLOCK_MONOTONIC, to date records.
+    wall_offset: Duration,
+}
+
+impl Capture {
+    /// Starts capturing on program `prog_id` (lbctl's balancer). Refused while another
+    /// capture of that program runs, which would share its one ring buffer; a capture whose
+    /// process died is taken over.
+    pub fn start(prog_id: u32, filter: Filter) -> Result<Self> {
+        if filter.snaplen == 0 || filter.snaplen as usize > CAPTURE_SNAP {
+            bail!(
+                "snap length {} is out of range: give 1..={CAPTURE_SNAP} bytes",
+                filter.snaplen
+            );
+        }
+        let maps = program::maps_by_name(prog_id)?;
+        let open = |name: &str| -> Result<Map> {
+            let id = maps.get(name).ok_or_else(|| {
+                anyhow!("program {prog_id} has no map {name}: it is an older lbctl's, which cannot capture; restart it with this lbctl")
+            })?;
+            Ok(Map::from_map_data(MapData::from_id(*id)?)?)
+        };
+        let settings: Array<MapData, CaptureSettings> =
+            Array::try_from(open(map_names::CAPTURE)?).context("CAPTURE has an unexpected type")?;
+        let running = settings.get(&0, 0).context("reading CAPTURE")?;
+        if running.enabled != 0 && alive(running.owner_pid) {
+            bail!(
+                "another capture runs on this program (process {}): stop it first; one capture at a time reads its frames",
+                running.owner_pid
+            );
+        }
+        let frames = RingBuf::try_from(open(map_names::CAPTURE_FRAMES)?)
+            .context("CAPTURE_FRAMES is no ring buffer")?;
+        let counts = PerCpuArray::try_from(open(map_names::CAPTURE_COUNTS)?)
+            .context("CAPTURE_COUNTS has an unexpected type")?;
+        let reals = match maps.get(map_names::REALS) {
+            Some(_) => Some(Array::try_from(open(map_names::REALS)?)?),
+            None => None,
+        };
+        let mut capture = Self {
+            settings,
+            frames: Some(frames),
+            counts,
+            reals,
+            wall_offset: wall_offset(),
+        };
+        // Records a dead capture left in the ring are not this one's.
+        capture.drain_stale();
+        capture.settings.set(
+            0,
+            CaptureSettings {
+                enabled: 1,
+                ifindex: filter.ifindex,
+                slot: filter.slot,
+                snaplen: filter.snaplen,
+                owner_pid: std::process::id(),
+                _pad: 0,
+            },
+            0,
+        )?;
+        Ok(capture)
+    }
+
+    fn drain_stale(&mut self) {
+        if let Some(ring) = self.frames.as_mut() {
+            while ring.next().is_some() {}
+        }
+    }
+
+    /// The ring buffer, to wait on (taken once; the records are then read with [`decode`]).
+    pub fn take_frames(&mut self) -> Option<RingBuf<MapData>> {
+        self.frames.take()
+    }
+
+    /// The records waiting in `ring` now, at most `max`.
+    pub fn read(&self, ring: &mut RingBuf<MapData>, max: usize) -> Vec<Record> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(item) = ring.next() else {
+                break;
+            };
+            if let Some(r) = decode(&item, self.wall_offset) {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    /// What the captures did so far, summed over CPUs.
+    pub fn counts(&self) -> Result<CaptureCounts> {
+        let per_cpu = self.counts.get(&0, 0).context("reading CAPTURE_COUNTS")?;
+        Ok(per_cpu
+            .iter()
+            .fold(CaptureCounts::default(), |a, c| CaptureCounts {
+                sent: a.sent + c.sent,
+                ring_full: a.ring_full + c.ring_full,
+                seen: a.seen + c.seen,
+            }))
+    }
+
+    /// The real of a forwarded frame (`real_id` of its record), by its entry now.
+    pub fn real(&self, real_id: u32, vip_port: u16) -> Option<std::net::SocketAddr> {
+        let e = self.reals.as_ref()?.get(&real_id, 0).ok()?;
+        (e.family() != 0).then(|| e.endpoint(vip_port))
+    }
+
+    /// Switches the capture off (also done on drop).
+    pub fn stop(&mut self) -> Result<()> {
+        self.settings
+            .set(0, CaptureSettings::default(), 0)
+            .context("switching the capture off (CAPTURE)")
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::warn!(error = %format!("{e:#}"), "the capture may still be on: run `lbctl capture` again and stop it");
+        }
+    }
+}
+
+/// A record from the ring buffer: its header and the bytes after it.
+pub fn decode(item: &[u8], wall_offset: Duration) -> Option<Record> {
+    let head = std::mem::size_of::<CaptureHeader>();
+    if item.len() < head {
+        return None;
+    }
+    // SAFETY: CaptureHeader is repr(C) integers with explicit padding (any bytes are a
+    // valid value); read unaligned from the record's first bytes, checked long enough.
+    let header: CaptureHeader =
+        unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<CaptureHeader>()) };
+    let len = (header.cap_len as usize).min(item.len() - head);
+    Some(Record {
+        header,
+        bytes: item[head..head + len].to_vec(),
+        at: SystemTime::UNIX_EPOCH + wall_offset + Duration::from_nanos(header.at_ns),
+    })
+}
+
+/// Wall clock minus CLOCK_MONOTONIC (the datapath's bpf_ktime_get_ns), now.
+fn wall_offset() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let mono = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+    let wall = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    wall.saturating_sub(mono)
+}
+
+/// Whether process `pid` lives.
+fn alive(pid: u32) -> bool {
+    pid != 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
