@@ -68,6 +68,8 @@ pub const PROGRAMS: &[Program] = &[
     Program { name: "rsyslogd", package: "rsyslog", needed_by: &[Need::Test] },
     // A real browser loading the stats page (`lbctl attach --http`), headless.
     Program { name: "chromium", package: "chromium", needed_by: &[Need::Test] },
+    // Reads back the pcapng files `lbctl capture -w` writes, as an operator would.
+    Program { name: "tcpdump", package: "tcpdump", needed_by: &[Need::Test] },
     // xtask itself: the previous release the upgrade test starts, from git.
     Program { name: "git", package: "git", needed_by: &[Need::Test] },
     Program { name: "tar", package: "tar", needed_by: &[Need::Test] },
