@@ -1,5 +1,5 @@
 //! Captures: frames as the datapath saw them and as it sent them, with its verdict, through a
-//! ring buffer (CAPTURE_FRAMES) to `lbctl capture`. Off unless a capture runs (CAPTURE slot 0);
+//! ring buffer (CAPTURE_FRAMES) to `lbctl capture`. Off unless a capture runs (OBSERVE slot 0);
 //! when off, the program pays one array lookup per packet. None of these maps is pinned: a
 //! capture belongs to the program it was started on.
 
@@ -17,12 +17,14 @@ pub const SIDE_IN: u8 = 0;
 /// `CaptureHeader::side`: the frame as the program sent it (XDP_TX or redirect).
 pub const SIDE_OUT: u8 = 1;
 
-/// Value of CAPTURE (one slot): whether and what to capture.
+/// Value of OBSERVE (one slot): the datapath's one switch for what it tells userspace about
+/// each packet, read once per packet: captures (`lbctl capture`) and debug logs
+/// (`lbctl debug`). All zero: nothing, for the cost of that one lookup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CaptureSettings {
+pub struct Observe {
     /// Non-zero: frames are captured.
-    pub enabled: u32,
+    pub capture: u32,
     /// Only frames that arrived on this interface (0: any the program is attached to).
     pub ifindex: u32,
     /// Only frames of this verdict: its counter slot (`Reason::FORWARDED_SLOT`,
@@ -32,9 +34,11 @@ pub struct CaptureSettings {
     pub snaplen: u32,
     /// The process reading the captures, so that a second capture is refused while it lives.
     pub owner_pid: u32,
-    pub _pad: u32,
+    /// Non-zero: a debug log line per packet (aya-log's AYA_LOGS ring buffer, which the
+    /// running lbctl writes to its log).
+    pub debug: u32,
 }
-const _: () = assert!(size_of::<CaptureSettings>() == 24);
+const _: () = assert!(size_of::<Observe>() == 24);
 
 /// The head of each record in CAPTURE_FRAMES; `cap_len` bytes of the frame follow it.
 #[repr(C)]
@@ -82,7 +86,7 @@ pub struct CaptureCounts {
     pub sent: u64,
     /// Records lost: the ring buffer was full (the reader lagging behind the traffic).
     pub ring_full: u64,
-    /// Packets seen while capturing (numbers the records' `seq`).
+    /// Packets observed, captured or logged (numbers the records' `seq`).
     pub seen: u64,
 }
 const _: () = assert!(size_of::<CaptureCounts>() == 24);
@@ -90,7 +94,7 @@ const _: () = assert!(size_of::<CaptureCounts>() == 24);
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: repr(C), integers (and a byte array), no padding (asserted sizes).
-    unsafe impl aya::Pod for super::CaptureSettings {}
+    unsafe impl aya::Pod for super::Observe {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CaptureCounts {}
 }

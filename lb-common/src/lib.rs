@@ -103,11 +103,12 @@ pub mod map_names {
     pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
     pub const FLOW_LOG: &str = "FLOW_LOG";
     pub const FLOW_LOG_BUDGET: &str = "FLOW_LOG_BUDGET";
-    /// Captures (not pinned: see `lb_common::capture`).
-    pub const CAPTURE: &str = "CAPTURE";
+    /// Captures and debug logs (not pinned: see `lb_common::capture`); AYA_LOGS is aya-log's.
+    pub const OBSERVE: &str = "OBSERVE";
     pub const CAPTURE_FRAMES: &str = "CAPTURE_FRAMES";
     pub const CAPTURE_SCRATCH: &str = "CAPTURE_SCRATCH";
     pub const CAPTURE_COUNTS: &str = "CAPTURE_COUNTS";
+    pub const AYA_LOGS: &str = "AYA_LOGS";
 
     /// The maps pinned while lbctl runs, which a restarted or upgraded lbctl takes over:
     /// what is served (VIPs, reals, rings, interfaces), the flows and what they hold (SNAT
@@ -142,10 +143,11 @@ pub mod map_names {
         FLOW_EVENTS,
         FLOW_LOG,
         FLOW_LOG_BUDGET,
-        CAPTURE,
+        OBSERVE,
         CAPTURE_FRAMES,
         CAPTURE_SCRATCH,
         CAPTURE_COUNTS,
+        AYA_LOGS,
     ];
 }
 

@@ -29,8 +29,6 @@ pub mod rewrite;
 // of a linked crate lands in the object: the benchmark object, built without it, carries its
 // own maps and none of the balancer's (it tail-calls the shipped balancer instead).
 #[cfg(all(target_arch = "bpf", feature = "datapath"))]
-pub mod capture;
-#[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod emit;
 #[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod flow;
@@ -40,6 +38,8 @@ pub mod flowlog;
 pub mod lookup;
 #[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod maps;
+#[cfg(all(target_arch = "bpf", feature = "datapath"))]
+pub mod observe;
 #[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod pipeline;
 #[cfg(all(target_arch = "bpf", feature = "datapath"))]

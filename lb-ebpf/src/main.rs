@@ -8,7 +8,7 @@ mod programs {
         programs::XdpContext,
     };
     use lb_common::Reason;
-    use lb_ebpf::{capture, decap, emit, lookup, packet::Packet, pipeline};
+    use lb_ebpf::{decap, emit, lookup, observe, packet::Packet, pipeline};
 
     /// The load balancer: parse → lookup → schedule → rewrite → emit.
     #[xdp]
@@ -20,19 +20,21 @@ mod programs {
     fn run(ctx: &XdpContext) -> u32 {
         let len = ctx.data_end() - ctx.data();
         let ingress = ctx.ingress_ifindex() as u32;
-        let captured = capture::arm(ctx, ingress);
+        let observed = observe::arm(ctx, ingress);
         match pipeline::run(ctx, ingress) {
             Ok(sent) => {
                 let action = emit::forwarded(&sent, ingress, len);
-                if captured {
-                    capture::record(ctx, action, sent.slot(), sent.real_id, sent.egress);
+                if observed != 0 {
+                    let what = observe::verdict(observed, action);
+                    observe::after(ctx, what, sent.slot(), sent.real_id, sent.egress);
                 }
                 action
             }
             Err(reason) => {
                 let action = emit::not_forwarded(reason, len);
-                if captured {
-                    capture::record(ctx, action, reason.slot(), 0, 0);
+                if observed != 0 {
+                    let what = observe::verdict(observed, action);
+                    observe::after(ctx, what, reason.slot(), 0, 0);
                 }
                 action
             }

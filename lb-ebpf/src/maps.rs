@@ -6,9 +6,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    CaptureCounts, CaptureRecord, CaptureSettings, Counter, Endpoint, Flow, FlowEvent, FlowKey,
-    FlowLogBudget, FlowLogSettings, IfaceConfig, RealCounters, RealEntry, Settings, SnatPool,
-    VipKey, VipMeta, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES, MAX_REALS, MAX_VIPS,
+    CaptureCounts, CaptureRecord, Counter, Endpoint, Flow, FlowEvent, FlowKey, FlowLogBudget,
+    FlowLogSettings, IfaceConfig, Observe, RealCounters, RealEntry, Settings, SnatPool, VipKey,
+    VipMeta, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES, MAX_REALS, MAX_VIPS,
     RING_MAP_FLAGS, RING_SIZE,
 };
 
@@ -148,9 +148,10 @@ pub static FLOW_LOG: Array<FlowLogSettings, 1> = Array::new();
 #[btf_map]
 pub static FLOW_LOG_BUDGET: PerCpuArray<FlowLogBudget, 1> = PerCpuArray::new();
 
-/// Slot 0: whether a capture runs, and what it takes. Not pinned.
+/// Slot 0: whether a capture runs and what it takes, whether debug logs are on. Read once
+/// per packet. Not pinned.
 #[btf_map]
-pub static CAPTURE: Array<CaptureSettings, 1> = Array::new();
+pub static OBSERVE: Array<Observe, 1> = Array::new();
 
 /// Captured frames to `lbctl capture` (2 MiB: some 1 300 full-size records). Not pinned.
 #[btf_map]

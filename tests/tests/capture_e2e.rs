@@ -162,3 +162,53 @@ fn printed_captures_keep_only_the_verdict_asked_for() {
     assert!(err.contains("drop_no_real"), "{err}");
     lab.stop_lb().unwrap();
 }
+
+#[test]
+fn lbctl_debug_on_puts_a_line_per_packet_in_the_running_lbctls_log_and_off_stops_them() {
+    require_root();
+    let mut lab = Lab::one_segment(2).unwrap();
+    lab.start_lb(&lbctl(), &attach_args(&lab, "dsr")).unwrap();
+    let debug = |state: &str| {
+        let out = lab
+            .lb
+            .command(lbctl().to_str().unwrap())
+            .args(["debug", HOST_IFACE, state])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    let datapath_lines = |lab: &Lab| {
+        lab.lb_log()
+            .lines()
+            .filter(|l| l.contains("lbctl::datapath"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    drive_tcp(&lab.client, Lab::vip(), 1).unwrap();
+    assert!(datapath_lines(&lab).is_empty(), "off by default");
+    debug("on");
+    let replies = drive_tcp(&lab.client, Lab::vip(), 2).unwrap();
+    assert!(replies.iter().all(|r| r.is_ok()), "{replies:?}");
+    // The daemon reads the lines as they come; give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let wanted = format!("> {VIP_ADDR}:{VIP_PORT} proto 6");
+    let mut lines = datapath_lines(&lab);
+    while lines.iter().filter(|l| l.contains(&wanted)).count() < 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        lines = datapath_lines(&lab);
+    }
+    let to_vip: Vec<&String> = lines.iter().filter(|l| l.contains(&wanted)).collect();
+    // Two connections: at least SYN, ACK, request, FIN, ACK each, every one forwarded.
+    assert!(to_vip.len() >= 10, "{lines:#?}");
+    assert!(
+        to_vip.iter().all(|l| l.contains("XDP_TX verdict=forwarded real ")),
+        "{to_vip:#?}"
+    );
+    debug("off");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = datapath_lines(&lab).len();
+    drive_tcp(&lab.client, Lab::vip(), 2).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(datapath_lines(&lab).len(), before, "off: no more lines");
+    lab.stop_lb().unwrap();
+}

@@ -133,3 +133,53 @@ fn with_the_capture_off_nothing_is_recorded_and_a_second_capture_is_refused() {
     );
     assert!(next.is_ok());
 }
+
+/// Collects the lines aya-log hands over.
+#[derive(Clone, Default)]
+struct Collect(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl log::Log for Collect {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        self.0.lock().unwrap().push(record.args().to_string());
+    }
+    fn flush(&self) {}
+}
+
+#[test]
+fn debug_lines_say_each_packets_addresses_and_verdict_while_on_and_nothing_while_off() {
+    let dp = seeded();
+    let id = prog_id(&dp);
+    let lines = Collect::default();
+    let mut logger = aya_log::EbpfLogger::init_from_id_with_logger(id, lines.clone()).unwrap();
+    dp.run_frame(&tcp4(VIP, 80, b"")).unwrap();
+    logger.flush();
+    assert!(lines.0.lock().unwrap().is_empty(), "off by default");
+    lb_userspace::capture::set_debug(id, true).unwrap();
+    dp.run_frame(&tcp4(VIP, 80, b"")).unwrap();
+    dp.run_frame(&udp4([198, 18, 100, 99], 53, b"")).unwrap();
+    logger.flush();
+    let got = lines.0.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].starts_with("ifindex 1 198.18.0.100:40000 > 198.18.100.10:80 proto 6 54 B: action 3 verdict=0 real "),
+        "{got:?}"
+    );
+    assert!(
+        got[1].contains("> 198.18.100.99:53 proto 17 42 B: action 2 verdict=3 real 0"),
+        "{got:?}"
+    );
+    assert_eq!(
+        lb_userspace::capture::debug::name_verdict(&got[1]).split(": ").nth(1),
+        Some("XDP_PASS verdict=pass_not_vip real 0")
+    );
+    // A capture switched on and off leaves the debug log on; off is off.
+    drop(Capture::start(id, Filter::default()).unwrap());
+    dp.run_frame(&tcp4(VIP, 80, b"")).unwrap();
+    lb_userspace::capture::set_debug(id, false).unwrap();
+    dp.run_frame(&tcp4(VIP, 80, b"")).unwrap();
+    logger.flush();
+    assert_eq!(lines.0.lock().unwrap().len(), 3);
+}

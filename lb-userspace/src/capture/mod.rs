@@ -1,11 +1,14 @@
 //! Captures (`lbctl capture`): the frames the datapath saw and sent, each with its verdict,
 //! from the program's CAPTURE_FRAMES ring buffer. The capture is switched on in the program
-//! (its CAPTURE slot) for as long as a [`Capture`] lives, and off when it is dropped. One
+//! (its OBSERVE slot) for as long as a [`Capture`] lives, and off when it is dropped. One
 //! capture at a time per program: the ring buffer has one reader.
+//!
+//! The same switch turns the datapath's debug log lines on and off (`debug`).
 //!
 //! `describe` turns a record into words (the verdict, a one-line summary of the frame),
 //! `pcapng` writes records for tcpdump and Wireshark, the verdict as each frame's comment.
 
+pub mod debug;
 pub mod describe;
 pub mod pcapng;
 pub mod select;
@@ -15,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::maps::{Array, Map, MapData, PerCpuArray, RingBuf};
 use lb_common::{
-    map_names, CaptureCounts, CaptureHeader, CaptureSettings, RealEntry, CAPTURE_ANY, CAPTURE_SNAP,
+    map_names, CaptureCounts, CaptureHeader, Observe, RealEntry, CAPTURE_ANY, CAPTURE_SNAP,
 };
 
 use crate::datapath::program;
@@ -53,7 +56,7 @@ pub struct Record {
 
 /// A capture running on a loaded program. Dropping it switches the capture off.
 pub struct Capture {
-    settings: Array<MapData, CaptureSettings>,
+    switch: Switch,
     frames: Option<RingBuf<MapData>>,
     counts: PerCpuArray<MapData, CaptureCounts>,
     reals: Option<Array<MapData, RealEntry>>,
@@ -79,10 +82,9 @@ impl Capture {
             })?;
             Ok(Map::from_map_data(MapData::from_id(*id)?)?)
         };
-        let settings: Array<MapData, CaptureSettings> =
-            Array::try_from(open(map_names::CAPTURE)?).context("CAPTURE has an unexpected type")?;
-        let running = settings.get(&0, 0).context("reading CAPTURE")?;
-        if running.enabled != 0 && alive(running.owner_pid) {
+        let switch = Switch::open(prog_id, &maps)?;
+        let running = switch.get()?;
+        if running.capture != 0 && alive(running.owner_pid) {
             bail!(
                 "another capture runs on this program (process {}): stop it first; one capture at a time reads its frames",
                 running.owner_pid
@@ -97,7 +99,7 @@ impl Capture {
             None => None,
         };
         let mut capture = Self {
-            settings,
+            switch,
             frames: Some(frames),
             counts,
             reals,
@@ -105,18 +107,13 @@ impl Capture {
         };
         // Records a dead capture left in the ring are not this one's.
         capture.drain_stale();
-        capture.settings.set(
-            0,
-            CaptureSettings {
-                enabled: 1,
-                ifindex: filter.ifindex,
-                slot: filter.slot,
-                snaplen: filter.snaplen,
-                owner_pid: std::process::id(),
-                _pad: 0,
-            },
-            0,
-        )?;
+        capture.switch.update(|o| {
+            o.capture = 1;
+            o.ifindex = filter.ifindex;
+            o.slot = filter.slot;
+            o.snaplen = filter.snaplen;
+            o.owner_pid = std::process::id();
+        })?;
         Ok(capture)
     }
 
@@ -163,11 +160,14 @@ impl Capture {
         (e.family() != 0).then(|| e.endpoint(vip_port))
     }
 
-    /// Switches the capture off (also done on drop).
+    /// Switches the capture off (also done on drop); debug logs stay as they are.
     pub fn stop(&mut self) -> Result<()> {
-        self.settings
-            .set(0, CaptureSettings::default(), 0)
-            .context("switching the capture off (CAPTURE)")
+        self.switch.update(|o| {
+            *o = Observe {
+                debug: o.debug,
+                ..Observe::default()
+            }
+        })
     }
 }
 
@@ -177,6 +177,43 @@ impl Drop for Capture {
             tracing::warn!(error = %format!("{e:#}"), "the capture may still be on: run `lbctl capture` again and stop it");
         }
     }
+}
+
+/// A program's OBSERVE slot, changed field by field: captures and debug logs each keep the
+/// other's fields as they are.
+pub struct Switch {
+    map: Array<MapData, Observe>,
+}
+
+impl Switch {
+    /// The switch of program `prog_id`, whose maps are `maps` (by name).
+    pub fn open(prog_id: u32, maps: &std::collections::BTreeMap<String, u32>) -> Result<Self> {
+        let id = maps.get(map_names::OBSERVE).ok_or_else(|| {
+            anyhow!("program {prog_id} has no map {}: it is an older lbctl's, which cannot capture or log packets; restart it with this lbctl", map_names::OBSERVE)
+        })?;
+        let map = Map::from_map_data(MapData::from_id(*id)?)?;
+        Ok(Self {
+            map: Array::try_from(map).context("OBSERVE has an unexpected type")?,
+        })
+    }
+
+    /// What is switched on now.
+    pub fn get(&self) -> Result<Observe> {
+        self.map.get(&0, 0).context("reading OBSERVE")
+    }
+
+    /// Changes what `change` changes.
+    pub fn update(&mut self, change: impl FnOnce(&mut Observe)) -> Result<()> {
+        let mut o = self.get()?;
+        change(&mut o);
+        self.map.set(0, o, 0).context("writing OBSERVE")
+    }
+}
+
+/// Switches the debug log lines of program `prog_id` on or off.
+pub fn set_debug(prog_id: u32, on: bool) -> Result<()> {
+    let maps = program::maps_by_name(prog_id)?;
+    Switch::open(prog_id, &maps)?.update(|o| o.debug = u32::from(on))
 }
 
 /// A record from the ring buffer: its header and the bytes after it.

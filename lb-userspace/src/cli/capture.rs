@@ -215,3 +215,15 @@ fn line(r: &Record, real: Option<std::net::SocketAddr>) -> String {
         ),
     }
 }
+
+/// `lbctl debug IFACE on|off`.
+pub async fn debug(iface: &str, on: bool) -> Result<()> {
+    let prog_id = crate::stats::attached_program(iface).await?;
+    crate::capture::set_debug(prog_id, on)?;
+    if on {
+        println!("debug log on for {iface} (program {prog_id}): a line per packet in the running lbctl's log; `lbctl debug {iface} off` to stop");
+    } else {
+        println!("debug log off for {iface} (program {prog_id})");
+    }
+    Ok(())
+}

@@ -117,6 +117,16 @@ enum Command {
     /// pcapng file for tcpdump and Wireshark with the verdict as each frame's comment. Off
     /// until asked; works without a running lbctl.
     Capture(capture::CaptureArgs),
+    /// Turn the datapath's debug log on or off: a line per packet (where it came from, its
+    /// addresses, what was done with it and why), written to the log of the running lbctl.
+    /// Off by default; costs nothing while off.
+    Debug {
+        /// Interface the balancer is attached to.
+        iface: String,
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
     /// On a real server of tunnel-mode VIPs: unwrap the LB's IP-in-IP packets.
     #[command(subcommand)]
     Decap(DecapCommand),
@@ -273,6 +283,7 @@ impl Cli {
             }
             Command::Stats(args) => rt.block_on(stats::run(&args)),
             Command::Capture(args) => rt.block_on(capture::run(&args)),
+            Command::Debug { iface, state } => rt.block_on(capture::debug(&iface, state == "on")),
             Command::Decap(DecapCommand::Attach { iface }) => rt.block_on(decap(&iface)),
             Command::Demo(args) => crate::demo::run(&args),
             Command::Doctor(DoctorCommand::Real(args)) => {

@@ -134,6 +134,13 @@ pub async fn run(opts: Options) -> Result<()> {
         }
         None => None,
     };
+    // Quiet until `lbctl debug IFACE on`: the datapath writes no record before.
+    let debug_log = running.dp.take_debug_log()?;
+    let _debug_log = http::AbortOnDrop(tokio::spawn(async move {
+        if let Err(e) = crate::capture::debug::run(debug_log).await {
+            warn!(error = %format!("{e:#}"), "the datapath's debug log stopped");
+        }
+    }));
     let board = http::Board::new(running.board.clone());
     let _listener = http.map(|listener| {
         info!(address = %opts.http.map(|a| a.to_string()).unwrap_or_default(), "serving /metrics, / and /healthz over HTTP");

@@ -419,6 +419,13 @@ impl Datapath {
         Ok(ring)
     }
 
+    /// The datapath's debug log records (written while `lbctl debug IFACE on`), to read with
+    /// [`crate::capture::debug::run`] (once: a second call is an error).
+    pub fn take_debug_log(&mut self) -> Result<aya_log::EbpfLogger<crate::capture::debug::Lines>> {
+        aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, crate::capture::debug::Lines)
+            .context("opening the datapath's debug log (AYA_LOGS)")
+    }
+
     /// The ids of the reals served (the slots of REALS and REAL_COUNTERS in use).
     pub fn real_ids(&self) -> Vec<u32> {
         self.real_ids.values().copied().collect()
