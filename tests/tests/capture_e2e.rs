@@ -201,7 +201,9 @@ fn lbctl_debug_on_puts_a_line_per_packet_in_the_running_lbctls_log_and_off_stops
     // Two connections: at least SYN, ACK, request, FIN, ACK each, every one forwarded.
     assert!(to_vip.len() >= 10, "{lines:#?}");
     assert!(
-        to_vip.iter().all(|l| l.contains("XDP_TX verdict=forwarded real ")),
+        to_vip
+            .iter()
+            .all(|l| l.contains("XDP_TX verdict=forwarded real ")),
         "{to_vip:#?}"
     );
     debug("off");

@@ -172,7 +172,9 @@ fn debug_lines_say_each_packets_addresses_and_verdict_while_on_and_nothing_while
         "{got:?}"
     );
     assert_eq!(
-        lb_userspace::capture::debug::name_verdict(&got[1]).split(": ").nth(1),
+        lb_userspace::capture::debug::name_verdict(&got[1])
+            .split(": ")
+            .nth(1),
         Some("XDP_PASS verdict=pass_not_vip real 0")
     );
     // A capture switched on and off leaves the debug log on; off is off.

@@ -34,6 +34,12 @@ fn common(r: &ModeReport) {
     let first = &r.trace.request[0];
     assert_eq!((first.from.as_str(), first.to.as_str()), ("client", "lb"));
     assert_eq!(first.headers.dst.ip(), IpAddr::V4(VIP_ADDR));
+    // The LB's own view (lbctl capture): the SYN for the VIP, forwarded to a real.
+    let syn =
+        r.lb.iter()
+            .find(|v| v.frame.contains(&format!("> {VIP_ADDR}:80 tcp [S]")))
+            .unwrap_or_else(|| panic!("no SYN in the LB's view: {:#?}", r.lb));
+    assert!(syn.verdict.contains("forwarded to real 198.18."), "{syn:?}");
 }
 
 fn last_request_dst(r: &ModeReport) -> IpAddr {
@@ -133,9 +139,10 @@ fn the_pcap_files_open_as_captures_of_the_traced_request() {
         "the handshake, request, reply and close: {frames} frames"
     );
     assert!(
-        dir.join("dsr").read_dir().unwrap().count() >= 2,
-        "client and real captures"
+        dir.join("dsr").read_dir().unwrap().count() >= 3,
+        "client, real and LB captures"
     );
+    assert!(dir.join("dsr").join("lb-xdp.pcapng").exists());
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(r.facts.answered, 5);
 }

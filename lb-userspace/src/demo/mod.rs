@@ -5,6 +5,7 @@
 //! on being answered). Ctrl-C stops at the next step and tears everything down.
 
 mod failover;
+pub mod lb_view;
 mod mode;
 mod show;
 

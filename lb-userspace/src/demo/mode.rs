@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use super::{failover, observe, show, DemoArgs, DemoFacts};
+use super::{failover, lb_view, observe, show, DemoArgs, DemoFacts};
 use crate::declare::spec::Mode;
 use lb_lab::{
     capture::{self, Frame, Point},
@@ -22,6 +22,9 @@ use lb_lab::{
 pub struct ModeReport {
     pub mode: Mode,
     pub trace: Trace,
+    /// The LB's view of the traced request (`lbctl capture`): each frame it received for the
+    /// VIP, with the verdict.
+    pub lb: Vec<lb_view::Verdict>,
     pub facts: DemoFacts,
     pub failover: failover::Failover,
 }
@@ -75,11 +78,29 @@ pub fn run(
     lab.start_lb(lbctl, &lb_args)?;
     interrupted(stop)?;
 
-    let (frames, trace) = trace_one(&lab)?;
+    // The LB's view of the same request: its frames as received, and the verdicts.
+    let lb_file = match &args.pcap {
+        Some(dir) => {
+            let dir = dir.join(mode.name());
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            dir.join("lb-xdp.pcapng")
+        }
+        None => std::env::temp_dir().join(format!("{}-lb-xdp.pcapng", lab.lb.name())),
+    };
+    let lb_capture = lb_view::start(&lab, lbctl, &lb_file)?;
+    let traced = trace_one(&lab);
+    let command = lb_capture.command.clone();
+    let verdicts = lb_capture.finish();
+    if args.pcap.is_none() {
+        let _ = std::fs::remove_file(&lb_file);
+    }
+    let (frames, trace) = traced?;
     if let Some(dir) = &args.pcap {
         write_pcaps(&dir.join(mode.name()), &frames)?;
     }
     show::trace(&trace);
+    let lb = verdicts?;
+    show::lb_view(&command, &lb);
     interrupted(stop)?;
 
     let facts = observe(&lab, args.requests as usize)?;
@@ -108,6 +129,7 @@ pub fn run(
     Ok(ModeReport {
         mode,
         trace,
+        lb,
         facts,
         failover,
     })

@@ -162,6 +162,15 @@ impl Style {
     }
 }
 
+/// What the LB's datapath did with each frame of the traced request, as `command` (lbctl
+/// capture) recorded it.
+pub fn lb_view(command: &str, verdicts: &[super::lb_view::Verdict]) {
+    println!("\nthe same request at the lb, as `{command}` shows it (the verdict of each frame):");
+    for v in verdicts {
+        println!("  {}\n      -> {}", v.frame, v.verdict);
+    }
+}
+
 pub fn facts(f: &DemoFacts, mode: Mode, decapsulated: Option<u64>) {
     println!(
         "\nclient -> VIP: {} TCP connections, {} answered",
