@@ -87,12 +87,12 @@ fn every_program_run_is_listed() {
 
 #[test]
 fn the_scan_finds_what_it_looks_for() {
-    let code = r#"ns.exec("nft", &[rules]); lb_lab::programs::program("tcpdump"); x.command("ip")"#;
+    let code = r#"ns.exec("nft", &[rules]); lb_lab::programs::program("wireshark"); x.command("ip")"#;
     let mut found: Vec<&str> = RUNNERS
         .iter()
         .flat_map(|r| literals_after(code, r))
         .collect();
     found.sort();
-    assert_eq!(found, ["ip", "nft", "tcpdump"]);
-    assert!(program("tcpdump").is_none() && program("nft").is_some());
+    assert_eq!(found, ["ip", "nft", "wireshark"]);
+    assert!(program("wireshark").is_none() && program("nft").is_some());
 }
