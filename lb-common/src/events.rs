@@ -6,6 +6,16 @@ use core::mem::size_of;
 
 /// `FlowEvent::kind`: the datapath created the flow.
 pub const EVENT_NEW: u8 = 1;
+/// `FlowEvent::kind`: the flow ended (TCP: its first FIN or RST; `how` says which). Its
+/// `mode`, `sched` and `slot` are not known where it ends (a reply's path has no VIP):
+/// zero, zero and [`NO_SLOT`]. Where the ends of UDP flows and of TCP flows that go idle
+/// are seen: userspace, from the flow table.
+pub const EVENT_END: u8 = 2;
+
+/// `FlowEvent::how` of an [`EVENT_END`]: a FIN closed it.
+pub const END_FIN: u8 = 1;
+/// `FlowEvent::how` of an [`EVENT_END`]: an RST reset it.
+pub const END_RST: u8 = 2;
 
 /// `FlowEvent::slot` of a flow whose real was not picked by ring slot (leastconn).
 pub const NO_SLOT: u32 = u32::MAX;
@@ -30,8 +40,9 @@ pub struct FlowEvent {
     pub sched: u8,
     /// `EVENT_*`.
     pub kind: u8,
-    /// `HOW_*` bits: the flow replaced one of the same tuple (a SYN on a closing flow, a
-    /// flow whose real left), was picked up mid-stream (no SYN seen); none: fresh.
+    /// New flows: `HOW_*` bits: the flow replaced one of the same tuple (a SYN on a closing
+    /// flow, a flow whose real left), was picked up mid-stream (no SYN seen); none: fresh.
+    /// Ends: `END_FIN` or `END_RST`.
     pub how: u8,
     /// The ring slot the real was picked by, or [`NO_SLOT`].
     pub slot: u32,

@@ -9,10 +9,10 @@ use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns},
 };
 use lb_common::{
-    mode_is_stateful, Flow, FlowKey, IfaceConfig, Reason, VipMeta, FLOW_ANSWERED, FLOW_CLOSING,
-    FLOW_COUNTED, FLOW_DEC_TTL, FLOW_ONE_WAY, FLOW_REPLY, FLOW_SET_SRC_MAC, HOW_FRESH,
-    HOW_PICKED_UP, HOW_REOPENED, MAX_POOL_ADDRS, MODE_NAT, MODE_ONE_ARM, MODE_ROUTER, PROTO_TCP,
-    SCHED_LEASTCONN, SNAT_TRIES,
+    mode_is_stateful, Flow, FlowKey, IfaceConfig, Reason, VipMeta, END_FIN, END_RST, FLOW_ANSWERED,
+    FLOW_CLOSING, FLOW_COUNTED, FLOW_DEC_TTL, FLOW_ONE_WAY, FLOW_REPLY, FLOW_SET_SRC_MAC,
+    HOW_FRESH, HOW_PICKED_UP, HOW_REOPENED, MAX_POOL_ADDRS, MODE_NAT, MODE_ONE_ARM, MODE_ROUTER,
+    PROTO_TCP, SCHED_LEASTCONN, SNAT_TRIES,
 };
 
 use crate::{
@@ -481,11 +481,12 @@ fn claim_snat(
 
 /// Follows a TCP flow's end: after a RST its entries go (the connection is gone at both
 /// ends); after a FIN they live only the VIP's FIN timeout past their last packet. Either
-/// ends a leastconn flow's count.
+/// ends a leastconn flow's count. Returns `END_FIN` or `END_RST` when this segment ended the
+/// flow (for the flow log), else 0.
 #[inline(always)]
-pub fn track_tcp(key: &FlowKey, flow: &Flow, tcp_flags: u8) {
+pub fn track_tcp(key: &FlowKey, flow: &Flow, tcp_flags: u8) -> u8 {
     if tcp_flags & (TCP_RST | TCP_FIN) == 0 {
-        return;
+        return 0;
     }
     let one_way = flow.flags & FLOW_ONE_WAY != 0;
     let partner = flow.rewritten_key(key.proto, key.family).reversed();
@@ -497,19 +498,22 @@ pub fn track_tcp(key: &FlowKey, flow: &Flow, tcp_flags: u8) {
         };
         end_count(request);
     }
+    // A flow ends once: at its first FIN, or at an RST before any.
+    let closing = flow.flags & FLOW_CLOSING != 0;
     if tcp_flags & TCP_RST != 0 {
         // Either entry may be gone already (evicted, or the other direction's RST removed
         // it on another CPU): removing what is not there is no error here.
         let _gone = FLOWS.remove(key).is_ok() & (one_way || FLOWS.remove(&partner).is_ok());
-        return;
+        return if closing { 0 } else { END_RST };
     }
-    if flow.flags & FLOW_CLOSING != 0 {
-        return;
+    if closing {
+        return 0;
     }
     close(key);
     if !one_way {
         close(&partner);
     }
+    END_FIN
 }
 
 #[inline(always)]

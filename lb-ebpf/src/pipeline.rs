@@ -153,7 +153,10 @@ fn flow_of(ctx: &XdpContext, scratch: &mut Scratch, vip: &VipMeta) -> Result<(),
     }
     // dsr and tunnel see a flow's end here; the stateful modes when they translate it.
     if !mode_is_stateful(vip.mode) && tcp {
-        flow::track_tcp(&scratch.parsed.flow, &scratch.flow, tcp_flags);
+        let end = flow::track_tcp(&scratch.parsed.flow, &scratch.flow, tcp_flags);
+        if end != 0 {
+            flowlog::flow_end(&scratch.parsed.flow, &scratch.flow, end);
+        }
     }
     Ok(())
 }
@@ -230,7 +233,10 @@ fn translate(pkt: &Packet, p: &Parsed, flow: &Flow, out: &mut Sent) -> Result<()
     nat::translate_v4(pkt, p.l4_off, p.flow.proto, flow)?;
     flow::answered(&p.flow, flow);
     if p.flow.proto == PROTO_TCP {
-        flow::track_tcp(&p.flow, flow, p.tcp_flags);
+        let end = flow::track_tcp(&p.flow, flow, p.tcp_flags);
+        if end != 0 {
+            flowlog::flow_end(&p.flow, flow, end);
+        }
     }
     *out = sent(flow);
     Ok(())

@@ -100,14 +100,16 @@ fn every_connection_of_a_burst_is_one_line_in_rsyslog() {
     }
     let vip = format!("{VIP_ADDR}:{VIP_PORT}/tcp");
     let started = Instant::now();
-    let flows = loop {
-        let flows: Vec<String> = syslog
+    let (flows, ends) = loop {
+        let lines: Vec<String> = syslog
             .lines()
             .into_iter()
             .filter(|l| l.contains(&vip))
             .collect();
-        if flows.len() >= 60 || started.elapsed() > Duration::from_secs(5) {
-            break flows;
+        let (flows, ends): (Vec<String>, Vec<String>) =
+            lines.into_iter().partition(|l| l.contains(" new cpu="));
+        if (flows.len() >= 60 && ends.len() >= 60) || started.elapsed() > Duration::from_secs(5) {
+            break (flows, ends);
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -141,6 +143,23 @@ fn every_connection_of_a_burst_is_one_line_in_rsyslog() {
         logged, per_real,
         "the logged real of each flow is the one that answered"
     );
+    // And each connection's end: the client's FIN, with how long it lived.
+    let ended: BTreeSet<&str> = ends
+        .iter()
+        .map(|l| {
+            assert!(
+                l.contains(" dsr maglev ") && l.contains(" end fin after "),
+                "{l}"
+            );
+            l.split_whitespace().next().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        ended,
+        ports,
+        "one end line per connection:\n{}",
+        ends.join("\n")
+    );
     // The datapath counted them sent, none dropped.
     let out = lab
         .lb
@@ -151,7 +170,7 @@ fn every_connection_of_a_burst_is_one_line_in_rsyslog() {
         .unwrap();
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(
-        json["flow_log"]["sent"].as_u64().unwrap() >= 60,
+        json["flow_log"]["sent"].as_u64().unwrap() >= 120,
         "{}",
         json["flow_log"]
     );
@@ -223,4 +242,71 @@ fn state_changes_go_to_rsyslog_with_their_reason() {
     assert!(up.contains("2 of 2 checks passed"), "{up}");
     println!("{down}\n{up}");
     lab.stop_lb().unwrap();
+}
+
+/// In nat, each connection's end comes with its duration: TCP at its FIN, UDP when it goes
+/// idle past its timeout (found in the flow table, as it sends no FIN).
+#[test]
+fn flows_end_in_the_log_tcp_at_its_fin_and_udp_when_idle() {
+    require_root();
+    let mut lab = Lab::bridged(2).unwrap();
+    let dir = std::env::temp_dir().join(format!("flowlog-ends-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("flows.log");
+    let mut args = attach_args(&lab, "nat");
+    args.extend([
+        "--udp-timeout".into(),
+        "1".into(),
+        "--flow-log".into(),
+        format!("file:{}", log.display()),
+    ]);
+    lab.start_lb(&lbctl(), &args).unwrap();
+    let tcp = drive_tcp(&lab.client, Lab::vip(), 5).unwrap();
+    assert!(tcp.iter().all(|r| r.is_ok()), "{tcp:?}");
+    let udp_vip = std::net::SocketAddr::new(VIP_ADDR.into(), lb_lab::UDP_PORT);
+    let udp = lb_lab::drive_udp(&lab.client, udp_vip, 5).unwrap();
+    assert!(udp.iter().all(|r| r.is_ok()), "{udp:?}");
+    let ends_of = |proto: &str, how: &str| -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&format!("/{proto} nat maglev ")) && l.contains(how))
+            .map(str::to_owned)
+            .collect()
+    };
+    // UDP: idle past 1 s, found by the next second's check.
+    let started = Instant::now();
+    while (ends_of("udp", " end idle after ").len() < 5
+        || ends_of("tcp", " end fin after ").len() < 5)
+        && started.elapsed() < Duration::from_secs(8)
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    for (proto, how) in [("tcp", " end fin after "), ("udp", " end idle after ")] {
+        let news: BTreeSet<String> = text
+            .lines()
+            .filter(|l| l.contains(&format!("/{proto} nat maglev ")) && l.contains(" new cpu="))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find(|w| w.starts_with(&format!("{CLIENT_ADDR}:")))
+            })
+            .map(str::to_owned)
+            .collect();
+        let ends: BTreeSet<String> = ends_of(proto, how)
+            .iter()
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find(|w| w.starts_with(&format!("{CLIENT_ADDR}:")))
+            })
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(news.len(), 5, "{proto}: five flows\n{text}");
+        assert_eq!(
+            ends, news,
+            "{proto}: each flow's end, after its start\n{text}"
+        );
+    }
+    lab.stop_lb().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -87,7 +87,8 @@ fn every_program_run_is_listed() {
 
 #[test]
 fn the_scan_finds_what_it_looks_for() {
-    let code = r#"ns.exec("nft", &[rules]); lb_lab::programs::program("wireshark"); x.command("ip")"#;
+    let code =
+        r#"ns.exec("nft", &[rules]); lb_lab::programs::program("wireshark"); x.command("ip")"#;
     let mut found: Vec<&str> = RUNNERS
         .iter()
         .flat_map(|r| literals_after(code, r))

@@ -125,9 +125,10 @@ pub async fn run(opts: Options) -> Result<()> {
     let _flow_log = match flow_log {
         Some(sink) => {
             let ring = running.dp.start_flow_log(opts.flow_log_rate)?;
+            let flows = running.dp.flow_table_reader()?;
             info!(to = %opts.flow_log.as_ref().map(|t| t.to_string()).unwrap_or_default(), per_cpu_per_sec = opts.flow_log_rate, "logging new flows");
             Some(http::AbortOnDrop(tokio::spawn(async move {
-                if let Err(e) = crate::flowlog::run(ring, sink).await {
+                if let Err(e) = crate::flowlog::run(ring, flows, sink).await {
                     warn!(error = %format!("{e:#}"), "the flow log stopped");
                 }
             })))

@@ -419,6 +419,17 @@ impl Datapath {
         Ok(ring)
     }
 
+    /// A second handle on the flow table, for a task of its own to read (the flow log's
+    /// idle checks).
+    pub fn flow_table_reader(&self) -> Result<aya::maps::HashMap<MapData, FlowKey, Flow>> {
+        let prog = self.loaded_program(program_names::LB)?.info()?.id();
+        let id = *program::maps_by_name(prog)?
+            .get(map_names::FLOWS)
+            .context("the balancer has no FLOWS map: lbctl was built wrong")?;
+        let map = aya::maps::Map::from_map_data(MapData::from_id(id)?)?;
+        aya::maps::HashMap::try_from(map).context("FLOWS has an unexpected type")
+    }
+
     /// The datapath's debug log records (written while `lbctl debug IFACE on`), to read with
     /// [`crate::capture::debug::run`] (once: a second call is an error).
     pub fn take_debug_log(&mut self) -> Result<aya_log::EbpfLogger<crate::capture::debug::Lines>> {

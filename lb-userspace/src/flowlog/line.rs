@@ -10,8 +10,10 @@ use std::{
 };
 
 use lb_common::{
-    ip_from_bytes, FlowEvent, HOW_PICKED_UP, HOW_REOPENED, NO_SLOT, PROTO_TCP, PROTO_UDP,
+    ip_from_bytes, FlowEvent, END_RST, HOW_PICKED_UP, HOW_REOPENED, NO_SLOT, PROTO_TCP, PROTO_UDP,
 };
+
+use super::open::Idle;
 
 use crate::declare::spec::{Balance, Mode};
 
@@ -23,13 +25,9 @@ pub fn wall_time(at_ns: u64, mono_now: u64, wall_now: SystemTime) -> SystemTime 
         .unwrap_or(wall_now)
 }
 
-/// The line for `e`, which happened at `at` (the time is the caller's to write).
+/// The line for new flow `e`, which happened at `at` (the time is the caller's to write).
 pub fn format(e: &FlowEvent) -> String {
-    let proto = match e.proto {
-        PROTO_TCP => "tcp",
-        PROTO_UDP => "udp",
-        _ => "?",
-    };
+    let proto = proto_name(e.proto);
     let decision = if e.slot == NO_SLOT {
         "least-loaded".to_string()
     } else {
@@ -51,6 +49,56 @@ pub fn format(e: &FlowEvent) -> String {
         endpoint(&e.real, e.real_port, e.family),
         e.cpu
     )
+}
+
+/// How a flow ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The datapath saw its first FIN or RST: an end event (`how`: `END_FIN` or `END_RST`).
+    Closed { how: u8, at_ns: u64 },
+    /// It went idle, or its entry went, as the flow table says.
+    Idle(Idle),
+}
+
+/// The line for a flow's end: `e` names the flow (the end event, or the new-flow event
+/// when the flow went idle), `start` its new-flow event when it was followed.
+/// `198.18.0.100:40000 198.18.100.10:80/tcp nat maglev 198.18.0.11:80 end fin after 1.204s`
+pub fn format_end(e: &FlowEvent, start: Option<&FlowEvent>, end: End) -> String {
+    let (mode, sched) = match start {
+        Some(s) => (Mode::name_of(s.mode), Balance::name_of(s.sched)),
+        None => ("-", "-"),
+    };
+    let seconds = |from: u64, to: u64| format!("{:.3}s", to.saturating_sub(from) as f64 / 1e9);
+    let (how, duration) = match end {
+        End::Closed { how, at_ns } => (
+            if how == END_RST { "rst" } else { "fin" },
+            start.map(|s| seconds(s.at_ns, at_ns)),
+        ),
+        End::Idle(Idle::Expired { last_seen_ns }) => {
+            ("idle", start.map(|s| seconds(s.at_ns, last_seen_ns)))
+        }
+        End::Idle(Idle::Gone) => ("gone", None),
+    };
+    let duration = match (duration, end) {
+        (Some(d), _) => format!("after {d}"),
+        (None, End::Idle(Idle::Gone)) => "(its entry went: evicted, or its RST unlogged)".into(),
+        (None, _) => "(duration unknown: its start was not logged)".into(),
+    };
+    format!(
+        "{} {}/{} {mode} {sched} {} end {how} {duration}",
+        endpoint(&e.client, e.client_port, e.family),
+        endpoint(&e.vip, e.vip_port, e.family),
+        proto_name(e.proto),
+        endpoint(&e.real, e.real_port, e.family),
+    )
+}
+
+fn proto_name(proto: u8) -> &'static str {
+    match proto {
+        PROTO_TCP => "tcp",
+        PROTO_UDP => "udp",
+        _ => "?",
+    }
 }
 
 fn endpoint(addr: &[u8; 16], port: [u8; 2], family: u8) -> SocketAddr {
@@ -101,6 +149,46 @@ mod tests {
             ..e
         };
         assert!(format(&least).contains("leastconn least-loaded 198.18.0.11:8080 new"));
+    }
+
+    #[test]
+    fn an_end_line_says_how_and_after_how_long() {
+        let start = FlowEvent {
+            at_ns: 1_000_000_000,
+            client: v4([198, 18, 0, 100]),
+            vip: v4([198, 18, 100, 10]),
+            real: v4([198, 18, 0, 11]),
+            client_port: 40000u16.to_be_bytes(),
+            vip_port: 80u16.to_be_bytes(),
+            real_port: 80u16.to_be_bytes(),
+            proto: PROTO_TCP,
+            family: Family::V4 as u8,
+            mode: MODE_NAT,
+            sched: SCHED_MAGLEV,
+            kind: EVENT_NEW,
+            how: 0,
+            slot: 7,
+            real_id: 3,
+            vip_id: 1,
+            cpu: 0,
+            _pad: [0; 4],
+        };
+        let fin = End::Closed {
+            how: lb_common::END_FIN,
+            at_ns: 2_204_000_000,
+        };
+        assert_eq!(
+            format_end(&start, Some(&start), fin),
+            "198.18.0.100:40000 198.18.100.10:80/tcp nat maglev 198.18.0.11:80 end fin after 1.204s"
+        );
+        assert!(format_end(&start, None, fin)
+            .ends_with("end fin (duration unknown: its start was not logged)"));
+        let idle = End::Idle(Idle::Expired {
+            last_seen_ns: 31_000_000_000,
+        });
+        assert!(format_end(&start, Some(&start), idle).ends_with("end idle after 30.000s"));
+        assert!(format_end(&start, Some(&start), End::Idle(Idle::Gone))
+            .contains("end gone (its entry went"));
     }
 
     #[test]
