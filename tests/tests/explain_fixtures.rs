@@ -178,3 +178,46 @@ fn explain_picks_the_least_loaded_real_as_the_datapath_does() {
     // Equal weights, flows that stay open: 4 each.
     assert!(per_real.values().all(|n| *n == 4), "{per_real:?}");
 }
+
+/// The "leaves" line says the frame the datapath then sends: its MACs, and per mode its
+/// addresses and ports (one-arm's SNAT source once the flow exists), or the tunnel's outer
+/// header.
+#[test]
+fn explain_says_how_the_packet_leaves_as_the_datapath_then_sends_it() {
+    let vip_addr: SocketAddr = "198.18.100.10:80".parse().unwrap();
+    let mac = |m: &[u8]| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    let ip = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+    let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+    for mode in [Mode::Dsr, Mode::Tunnel, Mode::Nat, Mode::Router, Mode::OneArm] {
+        let dp = seeded(mode, Balance::Maglev);
+        let client = SocketAddr::new(IpAddr::V4(CLIENT.into()), 40100);
+        let said = dp.explain(PROTO_TCP, client, vip_addr).unwrap();
+        let frame =
+            hop(CLIENT_MAC, LB_MAC, CLIENT, [198, 18, 100, 10]).tcp(40100, 80, Tcp::Syn, b"");
+        let (action, out) = dp.run_frame(&frame).unwrap();
+        assert_eq!(action, XDP_TX, "{mode}");
+        let new_flow = said.lines.last().unwrap();
+        let frame_words = format!("frame from {} to {}", mac(&out[6..12]), mac(&out[..6]));
+        assert!(new_flow.contains(&frame_words), "{mode}: {new_flow} / {frame_words}");
+        let again = dp.explain(PROTO_TCP, client, vip_addr).unwrap();
+        let existing = again.lines.last().unwrap();
+        assert!(existing.contains(&frame_words), "{mode}: {existing}");
+        let wanted = match mode {
+            Mode::Dsr => format!("leaves: {client} → {vip_addr} as it came"),
+            Mode::Tunnel => format!("IP-in-IP {} → {}", ip(&out[26..30]), ip(&out[30..34])),
+            _ => format!(
+                "leaves: {}:{} → {}:{}",
+                ip(&out[26..30]),
+                port(&out[34..36]),
+                ip(&out[30..34]),
+                port(&out[36..38])
+            ),
+        };
+        assert!(existing.contains(&wanted), "{mode}: {existing} / {wanted}");
+    }
+}

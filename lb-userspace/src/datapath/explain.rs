@@ -6,9 +6,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use lb_common::{
-    ip_from_bytes, Family, Flow, FlowKey, VipKey, FLOW_ANSWERED, FLOW_CLOSING, FLOW_HASH_SEED,
-    HASH_DESTINATION_PORT, HASH_NO_SOURCE_PORT, RR_CPU_STRIDE, SCHED_LEASTCONN, SCHED_ROUNDROBIN,
-    SCHED_SOURCE, SCHED_STATIC_RR,
+    ip_from_bytes, Family, Flow, FlowKey, RealEntry, VipKey, VipMeta, FLOW_ANSWERED, FLOW_CLOSING,
+    FLOW_HASH_SEED, HASH_DESTINATION_PORT, HASH_NO_SOURCE_PORT, RR_CPU_STRIDE, SCHED_LEASTCONN,
+    SCHED_ROUNDROBIN, SCHED_SOURCE, SCHED_STATIC_RR,
 };
 use lb_ebpf::hash;
 
@@ -83,7 +83,7 @@ impl Datapath {
                         monotonic_ns().saturating_sub(flow.last_seen_ns) as f64 / 1e9,
                         flow_state(&flow)
                     ));
-                    lines.push(leaves(meta.mode, to));
+                    lines.push(self.leaves_by_flow(meta.mode, &flow, key.family, client, vip));
                     return Ok(Explanation {
                         lines,
                         real: Some(to),
@@ -120,6 +120,7 @@ impl Datapath {
                 // CPU the packet arrives on (its NIC queue).
                 let turns = self.round_robin_turns(meta.vip_id)?;
                 let mut reals = Vec::new();
+                let mut cpu0_real = None;
                 for (cpu, turn) in turns.iter().enumerate() {
                     let slot = turn.wrapping_add((cpu as u32).wrapping_mul(RR_CPU_STRIDE))
                         % meta.ring_size;
@@ -130,10 +131,18 @@ impl Datapath {
                         "new flow on CPU {cpu}: its turn {turn}, slot {slot} → real id {id}, {to}"
                     ));
                     reals.push(to);
+                    cpu0_real.get_or_insert(real);
                 }
                 // Told for certain only when every CPU would pick the same real.
                 let same = reals.windows(2).all(|w| w[0] == w[1]);
-                lines.push(leaves(meta.mode, *reals.first().context("no CPU")?));
+                let first = *ring.first().context("an empty ring")?;
+                let real = self.reals.get(&first, 0).context("reading REALS")?;
+                lines.push(self.leaves_new(
+                    &meta,
+                    &real,
+                    *reals.first().context("no CPU")?,
+                    client,
+                ));
                 return Ok(Explanation {
                     lines,
                     real: same.then(|| reals[0]),
@@ -181,7 +190,7 @@ impl Datapath {
                 let real = self.reals.get(&id, 0).context("reading REALS")?;
                 let to = real.endpoint(vip.port());
                 lines.push(format!("new flow: leastconn, searched from slot {start} of {n}: real id {id}, {to}, the fewest active flows for its weight ({load} for weight {weight})"));
-                lines.push(leaves(meta.mode, to));
+                lines.push(self.leaves_new(&meta, &real, to, client));
                 return Ok(Explanation {
                     lines,
                     real: Some(to),
@@ -204,7 +213,7 @@ impl Datapath {
             real.weight(),
             share * 100.0
         ));
-        lines.push(leaves(meta.mode, to));
+        lines.push(self.leaves_new(&meta, &real, to, client));
         Ok(Explanation {
             lines,
             real: Some(to),
@@ -268,14 +277,88 @@ fn flow_state(flow: &Flow) -> &'static str {
     }
 }
 
-/// How the packet leaves, by mode.
-fn leaves(mode: u8, to: SocketAddr) -> String {
-    match Mode::name_of(mode) {
-        "dsr" => format!("leaves: addresses and ports as they are, the destination MAC the real's ({}); the real answers the client directly", to.ip()),
-        "tunnel" => format!("leaves: wrapped in IP-in-IP to {} (the VIP's tunnel source, or the LB's address), the inner packet as it is", to.ip()),
-        "nat" => format!("leaves: destination rewritten to {to}, the client's source kept; replies come back through the LB"),
-        "router" => format!("leaves: destination rewritten to {to}, routed (TTL − 1); replies come back through the LB"),
-        "one-arm" => format!("leaves: destination rewritten to {to}, source to a SNAT pool address and port of the CPU's slice"),
-        _ => "leaves: unknown mode".into(),
+impl Datapath {
+    /// How a packet of an existing flow leaves: as its entry rewrites it.
+    fn leaves_by_flow(
+        &self,
+        mode: u8,
+        flow: &Flow,
+        family: u8,
+        client: SocketAddr,
+        vip: SocketAddr,
+    ) -> String {
+        let to = SocketAddr::new(
+            ip_from_bytes(&flow.dst, family),
+            u16::from_be_bytes(flow.dport),
+        );
+        let from = SocketAddr::new(
+            ip_from_bytes(&flow.src, family),
+            u16::from_be_bytes(flow.sport),
+        );
+        let frame = self.frame_to(flow.egress_ifindex, flow.dst_mac);
+        match Mode::name_of(mode) {
+            "dsr" => format!("leaves: {client} → {vip} as it came, {frame}; the real answers the client directly"),
+            "tunnel" => format!("leaves: {client} → {vip} inside IP-in-IP {} → {}, {frame}", self.tunnel_source(flow.vip_id, flow.egress_ifindex), to.ip()),
+            "router" => format!("leaves: {from} → {to} (TTL − 1), {frame}; replies come back through the LB"),
+            _ => format!("leaves: {from} → {to}, {frame}; replies come back through the LB"),
+        }
+    }
+
+    /// How a new flow's first packet leaves, for `real` (at `to`).
+    fn leaves_new(
+        &self,
+        meta: &VipMeta,
+        real: &RealEntry,
+        to: SocketAddr,
+        client: SocketAddr,
+    ) -> String {
+        let frame = self.frame_to(real.ifindex(), real.mac());
+        match Mode::name_of(meta.mode) {
+            "dsr" => format!("leaves: addresses and ports as they are, {frame}; the real answers the client directly"),
+            "tunnel" => format!("leaves: the packet as it is inside IP-in-IP {} → {}, {frame}", self.tunnel_source(meta.vip_id, real.ifindex()), to.ip()),
+            "nat" => format!("leaves: {client} → {to}, {frame}; replies come back through the LB"),
+            "router" => format!("leaves: {client} → {to} (TTL − 1), {frame}; replies come back through the LB"),
+            "one-arm" => {
+                let pool = self.snat_pools.get(&meta.vip_id, 0).ok();
+                let (addrs, ports) = match pool {
+                    Some(p) => (
+                        p.addrs[..(p.count as usize).min(p.addrs.len())]
+                            .iter()
+                            .map(|a| ip_from_bytes(a, Family::V4 as u8).to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        format!("{}–{}", p.port_min, p.port_max),
+                    ),
+                    None => ("?".into(), "?".into()),
+                };
+                format!("leaves: from a SNAT address ({addrs}) and a free port of the CPU's slice of {ports} → {to}, {frame}; replies come back to that address and port")
+            }
+            _ => "leaves: unknown mode".into(),
+        }
+    }
+
+    /// "from the LB's MAC on ifindex N to MAC M".
+    fn frame_to(&self, ifindex: u32, mac: [u8; 6]) -> String {
+        let lb = self
+            .ifaces
+            .get(&ifindex, 0)
+            .map(|c| crate::host::resolve::fmt_mac(&c.mac))
+            .unwrap_or_else(|_| "the LB's".into());
+        format!(
+            "frame from {lb} to {} out of ifindex {ifindex}",
+            crate::host::resolve::fmt_mac(&mac)
+        )
+    }
+
+    /// A tunnel VIP's outer source: its own, or the LB's address on the egress interface.
+    fn tunnel_source(&self, vip_id: u32, egress: u32) -> String {
+        match self.tunnel_sources.get(&vip_id, 0) {
+            Ok(own) if own != [0; 4] => std::net::Ipv4Addr::from(own).to_string(),
+            _ => self
+                .ifaces
+                .get(&egress, 0)
+                .map(|c| std::net::Ipv4Addr::from(c.ipv4).to_string())
+                .unwrap_or_else(|_| "the LB's address".into()),
+        }
     }
 }
