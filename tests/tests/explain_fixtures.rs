@@ -193,7 +193,13 @@ fn explain_says_how_the_packet_leaves_as_the_datapath_then_sends_it() {
     };
     let ip = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
     let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
-    for mode in [Mode::Dsr, Mode::Tunnel, Mode::Nat, Mode::Router, Mode::OneArm] {
+    for mode in [
+        Mode::Dsr,
+        Mode::Tunnel,
+        Mode::Nat,
+        Mode::Router,
+        Mode::OneArm,
+    ] {
         let dp = seeded(mode, Balance::Maglev);
         let client = SocketAddr::new(IpAddr::V4(CLIENT.into()), 40100);
         let said = dp.explain(PROTO_TCP, client, vip_addr).unwrap();
@@ -203,7 +209,10 @@ fn explain_says_how_the_packet_leaves_as_the_datapath_then_sends_it() {
         assert_eq!(action, XDP_TX, "{mode}");
         let new_flow = said.lines.last().unwrap();
         let frame_words = format!("frame from {} to {}", mac(&out[6..12]), mac(&out[..6]));
-        assert!(new_flow.contains(&frame_words), "{mode}: {new_flow} / {frame_words}");
+        assert!(
+            new_flow.contains(&frame_words),
+            "{mode}: {new_flow} / {frame_words}"
+        );
         let again = dp.explain(PROTO_TCP, client, vip_addr).unwrap();
         let existing = again.lines.last().unwrap();
         assert!(existing.contains(&frame_words), "{mode}: {existing}");

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod capture;
+pub mod explain;
 pub mod stats;
 pub mod vip_flags;
 
@@ -51,15 +52,22 @@ enum Command {
     Status(Talk),
     /// Say what the datapath would do with a packet, from the live maps: which VIP, whether
     /// its flow exists (real, idle time, state), else the ring slot and real a new flow gets,
-    /// and how the packet leaves. Changes nothing. Asks the running lbctl.
+    /// and how the packet leaves (addresses, ports, MACs, outer header). Changes nothing.
+    /// Asks the running lbctl. With --pcap, each packet of a capture file.
     Explain {
         /// tcp or udp.
-        #[arg(value_parser = ["tcp", "udp"])]
-        proto: String,
+        #[arg(value_parser = ["tcp", "udp"], required_unless_present = "pcap")]
+        proto: Option<String>,
         /// The client's ADDRESS:PORT.
-        client: std::net::SocketAddr,
+        #[arg(required_unless_present = "pcap")]
+        client: Option<std::net::SocketAddr>,
         /// The VIP's ADDRESS:PORT.
-        vip: std::net::SocketAddr,
+        #[arg(required_unless_present = "pcap")]
+        vip: Option<std::net::SocketAddr>,
+        /// Explain each TCP/UDP packet of this capture (pcap or pcapng: tcpdump -w, lbctl
+        /// capture -w) instead, as lbctl would treat it now.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["proto", "client", "vip"])]
+        pcap: Option<PathBuf>,
         #[command(flatten)]
         talk: Talk,
     },
@@ -250,8 +258,15 @@ impl Cli {
                 proto,
                 client,
                 vip,
+                pcap,
                 talk,
-            } => rt.block_on(admin::talk(&talk, Request::Explain { proto, client, vip })),
+            } => match (pcap, proto, client, vip) {
+                (Some(file), ..) => rt.block_on(explain::pcap(&talk, &file)),
+                (None, Some(proto), Some(client), Some(vip)) => {
+                    rt.block_on(admin::talk(&talk, Request::Explain { proto, client, vip }))
+                }
+                _ => anyhow::bail!("give tcp|udp CLIENT:PORT VIP:PORT, or --pcap FILE"),
+            },
             Command::Vip { command, talk } => rt.block_on(admin::talk(&talk, command.request())),
             Command::Real { command, talk } => rt.block_on(admin::talk(&talk, command.request())),
             Command::Reload(talk) => rt.block_on(admin::talk(&talk, Request::Reload)),
