@@ -437,6 +437,11 @@ impl Datapath {
             .context("opening the datapath's debug log (AYA_LOGS)")
     }
 
+    /// The id real `addr` (port `port`) of `vip` has in the datapath.
+    pub fn id_of_real(&self, vip: &VipSpec, addr: IpAddr, port: u16) -> Option<u32> {
+        self.real_ids.get(&(*vip, addr, port)).copied()
+    }
+
     /// The ids of the reals served (the slots of REALS and REAL_COUNTERS in use).
     pub fn real_ids(&self) -> Vec<u32> {
         self.real_ids.values().copied().collect()

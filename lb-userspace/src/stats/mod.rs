@@ -466,7 +466,7 @@ pub struct FlowCount {
 impl FlowCount {
     /// One walk of the table (two syscalls per entry: its cost grows with the table, see the
     /// bench's "active flows" figure).
-    fn of(flows: &HashMap<MapData, FlowKey, Flow>, now_ns: u64) -> Result<Self> {
+    pub fn of(flows: &HashMap<MapData, FlowKey, Flow>, now_ns: u64) -> Result<Self> {
         let mut count = Self::default();
         for entry in flows.iter() {
             let (_, flow) = match entry {
