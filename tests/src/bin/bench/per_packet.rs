@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use anyhow::{ensure, Context as _, Result};
 use lb_userspace::{
+    capture::{Capture, Filter},
     datapath::{Datapath, Real},
     declare::{
         service::VipSettings,
@@ -241,6 +242,7 @@ fn measure(quick: bool) -> Result<Section> {
         kind: PlotKind::Bars(bars),
     });
     flow_logs(&mut s, &frame, &reps, floor)?;
+    observed(&mut s, &frame, &reps)?;
     flow_table_scale(&mut s, &frame, &reps)?;
     Ok(s)
 }
@@ -309,6 +311,88 @@ fn flow_logs(s: &mut Section, frame: &[u8], reps: &Repeats, floor: f64) -> Resul
          drops and counts the rest before they reach the ring).",
         1e3 / new_on
     ));
+    Ok(())
+}
+
+/// Packets per kernel run with a capture or debug log on: two capture records a packet (in
+/// and out, ~120 bytes each with this frame) fit the 2 MiB ring; debug lines (~140 bytes)
+/// fit aya-log's 128 KiB. Drained between runs, as a reader keeping up would.
+const CAPTURED_PER_RUN: u32 = 4_000;
+const LOGGED_PER_RUN: u32 = 400;
+
+/// dsr/maglev established, with nothing observed (a capture and debug logs off: what every
+/// packet pays for them is the one lookup that says so), then with a capture on, then with
+/// debug lines on, on one datapath in one run.
+fn observed(s: &mut Section, frame: &[u8], reps: &Repeats) -> Result<()> {
+    let settings = VipSettings::new(Mode::Dsr);
+    let mut dp = datapath(&settings, None)?;
+    let off = time(
+        &mut dp,
+        BenchProgram::Balancer,
+        frame,
+        None,
+        reps.established,
+    )?;
+    let prog_id = dp
+        .dp
+        .loaded_program(lb_common::program_names::LB)?
+        .info()?
+        .id();
+    let mut capture = Capture::start(prog_id, Filter::default())?;
+    let mut ring = capture.take_frames().context("the capture's ring")?;
+    let mut runs = Vec::with_capacity(RUNS);
+    let mut records = 0usize;
+    for _ in 0..RUNS {
+        let (action, ns) = dp.run(BenchProgram::Balancer, frame, None, CAPTURED_PER_RUN)?;
+        ensure!(
+            action == XDP_TX,
+            "captured packets ended with action {action}"
+        );
+        runs.push(ns);
+        records += capture.read(&mut ring, usize::MAX).len();
+    }
+    let captured = median(runs);
+    ensure!(
+        capture.counts()?.ring_full == 0 && records == 2 * RUNS * CAPTURED_PER_RUN as usize,
+        "{records} capture records for {} packets, {} lost",
+        RUNS * CAPTURED_PER_RUN as usize,
+        capture.counts()?.ring_full
+    );
+    drop(capture);
+    let mut logger = dp.dp.take_debug_log()?;
+    lb_userspace::capture::set_debug(prog_id, true)?;
+    let mut runs = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let (action, ns) = dp.run(BenchProgram::Balancer, frame, None, LOGGED_PER_RUN)?;
+        ensure!(
+            action == XDP_TX,
+            "logged packets ended with action {action}"
+        );
+        runs.push(ns);
+        logger.flush();
+    }
+    let debug = median(runs);
+    lb_userspace::capture::set_debug(prog_id, false)?;
+    for (name, on) in [("a capture on", captured), ("debug lines on", debug)] {
+        s.push(
+            Figure::new(
+                format!("dsr, maglev, established flow, {name}"),
+                on,
+                Unit::Ns,
+            )
+            .note(format!(
+                "{:+.0} ns against both off in the same run ({off:.0} ns)",
+                on - off
+            )),
+        );
+    }
+    s.notes.push(
+        "Captures and debug lines: off, a packet pays one array lookup (OBSERVE) for both; \
+         what that costs is measured against the release before them (docs/benchmarks). On, \
+         a captured packet is copied into a per-CPU record and sent to the ring buffer twice \
+         (as received, as sent); a debug line is formatted by aya-log into its ring buffer."
+            .into(),
+    );
     Ok(())
 }
 
