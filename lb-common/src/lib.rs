@@ -109,6 +109,8 @@ pub mod map_names {
     pub const CAPTURE_SCRATCH: &str = "CAPTURE_SCRATCH";
     pub const CAPTURE_COUNTS: &str = "CAPTURE_COUNTS";
     pub const AYA_LOGS: &str = "AYA_LOGS";
+    /// The program's `.bss`: one word, what is observed (lb-ebpf's `observe::OBSERVING`).
+    pub const OBSERVING: &str = ".bss";
 
     /// The maps pinned while lbctl runs, which a restarted or upgraded lbctl takes over:
     /// what is served (VIPs, reals, rings, interfaces), the flows and what they hold (SNAT
@@ -148,6 +150,7 @@ pub mod map_names {
         CAPTURE_SCRATCH,
         CAPTURE_COUNTS,
         AYA_LOGS,
+        OBSERVING,
     ];
 }
 

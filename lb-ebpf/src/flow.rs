@@ -109,8 +109,9 @@ fn partner(key: &FlowKey, flow: &Flow) -> Option<*mut Flow> {
 /// share the entry: a plain read-modify-write by two CPUs setting different bits at once
 /// would lose one (a lost FLOW_CLOSING keeps a closed flow for the full timeout), so the
 /// bits go in with one atomic OR, made only when a bit is missing (once per flow and bit).
+/// True when this call set them (of CPUs racing to, one).
 #[inline(always)]
-fn set_flags(entry: *mut Flow, bits: u32) {
+fn set_flags(entry: *mut Flow, bits: u32) -> bool {
     // SAFETY: `entry` points into the map's value memory (see `live`); `flags` is an
     // aligned u32 (asserted in lb-common). The read is a plain aligned load: a bit another
     // CPU sets meanwhile is either seen (nothing to do) or set again by the OR below, which
@@ -118,10 +119,14 @@ fn set_flags(entry: *mut Flow, bits: u32) {
     unsafe {
         let flags = core::ptr::addr_of_mut!((*entry).flags);
         if *flags & bits != bits {
-            core::intrinsics::atomic_or::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
-                flags, bits,
-            );
+            let before = core::intrinsics::atomic_or::<
+                u32,
+                u32,
+                { core::intrinsics::AtomicOrdering::Relaxed },
+            >(flags, bits);
+            return before & bits != bits;
         }
+        false
     }
 }
 
@@ -498,28 +503,36 @@ pub fn track_tcp(key: &FlowKey, flow: &Flow, tcp_flags: u8) -> u8 {
         };
         end_count(request);
     }
-    // A flow ends once: at its first FIN, or at an RST before any.
+    // A flow ends once: at its first FIN (whoever sets CLOSING on this entry), or at an
+    // RST before any (whoever removes this entry).
     let closing = flow.flags & FLOW_CLOSING != 0;
     if tcp_flags & TCP_RST != 0 {
         // Either entry may be gone already (evicted, or the other direction's RST removed
         // it on another CPU): removing what is not there is no error here.
-        let _gone = FLOWS.remove(key).is_ok() & (one_way || FLOWS.remove(&partner).is_ok());
-        return if closing { 0 } else { END_RST };
+        let removed = FLOWS.remove(key).is_ok();
+        let _partner_gone = one_way || FLOWS.remove(&partner).is_ok();
+        return if removed && !closing { END_RST } else { 0 };
     }
     if closing {
         return 0;
     }
-    close(key);
+    let first = close(key);
     if !one_way {
         close(&partner);
     }
-    END_FIN
+    if first {
+        END_FIN
+    } else {
+        0
+    }
 }
 
+/// Marks `key`'s entry closing; true when this call did.
 #[inline(always)]
-fn close(key: &FlowKey) {
-    if let Some(entry) = FLOWS.get_ptr_mut(key) {
-        set_flags(entry, FLOW_CLOSING);
+fn close(key: &FlowKey) -> bool {
+    match FLOWS.get_ptr_mut(key) {
+        Some(entry) => set_flags(entry, FLOW_CLOSING),
+        None => false,
     }
 }
 

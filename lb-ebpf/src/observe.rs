@@ -25,10 +25,28 @@ pub const CAPTURED: u32 = 1;
 /// [`arm`]: this packet gets a debug line.
 pub const DEBUG: u32 = 2;
 
+/// What is observed, `CAPTURED | DEBUG` bits, written by userspace into the program's
+/// `.bss` (see lb-userspace's `capture::Switch`), with OBSERVE's settings written before it:
+/// the switch every packet reads, one load from the program's own data and no map lookup.
+#[unsafe(no_mangle)]
+static mut OBSERVING: u32 = 0;
+
 /// What is observed of this packet (0: nothing; else [`CAPTURED`] and/or [`DEBUG`]). If
 /// anything, the frame as it arrived is now in this CPU's record.
 #[inline(always)]
 pub fn arm(ctx: &XdpContext, ingress: u32) -> u32 {
+    // SAFETY: a plain aligned load of a u32 of the program's .bss, which only userspace
+    // writes (a whole word at a time); volatile, so it is read on every packet.
+    let on = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(OBSERVING)) };
+    if on == 0 {
+        return 0;
+    }
+    arm_observed(ctx, ingress)
+}
+
+/// [`arm`] once something is on: OBSERVE's settings say what, for this packet.
+#[inline(never)]
+fn arm_observed(ctx: &XdpContext, ingress: u32) -> u32 {
     match OBSERVE.get(0) {
         Some(o) if o.capture | o.debug != 0 => {
             let captured = o.capture != 0 && (o.ifindex == 0 || o.ifindex == ingress);
@@ -64,7 +82,7 @@ pub fn after(ctx: &XdpContext, what_action: u32, slot: u32, real_id: u32, egress
 }
 
 /// Copies the frame in `ctx` into this CPU's record; 1 when it did.
-#[inline(never)]
+#[inline(always)]
 fn copy_in(ctx: &XdpContext, ingress: u32, snaplen: u32) -> u32 {
     let Some(r) = CAPTURE_SCRATCH.get_ptr_mut(0) else {
         return 0;
@@ -97,7 +115,8 @@ fn record(ctx: &XdpContext, action: u32, slot: u32, real_id: u32, egress: u32) {
     let Some(s) = OBSERVE.get(0) else {
         return;
     };
-    if s.slot != CAPTURE_ANY && s.slot != slot {
+    // Stopped since `arm` (its filter fields are zero then, and slot 0 would match).
+    if s.capture == 0 || (s.slot != CAPTURE_ANY && s.slot != slot) {
         return;
     }
     let snaplen = s.snaplen;

@@ -168,15 +168,36 @@ fn lbctl_debug_on_puts_a_line_per_packet_in_the_running_lbctls_log_and_off_stops
     require_root();
     let mut lab = Lab::one_segment(2).unwrap();
     lab.start_lb(&lbctl(), &attach_args(&lab, "dsr")).unwrap();
+    let socket = lab.lb_socket();
     let debug = |state: &str| {
         let out = lab
             .lb
             .command(lbctl().to_str().unwrap())
-            .args(["debug", HOST_IFACE, state])
+            .args(["debug", HOST_IFACE, state, "--socket"])
+            .arg(&socket)
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
     };
+    // With no lbctl to read the lines, on is refused.
+    let refused = lab
+        .lb
+        .command(lbctl().to_str().unwrap())
+        .args([
+            "debug",
+            HOST_IFACE,
+            "on",
+            "--socket",
+            "/nonexistent/lbctl.sock",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("no lbctl answers on /nonexistent/lbctl.sock"),
+        "{why}"
+    );
     let datapath_lines = |lab: &Lab| {
         lab.lb_log()
             .lines()

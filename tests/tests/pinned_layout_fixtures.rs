@@ -7,8 +7,8 @@ use lb_common::map_names;
 #[test]
 fn every_map_is_kept_or_known_to_be_transient() {
     // .rodata and .rodata.*: the program's constants (aya-log's among them), loaded from the
-    // object each time. (A .data or .bss, mutable globals, would lose its values on a
-    // restart: not allowed here.)
+    // object each time. Mutable globals (.data, .bss) lose their values on a restart: only
+    // the one TRANSIENT names (.bss, the observe switch, off at every start) is allowed.
     let constants = |name: &str| name == ".rodata" || name.starts_with(".rodata.");
     let transient = |name: &str| constants(name) || map_names::TRANSIENT.contains(&name);
     let obj = aya_obj::Object::parse(lb_userspace::LB_EBPF_OBJECT).unwrap();

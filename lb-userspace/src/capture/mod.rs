@@ -62,6 +62,11 @@ pub struct Capture {
     reals: Option<Array<MapData, RealEntry>>,
     /// Wall clock minus CLOCK_MONOTONIC, to date records.
     wall_offset: Duration,
+    /// The counts when this capture started (they add up over the program's captures).
+    counts_at_start: CaptureCounts,
+    /// Switched off already: a later stop (or the drop) leaves the switch alone, which by
+    /// then may be another capture's.
+    stopped: bool,
 }
 
 impl Capture {
@@ -103,8 +108,11 @@ impl Capture {
             frames: Some(frames),
             counts,
             reals,
-            wall_offset: wall_offset(),
+            wall_offset: wall_offset()?,
+            counts_at_start: CaptureCounts::default(),
+            stopped: false,
         };
+        capture.counts_at_start = capture.total_counts()?;
         // Records a dead capture left in the ring are not this one's.
         capture.drain_stale();
         capture.switch.update(|o| {
@@ -142,8 +150,19 @@ impl Capture {
         out
     }
 
-    /// What the captures did so far, summed over CPUs.
+    /// What this capture did so far, summed over CPUs: records sent and lost, packets
+    /// observed (captured, or given a debug line) since it started.
     pub fn counts(&self) -> Result<CaptureCounts> {
+        let now = self.total_counts()?;
+        let at_start = self.counts_at_start;
+        Ok(CaptureCounts {
+            sent: now.sent - at_start.sent,
+            ring_full: now.ring_full - at_start.ring_full,
+            seen: now.seen - at_start.seen,
+        })
+    }
+
+    fn total_counts(&self) -> Result<CaptureCounts> {
         let per_cpu = self.counts.get(&0, 0).context("reading CAPTURE_COUNTS")?;
         Ok(per_cpu
             .iter()
@@ -160,12 +179,20 @@ impl Capture {
         (e.family() != 0).then(|| e.endpoint(vip_port))
     }
 
-    /// Switches the capture off (also done on drop); debug logs stay as they are.
+    /// Switches the capture off (also done on drop), once, and only while the switch is
+    /// still this process's capture; debug logs stay as they are.
     pub fn stop(&mut self) -> Result<()> {
+        if self.stopped {
+            return Ok(());
+        }
+        self.stopped = true;
+        let me = std::process::id();
         self.switch.update(|o| {
-            *o = Observe {
-                debug: o.debug,
-                ..Observe::default()
+            if o.capture != 0 && o.owner_pid == me {
+                *o = Observe {
+                    debug: o.debug,
+                    ..Observe::default()
+                }
             }
         })
     }
@@ -179,21 +206,33 @@ impl Drop for Capture {
     }
 }
 
-/// A program's OBSERVE slot, changed field by field: captures and debug logs each keep the
-/// other's fields as they are.
+/// A program's switch for what it tells userspace per packet: OBSERVE's settings, changed
+/// field by field (captures and debug logs each keep the other's fields as they are), and
+/// the word in the program's `.bss` every packet reads (`CAPTURED | DEBUG` bits), written
+/// after them.
 pub struct Switch {
     map: Array<MapData, Observe>,
+    observing: Array<MapData, u32>,
 }
+
+/// The `.bss` word's bits (lb-ebpf's `observe::CAPTURED`, `observe::DEBUG`).
+const CAPTURED: u32 = 1;
+const DEBUG: u32 = 2;
 
 impl Switch {
     /// The switch of program `prog_id`, whose maps are `maps` (by name).
     pub fn open(prog_id: u32, maps: &std::collections::BTreeMap<String, u32>) -> Result<Self> {
-        let id = maps.get(map_names::OBSERVE).ok_or_else(|| {
-            anyhow!("program {prog_id} has no map {}: it is an older lbctl's, which cannot capture or log packets; restart it with this lbctl", map_names::OBSERVE)
-        })?;
-        let map = Map::from_map_data(MapData::from_id(*id)?)?;
+        let open = |name: &str| -> Result<Map> {
+            let id = maps.get(name).ok_or_else(|| {
+                anyhow!("program {prog_id} has no map {name}: it is an older lbctl's, which cannot capture or log packets; restart it with this lbctl")
+            })?;
+            Ok(Map::from_map_data(MapData::from_id(*id)?)?)
+        };
         Ok(Self {
-            map: Array::try_from(map).context("OBSERVE has an unexpected type")?,
+            map: Array::try_from(open(map_names::OBSERVE)?)
+                .context("OBSERVE has an unexpected type")?,
+            observing: Array::try_from(open(map_names::OBSERVING)?)
+                .context("the program's .bss is not the one word lbctl expects")?,
         })
     }
 
@@ -206,7 +245,11 @@ impl Switch {
     pub fn update(&mut self, change: impl FnOnce(&mut Observe)) -> Result<()> {
         let mut o = self.get()?;
         change(&mut o);
-        self.map.set(0, o, 0).context("writing OBSERVE")
+        self.map.set(0, o, 0).context("writing OBSERVE")?;
+        let bits = if o.capture != 0 { CAPTURED } else { 0 } | if o.debug != 0 { DEBUG } else { 0 };
+        self.observing
+            .set(0, bits, 0)
+            .context("writing the program's .bss")
     }
 }
 
@@ -216,7 +259,8 @@ pub fn set_debug(prog_id: u32, on: bool) -> Result<()> {
     Switch::open(prog_id, &maps)?.update(|o| o.debug = u32::from(on))
 }
 
-/// A record from the ring buffer: its header and the bytes after it.
+/// A record from the ring buffer: its header and the bytes after it. The datapath writes
+/// each record whole (header, then `cap_len` bytes): a shorter one cannot come from it.
 pub fn decode(item: &[u8], wall_offset: Duration) -> Option<Record> {
     let head = std::mem::size_of::<CaptureHeader>();
     if item.len() < head {
@@ -235,18 +279,23 @@ pub fn decode(item: &[u8], wall_offset: Duration) -> Option<Record> {
 }
 
 /// Wall clock minus CLOCK_MONOTONIC (the datapath's bpf_ktime_get_ns), now.
-fn wall_offset() -> Duration {
+fn wall_offset() -> Result<Duration> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        bail!(
+            "reading CLOCK_MONOTONIC: {}",
+            std::io::Error::last_os_error()
+        );
+    }
     let mono = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
     let wall = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    wall.saturating_sub(mono)
+        .context("the wall clock is before 1970")?;
+    Ok(wall.saturating_sub(mono))
 }
 
 /// Whether process `pid` lives.

@@ -77,6 +77,7 @@ pub async fn run(args: &CaptureArgs) -> Result<()> {
     let deadline = args.seconds.map(Duration::from_secs_f64);
     let started = tokio::time::Instant::now();
     let mut selector = Selector::new(args.vip);
+    let mut vip_ports = VipPorts::new();
     let mut packets = 0u64;
     eprintln!(
         "lbctl capture: {} (program {prog_id}){}; Ctrl-C to stop",
@@ -99,7 +100,7 @@ pub async fn run(args: &CaptureArgs) -> Result<()> {
         }
         for r in records {
             for kept in selector.push(r) {
-                out.write(&capture, &kept)?;
+                out.write(&capture, &kept, &mut vip_ports)?;
                 if kept.header.side == SIDE_IN {
                     packets += 1;
                 }
@@ -118,13 +119,13 @@ pub async fn run(args: &CaptureArgs) -> Result<()> {
             break;
         }
         for kept in selector.push(r) {
-            out.write(&capture, &kept)?;
+            out.write(&capture, &kept, &mut vip_ports)?;
             packets += u64::from(kept.header.side == SIDE_IN);
         }
     }
     if !args.count.is_some_and(|n| packets >= n) {
         for kept in selector.finish() {
-            out.write(&capture, &kept)?;
+            out.write(&capture, &kept, &mut vip_ports)?;
             packets += u64::from(kept.header.side == SIDE_IN);
         }
     }
@@ -166,8 +167,8 @@ impl Output {
         })
     }
 
-    fn write(&mut self, capture: &Capture, r: &Record) -> Result<()> {
-        let real = real_of(capture, r);
+    fn write(&mut self, capture: &Capture, r: &Record, vip_port: &mut VipPorts) -> Result<()> {
+        let real = real_of(capture, r, vip_port);
         match self {
             Self::File(w) => w.write(r, real),
             Self::Lines(out) => {
@@ -185,20 +186,48 @@ impl Output {
     }
 }
 
-/// The real a forwarded frame went to, from its VIP port (the in frame's destination port).
-fn real_of(capture: &Capture, r: &Record) -> Option<std::net::SocketAddr> {
+/// Per CPU: the VIP port of the packet whose in record came last, for its out record.
+type VipPorts = std::collections::HashMap<u32, u16>;
+
+/// The real of a forwarded frame (request or reply), named with the VIP's port: a
+/// request's in frame has it as its destination port, a reply's as its source port once
+/// sent; an out record takes its in record's.
+fn real_of(
+    capture: &Capture,
+    r: &Record,
+    vip_ports: &mut VipPorts,
+) -> Option<std::net::SocketAddr> {
     if r.header.slot > lb_common::Reason::REPLIES_SLOT {
         return None;
     }
-    let port = etherparse::SlicedPacket::from_ethernet(&r.bytes)
-        .ok()
-        .and_then(|p| match p.transport {
-            Some(etherparse::TransportSlice::Tcp(t)) => Some(t.destination_port()),
-            Some(etherparse::TransportSlice::Udp(u)) => Some(u.destination_port()),
-            _ => None,
-        })
-        .unwrap_or(0);
+    let reply = r.header.slot == lb_common::Reason::REPLIES_SLOT;
+    let port = match r.header.side {
+        SIDE_IN if !reply => ports(&r.bytes).map(|(_, dst)| dst),
+        SIDE_IN => None,
+        _ => vip_ports.get(&r.header.cpu).copied(),
+    };
+    let port = match (port, reply, r.header.side) {
+        (Some(p), _, _) => p,
+        // A reply leaves from the VIP's port.
+        (None, true, SIDE_OUT) => ports(&r.bytes).map(|(src, _)| src)?,
+        (None, ..) => 0,
+    };
+    if r.header.side == SIDE_IN && !reply {
+        vip_ports.insert(r.header.cpu, port);
+    }
     capture.real(r.header.real_id, port)
+}
+
+/// A TCP or UDP frame's source and destination ports.
+fn ports(frame: &[u8]) -> Option<(u16, u16)> {
+    match etherparse::SlicedPacket::from_ethernet(frame)
+        .ok()?
+        .transport
+    {
+        Some(etherparse::TransportSlice::Tcp(t)) => Some((t.source_port(), t.destination_port())),
+        Some(etherparse::TransportSlice::Udp(u)) => Some((u.source_port(), u.destination_port())),
+        _ => None,
+    }
 }
 
 /// "09:12:01.123456 in  02:..:01 > 02:..:02 198.18.0.100:40000 > 198.18.100.10:80 tcp [S]
@@ -216,9 +245,15 @@ fn line(r: &Record, real: Option<std::net::SocketAddr>) -> String {
     }
 }
 
-/// `lbctl debug IFACE on|off`.
-pub async fn debug(iface: &str, on: bool) -> Result<()> {
+/// `lbctl debug IFACE on|off`. On only with a running lbctl, which reads the lines: with
+/// none, they would only fill aya-log's ring buffer, each packet still paying for its line.
+pub async fn debug(iface: &str, on: bool, socket: &std::path::Path) -> Result<()> {
     let prog_id = crate::stats::attached_program(iface).await?;
+    if on {
+        if let Err(e) = tokio::net::UnixStream::connect(socket).await {
+            bail!("no lbctl answers on {} ({e}): the debug lines are read and logged by the running lbctl; start it (`lbctl attach {iface} ...`) or name its socket with --socket", socket.display());
+        }
+    }
     crate::capture::set_debug(prog_id, on)?;
     if on {
         println!("debug log on for {iface} (program {prog_id}): a line per packet in the running lbctl's log; `lbctl debug {iface} off` to stop");

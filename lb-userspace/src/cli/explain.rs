@@ -1,11 +1,12 @@
 //! `lbctl explain --pcap FILE`: each TCP/UDP packet of a capture (pcap or pcapng, e.g. one
 //! `lbctl capture -w` or tcpdump wrote) explained by the running lbctl as it would treat it
 //! now, from its live maps. Frames a capture marks as sent (lbctl's own output) are skipped:
-//! they are what the datapath did, not what it was given.
+//! they are what the datapath did, not what it was given. Each packet is explained as sent
+//! to its destination: a reply of a nat flow (real → client) is no VIP's, and says so.
 
 use std::{collections::HashMap, net::SocketAddr, path::Path};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use pcap_file::pcapng::{blocks::enhanced_packet::EnhancedPacketOption, Block, PcapNgReader};
 
@@ -24,6 +25,9 @@ pub fn frames(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
         let mut r = PcapNgReader::new(bytes).context("reading the pcapng file")?;
         while let Some(block) = r.next_block() {
             match block.context("reading the pcapng file")? {
+                Block::InterfaceDescription(i) if i.linktype != pcap_file::DataLink::ETHERNET => {
+                    bail!("the capture's interface {} is of link type {:?}, not Ethernet: capture on the interface itself (tcpdump -i eth0, lbctl capture), not on `any`", i.options.iter().find_map(|o| match o { pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption::IfName(n) => Some(n.to_string()), _ => None }).unwrap_or_default(), i.linktype);
+                }
                 Block::EnhancedPacket(p) => {
                     let sent = p.options.iter().any(
                         |o| matches!(o, EnhancedPacketOption::Flags(f) if f & 0b11 == OUTBOUND),
@@ -39,6 +43,10 @@ pub fn frames(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
     } else {
         let mut r = pcap_file::pcap::PcapReader::new(bytes)
             .context("reading the file: it is neither pcap nor pcapng")?;
+        let linktype = r.header().datalink;
+        if linktype != pcap_file::DataLink::ETHERNET {
+            bail!("the capture is of link type {linktype:?}, not Ethernet: capture on the interface itself (tcpdump -i eth0), not on `any`");
+        }
         while let Some(p) = r.next_packet() {
             out.push(p.context("reading the pcap file")?.data.to_vec());
         }
@@ -120,8 +128,8 @@ pub async fn pcap(talk: &Talk, file: &Path) -> Result<()> {
         };
         let response = client::call(&talk.socket, &request).await?;
         if talk.json {
-            let answer: serde_json::Value =
-                serde_json::from_str(&show::render(&response, true).0).unwrap_or_default();
+            let answer: serde_json::Value = serde_json::from_str(&show::render(&response, true).0)
+                .context("lbctl's answer is no JSON")?;
             println!(
                 "{}",
                 serde_json::json!({ "packet": n, "explained": answer })

@@ -134,6 +134,9 @@ enum Command {
         /// on or off.
         #[arg(value_parser = ["on", "off"])]
         state: String,
+        /// The admin socket of the running lbctl, which logs the lines.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET, env = "LBCTL_SOCKET")]
+        socket: PathBuf,
     },
     /// On a real server of tunnel-mode VIPs: unwrap the LB's IP-in-IP packets.
     #[command(subcommand)]
@@ -298,7 +301,11 @@ impl Cli {
             }
             Command::Stats(args) => rt.block_on(stats::run(&args)),
             Command::Capture(args) => rt.block_on(capture::run(&args)),
-            Command::Debug { iface, state } => rt.block_on(capture::debug(&iface, state == "on")),
+            Command::Debug {
+                iface,
+                state,
+                socket,
+            } => rt.block_on(capture::debug(&iface, state == "on", &socket)),
             Command::Decap(DecapCommand::Attach { iface }) => rt.block_on(decap(&iface)),
             Command::Demo(args) => crate::demo::run(&args),
             Command::Doctor(DoctorCommand::Real(args)) => {

@@ -125,7 +125,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let _flow_log = match flow_log {
         Some(sink) => {
             let ring = running.dp.start_flow_log(opts.flow_log_rate)?;
-            let flows = running.dp.flow_table_reader()?;
+            let flows = std::sync::Arc::new(running.dp.flow_table_reader()?);
             info!(to = %opts.flow_log.as_ref().map(|t| t.to_string()).unwrap_or_default(), per_cpu_per_sec = opts.flow_log_rate, "logging new flows");
             Some(http::AbortOnDrop(tokio::spawn(async move {
                 if let Err(e) = crate::flowlog::run(ring, flows, sink).await {
@@ -160,11 +160,7 @@ pub async fn run(opts: Options) -> Result<()> {
     )
     .await?;
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
-    let (moved_tx, mut moved_lines) = mpsc::unbounded_channel();
-    let moved = MovedFlows {
-        table: std::sync::Arc::new(running.dp.flow_table_reader()?),
-        lines: moved_tx,
-    };
+    let (moved, mut moved_lines) = MovedFlows::start(running.dp.flow_table_reader()?)?;
     loop {
         // What the listener shows: as the last change left it.
         publish(&running, &board);
@@ -353,7 +349,10 @@ fn on_health(running: &mut Running, moved: &MovedFlows, event: Event) -> bool {
                     // leastconn counts a real's flows exactly, at once.
                     (true, _) => match running.dp.active_flows(&vip, addr, Some(port)) {
                         Ok(n) => format!("{head}; {n} active flows move"),
-                        Err(_) => format!("{head}; its flows move"),
+                        Err(e) => {
+                            warn!(%vip, real = %addr, error = %format!("{e:#}"), "reading a down real's leastconn count failed");
+                            format!("{head}; its flows move")
+                        }
                     },
                     // Other schedulers' flows are counted in the flow table, off this loop;
                     // the line follows when the count is done.
@@ -364,38 +363,84 @@ fn on_health(running: &mut Running, moved: &MovedFlows, event: Event) -> bool {
                     (false, None) => format!("{head}; its flows move"),
                 }
             };
-            running.note_change(line);
+            // After any DOWN line still being counted for.
+            moved.line(line);
             true
         }
     }
 }
 
-/// Counts the flows a real that went down had, in the flow table and off the daemon's loop
-/// (a walk takes about 1.7 µs an entry), then sends its state change's line with the count.
+/// The state changes' lines, in order, through one worker thread: a real that went down
+/// (other schedulers than leastconn) has its flows counted in the flow table there (a walk
+/// takes about 1.7 µs an entry: off the daemon's loop), and its line, with the count, goes
+/// out before any line that came after it; downs that wait together share one walk.
 struct MovedFlows {
-    table: std::sync::Arc<crate::flowlog::FlowTable>,
-    lines: mpsc::UnboundedSender<String>,
+    jobs: std::sync::mpsc::Sender<LineJob>,
+}
+
+enum LineJob {
+    /// A line as it is.
+    Line(String),
+    /// `head` + "; N active flows move", N counted for real `real_id`.
+    Count { real_id: u32, head: String },
 }
 
 impl MovedFlows {
-    /// Counts `real_id`'s active flows and sends `head` with "; N active flows move".
-    fn count(&self, real_id: u32, head: String) {
-        let (table, lines) = (self.table.clone(), self.lines.clone());
-        tokio::task::spawn_blocking(move || {
-            let now = crate::datapath::monotonic_ns();
-            let moved = match crate::stats::FlowCount::of(&table, now) {
-                Ok(c) => format!(
-                    "{} active flows move",
-                    c.per_real.get(&real_id).copied().unwrap_or(0)
-                ),
-                Err(e) => {
-                    warn!(error = %format!("{e:#}"), "counting a down real's flows failed");
-                    "its flows move".into()
+    /// Starts the worker: its lines come out of the returned receiver, in order.
+    fn start(table: crate::flowlog::FlowTable) -> Result<(Self, mpsc::UnboundedReceiver<String>)> {
+        let (jobs, queue) = std::sync::mpsc::channel::<LineJob>();
+        let (lines, out) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("lbctl-moved-flows".into())
+            .spawn(move || {
+                // Ends when the daemon drops its sender.
+                while let Ok(first) = queue.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(queue.try_iter());
+                    let counts = batch
+                        .iter()
+                        .any(|j| matches!(j, LineJob::Count { .. }))
+                        .then(|| {
+                            crate::stats::FlowCount::of(&table, crate::datapath::monotonic_ns())
+                        });
+                    for job in batch {
+                        let line = match (job, &counts) {
+                            (LineJob::Line(l), _) => l,
+                            (LineJob::Count { real_id, head }, Some(Ok(c))) => format!(
+                                "{head}; {} active flows move",
+                                c.per_real.get(&real_id).copied().unwrap_or(0)
+                            ),
+                            (LineJob::Count { head, .. }, Some(Err(e))) => {
+                                warn!(error = %format!("{e:#}"), "counting a down real's flows failed");
+                                format!("{head}; its flows move")
+                            }
+                            (LineJob::Count { head, .. }, None) => format!("{head}; its flows move"),
+                        };
+                        if lines.send(line).is_err() {
+                            // The daemon stopped: nothing left to log to.
+                            return;
+                        }
+                    }
                 }
-            };
-            // The daemon stopping meanwhile drops the line: nothing to log it to.
-            let _ = lines.send(format!("{head}; {moved}"));
-        });
+            })
+            .context("starting the thread that counts a down real's flows")?;
+        Ok((Self { jobs }, out))
+    }
+
+    /// A line, after those asked before it.
+    fn line(&self, line: String) {
+        self.send(LineJob::Line(line));
+    }
+
+    /// `head` with "; N active flows move", `real_id`'s flows counted.
+    fn count(&self, real_id: u32, head: String) {
+        self.send(LineJob::Count { real_id, head });
+    }
+
+    fn send(&self, job: LineJob) {
+        if self.jobs.send(job).is_err() {
+            warn!("the thread that orders state-change lines stopped; a line is lost");
+        }
     }
 }
 

@@ -7,8 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use lb_common::{
     ip_from_bytes, Family, Flow, FlowKey, RealEntry, VipKey, VipMeta, FLOW_ANSWERED, FLOW_CLOSING,
-    FLOW_HASH_SEED, HASH_DESTINATION_PORT, HASH_NO_SOURCE_PORT, RR_CPU_STRIDE, SCHED_LEASTCONN,
-    SCHED_ROUNDROBIN, SCHED_SOURCE, SCHED_STATIC_RR,
+    FLOW_HASH_SEED, FLOW_SET_SRC_MAC, HASH_DESTINATION_PORT, HASH_NO_SOURCE_PORT, RR_CPU_STRIDE,
+    SCHED_LEASTCONN, SCHED_ROUNDROBIN, SCHED_SOURCE, SCHED_STATIC_RR,
 };
 use lb_ebpf::hash;
 
@@ -235,6 +235,20 @@ impl Datapath {
     }
 }
 
+/// "frame from FROM to DST out of ...", leaving through `ifindex` (0: the interface the
+/// packet came in on).
+fn frame(ifindex: u32, from: &str, dst: [u8; 6]) -> String {
+    let out = if ifindex == 0 {
+        "out of the interface it came in on".to_string()
+    } else {
+        format!("out of ifindex {ifindex}")
+    };
+    format!(
+        "frame from {from} to {} {out}",
+        crate::host::resolve::fmt_mac(&dst)
+    )
+}
+
 /// The fields a VIP's flow hash covers.
 fn hash_fields(h: u8) -> &'static hash::Fields {
     match h {
@@ -295,7 +309,16 @@ impl Datapath {
             ip_from_bytes(&flow.src, family),
             u16::from_be_bytes(flow.sport),
         );
-        let frame = self.frame_to(flow.egress_ifindex, flow.dst_mac);
+        // dsr and tunnel send from the egress interface's MAC; the stateful modes as the
+        // entry says.
+        let source_mac = if mode == lb_common::MODE_DSR || mode == lb_common::MODE_TUNNEL {
+            self.lb_mac(flow.egress_ifindex)
+        } else if flow.flags & FLOW_SET_SRC_MAC != 0 {
+            crate::host::resolve::fmt_mac(&flow.src_mac)
+        } else {
+            "the sender's MAC (kept: nat bridges between segments)".into()
+        };
+        let frame = frame(flow.egress_ifindex, &source_mac, flow.dst_mac);
         match Mode::name_of(mode) {
             "dsr" => format!("leaves: {client} → {vip} as it came, {frame}; the real answers the client directly"),
             "tunnel" => format!("leaves: {client} → {vip} inside IP-in-IP {} → {}, {frame}", self.tunnel_source(flow.vip_id, flow.egress_ifindex), to.ip()),
@@ -313,6 +336,11 @@ impl Datapath {
         client: SocketAddr,
     ) -> String {
         let frame = self.frame_to(real.ifindex(), real.mac());
+        let frame = if meta.mode == lb_common::MODE_NAT {
+            format!("{frame} (nat keeps the client's source MAC when the real is on another segment than the client)")
+        } else {
+            frame
+        };
         match Mode::name_of(meta.mode) {
             "dsr" => format!("leaves: addresses and ports as they are, {frame}; the real answers the client directly"),
             "tunnel" => format!("leaves: the packet as it is inside IP-in-IP {} → {}, {frame}", self.tunnel_source(meta.vip_id, real.ifindex()), to.ip()),
@@ -337,17 +365,18 @@ impl Datapath {
         }
     }
 
-    /// "from the LB's MAC on ifindex N to MAC M".
+    /// "frame from the LB's MAC to MAC M out of ifindex N", for a frame leaving through
+    /// `ifindex` (0: the one it came in on).
     fn frame_to(&self, ifindex: u32, mac: [u8; 6]) -> String {
-        let lb = self
-            .ifaces
-            .get(&ifindex, 0)
-            .map(|c| crate::host::resolve::fmt_mac(&c.mac))
-            .unwrap_or_else(|_| "the LB's".into());
-        format!(
-            "frame from {lb} to {} out of ifindex {ifindex}",
-            crate::host::resolve::fmt_mac(&mac)
-        )
+        frame(ifindex, &self.lb_mac(ifindex), mac)
+    }
+
+    /// The LB's MAC on `ifindex`, as text.
+    fn lb_mac(&self, ifindex: u32) -> String {
+        match self.ifaces.get(&ifindex, 0) {
+            Ok(c) => crate::host::resolve::fmt_mac(&c.mac),
+            Err(_) => "the LB's MAC".into(),
+        }
     }
 
     /// A tunnel VIP's outer source: its own, or the LB's address on the egress interface.

@@ -58,7 +58,8 @@ pub fn start(lab: &Lab, lbctl: &Path, file: &Path) -> Result<LbCapture> {
         .read_line(&mut first)
         .context("waiting for lbctl capture to start")?;
     if !first.starts_with("lbctl capture:") {
-        let _ = child.kill();
+        // It did not start; the error below says why, whatever kill finds.
+        let _killed = child.kill();
         bail!("lbctl capture did not start: {first}");
     }
     Ok(LbCapture {
@@ -74,12 +75,19 @@ impl LbCapture {
         // SAFETY: plain kill(2) on our own child (`ip netns exec` execs lbctl).
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait()?.is_none() {
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
             if Instant::now() > deadline {
-                let _ = self.child.kill();
+                // Killed as a last resort; the error below says why.
+                let _killed = self.child.kill();
                 bail!("lbctl capture ignored SIGINT for 10 s");
             }
             std::thread::sleep(Duration::from_millis(20));
+        };
+        if !status.success() {
+            bail!("lbctl capture on the lb failed ({status})");
         }
         let bytes = std::fs::read(&self.file)
             .with_context(|| format!("reading {}", self.file.display()))?;

@@ -92,7 +92,8 @@ pub fn run(
     let command = lb_capture.command.clone();
     let verdicts = lb_capture.finish();
     if args.pcap.is_none() {
-        let _ = std::fs::remove_file(&lb_file);
+        // A temporary file; one left behind (already gone, or unreadable) harms nothing.
+        let _temporary = std::fs::remove_file(&lb_file);
     }
     let (frames, trace) = traced?;
     if let Some(dir) = &args.pcap {

@@ -46,7 +46,11 @@ pub type FlowTable = aya::maps::HashMap<MapData, FlowKey, Flow>;
 
 /// Reads events from `ring` and writes a line for each to `sink`, and every second the ends
 /// of followed flows that went idle in `flows`, until the task is dropped.
-pub async fn run(ring: RingBuf<MapData>, flows: FlowTable, sink: SharedSink) -> Result<()> {
+pub async fn run(
+    ring: RingBuf<MapData>,
+    flows: std::sync::Arc<FlowTable>,
+    sink: SharedSink,
+) -> Result<()> {
     // Readable only: a ring buffer's epoll says "records to read".
     // SAFETY: the ring buffer owns its map's file descriptor, open until it is dropped with
     // the AsyncFd, and returns that same descriptor from every as_raw_fd.
@@ -62,14 +66,32 @@ pub async fn run(ring: RingBuf<MapData>, flows: FlowTable, sink: SharedSink) -> 
         let mut guard = tokio::select! {
             g = ready.readable_mut() => g.context("waiting for flow events")?,
             _ = tick.tick() => {
+                // Up to CHECKS_PER_TICK lookups: off the daemon's one thread.
+                let table = flows.clone();
+                let (back, ended, unreadable) = tokio::task::spawn_blocking(move || {
+                    let now = crate::datapath::monotonic_ns();
+                    let mut unreadable = None;
+                    let ended = open.idle(|key| match table.get(key, 0) {
+                        Ok(f) if f.expired(now) => {
+                            open::Entry::Expired { last_seen_ns: f.last_seen_ns }
+                        }
+                        Ok(_) => open::Entry::Live,
+                        Err(aya::maps::MapError::KeyNotFound) => open::Entry::Gone,
+                        Err(e) => {
+                            // Checked again next time; said once a tick.
+                            unreadable.get_or_insert(format!("{e:#}"));
+                            open::Entry::Live
+                        }
+                    });
+                    (open, ended, unreadable.map(|e| (e, now)))
+                })
+                .await
+                .context("the flow log's idle check stopped")?;
+                open = back;
+                if let Some((error, _)) = unreadable {
+                    warn!(%error, "reading the flow table for idle flows failed; their ends wait");
+                }
                 let now = crate::datapath::monotonic_ns();
-                let ended = open.idle(|key| match flows.get(key, 0) {
-                    Ok(f) if f.expired(now) => open::Entry::Expired { last_seen_ns: f.last_seen_ns },
-                    Ok(_) => open::Entry::Live,
-                    Err(aya::maps::MapError::KeyNotFound) => open::Entry::Gone,
-                    // Unreadable now: checked again next time.
-                    Err(_) => open::Entry::Live,
-                });
                 let lines: Vec<(String, u64)> = ended
                     .iter()
                     .map(|(start, how)| {

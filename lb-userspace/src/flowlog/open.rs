@@ -68,6 +68,12 @@ impl Open {
         if self.started.insert(key, *e).is_none() {
             self.queue.push_back(key);
         }
+        // Keys of flows that ended at a FIN or RST stay queued until checked; past twice
+        // the followed flows, they go at once, so the queue stays bounded too.
+        if self.queue.len() > 2 * CAPACITY.max(self.started.len()) {
+            let started = &self.started;
+            self.queue.retain(|k| started.contains_key(k));
+        }
     }
 
     /// The new-flow event of the flow `e` ends, no longer followed; `None` when its start

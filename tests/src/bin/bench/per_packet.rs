@@ -359,7 +359,8 @@ fn observed(s: &mut Section, frame: &[u8], reps: &Repeats) -> Result<()> {
         capture.counts()?.ring_full
     );
     drop(capture);
-    let mut logger = dp.dp.take_debug_log()?;
+    let lines = CountLines::default();
+    let mut logger = aya_log::EbpfLogger::init_from_id_with_logger(prog_id, lines.clone())?;
     lb_userspace::capture::set_debug(prog_id, true)?;
     let mut runs = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
@@ -373,6 +374,12 @@ fn observed(s: &mut Section, frame: &[u8], reps: &Repeats) -> Result<()> {
     }
     let debug = median(runs);
     lb_userspace::capture::set_debug(prog_id, false)?;
+    let logged = lines.0.load(std::sync::atomic::Ordering::Relaxed);
+    ensure!(
+        logged == RUNS * LOGGED_PER_RUN as usize,
+        "{logged} debug lines for {} packets",
+        RUNS * LOGGED_PER_RUN as usize
+    );
     for (name, on) in [("a capture on", captured), ("debug lines on", debug)] {
         s.push(
             Figure::new(
@@ -394,6 +401,20 @@ fn observed(s: &mut Section, frame: &[u8], reps: &Repeats) -> Result<()> {
             .into(),
     );
     Ok(())
+}
+
+/// Counts the debug lines aya-log hands over.
+#[derive(Clone, Default)]
+struct CountLines(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl log::Log for CountLines {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, _: &log::Record) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn flush(&self) {}
 }
 
 /// Established flows spread over a growing table: cycling over N flows, each packet finds
