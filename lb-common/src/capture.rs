@@ -1,7 +1,8 @@
 //! Captures: frames as the datapath saw them and as it sent them, with its verdict, through a
-//! ring buffer (CAPTURE_FRAMES) to `lbctl capture`. Off unless a capture runs (OBSERVE slot 0);
-//! when off, the program pays one array lookup per packet. None of these maps is pinned: a
-//! capture belongs to the program it was started on.
+//! ring buffer (CAPTURE_FRAMES) to `lbctl capture`. Off unless a capture runs: then a packet
+//! pays one load of a word of the program's `.bss` (lb-ebpf's `observe::OBSERVING`), and
+//! OBSERVE's settings are read only when it is on. None of these maps is pinned: a capture
+//! belongs to the program it was started on.
 
 use core::mem::size_of;
 
@@ -17,9 +18,9 @@ pub const SIDE_IN: u8 = 0;
 /// `CaptureHeader::side`: the frame as the program sent it (XDP_TX or redirect).
 pub const SIDE_OUT: u8 = 1;
 
-/// Value of OBSERVE (one slot): the datapath's one switch for what it tells userspace about
-/// each packet, read once per packet: captures (`lbctl capture`) and debug logs
-/// (`lbctl debug`). All zero: nothing, for the cost of that one lookup.
+/// Value of OBSERVE (one slot): what the datapath tells userspace about each packet, read
+/// only while the `.bss` switch is on: captures (`lbctl capture`) and debug logs
+/// (`lbctl debug`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Observe {

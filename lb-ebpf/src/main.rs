@@ -10,35 +10,53 @@ mod programs {
     use lb_common::Reason;
     use lb_ebpf::{decap, emit, lookup, observe, packet::Packet, pipeline};
 
-    /// The load balancer: parse → lookup → schedule → rewrite → emit.
+    /// The load balancer: parse → lookup → schedule → rewrite → emit. While a capture or
+    /// debug lines are on, the same with the packet observed; otherwise the path is exactly
+    /// the balancer's, after one load of the switch.
     #[xdp]
     pub fn lb_xdp(ctx: XdpContext) -> u32 {
-        run(&ctx)
+        if observe::on() {
+            run_observed(&ctx)
+        } else {
+            run(&ctx)
+        }
     }
 
     #[inline(always)]
     fn run(ctx: &XdpContext) -> u32 {
         let len = ctx.data_end() - ctx.data();
         let ingress = ctx.ingress_ifindex() as u32;
-        let observed = observe::arm(ctx, ingress);
         match pipeline::run(ctx, ingress) {
-            Ok(sent) => {
-                let action = emit::forwarded(&sent, ingress, len);
-                if observed != 0 {
-                    let what = observe::verdict(observed, action);
-                    observe::after(ctx, what, sent.slot(), sent.real_id, sent.egress);
-                }
-                action
-            }
-            Err(reason) => {
-                let action = emit::not_forwarded(reason, len);
-                if observed != 0 {
-                    let what = observe::verdict(observed, action);
-                    observe::after(ctx, what, reason.slot(), 0, 0);
-                }
-                action
-            }
+            Ok(sent) => emit::forwarded(&sent, ingress, len),
+            Err(reason) => emit::not_forwarded(reason, len),
         }
+    }
+
+    /// [`run`], with the frame copied before and the verdict recorded after (`observe`).
+    #[inline(always)]
+    fn run_observed(ctx: &XdpContext) -> u32 {
+        let len = ctx.data_end() - ctx.data();
+        let ingress = ctx.ingress_ifindex() as u32;
+        let observed = observe::arm(ctx, ingress);
+        let (action, slot, real_id, egress) = match pipeline::run(ctx, ingress) {
+            Ok(sent) => (
+                emit::forwarded(&sent, ingress, len),
+                sent.slot(),
+                sent.real_id,
+                sent.egress,
+            ),
+            Err(reason) => (emit::not_forwarded(reason, len), reason.slot(), 0, 0),
+        };
+        if observed != 0 {
+            observe::after(
+                ctx,
+                observe::verdict(observed, action),
+                slot,
+                real_id,
+                egress,
+            );
+        }
+        action
     }
 
     /// For real servers of tunnel-mode VIPs: strips the outer header of IP-in-IP/6in4 sent to

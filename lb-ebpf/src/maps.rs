@@ -148,8 +148,8 @@ pub static FLOW_LOG: Array<FlowLogSettings, 1> = Array::new();
 #[btf_map]
 pub static FLOW_LOG_BUDGET: PerCpuArray<FlowLogBudget, 1> = PerCpuArray::new();
 
-/// Slot 0: whether a capture runs and what it takes, whether debug logs are on. Read once
-/// per packet. Not pinned.
+/// Slot 0: whether a capture runs and what it takes, whether debug logs are on. Read only
+/// while `observe::OBSERVING` is on. Not pinned.
 #[btf_map]
 pub static OBSERVE: Array<Observe, 1> = Array::new();
 

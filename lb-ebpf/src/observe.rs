@@ -4,7 +4,7 @@
 //! pipeline touches it. After the verdict, a capture sends the record to the ring buffer
 //! with the verdict, and a frame the program sends after it as it left; a full ring drops
 //! records and counts them, never waits. A debug line says where the packet came from and
-//! what became of it. When neither is on, a packet pays the one lookup in [`arm`].
+//! what became of it. When neither is on, a packet pays the one load in [`on`].
 
 use core::slice;
 
@@ -31,22 +31,20 @@ pub const DEBUG: u32 = 2;
 #[unsafe(no_mangle)]
 static mut OBSERVING: u32 = 0;
 
-/// What is observed of this packet (0: nothing; else [`CAPTURED`] and/or [`DEBUG`]). If
-/// anything, the frame as it arrived is now in this CPU's record.
+/// Whether anything is observed: the one load every packet pays for captures and debug
+/// lines.
 #[inline(always)]
-pub fn arm(ctx: &XdpContext, ingress: u32) -> u32 {
+pub fn on() -> bool {
     // SAFETY: a plain aligned load of a u32 of the program's .bss, which only userspace
     // writes (a whole word at a time); volatile, so it is read on every packet.
-    let on = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(OBSERVING)) };
-    if on == 0 {
-        return 0;
-    }
-    arm_observed(ctx, ingress)
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(OBSERVING)) != 0 }
 }
 
-/// [`arm`] once something is on: OBSERVE's settings say what, for this packet.
+/// What is observed of this packet, once [`on`] said something is (0: nothing after all;
+/// else [`CAPTURED`] and/or [`DEBUG`]), as OBSERVE's settings say. If anything, the frame as
+/// it arrived is now in this CPU's record.
 #[inline(never)]
-fn arm_observed(ctx: &XdpContext, ingress: u32) -> u32 {
+pub fn arm(ctx: &XdpContext, ingress: u32) -> u32 {
     match OBSERVE.get(0) {
         Some(o) if o.capture | o.debug != 0 => {
             let captured = o.capture != 0 && (o.ifindex == 0 || o.ifindex == ingress);

@@ -394,7 +394,7 @@ fn observed(s: &mut Section, frame: &[u8], reps: &Repeats) -> Result<()> {
         );
     }
     s.notes.push(
-        "Captures and debug lines: off, a packet pays one array lookup (OBSERVE) for both; \
+        "Captures and debug lines: off, a packet pays one load of a word of the program's .bss for both; \
          what that costs is measured against the release before them (docs/benchmarks). On, \
          a captured packet is copied into a per-CPU record and sent to the ring buffer twice \
          (as received, as sent); a debug line is formatted by aya-log into its ring buffer."
