@@ -109,7 +109,8 @@ fn partner(key: &FlowKey, flow: &Flow) -> Option<*mut Flow> {
 /// share the entry: a plain read-modify-write by two CPUs setting different bits at once
 /// would lose one (a lost FLOW_CLOSING keeps a closed flow for the full timeout), so the
 /// bits go in with one atomic OR, made only when a bit is missing (once per flow and bit).
-/// True when this call set them (of CPUs racing to, one).
+/// True when this call found a bit missing and set it: of CPUs racing to, rarely more than
+/// one (both may find it missing before either sets it).
 #[inline(always)]
 fn set_flags(entry: *mut Flow, bits: u32) -> bool {
     // SAFETY: `entry` points into the map's value memory (see `live`); `flags` is an
@@ -119,12 +120,11 @@ fn set_flags(entry: *mut Flow, bits: u32) -> bool {
     unsafe {
         let flags = core::ptr::addr_of_mut!((*entry).flags);
         if *flags & bits != bits {
-            let before = core::intrinsics::atomic_or::<
-                u32,
-                u32,
-                { core::intrinsics::AtomicOrdering::Relaxed },
-            >(flags, bits);
-            return before & bits != bits;
+            // The OR's old value is not used: the BPF target lowers this OR without a fetch.
+            core::intrinsics::atomic_or::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                flags, bits,
+            );
+            return true;
         }
         false
     }
@@ -503,8 +503,8 @@ pub fn track_tcp(key: &FlowKey, flow: &Flow, tcp_flags: u8) -> u8 {
         };
         end_count(request);
     }
-    // A flow ends once: at its first FIN (whoever sets CLOSING on this entry), or at an
-    // RST before any (whoever removes this entry).
+    // A flow ends once: at its first FIN (the CPU that sets CLOSING on this entry; two racing
+    // FINs may both), or at an RST before any (the CPU that removes this entry).
     let closing = flow.flags & FLOW_CLOSING != 0;
     if tcp_flags & TCP_RST != 0 {
         // Either entry may be gone already (evicted, or the other direction's RST removed

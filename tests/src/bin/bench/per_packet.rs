@@ -315,10 +315,11 @@ fn flow_logs(s: &mut Section, frame: &[u8], reps: &Repeats, floor: f64) -> Resul
 }
 
 /// Packets per kernel run with a capture or debug log on: two capture records a packet (in
-/// and out, ~120 bytes each with this frame) fit the 2 MiB ring; debug lines (~140 bytes)
-/// fit aya-log's 128 KiB. Drained between runs, as a reader keeping up would.
+/// and out, ~120 bytes each with this frame) fit the 2 MiB ring; aya-log's 128 KiB holds
+/// some 250 debug lines (a record of a few hundred bytes each: 400 a run lost a third).
+/// Drained between runs, as a reader keeping up would.
 const CAPTURED_PER_RUN: u32 = 4_000;
-const LOGGED_PER_RUN: u32 = 400;
+const LOGGED_PER_RUN: u32 = 150;
 
 /// dsr/maglev established, with nothing observed (a capture and debug logs off: what every
 /// packet pays for them is the one lookup that says so), then with a capture on, then with
