@@ -185,12 +185,7 @@ fn explain_picks_the_least_loaded_real_as_the_datapath_does() {
 #[test]
 fn explain_says_how_the_packet_leaves_as_the_datapath_then_sends_it() {
     let vip_addr: SocketAddr = "198.18.100.10:80".parse().unwrap();
-    let mac = |m: &[u8]| {
-        m.iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    };
+    let mac = |m: &[u8]| lb_lab::hops::fmt_mac(m.try_into().unwrap());
     let ip = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
     let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
     for mode in [

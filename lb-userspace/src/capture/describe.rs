@@ -89,6 +89,38 @@ pub fn comment(h: &CaptureHeader, real: Option<std::net::SocketAddr>) -> String 
     )
 }
 
+/// A frame's outer IP addresses, and its ports and protocol when it is TCP or UDP: what
+/// the capture's VIP filter, its reals' names and `explain --pcap` read of a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ends {
+    pub src: std::net::IpAddr,
+    pub dst: std::net::IpAddr,
+    /// "tcp" or "udp" with the source and destination ports; `None` for other protocols.
+    pub l4: Option<(&'static str, u16, u16)>,
+}
+
+/// The [`Ends`] of an Ethernet frame; `None` when it is not IP.
+pub fn ends(frame: &[u8]) -> Option<Ends> {
+    let p = SlicedPacket::from_ethernet(frame).ok()?;
+    let (src, dst): (std::net::IpAddr, std::net::IpAddr) = match &p.net {
+        Some(NetSlice::Ipv4(ip)) => (
+            ip.header().source_addr().into(),
+            ip.header().destination_addr().into(),
+        ),
+        Some(NetSlice::Ipv6(ip)) => (
+            ip.header().source_addr().into(),
+            ip.header().destination_addr().into(),
+        ),
+        _ => return None,
+    };
+    let l4 = match &p.transport {
+        Some(TransportSlice::Tcp(t)) => Some(("tcp", t.source_port(), t.destination_port())),
+        Some(TransportSlice::Udp(u)) => Some(("udp", u.source_port(), u.destination_port())),
+        _ => None,
+    };
+    Some(Ends { src, dst, l4 })
+}
+
 /// One line for a frame's headers: "02:..:01 > 02:..:02 198.18.0.100:40000 > 198.18.100.10:80
 /// tcp [S] 74 B" (the MACs, the outer and inner addresses of a tunnel, what is not IP by its
 /// EtherType).

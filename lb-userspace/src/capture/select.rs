@@ -6,7 +6,6 @@
 
 use std::{collections::HashMap, net::IpAddr, str::FromStr};
 
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use lb_common::{SIDE_IN, SIDE_OUT};
 
 use super::Record;
@@ -41,29 +40,13 @@ impl VipFilter {
     /// Whether `frame` is to or from the VIP (its outer IP header, and its ports when the
     /// filter has one).
     pub fn touches(&self, frame: &[u8]) -> bool {
-        let Ok(p) = SlicedPacket::from_ethernet(frame) else {
+        let Some(e) = super::describe::ends(frame) else {
             return false;
-        };
-        let (src, dst): (IpAddr, IpAddr) = match &p.net {
-            Some(NetSlice::Ipv4(ip)) => (
-                ip.header().source_addr().into(),
-                ip.header().destination_addr().into(),
-            ),
-            Some(NetSlice::Ipv6(ip)) => (
-                ip.header().source_addr().into(),
-                ip.header().destination_addr().into(),
-            ),
-            _ => return false,
-        };
-        let ports = match &p.transport {
-            Some(TransportSlice::Tcp(t)) => Some((t.source_port(), t.destination_port())),
-            Some(TransportSlice::Udp(u)) => Some((u.source_port(), u.destination_port())),
-            _ => None,
         };
         let at = |addr: IpAddr, port: Option<u16>| {
             addr == self.addr && self.port.is_none_or(|want| port == Some(want))
         };
-        at(src, ports.map(|p| p.0)) || at(dst, ports.map(|p| p.1))
+        at(e.src, e.l4.map(|p| p.1)) || at(e.dst, e.l4.map(|p| p.2))
     }
 }
 

@@ -220,14 +220,9 @@ fn real_of(
 
 /// A TCP or UDP frame's source and destination ports.
 fn ports(frame: &[u8]) -> Option<(u16, u16)> {
-    match etherparse::SlicedPacket::from_ethernet(frame)
-        .ok()?
-        .transport
-    {
-        Some(etherparse::TransportSlice::Tcp(t)) => Some((t.source_port(), t.destination_port())),
-        Some(etherparse::TransportSlice::Udp(u)) => Some((u.source_port(), u.destination_port())),
-        _ => None,
-    }
+    describe::ends(frame)?
+        .l4
+        .map(|(_, sport, dport)| (sport, dport))
 }
 
 /// "09:12:01.123456 in  02:..:01 > 02:..:02 198.18.0.100:40000 > 198.18.100.10:80 tcp [S]

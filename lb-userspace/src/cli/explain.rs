@@ -7,11 +7,13 @@
 use std::{collections::HashMap, net::SocketAddr, path::Path};
 
 use anyhow::{bail, Context as _, Result};
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use pcap_file::pcapng::{blocks::enhanced_packet::EnhancedPacketOption, Block, PcapNgReader};
 
 use super::admin::Talk;
-use crate::admin::{client, show, Request, Response};
+use crate::{
+    admin::{client, show, Request, Response},
+    capture::describe,
+};
 
 /// pcapng's section header block type, the first four bytes of a pcapng file.
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
@@ -57,31 +59,17 @@ pub fn frames(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
 /// A frame's protocol ("tcp"/"udp") and its source and destination, when it is TCP or UDP
 /// over IP; else why not.
 pub fn tuple(frame: &[u8]) -> Result<(&'static str, SocketAddr, SocketAddr), String> {
-    let p = SlicedPacket::from_ethernet(frame).map_err(|e| format!("not parsed: {e}"))?;
-    let (src, dst): (std::net::IpAddr, std::net::IpAddr) = match &p.net {
-        Some(NetSlice::Ipv4(ip)) => (
-            ip.header().source_addr().into(),
-            ip.header().destination_addr().into(),
-        ),
-        Some(NetSlice::Ipv6(ip)) => (
-            ip.header().source_addr().into(),
-            ip.header().destination_addr().into(),
-        ),
-        _ => return Err("not IP: the datapath passes it (pass_not_ip)".into()),
-    };
-    match &p.transport {
-        Some(TransportSlice::Tcp(t)) => Ok((
-            "tcp",
-            SocketAddr::new(src, t.source_port()),
-            SocketAddr::new(dst, t.destination_port()),
+    let e = describe::ends(frame)
+        .ok_or_else(|| "not IP: the datapath passes it (pass_not_ip)".to_string())?;
+    match e.l4 {
+        Some((proto, sport, dport)) => Ok((
+            proto,
+            SocketAddr::new(e.src, sport),
+            SocketAddr::new(e.dst, dport),
         )),
-        Some(TransportSlice::Udp(u)) => Ok((
-            "udp",
-            SocketAddr::new(src, u.source_port()),
-            SocketAddr::new(dst, u.destination_port()),
-        )),
-        _ => Err(format!(
-            "{src} > {dst}: neither TCP nor UDP (ICMP errors of flows are translated; the rest passes)"
+        None => Err(format!(
+            "{} > {}: neither TCP nor UDP (ICMP errors of flows are translated; the rest passes)",
+            e.src, e.dst
         )),
     }
 }

@@ -8,7 +8,6 @@ use std::net::IpAddr;
 
 use anyhow::{ensure, Context as _, Result};
 use lb_userspace::{
-    capture::{Capture, Filter},
     datapath::{Datapath, Real},
     declare::{
         service::VipSettings,
@@ -28,6 +27,8 @@ use crate::{
 };
 
 /// Runs per figure; the median is reported.
+mod observe;
+
 const RUNS: usize = 5;
 /// Ethernet 14 + IPv4 20: the TCP source port; the IPv4 source address's last two bytes.
 const SPORT_AT: usize = 34;
@@ -242,7 +243,7 @@ fn measure(quick: bool) -> Result<Section> {
         kind: PlotKind::Bars(bars),
     });
     flow_logs(&mut s, &frame, &reps, floor)?;
-    observed(&mut s, &frame, &reps)?;
+    observe::observed(&mut s, &frame, &reps)?;
     flow_table_scale(&mut s, &frame, &reps)?;
     Ok(s)
 }
@@ -312,110 +313,6 @@ fn flow_logs(s: &mut Section, frame: &[u8], reps: &Repeats, floor: f64) -> Resul
         1e3 / new_on
     ));
     Ok(())
-}
-
-/// Packets per kernel run with a capture or debug log on: two capture records a packet (in
-/// and out, ~120 bytes each with this frame) fit the 2 MiB ring; aya-log's 128 KiB holds
-/// some 250 debug lines (a record of a few hundred bytes each: 400 a run lost a third).
-/// Drained between runs, as a reader keeping up would.
-const CAPTURED_PER_RUN: u32 = 4_000;
-const LOGGED_PER_RUN: u32 = 150;
-
-/// dsr/maglev established, with nothing observed (a capture and debug logs off: what every
-/// packet pays for them is the one lookup that says so), then with a capture on, then with
-/// debug lines on, on one datapath in one run.
-fn observed(s: &mut Section, frame: &[u8], reps: &Repeats) -> Result<()> {
-    let settings = VipSettings::new(Mode::Dsr);
-    let mut dp = datapath(&settings, None)?;
-    let off = time(
-        &mut dp,
-        BenchProgram::Balancer,
-        frame,
-        None,
-        reps.established,
-    )?;
-    let prog_id = dp
-        .dp
-        .loaded_program(lb_common::program_names::LB)?
-        .info()?
-        .id();
-    let mut capture = Capture::start(prog_id, Filter::default())?;
-    let mut ring = capture.take_frames().context("the capture's ring")?;
-    let mut runs = Vec::with_capacity(RUNS);
-    let mut records = 0usize;
-    for _ in 0..RUNS {
-        let (action, ns) = dp.run(BenchProgram::Balancer, frame, None, CAPTURED_PER_RUN)?;
-        ensure!(
-            action == XDP_TX,
-            "captured packets ended with action {action}"
-        );
-        runs.push(ns);
-        records += capture.read(&mut ring, usize::MAX).len();
-    }
-    let captured = median(runs);
-    ensure!(
-        capture.counts()?.ring_full == 0 && records == 2 * RUNS * CAPTURED_PER_RUN as usize,
-        "{records} capture records for {} packets, {} lost",
-        RUNS * CAPTURED_PER_RUN as usize,
-        capture.counts()?.ring_full
-    );
-    drop(capture);
-    let lines = CountLines::default();
-    let mut logger = aya_log::EbpfLogger::init_from_id_with_logger(prog_id, lines.clone())?;
-    lb_userspace::capture::set_debug(prog_id, true)?;
-    let mut runs = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        let (action, ns) = dp.run(BenchProgram::Balancer, frame, None, LOGGED_PER_RUN)?;
-        ensure!(
-            action == XDP_TX,
-            "logged packets ended with action {action}"
-        );
-        runs.push(ns);
-        logger.flush();
-    }
-    let debug = median(runs);
-    lb_userspace::capture::set_debug(prog_id, false)?;
-    let logged = lines.0.load(std::sync::atomic::Ordering::Relaxed);
-    ensure!(
-        logged == RUNS * LOGGED_PER_RUN as usize,
-        "{logged} debug lines for {} packets",
-        RUNS * LOGGED_PER_RUN as usize
-    );
-    for (name, on) in [("a capture on", captured), ("debug lines on", debug)] {
-        s.push(
-            Figure::new(
-                format!("dsr, maglev, established flow, {name}"),
-                on,
-                Unit::Ns,
-            )
-            .note(format!(
-                "{:+.0} ns against both off in the same run ({off:.0} ns)",
-                on - off
-            )),
-        );
-    }
-    s.notes.push(
-        "Captures and debug lines: off, a packet pays one load of a word of the program's .bss for both; \
-         what that costs is measured against the release before them (docs/benchmarks). On, \
-         a captured packet is copied into a per-CPU record and sent to the ring buffer twice \
-         (as received, as sent); a debug line is formatted by aya-log into its ring buffer."
-            .into(),
-    );
-    Ok(())
-}
-
-/// Counts the debug lines aya-log hands over.
-#[derive(Clone, Default)]
-struct CountLines(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-
-impl log::Log for CountLines {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, _: &log::Record) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    fn flush(&self) {}
 }
 
 /// Established flows spread over a growing table: cycling over N flows, each packet finds
