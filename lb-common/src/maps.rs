@@ -85,8 +85,24 @@ pub struct IfaceConfig {
     /// The interface's IPv4 address: the tunnel source on the LB, the address tunnelled
     /// packets must be sent to on a real. All zero when it has none.
     pub ipv4: [u8; 4],
+    /// Virtual MACs the LB answers to on this interface besides `mac`: VRRP's (keepalived's
+    /// `use_vmac`, a macvlan on the interface), so frames a router sends to the virtual
+    /// router are balanced like those sent to the interface. All-zero slots are unused.
+    pub vmacs: [[u8; 6]; MAX_VMACS],
 }
-const _: () = assert!(size_of::<IfaceConfig>() == 12);
+const _: () = assert!(size_of::<IfaceConfig>() == 24);
+
+/// Virtual MACs per interface (IfaceConfig::vmacs): one VRRP instance per address family.
+pub const MAX_VMACS: usize = 2;
+
+impl IfaceConfig {
+    /// Whether a frame to `dst` is addressed to the LB on this interface.
+    #[inline(always)]
+    pub fn is_ours(&self, dst: &[u8; 6]) -> bool {
+        // Unused slots are zero: a zero destination never matches one.
+        *dst == self.mac || (*dst != [0; 6] && (*dst == self.vmacs[0] || *dst == self.vmacs[1]))
+    }
+}
 
 /// Key of the VIPS map: destination address, port and protocol of a virtual service.
 /// IPv4 addresses occupy the first 4 bytes of `addr`, the rest zero.

@@ -22,7 +22,7 @@ pub fn vip(p: &Parsed) -> Option<VipMeta> {
 #[inline(always)]
 pub fn addressed_to_us(p: &Parsed, ifindex: u32) -> Result<IfaceConfig, Reason> {
     let iface = iface(ifindex).ok_or(Reason::IfaceNotConfigured)?;
-    if p.dst_mac != iface.mac {
+    if !iface.is_ours(&p.dst_mac) {
         return Err(Reason::NotForUs);
     }
     Ok(iface)

@@ -70,6 +70,11 @@ impl LbProcess {
         unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
     }
 
+    /// Waits for the process to end (after a signal that ends it).
+    pub(super) fn wait(&mut self) -> Result<std::process::ExitStatus> {
+        Ok(self.child.wait()?)
+    }
+
     pub(super) fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

@@ -10,6 +10,7 @@ pub mod capture;
 pub mod hops;
 mod lb_process;
 mod netns;
+pub mod pair;
 pub mod programs;
 mod servers;
 mod sessions;

@@ -116,12 +116,23 @@ pub struct Sessions {
 impl Sessions {
     /// Opens `count` connections from `ns` to `target` and starts talking.
     pub fn open(ns: &Netns, target: SocketAddr, count: usize) -> Result<Self> {
+        Self::open_patient(ns, target, count, IO_TIMEOUT)
+    }
+
+    /// As [`Sessions::open`], a connection failing only when an answer takes longer than
+    /// `patience` (a failover's gap is a stall, not a loss, as long as TCP gets through).
+    pub fn open_patient(
+        ns: &Netns,
+        target: SocketAddr,
+        count: usize,
+        patience: Duration,
+    ) -> Result<Self> {
         let streams = ns.run(move || -> Result<Vec<BufReader<TcpStream>>> {
             (0..count)
                 .map(|i| {
                     let s = TcpStream::connect_timeout(&target, IO_TIMEOUT)
                         .with_context(|| format!("connect #{i} to {target}"))?;
-                    s.set_read_timeout(Some(IO_TIMEOUT))?;
+                    s.set_read_timeout(Some(patience))?;
                     Ok(BufReader::new(s))
                 })
                 .collect()
@@ -149,8 +160,13 @@ impl Sessions {
 
     /// Waits until every connection answered `more` exchanges past now (or failed).
     pub fn keep_talking(&self, more: u64) -> Result<()> {
+        self.keep_talking_within(more, Duration::from_secs(10))
+    }
+
+    /// As [`Sessions::keep_talking`], waiting up to `limit`.
+    pub fn keep_talking_within(&self, more: u64, limit: Duration) -> Result<()> {
         let base: Vec<u64> = self.states().iter().map(|c| c.answered).collect();
-        self.wait_for(Duration::from_secs(10), |all| {
+        self.wait_for(limit, |all| {
             all.iter()
                 .zip(&base)
                 .all(|(c, b)| c.failure.is_some() || c.answered >= b + more)

@@ -122,7 +122,7 @@ pub struct Lab {
 
 /// Connects `host` to bridge `bridge` of the switch with a veth pair: `iface` in the host,
 /// `port` on the bridge. `addr`: the host's address on it, if any.
-fn plug(
+pub(crate) fn plug(
     switch: &Netns,
     bridge: &str,
     host: &Netns,
@@ -537,7 +537,7 @@ impl Lab {
 /// What a real answering clients directly (dsr, tunnel) needs: the VIPs on loopback, and no
 /// ARP answers for them (the LB owns the VIPs on the wire). Harmless to the other modes,
 /// whose reals are addressed by their own address.
-fn configure_direct_return(real: &Netns) -> Result<()> {
+pub(crate) fn configure_direct_return(real: &Netns) -> Result<()> {
     for vip in DIRECT_RETURN_VIPS {
         real.ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"])?;
     }

@@ -50,6 +50,7 @@ pub fn lb_iface() -> IfaceConfig {
         mac: LB_MAC,
         mtu: MTU,
         ipv4: LB_IP,
+        vmacs: Default::default(),
     }
 }
 
@@ -100,6 +101,7 @@ pub fn seeded_stateful() -> Datapath {
             mac: LB_B_MAC,
             mtu: MTU,
             ipv4: LB_B_IP,
+            vmacs: Default::default(),
         },
     )
     .unwrap();

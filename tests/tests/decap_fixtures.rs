@@ -17,6 +17,7 @@ fn decap_table() {
             mac: REAL_MAC,
             mtu: MTU,
             ipv4: REAL_IP,
+            vmacs: Default::default(),
         },
     )
     .unwrap();

@@ -408,6 +408,65 @@ fn a_vip_frame_on_an_interface_without_an_entry_is_passed() {
     assert_eq!(dp.run_frame(&tcp4(VIP, 80, b"")).unwrap().0, XDP_TX);
 }
 
+/// keepalived's virtual MACs (`use_vmac`): a VIP frame to one the interface's entry holds is
+/// balanced exactly as one to the interface's own MAC (the same rewrite: the LB's MAC as
+/// source); a frame to a VRRP MAC it does not hold is another host's.
+#[test]
+fn frames_to_the_interfaces_virtual_macs_are_balanced() {
+    const VMAC: [u8; 6] = [0, 0, 0x5e, 0, 1, 51];
+    const VMAC6: [u8; 6] = [0, 0, 0x5e, 0, 2, 51];
+    let mut dp = seeded();
+    let to = |mac: [u8; 6]| {
+        let mut f = tcp4(VIP, 80, b"GET / HTTP/1.0\r\n\r\n");
+        f[..6].copy_from_slice(&mac);
+        f
+    };
+    let unheld = || to([0, 0, 0x5e, 0, 1, 52]);
+    table::run(
+        &dp,
+        vec![
+            table::untouched("vrrp mac, none held", to(VMAC), XDP_PASS, Reason::NotForUs),
+            // A zero destination never matches an unused (zero) slot.
+            table::untouched("mac zero", to([0; 6]), XDP_PASS, Reason::NotForUs),
+        ],
+    );
+    dp.set_interface(
+        IFINDEX_A,
+        IfaceConfig {
+            vmacs: [VMAC, VMAC6],
+            ..lb_iface()
+        },
+    )
+    .unwrap();
+    let own = to(LB_MAC);
+    table::run(
+        &dp,
+        vec![
+            table::row(
+                "to the ipv4 vmac",
+                to(VMAC),
+                XDP_TX,
+                dsr_out(&own),
+                Counted::Request,
+            ),
+            table::row(
+                "to the ipv6 vmac",
+                to(VMAC6),
+                XDP_TX,
+                dsr_out(&own),
+                Counted::Request,
+            ),
+            table::untouched("another vrid's vmac", unheld(), XDP_PASS, Reason::NotForUs),
+            table::untouched(
+                "mac zero, slots held",
+                to([0; 6]),
+                XDP_PASS,
+                Reason::NotForUs,
+            ),
+        ],
+    );
+}
+
 /// An interface without an IPv4 address: a packet too big to tunnel gets no "fragmentation
 /// needed" (there is no address to send it from), and is counted so.
 #[test]

@@ -16,6 +16,7 @@ pub const RELEASES: &[(u32, &str, &[&str])] = &[
     (1, "60a3567004c7755158507f37998e5983f4f04a4a", &[]),
     // From here the eBPF object is behind lb-userspace's `ebpf` feature.
     (2, "0bc213fd68d34f12bc148d7416ae3cb164ddd20c", &["ebpf"]),
+    (3, "2650c10be8f1dd63dd85b0ecdeb675e7a766f52d", &["ebpf"]),
 ];
 
 /// The environment variable the upgrade test finds layout `n`'s lbctl in.

@@ -70,6 +70,8 @@ pub const PROGRAMS: &[Program] = &[
     Program { name: "chromium", package: "chromium", needed_by: &[Need::Test] },
     // Reads back the pcapng files `lbctl capture -w` writes, as an operator would.
     Program { name: "tcpdump", package: "tcpdump", needed_by: &[Need::Test] },
+    // VRRP between two LBs (active/standby), as the HAProxy tutorial sets it up.
+    Program { name: "keepalived", package: "keepalived", needed_by: &[Need::Test] },
     // xtask itself: the previous release the upgrade test starts, from git.
     Program { name: "git", package: "git", needed_by: &[Need::Test] },
     Program { name: "tar", package: "tar", needed_by: &[Need::Test] },

@@ -19,6 +19,14 @@ pub const DEFAULT_SOCKET: &str = "/run/lbctl.sock";
 #[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
     Status,
+    /// Whether this LB serves: what keepalived's track script asks (`lbctl status --check`).
+    Check,
+    /// keepalived's notify hook: a VRRP instance (or group) `name` entered `state`.
+    Vrrp {
+        kind: String,
+        name: String,
+        state: String,
+    },
     VipList,
     /// The reals of one VIP, or of all.
     RealList {
@@ -59,6 +67,11 @@ pub enum Response {
         real: Option<std::net::SocketAddr>,
         existing_flow: bool,
     },
+    /// Whether this LB serves, and each reason it does not.
+    Checked {
+        serving: bool,
+        problems: Vec<String>,
+    },
     /// Done, and what changed.
     Done {
         message: String,
@@ -87,6 +100,20 @@ pub struct Status {
     pub pinned: String,
     /// Whether forwarding goes on after the daemon stops.
     pub keep_on_exit: bool,
+    /// What keepalived's notify hook last said of each VRRP instance (`lbctl notify`).
+    #[serde(default)]
+    pub vrrp: Vec<VrrpRow>,
+}
+
+/// A VRRP instance or group, as keepalived's notify hook last reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpRow {
+    /// INSTANCE or GROUP.
+    pub kind: String,
+    pub name: String,
+    /// MASTER, BACKUP, FAULT or STOP.
+    pub state: String,
+    pub since_secs: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ pub fn render(response: &Response, json: bool) -> (String, bool) {
         Response::Vips { vips } => vip_table(vips),
         Response::Reals { reals } => real_table(reals),
         Response::Explained { lines, .. } => lines.iter().map(|l| format!("{l}\n")).collect(),
+        Response::Checked { serving, problems } => checked(*serving, problems),
         Response::Done { message } => format!("{message}\n"),
         Response::Error { message } => format!("error: {message}\n"),
     };
@@ -50,6 +51,19 @@ fn status(s: &Status) -> String {
             s.packets_not_forwarded
         ),
     );
+    for v in &s.vrrp {
+        let since = std::time::Duration::from_secs(v.since_secs);
+        line(
+            "vrrp",
+            format!(
+                "{} {} is {} (for {})",
+                v.kind.to_lowercase(),
+                v.name,
+                v.state,
+                humantime::format_duration(since)
+            ),
+        );
+    }
     line("pinned", s.pinned.clone());
     line(
         "on exit",
@@ -60,6 +74,17 @@ fn status(s: &Status) -> String {
         }
         .into(),
     );
+    out
+}
+
+fn checked(serving: bool, problems: &[String]) -> String {
+    if serving {
+        return "serving: every interface has the balancer attached, every VIP its quorum of reals\n".into();
+    }
+    let mut out = String::from("not serving:\n");
+    for p in problems {
+        out.push_str(&format!("  {p}\n"));
+    }
     out
 }
 

@@ -151,6 +151,26 @@ impl RealCommand {
 }
 
 /// Sends `request`, prints the answer; an error answer fails the command.
+/// `lbctl status --check`: Ok when the running lbctl says it serves within `timeout`; the
+/// reasons it does not (or that it did not answer) as the error, so the exit code says it.
+pub async fn check(talk: &Talk, timeout: std::time::Duration) -> Result<()> {
+    let response = tokio::time::timeout(timeout, client::call(&talk.socket, &Request::Check))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "not serving: lbctl did not answer within {}",
+                humantime::format_duration(timeout)
+            )
+        })??;
+    print!("{}", show::render(&response, talk.json).0);
+    match response {
+        Response::Checked { serving: true, .. } => Ok(()),
+        Response::Checked { problems, .. } => anyhow::bail!("not serving: {}", problems.join("; ")),
+        Response::Error { message } => anyhow::bail!("{message}"),
+        other => anyhow::bail!("lbctl answered the check with {other:?}"),
+    }
+}
+
 pub async fn talk(talk: &Talk, request: Request) -> Result<()> {
     let response = client::call(&talk.socket, &request).await?;
     match (&response, talk.json) {

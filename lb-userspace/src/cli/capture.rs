@@ -123,7 +123,7 @@ pub async fn run(args: &CaptureArgs) -> Result<()> {
             packets += u64::from(kept.header.side == SIDE_IN);
         }
     }
-    if !args.count.is_some_and(|n| packets >= n) {
+    if args.count.is_none_or(|n| packets < n) {
         for kept in selector.finish() {
             out.write(&capture, &kept, &mut vip_ports)?;
             packets += u64::from(kept.header.side == SIDE_IN);

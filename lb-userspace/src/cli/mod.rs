@@ -48,8 +48,33 @@ enum Command {
         /// The TOML file (see lbctl.example.toml).
         file: PathBuf,
     },
-    /// The running lbctl: interfaces, VIPs, reals taking flows, packets.
-    Status(Talk),
+    /// The running lbctl: interfaces, VIPs, reals taking flows, packets, VRRP state.
+    Status {
+        /// Only say whether this LB serves, by the exit code (0: serving, 1: not), for
+        /// keepalived's track_script: lbctl answers within --timeout, its program is attached
+        /// to each of its interfaces, and every VIP has its quorum of reals up.
+        #[arg(long)]
+        check: bool,
+        /// With --check: how long lbctl may take to answer before it counts as not serving.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        talk: Talk,
+    },
+    /// keepalived's notify hook (`notify "/usr/sbin/lbctl notify"` in a vrrp_instance):
+    /// tells the running lbctl the instance's new state, which `lbctl status` shows.
+    Notify {
+        /// INSTANCE or GROUP, as keepalived passes it.
+        kind: String,
+        /// The instance's (or group's) name.
+        name: String,
+        /// MASTER, BACKUP, FAULT or STOP.
+        state: String,
+        /// The priority keepalived passes last (not used).
+        priority: Option<String>,
+        #[command(flatten)]
+        talk: Talk,
+    },
     /// Say what the datapath would do with a packet, from the live maps: which VIP, whether
     /// its flow exists (real, idle time, state), else the ring slot and real a new flow gets,
     /// and how the packet leaves (addresses, ports, MACs, outer header). Changes nothing.
@@ -256,7 +281,21 @@ impl Cli {
         match self.command {
             Command::Attach(args) => rt.block_on(attach(*args)),
             Command::CheckConfig { file } => check_config(&file),
-            Command::Status(talk) => rt.block_on(admin::talk(&talk, Request::Status)),
+            Command::Status {
+                check: false, talk, ..
+            } => rt.block_on(admin::talk(&talk, Request::Status)),
+            Command::Status {
+                check: true,
+                timeout,
+                talk,
+            } => rt.block_on(admin::check(&talk, timeout)),
+            Command::Notify {
+                kind,
+                name,
+                state,
+                talk,
+                ..
+            } => rt.block_on(admin::talk(&talk, Request::Vrrp { kind, name, state })),
             Command::Explain {
                 proto,
                 client,

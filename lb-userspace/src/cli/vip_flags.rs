@@ -50,6 +50,10 @@ pub struct VipFlags {
     /// With no real up, pass new flows to the LB's own stack instead of dropping them.
     #[arg(long)]
     pub pass_when_empty: bool,
+    /// How many reals must take new flows for the VIP to count as served (`lbctl status
+    /// --check`, BGP announcements).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub quorum: u16,
     /// Seconds a TCP flow lives without packets (nat, router, one-arm).
     #[arg(long, value_name = "SECONDS", default_value_t = Timeouts::DEFAULT.tcp)]
     pub tcp_timeout: u32,
@@ -78,6 +82,7 @@ impl VipFlags {
             tunnel_source: self.tunnel_source,
             check: self.check.clone(),
             pass_when_empty: self.pass_when_empty,
+            quorum: self.quorum,
         }
     }
 }

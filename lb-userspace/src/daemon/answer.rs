@@ -17,6 +17,77 @@ pub struct Facts {
     pub attached: Vec<(String, AttachMode)>,
     pub pinned: String,
     pub keep_on_exit: bool,
+    /// What keepalived's notify hook last said of each VRRP instance or group, by (kind,
+    /// name): its state and since when.
+    pub vrrp: std::collections::BTreeMap<(String, String), (String, Instant)>,
+}
+
+/// Whether this LB serves, as keepalived's track script asks it (`lbctl status --check`):
+/// the daemon answers (this is its answer), its program is the one attached to each of its
+/// interfaces (not detached, not replaced by another), and every VIP has at least its
+/// quorum of reals taking new flows.
+pub async fn check(r: &Running, facts: &Facts) -> Response {
+    let mut problems = Vec::new();
+    let ours = r.dp.program_id();
+    for (name, _) in &facts.attached {
+        match (crate::host::neigh::xdp_prog_id(name).await, &ours) {
+            (Ok(Some(id)), Ok(our)) if id == *our => {}
+            (Ok(Some(id)), Ok(our)) => problems.push(format!(
+                "{name}: another XDP program (id {id}) is attached, not this lbctl's ({our})"
+            )),
+            (Ok(None), _) => problems.push(format!(
+                "{name}: no XDP program is attached (detached behind lbctl's back?)"
+            )),
+            (Err(e), _) => problems.push(format!("{name}: cannot tell what is attached: {e:#}")),
+            (_, Err(e)) => problems.push(format!(
+                "{name}: cannot tell which program is lbctl's: {e:#}"
+            )),
+        }
+    }
+    for s in &r.current.services {
+        let up = r
+            .effective(s)
+            .iter()
+            .filter(|x| !x.down && x.weight > 0)
+            .count();
+        if up < usize::from(s.settings.quorum) {
+            problems.push(format!(
+                "VIP {}: {up} of {} reals take new flows, quorum {}",
+                s.vip,
+                s.reals.len(),
+                s.settings.quorum
+            ));
+        }
+    }
+    Response::Checked {
+        serving: problems.is_empty(),
+        problems,
+    }
+}
+
+/// keepalived's notify hook: records the instance's state (shown by `status`) and logs it.
+pub fn vrrp(facts: &mut Facts, kind: String, name: String, state: String) -> Response {
+    let kind = kind.to_uppercase();
+    let state = state.to_uppercase();
+    if !matches!(kind.as_str(), "INSTANCE" | "GROUP") {
+        return Response::Error {
+            message: format!("{kind}: keepalived notifies INSTANCE or GROUP"),
+        };
+    }
+    if !matches!(
+        state.as_str(),
+        "MASTER" | "BACKUP" | "FAULT" | "STOP" | "DELETED"
+    ) {
+        return Response::Error {
+            message: format!(
+                "{state}: keepalived's states are MASTER, BACKUP, FAULT, STOP and DELETED"
+            ),
+        };
+    }
+    tracing::info!(%kind, %name, %state, "VRRP state (keepalived's notify)");
+    let message = format!("{} {name}: {state}", kind.to_lowercase());
+    facts.vrrp.insert((kind, name), (state, Instant::now()));
+    Response::Done { message }
 }
 
 pub fn status(r: &Running, facts: &Facts) -> Response {
@@ -51,6 +122,16 @@ pub fn status(r: &Running, facts: &Facts) -> Response {
         packets_not_forwarded: not_forwarded,
         pinned: facts.pinned.clone(),
         keep_on_exit: facts.keep_on_exit,
+        vrrp: facts
+            .vrrp
+            .iter()
+            .map(|((kind, name), (state, since))| crate::admin::VrrpRow {
+                kind: kind.clone(),
+                name: name.clone(),
+                state: state.clone(),
+                since_secs: since.elapsed().as_secs(),
+            })
+            .collect(),
     })
 }
 

@@ -33,6 +33,7 @@ use crate::{
     host::{
         neigh_watch::{self, NeighbourChange, NeighbourWatch},
         resolve,
+        vmac::VmacWatch,
     },
     http,
 };
@@ -111,6 +112,7 @@ pub async fn run(opts: Options) -> Result<()> {
         attached: opts.ifaces.iter().cloned().zip(attached).collect(),
         pinned: opts.pin_dir.display().to_string(),
         keep_on_exit: opts.keep_on_exit,
+        vrrp: BTreeMap::new(),
     };
     info!(
         ifaces = %opts.ifaces.join(","),
@@ -159,6 +161,20 @@ pub async fn run(opts: Options) -> Result<()> {
         neigh_watch::DEFAULT_REFRESH,
     )
     .await?;
+    let (vmacs, mut vmac_changes) = VmacWatch::start(
+        running
+            .current
+            .interfaces
+            .iter()
+            .map(|i| i.ifindex)
+            .collect(),
+        running
+            .current
+            .interfaces
+            .iter()
+            .map(|i| (i.ifindex, i.config.vmacs))
+            .collect(),
+    )?;
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let (moved, mut moved_lines) = MovedFlows::start(running.dp.flow_table_reader()?)?;
     loop {
@@ -191,6 +207,7 @@ pub async fn run(opts: Options) -> Result<()> {
                     // The checks follow the reals; each real keeps its task and health.
                     sync_checks(&running, &mut checks);
                     neighbours.set_wanted(running.current.next_hops.iter().copied());
+                    vmacs.set_wanted(running.current.interfaces.iter().map(|i| i.ifindex).collect());
                 }
                 if call.reply.send(response).is_err() {
                     debug!("the command went before its answer; what it did stands");
@@ -218,6 +235,7 @@ pub async fn run(opts: Options) -> Result<()> {
                     neighbours.set_wanted(running.current.next_hops.iter().copied());
                 }
             }
+            Some(now) = vmac_changes.recv() => running.set_vmacs(&now),
             Some(line) = moved_lines.recv() => running.note_change(line),
             _ = sweep.tick() => {
                 if let Err(e) = running.dp.sweep() {
@@ -501,6 +519,8 @@ async fn answer_request(
 ) -> Response {
     match request {
         Request::Status => answer::status(running, facts),
+        Request::Check => answer::check(running, facts).await,
+        Request::Vrrp { kind, name, state } => answer::vrrp(facts, kind, name, state),
         Request::Explain { proto, client, vip } => {
             let proto = match proto.as_str() {
                 "tcp" => lb_common::PROTO_TCP,

@@ -19,7 +19,10 @@ use crate::{
         spec::{Mode, VipSpec},
     },
     health::board::CheckBoard,
-    host::resolve::{self, Resolved, ResolvedService},
+    host::{
+        resolve::{self, Resolved, ResolvedService},
+        vmac,
+    },
 };
 
 /// The balancer as it runs.
@@ -149,6 +152,19 @@ impl Running {
         let after = reconcile::targets(&next.services, &self.health);
         match converge(&mut self.dp, &after) {
             Ok(changed) => {
+                // An interface's side may have changed too (keepalived's virtual MACs).
+                for i in &next.interfaces {
+                    let was = self
+                        .current
+                        .interfaces
+                        .iter()
+                        .find(|c| c.ifindex == i.ifindex);
+                    if was.is_some_and(|c| c.config != i.config) {
+                        if let Err(e) = self.dp.set_interface(i.ifindex, i.config) {
+                            warn!(iface = %i.name, error = %format!("{e:#}"), "updating the interface's entry failed; it keeps the last one");
+                        }
+                    }
+                }
                 self.current = next;
                 self.configured = services;
                 let checked = checked_reals(&self.current.services);
@@ -163,6 +179,32 @@ impl Running {
                     Err(u) => Err(e.context(format!(
                         "rolling the change back failed too ({u:#}): what the datapath serves is between the two; `lbctl reload` to try again"
                     ))),
+                }
+            }
+        }
+    }
+
+    /// Gives each attached interface the VRRP virtual MACs it has now (keepalived made or
+    /// removed its macvlan): frames to them are balanced from this write on.
+    pub fn set_vmacs(&mut self, now: &BTreeMap<u32, vmac::Vmacs>) {
+        for i in &mut self.current.interfaces {
+            let Some(vmacs) = now.get(&i.ifindex) else {
+                continue;
+            };
+            if *vmacs == i.config.vmacs {
+                continue;
+            }
+            let config = lb_common::IfaceConfig {
+                vmacs: *vmacs,
+                ..i.config
+            };
+            match self.dp.set_interface(i.ifindex, config) {
+                Ok(()) => {
+                    i.config = config;
+                    info!(iface = %i.name, vmacs = %vmac::fmt(vmacs), "VRRP virtual MACs on the interface: frames to them are balanced");
+                }
+                Err(e) => {
+                    warn!(iface = %i.name, error = %format!("{e:#}"), "taking keepalived's virtual MACs failed")
                 }
             }
         }

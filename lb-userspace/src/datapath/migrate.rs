@@ -275,6 +275,9 @@ impl Datapath {
                         copied,
                     }
                 }
+                // What the interfaces are is asked of the host at every start, and the new
+                // map is filled so before the swap: nothing to carry.
+                (_, map_names::IFACES) => continue,
                 (layout, name) => {
                     bail!("map {name} of layout {layout}: this lbctl does not know how to carry it over")
                 }

@@ -419,11 +419,15 @@ impl Datapath {
         Ok(ring)
     }
 
+    /// The kernel's id of the balancer's program: what `ip link` shows attached.
+    pub fn program_id(&self) -> Result<u32> {
+        Ok(self.loaded_program(program_names::LB)?.info()?.id())
+    }
+
     /// A second handle on the flow table, for a task of its own to read (the flow log's
     /// idle checks).
     pub fn flow_table_reader(&self) -> Result<aya::maps::HashMap<MapData, FlowKey, Flow>> {
-        let prog = self.loaded_program(program_names::LB)?.info()?.id();
-        let id = *program::maps_by_name(prog)?
+        let id = *program::maps_by_name(self.program_id()?)?
             .get(map_names::FLOWS)
             .context("the balancer has no FLOWS map: lbctl was built wrong")?;
         let map = aya::maps::Map::from_map_data(MapData::from_id(id)?)?;

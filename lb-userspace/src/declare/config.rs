@@ -79,6 +79,8 @@ macro_rules! with_vip_settings {
             check: Option<FromText<CheckOrNone>>,
             #[serde(default)]
             when_empty: Option<FromText<WhenEmpty>>,
+            #[serde(default)]
+            quorum: Option<u16>,
         }
     };
 }
@@ -136,6 +138,7 @@ impl VipTable {
             tunnel_source: self.tunnel_source.or(d.tunnel_source).map(|a| a.0),
             check: self.check.or_else(|| d.check.clone()).and_then(|c| c.0 .0),
             pass_when_empty: self.when_empty.or(d.when_empty).is_some_and(|w| w.0 .0),
+            quorum: self.quorum.or(d.quorum).unwrap_or(1),
         };
         let reals = self.reals.into_iter().map(|r| r.0).collect();
         (self.address.into_inner().0, settings, reals)

@@ -35,6 +35,15 @@ pub struct VipSettings {
     /// With no real up: pass new flows to the LB's own stack (which answers them as its
     /// own: a RST, a port unreachable) instead of dropping them.
     pub pass_when_empty: bool,
+    /// How many of its reals must take new flows for the VIP to count as served: below it,
+    /// `lbctl status --check` fails (keepalived gives up MASTER) and, with BGP, the VIP is
+    /// withdrawn. At least 1, at most the number of reals.
+    #[serde(default = "one")]
+    pub quorum: u16,
+}
+
+fn one() -> u16 {
+    1
 }
 
 impl VipSettings {
@@ -51,6 +60,7 @@ impl VipSettings {
             tunnel_source: None,
             check: None,
             pass_when_empty: false,
+            quorum: 1,
         }
     }
 }
@@ -112,6 +122,17 @@ pub fn validate(services: &[Service], cpus: u32) -> Result<(), Invalid> {
         }
         if s.reals.is_empty() {
             return Err(fail("reals", "no reals: list at least one".into()));
+        }
+        let quorum = usize::from(s.settings.quorum);
+        if quorum == 0 || quorum > s.reals.len() {
+            return Err(fail(
+                "quorum",
+                format!(
+                    "{quorum} of {} reals: give 1 to {} (how many reals up make the VIP served)",
+                    s.reals.len(),
+                    s.reals.len()
+                ),
+            ));
         }
         let mut seen = BTreeSet::new();
         for r in &s.reals {
@@ -337,6 +358,22 @@ mod tests {
             let e = problem(service("198.18.100.10:80/tcp", mode, &["198.18.0.11:8080"]));
             assert_eq!(e.field, "reals");
             assert!(e.problem.contains("cannot translate ports"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_quorum_is_between_one_and_the_number_of_reals() {
+        let reals = ["198.18.0.11", "198.18.0.12"];
+        let mut s = service("198.18.100.10:80/tcp", Mode::Dsr, &reals);
+        for ok in [1, 2] {
+            s.settings.quorum = ok;
+            assert!(validate(std::slice::from_ref(&s), 2).is_ok(), "quorum {ok}");
+        }
+        for bad in [0, 3] {
+            s.settings.quorum = bad;
+            let e = problem(s.clone());
+            assert_eq!(e.field, "quorum");
+            assert!(e.problem.contains("give 1 to 2"), "{}", e.problem);
         }
     }
 

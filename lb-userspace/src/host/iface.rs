@@ -37,6 +37,7 @@ pub fn config(iface: &str) -> Result<IfaceConfig> {
         mac,
         mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
         ipv4,
+        vmacs: Default::default(),
     })
 }
 

@@ -30,6 +30,7 @@ use crate::{
     host::{
         iface, neigh,
         route::{self, NextHop, Route},
+        vmac,
     },
 };
 
@@ -152,6 +153,7 @@ pub async fn resolve(
                     mac: b.mac,
                     mtu: own.mtu,
                     ipv4: b.ipv4,
+                    vmacs: Default::default(),
                 }
             }
             None => own,
@@ -162,7 +164,12 @@ pub async fn resolve(
             config,
         });
     }
-    let attached: BTreeSet<u32> = interfaces.iter().map(|i| i.ifindex).collect();
+    let indexes: Vec<u32> = interfaces.iter().map(|i| i.ifindex).collect();
+    let vmacs = vmac::read(&handle, &indexes).await?;
+    for i in &mut interfaces {
+        i.config.vmacs = vmacs.get(&i.ifindex).copied().unwrap_or_default();
+    }
+    let attached: BTreeSet<u32> = indexes.into_iter().collect();
     let names: BTreeMap<u32, String> = interfaces
         .iter()
         .map(|i| (i.ifindex, i.name.clone()))

@@ -1,0 +1,315 @@
+//! Two LBs on one segment, active/standby under keepalived (VRRP), in front of the same
+//! reals: the lab of `tests/tests/vrrp_e2e.rs` and of docs/beyond-one-machine.md.
+//!
+//! ```text
+//!   client 198.18.0.100 ─┐  (routes 198.18.100.0/24 via the virtual router 198.18.0.5)
+//!   lb1    198.18.0.1  ──┤ br0   keepalived on lb1 and lb2 share 198.18.0.5 (VRID 51,
+//!   lb2    198.18.0.2  ──┤       use_vmac: MAC 00:00:5e:00:01:33 on the master)
+//!   r1..r3 198.18.0.11.. ┘  (hold the VIPs on lo; decap for tunnel)
+//! ```
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{
+    lb_process::{spawn_lbctl, LbProcess},
+    netns::{unique_prefix, BpfMount},
+    sessions::{EchoServer, SESSION_PORT},
+    topology::{configure_direct_return, plug},
+    xdp_pass::{self, PassPrograms},
+    Netns, Server, CLIENT_ADDR, HOST_IFACE, REAL_ADDRS, VIP_PORT,
+};
+
+/// The LBs' own addresses.
+pub const PAIR_LB_ADDRS: [Ipv4Addr; 2] =
+    [Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 2)];
+/// The virtual router the LBs share: the clients' next hop to the VIPs.
+pub const VIRTUAL_ROUTER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 5);
+/// Its MAC (VRID 51).
+pub const VIRTUAL_MAC: [u8; 6] = [0, 0, 0x5e, 0, 1, 51];
+/// The dsr VIP and the tunnel VIP (both on port 80 and the session port).
+pub const PAIR_DSR_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
+pub const PAIR_TUNNEL_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 11);
+
+/// The keepalived configuration both LBs run, with `@NAME@`, `@PRIORITY@`, `@LBCTL@` and
+/// `@SOCKET@` to fill in: the documented one.
+pub const KEEPALIVED_CONF: &str = include_str!("../../docs/examples/keepalived-lbctl.conf");
+
+/// One LB of the pair. Field order is drop order.
+pub struct PairLb {
+    keepalived: Option<Keepalived>,
+    lbctl: Option<LbProcess>,
+    bpffs: BpfMount,
+    pub ns: Netns,
+    pub name: String,
+}
+
+impl PairLb {
+    pub fn socket(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("{}.sock", self.ns.name()))
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        self.bpffs.path().join("lbctl")
+    }
+
+    /// Runs `lbctl attach eth0 --config CONFIG` here, and waits until it is attached.
+    pub fn start_lbctl(&mut self, lbctl: &Path, config: &Path) -> Result<()> {
+        if self.lbctl.is_some() {
+            bail!("{}'s lbctl is already running", self.name);
+        }
+        let args: Vec<String> = [
+            "attach",
+            HOST_IFACE,
+            "--config",
+            &config.display().to_string(),
+            "--socket",
+            &self.socket().display().to_string(),
+            "--pin-dir",
+            &self.pin_dir().display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.lbctl = Some(spawn_lbctl(&self.ns, lbctl, &args)?);
+        Ok(())
+    }
+
+    /// Stops lbctl with SIGTERM (it detaches); returns its log.
+    pub fn stop_lbctl(&mut self) -> Result<String> {
+        let mut p = self.lbctl.take().context("lbctl is not running")?;
+        let status = p.terminate()?;
+        let log = p.log();
+        if !status.success() {
+            bail!("lbctl exited with {status}:\n{log}");
+        }
+        Ok(log)
+    }
+
+    /// Kills lbctl with SIGKILL: its program stays attached (it attaches over netlink), with
+    /// no one checking the reals or answering keepalived.
+    pub fn kill_lbctl(&mut self) -> Result<String> {
+        let mut p = self.lbctl.take().context("lbctl is not running")?;
+        p.signal(libc::SIGKILL);
+        p.wait()?;
+        Ok(p.log())
+    }
+
+    pub fn lbctl_log(&self) -> String {
+        self.lbctl.as_ref().map(LbProcess::log).unwrap_or_default()
+    }
+
+    /// Starts keepalived here with the documented configuration.
+    pub fn start_keepalived(&mut self, lbctl: &Path, priority: u8) -> Result<()> {
+        let conf = KEEPALIVED_CONF
+            .replace("@NAME@", &self.name)
+            .replace("@PRIORITY@", &priority.to_string())
+            .replace("@LBCTL@", &lbctl.display().to_string())
+            .replace("@SOCKET@", &self.socket().display().to_string());
+        self.keepalived = Some(Keepalived::start(&self.ns, &conf)?);
+        Ok(())
+    }
+
+    pub fn keepalived_log(&self) -> String {
+        self.keepalived
+            .as_ref()
+            .map(|k| std::fs::read_to_string(&k.log).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// What `lbctl status` says of the VRRP instance (MASTER, BACKUP, FAULT...), as
+    /// keepalived's notify hook told it; `None` before any.
+    pub fn vrrp_state(&self, lbctl: &Path) -> Option<String> {
+        let out = std::process::Command::new(lbctl)
+            .args(["status", "--socket"])
+            .arg(self.socket())
+            .output()
+            .ok()?;
+        // "vrrp          instance lbctl is MASTER (for 1s)"
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("vrrp"))
+            .and_then(|rest| rest.split(" is ").nth(1))
+            .and_then(|s| s.split_whitespace().next())
+            .map(str::to_owned)
+    }
+}
+
+/// A keepalived process in a namespace; stopped on drop.
+struct Keepalived {
+    child: Child,
+    log: PathBuf,
+    dir: PathBuf,
+}
+
+impl Keepalived {
+    fn start(ns: &Netns, conf: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("{}-keepalived", ns.name()));
+        std::fs::create_dir_all(&dir)?;
+        let conf_path = dir.join("keepalived.conf");
+        std::fs::write(&conf_path, conf)?;
+        let log = dir.join("log");
+        let out = std::fs::File::create(&log)?;
+        let p = |f: &str| dir.join(f).display().to_string();
+        // -n: stay in the foreground, -l: log to the console (our file), -D: in detail;
+        // pid files of its own, so two keepalived in two namespaces do not see each other.
+        let child = ns
+            .command("keepalived")
+            .args(["-n", "-l", "-D", "-f"])
+            .arg(&conf_path)
+            .args([
+                "-p",
+                &p("pid"),
+                "-r",
+                &p("vrrp.pid"),
+                "-c",
+                &p("checkers.pid"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting keepalived (apt-get install keepalived; `cargo xtask setup`)")?;
+        Ok(Self { child, log, dir })
+    }
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid (`ip netns exec` execs keepalived).
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The running pair. Field order is drop order.
+pub struct HaPair {
+    pub lbs: Vec<PairLb>,
+    decaps: Vec<LbProcess>,
+    _servers: Vec<Server>,
+    _echo: Vec<EchoServer>,
+    _switch_port_xdp: PassPrograms,
+    pub client: Netns,
+    pub reals: Vec<Netns>,
+    pub switch: Netns,
+}
+
+impl HaPair {
+    /// Builds the pair's segment, the client and three reals (servers and the VIPs on lo);
+    /// nothing of lbctl or keepalived runs yet.
+    pub fn build() -> Result<Self> {
+        let p = unique_prefix();
+        let switch = Netns::create(&format!("{p}-sw"))?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        let client = Netns::create(&format!("{p}-client"))?;
+        plug(
+            &switch,
+            "br0",
+            &client,
+            "client",
+            HOST_IFACE,
+            Some(CLIENT_ADDR),
+        )?;
+        client.ip(&[
+            "route",
+            "add",
+            "198.18.100.0/24",
+            "via",
+            &VIRTUAL_ROUTER.to_string(),
+        ])?;
+        let mut lbs = Vec::new();
+        let mut ports = Vec::new();
+        for (i, addr) in PAIR_LB_ADDRS.iter().enumerate() {
+            let name = format!("lb{}", i + 1);
+            let ns = Netns::create(&format!("{p}-{name}"))?;
+            plug(&switch, "br0", &ns, &name, HOST_IFACE, Some(*addr))?;
+            // Only the interface holding an address answers ARP for it: eth0 must not answer
+            // for the virtual router's address (it lives on keepalived's macvlan).
+            for iface in ["all", HOST_IFACE] {
+                ns.sysctl(&format!("net.ipv4.conf.{iface}.arp_ignore"), "1")?;
+            }
+            lbs.push(PairLb {
+                keepalived: None,
+                lbctl: None,
+                bpffs: BpfMount::new(ns.name())?,
+                ns,
+                name: name.clone(),
+            });
+            ports.push(name);
+        }
+        let switch_port_xdp = switch.run(move || {
+            let ports: Vec<&str> = ports.iter().map(String::as_str).collect();
+            xdp_pass::attach(&ports)
+        })??;
+        let mut reals = Vec::new();
+        let mut servers = Vec::new();
+        let mut echo = Vec::new();
+        for (i, addr) in REAL_ADDRS.iter().enumerate() {
+            let name = format!("r{}", i + 1);
+            let real = Netns::create(&format!("{p}-{name}"))?;
+            plug(&switch, "br0", &real, &name, HOST_IFACE, Some(*addr))?;
+            configure_direct_return(&real)?;
+            let any = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+            servers.push(Server::start_tcp(&real, &name, any(VIP_PORT))?);
+            echo.push(EchoServer::start(&real, &name, any(SESSION_PORT))?);
+            reals.push(real);
+        }
+        Ok(Self {
+            lbs,
+            decaps: Vec::new(),
+            _servers: servers,
+            _echo: echo,
+            _switch_port_xdp: switch_port_xdp,
+            client,
+            reals,
+            switch,
+        })
+    }
+
+    /// The lbctl configuration both LBs serve: a dsr and a tunnel VIP, each on port 80 and
+    /// the session port, over the three reals. Written to a file of the lab's.
+    pub fn lbctl_config(&self) -> Result<PathBuf> {
+        let reals: Vec<String> = REAL_ADDRS.iter().map(|a| format!("\"{a}\"")).collect();
+        let mut text = String::new();
+        for (vip, mode) in [(PAIR_DSR_VIP, "dsr"), (PAIR_TUNNEL_VIP, "tunnel")] {
+            for port in [VIP_PORT, SESSION_PORT] {
+                text += &format!(
+                    "[[vip]]\naddress = \"{vip}:{port}/tcp\"\nmode = \"{mode}\"\nreals = [{}]\n\n",
+                    reals.join(", ")
+                );
+            }
+        }
+        let path = std::env::temp_dir().join(format!("{}.toml", self.switch.name()));
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// `lbctl decap attach eth0` on every real, for the tunnel VIP.
+    pub fn start_decap(&mut self, lbctl: &Path) -> Result<()> {
+        let args = ["decap", "attach", HOST_IFACE].map(String::from);
+        for real in &self.reals {
+            self.decaps.push(spawn_lbctl(real, lbctl, &args)?);
+        }
+        Ok(())
+    }
+
+    /// The LB's end of its wire on the switch: down, the LB is gone as a dead host is.
+    pub fn cut_wire(&self, lb: usize) -> Result<()> {
+        self.switch
+            .ip(&["link", "set", &self.lbs[lb].name, "down"])
+            .map(drop)
+    }
+}

@@ -1,0 +1,258 @@
+//! Active/standby with keepalived (docs/beyond-one-machine.md): two LBs share a virtual
+//! router (VRRP, `use_vmac`) that clients route the VIPs through; keepalived tracks
+//! `lbctl status --check` and tells lbctl its state through the notify hook. When the
+//! active LB's lbctl is sick (its datapath detached, or lbctl killed) or its host dies, the
+//! standby takes MASTER within 3 s, established dsr and tunnel connections go on (both LBs
+//! build the same Maglev tables, so the standby picks the same reals without any state) and
+//! new connections succeed.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use lb_lab::{
+    drive_tcp,
+    pair::{HaPair, PAIR_DSR_VIP, PAIR_TUNNEL_VIP, VIRTUAL_MAC},
+    Sessions, SESSION_PORT, VIP_PORT,
+};
+use tests::{lbctl, require_root};
+
+/// How long the standby may take to serve after the active fails.
+const TAKEOVER: Duration = Duration::from_secs(3);
+/// Sessions count a stall longer than this as lost (a takeover's gap is shorter).
+const PATIENCE: Duration = Duration::from_secs(8);
+const SESSIONS_PER_VIP: usize = 20;
+
+fn at(vip: std::net::Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(vip), port)
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+fn states(pair: &HaPair, lbctl: &Path) -> [Option<String>; 2] {
+    [pair.lbs[0].vrrp_state(lbctl), pair.lbs[1].vrrp_state(lbctl)]
+}
+
+/// `lbctl status --check` against LB `i`: exit code and output.
+fn check(pair: &HaPair, lbctl: &Path, i: usize) -> (bool, String) {
+    let out = std::process::Command::new(lbctl)
+        .args(["status", "--check", "--socket"])
+        .arg(pair.lbs[i].socket())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn lbctl_cmd(pair: &HaPair, lbctl: &Path, i: usize, args: &[&str]) -> String {
+    let out = std::process::Command::new(lbctl)
+        .args(args)
+        .arg("--socket")
+        .arg(pair.lbs[i].socket())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "lbctl {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// New connections to both VIPs succeed.
+fn new_connections_succeed(pair: &HaPair, when: &str) {
+    for vip in [PAIR_DSR_VIP, PAIR_TUNNEL_VIP] {
+        let replies = drive_tcp(&pair.client, at(vip, VIP_PORT), 10).unwrap();
+        let failed: Vec<_> = replies.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert!(
+            failed.is_empty(),
+            "{when}: new connections to {vip} failed: {failed:?}"
+        );
+    }
+}
+
+fn all_talk(sessions: &[&Sessions], pair: &HaPair, when: &str) {
+    for s in sessions {
+        s.keep_talking_within(3, PATIENCE * 2).unwrap();
+        let broken: Vec<_> = s
+            .states()
+            .into_iter()
+            .filter(|c| c.failure.is_some())
+            .collect();
+        assert!(
+            broken.is_empty(),
+            "{when}: {} sessions broke: {broken:?}\nlb1 keepalived:\n{}\nlb2 keepalived:\n{}",
+            broken.len(),
+            pair.lbs[0].keepalived_log(),
+            pair.lbs[1].keepalived_log()
+        );
+    }
+}
+
+/// Makes LB `active` fail by `how`, and waits for the other to serve: its notify says
+/// MASTER and a new connection gets through. Returns the time that took.
+fn fail_over(
+    pair: &mut HaPair,
+    lbctl: &Path,
+    active: usize,
+    how: impl FnOnce(&mut HaPair),
+) -> Duration {
+    let standby = 1 - active;
+    let start = Instant::now();
+    how(pair);
+    wait_for("the standby's MASTER", TAKEOVER * 2, || {
+        pair.lbs[standby].vrrp_state(lbctl).as_deref() == Some("MASTER")
+    });
+    // Through the standby's datapath: a connection succeeds and it counts the packets
+    // (the failed LB's program may still forward what reaches it).
+    let dsr = at(PAIR_DSR_VIP, VIP_PORT);
+    wait_for("a new connection through the standby", TAKEOVER * 2, || {
+        let before = forwarded(pair, lbctl, standby);
+        drive_tcp(&pair.client, dsr, 1).unwrap()[0].is_ok()
+            && forwarded(pair, lbctl, standby) > before
+    });
+    start.elapsed()
+}
+
+/// Packets LB `i` forwarded, as `lbctl status` says.
+fn forwarded(pair: &HaPair, lbctl: &Path, i: usize) -> u64 {
+    let status = lbctl_cmd(pair, lbctl, i, &["status"]);
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("forwarded"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no forwarded count in {status}"))
+}
+
+#[test]
+fn keepalived_moves_the_virtual_router_when_lbctl_is_sick_or_its_host_dies() {
+    require_root();
+    let lbctl = lbctl();
+    let mut pair = HaPair::build().unwrap();
+    pair.start_decap(&lbctl).unwrap();
+    let config = pair.lbctl_config().unwrap();
+    for lb in &mut pair.lbs {
+        lb.start_lbctl(&lbctl, &config).unwrap();
+    }
+
+    // The check: serving; a VIP below its quorum is not; nor is a detached datapath.
+    let (ok, said) = check(&pair, &lbctl, 1);
+    assert!(ok, "{said}");
+    let dsr80 = format!("{PAIR_DSR_VIP}:{VIP_PORT}/tcp");
+    for r in lb_lab::REAL_ADDRS {
+        lbctl_cmd(
+            &pair,
+            &lbctl,
+            1,
+            &["real", "maint", &r.to_string(), "--vip", &dsr80],
+        );
+    }
+    let (ok, said) = check(&pair, &lbctl, 1);
+    assert!(!ok, "no real up must fail the check: {said}");
+    assert!(
+        said.contains(&format!(
+            "VIP {dsr80}: 0 of 3 reals take new flows, quorum 1"
+        )),
+        "{said}"
+    );
+    for r in lb_lab::REAL_ADDRS {
+        lbctl_cmd(
+            &pair,
+            &lbctl,
+            1,
+            &["real", "ready", &r.to_string(), "--vip", &dsr80],
+        );
+    }
+    assert!(check(&pair, &lbctl, 1).0);
+
+    // keepalived on both; lb1 has the higher priority and wins the first election.
+    pair.lbs[0].start_keepalived(&lbctl, 150).unwrap();
+    pair.lbs[1].start_keepalived(&lbctl, 100).unwrap();
+    wait_for("lb1 MASTER and lb2 BACKUP", Duration::from_secs(15), || {
+        states(&pair, &lbctl) == [Some("MASTER".into()), Some("BACKUP".into())]
+    });
+    // lbctl found keepalived's virtual MAC on both LBs (a macvlan on eth0).
+    let vmac = lb_lab::hops::fmt_mac(&VIRTUAL_MAC);
+    for lb in &pair.lbs {
+        wait_for(
+            "lbctl taking the virtual MAC",
+            Duration::from_secs(10),
+            || lb.lbctl_log().contains(&vmac),
+        );
+    }
+    new_connections_succeed(&pair, "lb1 active");
+    let stats = lbctl_cmd(&pair, &lbctl, 0, &["status"]);
+    assert!(stats.contains("instance lbctl is MASTER"), "{stats}");
+
+    let open = |vip| {
+        Sessions::open_patient(
+            &pair.client,
+            at(vip, SESSION_PORT),
+            SESSIONS_PER_VIP,
+            PATIENCE,
+        )
+        .unwrap()
+    };
+    let (dsr, tunnel) = (open(PAIR_DSR_VIP), open(PAIR_TUNNEL_VIP));
+    all_talk(&[&dsr, &tunnel], &pair, "lb1 active");
+
+    // (a) lb1's datapath detached behind lbctl's back: its check fails, lb2 takes over.
+    let took = fail_over(&mut pair, &lbctl, 0, |pair| {
+        pair.lbs[0]
+            .ns
+            .ip(&["link", "set", "dev", "eth0", "xdp", "off"])
+            .unwrap();
+    });
+    println!("datapath detached on lb1: lb2 served after {took:?}");
+    assert!(took <= TAKEOVER, "took {took:?}");
+    let (ok, said) = check(&pair, &lbctl, 0);
+    assert!(
+        !ok && said.contains("eth0: no XDP program is attached"),
+        "{said}"
+    );
+    all_talk(&[&dsr, &tunnel], &pair, "after lb1's datapath was detached");
+    new_connections_succeed(&pair, "lb2 active");
+
+    // lb1 is made whole again (a new lbctl): it comes back as the standby (nopreempt).
+    pair.lbs[0].stop_lbctl().unwrap();
+    pair.lbs[0].start_lbctl(&lbctl, &config).unwrap();
+    wait_for("lb1 BACKUP again", Duration::from_secs(15), || {
+        states(&pair, &lbctl) == [Some("BACKUP".into()), Some("MASTER".into())]
+    });
+
+    // (a) lb2's lbctl killed: its program forwards on, but keepalived hears nothing from
+    // lbctl and gives MASTER up.
+    let took = fail_over(&mut pair, &lbctl, 1, |pair| {
+        pair.lbs[1].kill_lbctl().unwrap();
+    });
+    println!("lbctl killed on lb2: lb1 served after {took:?}");
+    assert!(took <= TAKEOVER, "took {took:?}");
+    all_talk(&[&dsr, &tunnel], &pair, "after lb2's lbctl was killed");
+    new_connections_succeed(&pair, "lb1 active again");
+
+    // lb2's lbctl restarted: it takes its pinned state and program over, standby again.
+    pair.lbs[1].start_lbctl(&lbctl, &config).unwrap();
+    wait_for("lb2 BACKUP again", Duration::from_secs(15), || {
+        pair.lbs[1].vrrp_state(&lbctl).as_deref() == Some("BACKUP")
+    });
+
+    // (b) lb1's host dies (its wire cut: no goodbye advert): lb2 takes over on the missed
+    // adverts alone.
+    let took = fail_over(&mut pair, &lbctl, 0, |pair| pair.cut_wire(0).unwrap());
+    println!("lb1's host gone: lb2 served after {took:?}");
+    assert!(took <= TAKEOVER, "took {took:?}");
+    all_talk(&[&dsr, &tunnel], &pair, "after lb1's host died");
+    new_connections_succeed(&pair, "lb2 active, lb1 gone");
+}
