@@ -70,6 +70,11 @@ impl LbProcess {
         unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
     }
 
+    /// The exit status, if it has exited.
+    pub(super) fn try_wait(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
     /// Waits for the process to end (after a signal that ends it).
     pub(super) fn wait(&mut self) -> Result<std::process::ExitStatus> {
         Ok(self.child.wait()?)
@@ -79,10 +84,12 @@ impl LbProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Stops lbctl at once: SIGINT (SIGTERM would stop gracefully, forwarding until traffic
+    /// ends, up to `--stop-grace`; every lbctl release stops at once on SIGINT).
     pub(super) fn terminate(&mut self) -> Result<std::process::ExitStatus> {
         // `ip netns exec` execs lbctl, so the child pid is lbctl's.
         // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -91,7 +98,7 @@ impl LbProcess {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 bail!(
-                    "lbctl ignored SIGTERM for 10s and was killed:\n{}",
+                    "lbctl ignored SIGINT for 10s and was killed:\n{}",
                     self.log()
                 );
             }

@@ -7,6 +7,7 @@
 //! servers and deletes the namespaces, also when a test panics half-way.
 
 pub mod capture;
+pub mod ecmp;
 pub mod hops;
 mod lb_process;
 mod netns;

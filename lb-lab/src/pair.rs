@@ -43,9 +43,10 @@ pub const KEEPALIVED_CONF: &str = include_str!("../../docs/examples/keepalived-l
 
 /// One LB of the pair. Field order is drop order.
 pub struct PairLb {
-    keepalived: Option<Keepalived>,
-    lbctl: Option<LbProcess>,
-    bpffs: BpfMount,
+    pub(crate) bird: Option<Daemon>,
+    pub(crate) keepalived: Option<Daemon>,
+    pub(crate) lbctl: Option<LbProcess>,
+    pub(crate) bpffs: BpfMount,
     pub ns: Netns,
     pub name: String,
 }
@@ -61,6 +62,16 @@ impl PairLb {
 
     /// Runs `lbctl attach eth0 --config CONFIG` here, and waits until it is attached.
     pub fn start_lbctl(&mut self, lbctl: &Path, config: &Path) -> Result<()> {
+        self.start_lbctl_with(lbctl, config, &[])
+    }
+
+    /// As [`PairLb::start_lbctl`], with more arguments.
+    pub fn start_lbctl_with(
+        &mut self,
+        lbctl: &Path,
+        config: &Path,
+        extra: &[String],
+    ) -> Result<()> {
         if self.lbctl.is_some() {
             bail!("{}'s lbctl is already running", self.name);
         }
@@ -76,6 +87,7 @@ impl PairLb {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(extra.iter().cloned())
         .collect();
         self.lbctl = Some(spawn_lbctl(&self.ns, lbctl, &args)?);
         Ok(())
@@ -101,6 +113,13 @@ impl PairLb {
         Ok(p.log())
     }
 
+    /// Waits for lbctl to exit by itself (after `lbctl stop`): its exit status and log.
+    pub fn wait_lbctl(&mut self) -> Result<(std::process::ExitStatus, String)> {
+        let mut p = self.lbctl.take().context("lbctl is not running")?;
+        let status = p.wait()?;
+        Ok((status, p.log()))
+    }
+
     pub fn lbctl_log(&self) -> String {
         self.lbctl.as_ref().map(LbProcess::log).unwrap_or_default()
     }
@@ -112,14 +131,14 @@ impl PairLb {
             .replace("@PRIORITY@", &priority.to_string())
             .replace("@LBCTL@", &lbctl.display().to_string())
             .replace("@SOCKET@", &self.socket().display().to_string());
-        self.keepalived = Some(Keepalived::start(&self.ns, &conf)?);
+        self.keepalived = Some(keepalived(&self.ns, &conf)?);
         Ok(())
     }
 
     pub fn keepalived_log(&self) -> String {
         self.keepalived
             .as_ref()
-            .map(|k| std::fs::read_to_string(&k.log).unwrap_or_default())
+            .map(Daemon::log_text)
             .unwrap_or_default()
     }
 
@@ -141,48 +160,48 @@ impl PairLb {
     }
 }
 
-/// A keepalived process in a namespace; stopped on drop.
-struct Keepalived {
+/// A daemon of the lab's (keepalived, BIRD) in a namespace, with its configuration and log
+/// in a directory of its own; stopped on drop.
+pub(crate) struct Daemon {
     child: Child,
-    log: PathBuf,
-    dir: PathBuf,
+    pub(crate) log: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
-impl Keepalived {
-    fn start(ns: &Netns, conf: &str) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!("{}-keepalived", ns.name()));
+impl Daemon {
+    /// Writes `conf` to DIR/NAME.conf and runs `program ARGS(dir)` in `ns`, logging to
+    /// DIR/log; `args` gets the directory (for the config, pid and socket paths).
+    pub(crate) fn start(
+        ns: &Netns,
+        name: &str,
+        conf: &str,
+        program: &str,
+        args: impl FnOnce(&Path) -> Vec<String>,
+    ) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("{}-{name}", ns.name()));
         std::fs::create_dir_all(&dir)?;
-        let conf_path = dir.join("keepalived.conf");
-        std::fs::write(&conf_path, conf)?;
+        std::fs::write(dir.join(format!("{name}.conf")), conf)?;
         let log = dir.join("log");
         let out = std::fs::File::create(&log)?;
-        let p = |f: &str| dir.join(f).display().to_string();
-        // -n: stay in the foreground, -l: log to the console (our file), -D: in detail;
-        // pid files of its own, so two keepalived in two namespaces do not see each other.
         let child = ns
-            .command("keepalived")
-            .args(["-n", "-l", "-D", "-f"])
-            .arg(&conf_path)
-            .args([
-                "-p",
-                &p("pid"),
-                "-r",
-                &p("vrrp.pid"),
-                "-c",
-                &p("checkers.pid"),
-            ])
+            .command(program)
+            .args(args(&dir))
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
-            .context("starting keepalived (apt-get install keepalived; `cargo xtask setup`)")?;
+            .with_context(|| format!("starting {program} (`cargo xtask setup` installs it)"))?;
         Ok(Self { child, log, dir })
+    }
+
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
-impl Drop for Keepalived {
+impl Drop for Daemon {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid (`ip netns exec` execs keepalived).
+        // SAFETY: kill(2) on our own child's pid (`ip netns exec` execs the program).
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(5);
         while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
@@ -192,6 +211,28 @@ impl Drop for Keepalived {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// keepalived in `ns` with configuration `conf`.
+fn keepalived(ns: &Netns, conf: &str) -> Result<Daemon> {
+    Daemon::start(ns, "keepalived", conf, "keepalived", |dir| {
+        let p = |f: &str| dir.join(f).display().to_string();
+        // -n: stay in the foreground, -l: log to the console (our file), -D: in detail;
+        // pid files of its own, so two keepalived in two namespaces do not see each other.
+        vec![
+            "-n".into(),
+            "-l".into(),
+            "-D".into(),
+            "-f".into(),
+            p("keepalived.conf"),
+            "-p".into(),
+            p("pid"),
+            "-r".into(),
+            p("vrrp.pid"),
+            "-c".into(),
+            p("checkers.pid"),
+        ]
+    })
 }
 
 /// The running pair. Field order is drop order.
@@ -242,6 +283,7 @@ impl HaPair {
                 ns.sysctl(&format!("net.ipv4.conf.{iface}.arp_ignore"), "1")?;
             }
             lbs.push(PairLb {
+                bird: None,
                 keepalived: None,
                 lbctl: None,
                 bpffs: BpfMount::new(ns.name())?,

@@ -499,12 +499,41 @@ impl Lab {
         }
     }
 
-    /// Sends SIGTERM to the balancer and waits for it; returns its log.
+    /// Stops the balancer at once (SIGINT: with `--keep-on-exit` a hand-over, else a
+    /// detach; SIGTERM would stop gracefully, waiting for traffic to end) and waits for it;
+    /// returns its log.
     pub fn stop_lb(&mut self) -> Result<String> {
         let Some(mut process) = self.lb_process.take() else {
             bail!("the lab's balancer is not running")
         };
         let status = process.terminate()?;
+        let log = process.log();
+        if !status.success() {
+            bail!("lbctl exited with {status}:\n{log}");
+        }
+        Ok(log)
+    }
+
+    /// Sends SIGTERM to the balancer (a graceful stop without `--keep-on-exit`) and waits
+    /// up to `limit` for it to exit; returns its log.
+    pub fn stop_lb_gracefully(&mut self, limit: Duration) -> Result<String> {
+        let Some(mut process) = self.lb_process.take() else {
+            bail!("the lab's balancer is not running")
+        };
+        process.signal(libc::SIGTERM);
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = process.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "lbctl did not stop within {limit:?} of SIGTERM:\n{}",
+                    process.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let log = process.log();
         if !status.success() {
             bail!("lbctl exited with {status}:\n{log}");

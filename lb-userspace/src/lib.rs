@@ -12,9 +12,11 @@
 //! - `admin`: the admin socket; `cli`: the command line; `doctor`: checks of a real;
 //! - `demo`: `lbctl demo`, run in the lab (the `lb-lab` crate); `stats`: counters;
 //!   `http`: the stats over HTTP (`/metrics`, the page, `/healthz`); `flowlog`: flow logs;
-//!   `capture`: frames with the datapath's verdicts (`lbctl capture`).
+//!   `capture`: frames with the datapath's verdicts (`lbctl capture`); `announce`: the VIPs
+//!   announced over BGP through BIRD.
 
 pub mod admin;
+pub mod announce;
 pub mod capture;
 pub mod cli;
 pub mod daemon;

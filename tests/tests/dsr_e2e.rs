@@ -110,8 +110,14 @@ fn dsr_answers_300_connections_spread_over_three_reals_with_replies_bypassing_th
     );
     assert!(json["flow_entries"].as_u64().unwrap() > 0, "{json}");
 
-    // SIGTERM detaches cleanly.
-    lab.stop_lb().unwrap();
+    // SIGTERM stops gracefully: with nothing more to forward, it detaches after 1 s quiet.
+    let log = lab
+        .stop_lb_gracefully(std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        log.contains("graceful stop (SIGTERM): nothing forwarded for 1s"),
+        "{log}"
+    );
     assert!(
         !lab.lb_xdp_attached().unwrap(),
         "XDP left attached after SIGTERM"

@@ -4,7 +4,8 @@
 //! active LB's lbctl is sick (its datapath detached, or lbctl killed) or its host dies, the
 //! standby takes MASTER within 3 s, established dsr and tunnel connections go on (both LBs
 //! build the same Maglev tables, so the standby picks the same reals without any state) and
-//! new connections succeed.
+//! new connections succeed. A graceful stop (`lbctl stop`) hands 100 live sessions to the
+//! peer without losing one.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -255,4 +256,57 @@ fn keepalived_moves_the_virtual_router_when_lbctl_is_sick_or_its_host_dies() {
     assert!(took <= TAKEOVER, "took {took:?}");
     all_talk(&[&dsr, &tunnel], &pair, "after lb1's host died");
     new_connections_succeed(&pair, "lb2 active, lb1 gone");
+}
+
+/// Both LBs up under keepalived, lb1 MASTER (lb2 BACKUP), each knowing its state.
+fn pair_with_lb1_active(lbctl: &Path) -> HaPair {
+    let mut pair = HaPair::build().unwrap();
+    pair.start_decap(lbctl).unwrap();
+    let config = pair.lbctl_config().unwrap();
+    for lb in &mut pair.lbs {
+        lb.start_lbctl(lbctl, &config).unwrap();
+    }
+    pair.lbs[0].start_keepalived(lbctl, 150).unwrap();
+    pair.lbs[1].start_keepalived(lbctl, 100).unwrap();
+    wait_for("lb1 MASTER and lb2 BACKUP", Duration::from_secs(15), || {
+        states(&pair, lbctl) == [Some("MASTER".into()), Some("BACKUP".into())]
+    });
+    pair
+}
+
+#[test]
+fn a_graceful_stop_hands_live_sessions_to_the_peer() {
+    require_root();
+    let lbctl = lbctl();
+    let mut pair = pair_with_lb1_active(&lbctl);
+    let open =
+        |vip| Sessions::open_patient(&pair.client, at(vip, SESSION_PORT), 50, PATIENCE).unwrap();
+    let (dsr, tunnel) = (open(PAIR_DSR_VIP), open(PAIR_TUNNEL_VIP));
+    all_talk(&[&dsr, &tunnel], &pair, "lb1 active");
+    let before = forwarded(&pair, &lbctl, 0);
+
+    // `lbctl stop` returns once lbctl has exited.
+    let asked = Instant::now();
+    let said = lbctl_cmd(&pair, &lbctl, 0, &["stop", "--grace", "30s"]);
+    let took = asked.elapsed();
+    assert!(said.contains("stopping: no longer serving"), "{said}");
+    assert!(said.contains("stopped after"), "{said}");
+    let (status, log) = pair.lbs[0].wait_lbctl().unwrap();
+    assert!(status.success(), "{status}: {log}");
+    println!("graceful stop of lb1 with 100 sessions took {took:?}");
+    // It ended because the traffic moved, not on its grace; it forwarded while stopping.
+    assert!(
+        log.contains("graceful stop (lbctl stop): nothing forwarded for 1s"),
+        "{log}"
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert!(!pair.lbs[0]
+        .ns
+        .ip(&["link", "show", "eth0"])
+        .unwrap()
+        .contains(" xdp"));
+    assert!(before > 0);
+    assert_eq!(pair.lbs[1].vrrp_state(&lbctl).as_deref(), Some("MASTER"));
+    all_talk(&[&dsr, &tunnel], &pair, "after lb1's graceful stop");
+    new_connections_succeed(&pair, "lb2 active after lb1 stopped");
 }

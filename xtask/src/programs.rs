@@ -72,6 +72,9 @@ pub const PROGRAMS: &[Program] = &[
     Program { name: "tcpdump", package: "tcpdump", needed_by: &[Need::Test] },
     // VRRP between two LBs (active/standby), as the HAProxy tutorial sets it up.
     Program { name: "keepalived", package: "keepalived", needed_by: &[Need::Test] },
+    // BGP: BIRD 2 on each LB (lbctl runs birdc to reconfigure it) and on the ECMP router.
+    Program { name: "bird", package: "bird2", needed_by: &[Need::Test] },
+    Program { name: "birdc", package: "bird2", needed_by: &[Need::Test] },
     // xtask itself: the previous release the upgrade test starts, from git.
     Program { name: "git", package: "git", needed_by: &[Need::Test] },
     Program { name: "tar", package: "tar", needed_by: &[Need::Test] },

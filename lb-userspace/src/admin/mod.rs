@@ -38,6 +38,11 @@ pub enum Request {
     },
     /// Read the configuration file again and apply it; runtime edits not in it are undone.
     Reload,
+    /// Stop gracefully: no longer serve (the check fails, announcements end), forward what
+    /// still arrives until nothing has for a second or `grace_ms` runs out, then detach.
+    Stop {
+        grace_ms: u64,
+    },
     /// Stop balancing on one interface; on the last one, the daemon stops.
     Detach {
         iface: String,
@@ -54,7 +59,7 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Response {
-    Status(Status),
+    Status(Box<Status>),
     Vips {
         vips: Vec<VipRow>,
     },
@@ -103,6 +108,25 @@ pub struct Status {
     /// What keepalived's notify hook last said of each VRRP instance (`lbctl notify`).
     #[serde(default)]
     pub vrrp: Vec<VrrpRow>,
+    /// What is announced over BGP (through BIRD), when lbctl announces.
+    #[serde(default)]
+    pub bgp: Option<BgpRow>,
+    /// A graceful stop is under way.
+    #[serde(default)]
+    pub stopping: bool,
+}
+
+/// The BGP announcements.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpRow {
+    /// Addresses announced.
+    pub announced: Vec<String>,
+    /// Eligible, waiting out `rise`: "ADDRESS in 1s 200ms".
+    pub rising: Vec<String>,
+    /// BIRD refused the last change, or could not be reached: why.
+    pub error: Option<String>,
+    /// The interface the routes go via (it lives as long as lbctl).
+    pub via: String,
 }
 
 /// A VRRP instance or group, as keepalived's notify hook last reported it.

@@ -64,6 +64,31 @@ fn status(s: &Status) -> String {
             ),
         );
     }
+    if let Some(b) = &s.bgp {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        line(
+            "bgp",
+            format!("announces {} (routes via {})", list(&b.announced), b.via),
+        );
+        if !b.rising.is_empty() {
+            line("", format!("announcing next: {}", b.rising.join(", ")));
+        }
+        if let Some(e) = &b.error {
+            line("", format!("BIRD did not take the last change: {e}"));
+        }
+    }
+    if s.stopping {
+        line(
+            "stopping",
+            "gracefully: no longer serving, handing the traffic over".into(),
+        );
+    }
     line("pinned", s.pinned.clone());
     line(
         "on exit",

@@ -171,6 +171,37 @@ pub async fn check(talk: &Talk, timeout: std::time::Duration) -> Result<()> {
     }
 }
 
+/// `lbctl stop`: asks for a graceful stop and, with `wait`, waits until lbctl has exited
+/// (its admin socket no longer answers): what a service manager's stop command must do.
+pub async fn stop(talk: &Talk, grace: std::time::Duration, wait: bool) -> Result<()> {
+    let asked = std::time::Instant::now();
+    let request = Request::Stop {
+        grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+    };
+    self::talk(talk, request).await?;
+    if !wait {
+        return Ok(());
+    }
+    // The grace, and as long again for the detach and exit.
+    let limit = grace * 2 + std::time::Duration::from_secs(5);
+    while tokio::net::UnixStream::connect(&talk.socket).await.is_ok() {
+        if asked.elapsed() > limit {
+            anyhow::bail!(
+                "lbctl is still running {} after the stop was asked",
+                humantime::format_duration(limit)
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    println!(
+        "stopped after {}",
+        humantime::format_duration(std::time::Duration::from_millis(
+            asked.elapsed().as_millis() as u64
+        ))
+    );
+    Ok(())
+}
+
 pub async fn talk(talk: &Talk, request: Request) -> Result<()> {
     let response = client::call(&talk.socket, &request).await?;
     match (&response, talk.json) {

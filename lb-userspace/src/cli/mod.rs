@@ -61,6 +61,19 @@ enum Command {
         #[command(flatten)]
         talk: Talk,
     },
+    /// Stop the running lbctl gracefully (what `systemctl stop` runs): it stops serving
+    /// (keepalived gives MASTER to the peer), forwards what still reaches it until nothing
+    /// has for a second or --grace runs out, then detaches. Waits until it has exited.
+    Stop {
+        /// The longest it goes on forwarding.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+        /// Return once the stop has begun, without waiting for lbctl to exit.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        talk: Talk,
+    },
     /// keepalived's notify hook (`notify "/usr/sbin/lbctl notify"` in a vrrp_instance):
     /// tells the running lbctl the instance's new state, which `lbctl status` shows.
     Notify {
@@ -233,6 +246,25 @@ struct AttachArgs {
     /// stopping detaches and removes the pinned state.
     #[arg(long)]
     keep_on_exit: bool,
+    /// SIGTERM without --keep-on-exit stops gracefully: lbctl says it no longer serves
+    /// (`status --check` fails, so keepalived moves MASTER to the peer), forwards what
+    /// still arrives until nothing has for a second, for at most this long, then detaches.
+    /// 0s: detach at once. SIGINT always stops at once.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    stop_grace: std::time::Duration,
+    /// Announce the VIPs over BGP through BIRD 2: lbctl writes the routes of the VIP
+    /// addresses it announces to this file, which BIRD's configuration includes, and runs
+    /// `birdc configure`. An address is announced while lbctl serves and every VIP on it has
+    /// its quorum of reals up (after --bgp-rise), withdrawn at once otherwise, on a stop, and
+    /// when lbctl dies (docs/beyond-one-machine.md).
+    #[arg(long, value_name = "FILE")]
+    bgp_include: Option<PathBuf>,
+    /// BIRD's control socket, for `birdc configure`.
+    #[arg(long, value_name = "PATH", default_value = crate::announce::bird::DEFAULT_SOCKET, requires = "bgp_include")]
+    bird_socket: PathBuf,
+    /// How long an address must be eligible without a break before it is announced again.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration, requires = "bgp_include")]
+    bgp_rise: std::time::Duration,
     /// Serve the stats over HTTP on this address: `/metrics` for Prometheus, `/` a page
     /// that refreshes itself, `/healthz` for supervisors (e.g. 127.0.0.1:9180). Off unless
     /// given; a loopback address unless --http-public.
@@ -289,6 +321,11 @@ impl Cli {
                 timeout,
                 talk,
             } => rt.block_on(admin::check(&talk, timeout)),
+            Command::Stop {
+                grace,
+                no_wait,
+                talk,
+            } => rt.block_on(admin::stop(&talk, grace, !no_wait)),
             Command::Notify {
                 kind,
                 name,
@@ -380,6 +417,16 @@ async fn attach(args: AttachArgs) -> Result<()> {
         http_public: args.http_public,
         flow_log: args.flow_log,
         flow_log_rate: args.flow_log_rate,
+        stop_grace: args.stop_grace,
+        bgp: args.bgp_include.map(|include| {
+            (
+                crate::announce::bird::Bird {
+                    include,
+                    socket: args.bird_socket,
+                },
+                args.bgp_rise,
+            )
+        }),
     })
     .await
 }
@@ -441,6 +488,36 @@ mod tests {
                 panic!("{c}: {e}");
             }
         }
+        // The graceful stop: its lbctl command parses, and systemd waits longer than its
+        // grace before it kills.
+        let stop = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStop="))
+            .and_then(|l| l.split_once("exec "))
+            .map(|(_, cmd)| cmd.trim_end_matches('\''))
+            .expect("ExecStop runs `exec lbctl stop ...`");
+        let words: Vec<String> = stop
+            .split_whitespace()
+            .map(|w| w.replace("%i", "eth0"))
+            .collect();
+        if let Err(e) = Cli::try_parse_from(&words) {
+            panic!("{stop}: {e}");
+        }
+        let grace = words
+            .iter()
+            .skip_while(|w| *w != "--grace")
+            .nth(1)
+            .map(|g| humantime::parse_duration(g).unwrap())
+            .expect("ExecStop gives --grace");
+        let timeout: u64 = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+            .map(|t| t.parse().unwrap())
+            .expect("the unit sets TimeoutStopSec");
+        assert!(
+            std::time::Duration::from_secs(timeout) > grace + std::time::Duration::from_secs(5),
+            "TimeoutStopSec={timeout} does not fit a grace of {grace:?}"
+        );
     }
 
     /// The stats and log flags: what they take, and a clear error for what they do not.

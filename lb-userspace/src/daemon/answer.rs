@@ -1,6 +1,6 @@
 //! The daemon's answers to admin requests (`lbctl status`, `vip list`, `real drain`, ...).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::running::Running;
 use crate::{
@@ -20,48 +20,19 @@ pub struct Facts {
     /// What keepalived's notify hook last said of each VRRP instance or group, by (kind,
     /// name): its state and since when.
     pub vrrp: std::collections::BTreeMap<(String, String), (String, Instant)>,
+    /// A graceful stop is under way.
+    pub stopping: bool,
+    /// What is announced over BGP, when lbctl announces.
+    pub announce: Option<crate::announce::Shown>,
 }
 
 /// Whether this LB serves, as keepalived's track script asks it (`lbctl status --check`):
-/// the daemon answers (this is its answer), its program is the one attached to each of its
-/// interfaces (not detached, not replaced by another), and every VIP has at least its
-/// quorum of reals taking new flows.
+/// the daemon answers (this is its answer), and [`serving::assess`] finds nothing in the way.
 pub async fn check(r: &Running, facts: &Facts) -> Response {
-    let mut problems = Vec::new();
-    let ours = r.dp.program_id();
-    for (name, _) in &facts.attached {
-        match (crate::host::neigh::xdp_prog_id(name).await, &ours) {
-            (Ok(Some(id)), Ok(our)) if id == *our => {}
-            (Ok(Some(id)), Ok(our)) => problems.push(format!(
-                "{name}: another XDP program (id {id}) is attached, not this lbctl's ({our})"
-            )),
-            (Ok(None), _) => problems.push(format!(
-                "{name}: no XDP program is attached (detached behind lbctl's back?)"
-            )),
-            (Err(e), _) => problems.push(format!("{name}: cannot tell what is attached: {e:#}")),
-            (_, Err(e)) => problems.push(format!(
-                "{name}: cannot tell which program is lbctl's: {e:#}"
-            )),
-        }
-    }
-    for s in &r.current.services {
-        let up = r
-            .effective(s)
-            .iter()
-            .filter(|x| !x.down && x.weight > 0)
-            .count();
-        if up < usize::from(s.settings.quorum) {
-            problems.push(format!(
-                "VIP {}: {up} of {} reals take new flows, quorum {}",
-                s.vip,
-                s.reals.len(),
-                s.settings.quorum
-            ));
-        }
-    }
+    let a = super::serving::assess(r, facts).await;
     Response::Checked {
-        serving: problems.is_empty(),
-        problems,
+        serving: a.serving(),
+        problems: a.problems(),
     }
 }
 
@@ -102,7 +73,7 @@ pub fn status(r: &Running, facts: &Facts) -> Response {
         reals += e.len();
         up += e.iter().filter(|x| !x.down && x.weight > 0).count();
     }
-    Response::Status(Status {
+    Response::Status(Box::new(Status {
         version: env!("CARGO_PKG_VERSION").into(),
         pid: std::process::id(),
         uptime_secs: facts.started.elapsed().as_secs(),
@@ -132,7 +103,23 @@ pub fn status(r: &Running, facts: &Facts) -> Response {
                 since_secs: since.elapsed().as_secs(),
             })
             .collect(),
-    })
+        bgp: facts.announce.as_ref().map(|a| crate::admin::BgpRow {
+            announced: a.announced.iter().map(|x| x.to_string()).collect(),
+            rising: a
+                .rising
+                .iter()
+                .map(|(x, left)| {
+                    format!(
+                        "{x} in {}",
+                        humantime::format_duration(Duration::from_millis(left.as_millis() as u64))
+                    )
+                })
+                .collect(),
+            error: a.error.clone(),
+            via: a.alive_iface.clone(),
+        }),
+        stopping: facts.stopping,
+    }))
 }
 
 pub fn vips(r: &Running) -> Response {

@@ -7,6 +7,8 @@
 mod answer;
 pub mod reconcile;
 mod running;
+mod serving;
+mod stopping;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -38,6 +40,7 @@ use crate::{
     http,
 };
 use running::Running;
+use stopping::Stopping;
 
 /// Where the services come from.
 pub enum Source {
@@ -65,7 +68,15 @@ pub struct Options {
     /// Where new flows are logged, if anywhere, and each CPU's rate.
     pub flow_log: Option<crate::flowlog::sink::Target>,
     pub flow_log_rate: u32,
+    /// SIGTERM without `keep_on_exit`: how long a graceful stop may forward before it
+    /// detaches (zero: at once).
+    pub stop_grace: Duration,
+    /// Announce the VIPs over BGP through BIRD: how to reach it, and `rise`.
+    pub bgp: Option<(crate::announce::bird::Bird, Duration)>,
 }
+
+/// How often what is announced over BGP is looked at again (besides after each change).
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(200);
 
 /// How often leastconn's idle flows are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -113,6 +124,8 @@ pub async fn run(opts: Options) -> Result<()> {
         pinned: opts.pin_dir.display().to_string(),
         keep_on_exit: opts.keep_on_exit,
         vrrp: BTreeMap::new(),
+        stopping: false,
+        announce: None,
     };
     info!(
         ifaces = %opts.ifaces.join(","),
@@ -161,6 +174,16 @@ pub async fn run(opts: Options) -> Result<()> {
         neigh_watch::DEFAULT_REFRESH,
     )
     .await?;
+    let mut announcer = match &opts.bgp {
+        Some((bird, rise)) => {
+            let name = crate::announce::alive::name_for(&opts.ifaces[0]);
+            let a = crate::announce::Announcer::start(bird.clone(), &name, *rise)?;
+            info!(include = %bird.include.display(), alive = %name, rise = %humantime::format_duration(*rise), "announcing VIPs over BGP through BIRD");
+            Some(a)
+        }
+        None => None,
+    };
+    let mut announce_tick = tokio::time::interval(ANNOUNCE_EVERY);
     let (vmacs, mut vmac_changes) = VmacWatch::start(
         running
             .current
@@ -176,13 +199,38 @@ pub async fn run(opts: Options) -> Result<()> {
             .collect(),
     )?;
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    let mut stopping: Option<Stopping> = None;
+    let mut stop_tick = tokio::time::interval(stopping::TICK);
     let (moved, mut moved_lines) = MovedFlows::start(running.dp.flow_table_reader()?)?;
     loop {
         // What the listener shows: as the last change left it.
         publish(&running, &board);
         tokio::select! {
-            _ = term.recv() => { info!("SIGTERM"); break; }
+            _ = term.recv() => {
+                // --keep-on-exit: a hand-over to the next lbctl, nothing given up. A second
+                // SIGTERM ends a graceful stop at once.
+                if opts.keep_on_exit || opts.stop_grace.is_zero() || stopping.is_some() {
+                    info!("SIGTERM");
+                    break;
+                }
+                stopping = Some(begin_stop(&running, &mut facts, opts.stop_grace, "SIGTERM"));
+            }
             _ = int.recv() => { info!("SIGINT"); break; }
+            _ = announce_tick.tick(), if announcer.is_some() => {
+                if let Some(a) = announcer.as_mut() {
+                    a.update(&eligible(&running, &facts).await);
+                    facts.announce = Some(a.shown());
+                }
+            }
+            _ = stop_tick.tick(), if stopping.is_some() => {
+                if let Some(s) = stopping.as_mut() {
+                    if let Some(ended) = s.ended(&running.dp) {
+                        info!("{}", s.said(&ended));
+                        running.dp.keep_on_exit(false);
+                        break;
+                    }
+                }
+            }
             _ = hup.recv() => {
                 let asked = Instant::now();
                 match reload(&mut running, &opts).await {
@@ -196,6 +244,19 @@ pub async fn run(opts: Options) -> Result<()> {
                 }
             }
             Some(call) = calls.recv() => {
+                if let Request::Stop { grace_ms } = call.request {
+                    let grace = Duration::from_millis(grace_ms);
+                    let message = if stopping.is_some() {
+                        "already stopping".to_owned()
+                    } else {
+                        stopping = Some(begin_stop(&running, &mut facts, grace, "lbctl stop"));
+                        format!("stopping: no longer serving (keepalived gives MASTER up, announcements end), forwarding what still arrives for up to {}, then detaching", humantime::format_duration(grace))
+                    };
+                    if call.reply.send(Response::Done { message }).is_err() {
+                        debug!("the stop command went before its answer");
+                    }
+                    continue;
+                }
                 let stop = matches!(&call.request, Request::Detach { iface } if facts.attached.len() == 1 && facts.attached[0].0 == *iface);
                 let asked = Instant::now();
                 let response = answer_request(&mut running, &opts, &mut facts, call.request).await;
@@ -245,6 +306,15 @@ pub async fn run(opts: Options) -> Result<()> {
         }
     }
     drop(checks);
+    if let Some(a) = &announcer {
+        if opts.keep_on_exit && !facts.stopping {
+            // A hand-over: the program forwards on, so its addresses stay announced.
+            if let Err(e) = a.hand_over() {
+                warn!(error = %format!("{e:#}"), "keeping the BGP announcements for the next lbctl failed: they are withdrawn until it announces them");
+            }
+        }
+    }
+    drop(announcer);
     let counters = running.dp.counters()?;
     drop(running);
     if opts.keep_on_exit {
@@ -253,6 +323,31 @@ pub async fn run(opts: Options) -> Result<()> {
         info!(ifaces = %opts.ifaces.join(","), forwarded = counters.forwarded.packets, replies = counters.replies.packets, "detached");
     }
     Ok(())
+}
+
+/// Which VIP addresses may be announced now: none while the LB does not serve; else those
+/// whose every VIP has its quorum.
+async fn eligible(running: &Running, facts: &answer::Facts) -> BTreeMap<std::net::IpAddr, bool> {
+    let a = serving::assess(running, facts).await;
+    let mut out = BTreeMap::new();
+    for s in &running.current.services {
+        let ok = a.lb.is_empty() && !a.vips_below.contains_key(&s.vip);
+        let e = out.entry(s.vip.addr).or_insert(true);
+        *e &= ok;
+    }
+    out
+}
+
+/// Starts a graceful stop: from now on the LB says it does not serve.
+fn begin_stop(
+    running: &Running,
+    facts: &mut answer::Facts,
+    grace: Duration,
+    by: &'static str,
+) -> Stopping {
+    facts.stopping = true;
+    info!(grace = %humantime::format_duration(grace), by, "stopping gracefully: no longer serving (status --check fails), forwarding what still arrives until nothing has for {} or the grace runs out", humantime::format_duration(stopping::QUIET));
+    Stopping::begin(&running.dp, grace, by)
 }
 
 /// Resolves, loads (taking over what an earlier lbctl left pinned), fills and attaches.
@@ -519,6 +614,10 @@ async fn answer_request(
 ) -> Response {
     match request {
         Request::Status => answer::status(running, facts),
+        // Handled by the loop, which owns the stop.
+        Request::Stop { .. } => Response::Error {
+            message: "stop is answered by the daemon's loop".into(),
+        },
         Request::Check => answer::check(running, facts).await,
         Request::Vrrp { kind, name, state } => answer::vrrp(facts, kind, name, state),
         Request::Explain { proto, client, vip } => {

@@ -143,11 +143,7 @@ pub fn detach_kept(iface: &str, dir: &Path) -> Result<String> {
     xdp_netlink::set(ifindex, None, attached.mode, Some(fd.as_fd()))
         .with_context(|| format!("detaching from {iface}"))?;
     // The other interfaces it may be on: those the program was told about.
-    let path = pins.map_path(map_names::IFACES);
-    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-    let ifaces: HashMap<MapData, u32, IfaceConfig> = HashMap::try_from(Map::HashMap(data))?;
-    for other in ifaces.keys() {
-        let other = other.context("reading the pinned IFACES")?;
+    for other in pinned_ifaces(&pins.map_path(map_names::IFACES))? {
         match xdp_netlink::attached(other) {
             Ok(Some(a)) if runs_on(a.prog_id, flows) => {
                 return Ok(format!(
@@ -164,6 +160,23 @@ pub fn detach_kept(iface: &str, dir: &Path) -> Result<String> {
         "detached from {iface}; the flows and the rest of {} are removed",
         dir.display()
     ))
+}
+
+/// The interfaces a program was told about: IFACES' keys, whichever layout pinned it (its
+/// values grew from 12 to 24 bytes in layout 4; `lbctl detach` serves both).
+fn pinned_ifaces(path: &Path) -> Result<Vec<u32>> {
+    let open = || -> Result<Map> {
+        let data =
+            MapData::from_pin(path).with_context(|| format!("opening {}", path.display()))?;
+        Ok(Map::HashMap(data))
+    };
+    let keys: Result<Vec<u32>, _> = match HashMap::<MapData, u32, IfaceConfig>::try_from(open()?) {
+        Ok(ifaces) => ifaces.keys().collect(),
+        Err(_) => HashMap::<MapData, u32, [u8; 12]>::try_from(open()?)?
+            .keys()
+            .collect(),
+    };
+    keys.context("reading the pinned IFACES")
 }
 
 /// Whether program `prog_id` works on the map of id `flows`: an lbctl's on this state.
