@@ -202,9 +202,16 @@ impl EcmpLab {
 
     /// `lbctl attach eth0 --config CONFIG --bgp-include ... --bird-socket ... --bgp-rise RISE`
     /// on LB `i`.
-    pub fn start_lbctl(&mut self, i: usize, lbctl: &Path, config: &Path, rise: &str) -> Result<()> {
+    pub fn start_lbctl(
+        &mut self,
+        i: usize,
+        lbctl: &Path,
+        config: &Path,
+        rise: &str,
+        more: &[&str],
+    ) -> Result<()> {
         std::fs::create_dir_all(self.bird_dir(i))?;
-        let extra = [
+        let mut extra = vec![
             "--bgp-include".to_owned(),
             self.include(i).display().to_string(),
             "--bird-socket".to_owned(),
@@ -212,6 +219,7 @@ impl EcmpLab {
             "--bgp-rise".to_owned(),
             rise.to_owned(),
         ];
+        extra.extend(more.iter().map(|s| s.to_string()));
         self.lbs[i].start_lbctl_with(lbctl, config, &extra)
     }
 

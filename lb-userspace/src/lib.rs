@@ -29,6 +29,7 @@ pub mod health;
 pub mod host;
 pub mod http;
 pub mod stats;
+pub mod sync;
 pub mod tables;
 
 /// The eBPF object built from lb-ebpf, embedded so lbctl is one binary.

@@ -25,6 +25,23 @@ const SESSIONS_PER_VIP: usize = 60;
 const PATIENCE: Duration = Duration::from_secs(8);
 /// The announcement's rise (`--bgp-rise`).
 const RISE: Duration = Duration::from_secs(2);
+/// lb2's HTTP listener, in its namespace.
+const METRICS: &str = "127.0.0.1:9180";
+
+/// lb2's `/metrics`.
+fn metrics(lab: &EcmpLab) -> String {
+    lab.lbs[1]
+        .ns
+        .run(|| {
+            use std::io::{Read as _, Write as _};
+            let mut s = std::net::TcpStream::connect(METRICS).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            text
+        })
+        .unwrap()
+}
 
 fn at(vip: Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(vip), port)
@@ -87,7 +104,8 @@ fn two_lbs_behind_ecmp_share_the_flows_and_a_dead_lbctl_loses_none() {
     lab.start_decap(&lbctl).unwrap();
     let config = lab.lbctl_config().unwrap();
     for i in 0..2 {
-        lab.start_lbctl(i, &lbctl, &config, "2s").unwrap();
+        let http: &[&str] = if i == 1 { &["--http", METRICS] } else { &[] };
+        lab.start_lbctl(i, &lbctl, &config, "2s", http).unwrap();
         lab.start_bird_lb(i).unwrap();
     }
     lab.start_bird_router().unwrap();
@@ -172,6 +190,16 @@ fn two_lbs_behind_ecmp_share_the_flows_and_a_dead_lbctl_loses_none() {
         !lab.router_next_hops(PAIR_DSR_VIP).unwrap().is_empty(),
         "other VIPs stay"
     );
+    let m = metrics(&lab);
+    assert!(
+        m.contains("lbctl_bgp_announced{address=\"198.18.100.12\"} 0"),
+        "{m}"
+    );
+    assert!(
+        m.contains("lbctl_bgp_announced{address=\"198.18.100.10\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("lbctl_stopping 0"), "{m}");
     lab.set_checked_servers(true).unwrap();
     let back = Instant::now();
     wait_for(

@@ -178,12 +178,8 @@ fn keepalived_moves_the_virtual_router_when_lbctl_is_sick_or_its_host_dies() {
     }
     assert!(check(&pair, &lbctl, 1).0);
 
-    // keepalived on both; lb1 has the higher priority and wins the first election.
-    pair.lbs[0].start_keepalived(&lbctl, 150).unwrap();
-    pair.lbs[1].start_keepalived(&lbctl, 100).unwrap();
-    wait_for("lb1 MASTER and lb2 BACKUP", Duration::from_secs(15), || {
-        states(&pair, &lbctl) == [Some("MASTER".into()), Some("BACKUP".into())]
-    });
+    // keepalived on both, lb1 MASTER.
+    keepalived_lb1_first(&mut pair, &lbctl);
     // lbctl found keepalived's virtual MAC on both LBs (a macvlan on eth0).
     let vmac = lb_lab::hops::fmt_mac(&VIRTUAL_MAC);
     for lb in &pair.lbs {
@@ -258,6 +254,19 @@ fn keepalived_moves_the_virtual_router_when_lbctl_is_sick_or_its_host_dies() {
     new_connections_succeed(&pair, "lb2 active, lb1 gone");
 }
 
+/// keepalived on lb1, MASTER once alone, then on lb2, which stands by (nopreempt: whoever
+/// is MASTER stays so; started together, the first to pass its checks would win).
+fn keepalived_lb1_first(pair: &mut HaPair, lbctl: &Path) {
+    pair.lbs[0].start_keepalived(lbctl, 150).unwrap();
+    wait_for("lb1 MASTER", Duration::from_secs(15), || {
+        pair.lbs[0].vrrp_state(lbctl).as_deref() == Some("MASTER")
+    });
+    pair.lbs[1].start_keepalived(lbctl, 100).unwrap();
+    wait_for("lb2 BACKUP", Duration::from_secs(15), || {
+        states(pair, lbctl) == [Some("MASTER".into()), Some("BACKUP".into())]
+    });
+}
+
 /// Both LBs up under keepalived, lb1 MASTER (lb2 BACKUP), each knowing its state.
 fn pair_with_lb1_active(lbctl: &Path) -> HaPair {
     let mut pair = HaPair::build().unwrap();
@@ -266,11 +275,7 @@ fn pair_with_lb1_active(lbctl: &Path) -> HaPair {
     for lb in &mut pair.lbs {
         lb.start_lbctl(lbctl, &config).unwrap();
     }
-    pair.lbs[0].start_keepalived(lbctl, 150).unwrap();
-    pair.lbs[1].start_keepalived(lbctl, 100).unwrap();
-    wait_for("lb1 MASTER and lb2 BACKUP", Duration::from_secs(15), || {
-        states(&pair, lbctl) == [Some("MASTER".into()), Some("BACKUP".into())]
-    });
+    keepalived_lb1_first(&mut pair, lbctl);
     pair
 }
 

@@ -54,8 +54,13 @@ pub fn render(addrs: &BTreeSet<IpAddr>, alive: &str) -> String {
 impl Bird {
     /// Writes the include file (whole, by a rename) and has BIRD read it.
     pub fn announce(&self, addrs: &BTreeSet<IpAddr>, alive: &str) -> Result<()> {
-        write_atomically(&self.include, &render(addrs, alive))?;
+        self.write(addrs, alive)?;
         self.configure()
+    }
+
+    /// Writes the include file (whole, by a rename), without telling BIRD.
+    pub fn write(&self, addrs: &BTreeSet<IpAddr>, alive: &str) -> Result<()> {
+        write_atomically(&self.include, &render(addrs, alive))
     }
 
     /// `birdc configure`: BIRD reads its configuration again, the include with it.

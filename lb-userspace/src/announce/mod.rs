@@ -60,6 +60,9 @@ impl Announcer {
             policy.announced = bird::read_announced(&bird.include);
             info!(addrs = ?policy.announced, "announcements handed over by the last lbctl");
         }
+        // The file first, at once: BIRD's configuration includes it, and refuses to start
+        // without it.
+        bird.write(&policy.announced, alive.name())?;
         let (wanted, mut rx) = watch::channel(policy.announced.clone());
         let error = Arc::new(Mutex::new(None));
         let (err, name) = (error.clone(), alive.name().to_owned());

@@ -113,6 +113,16 @@ pub async fn run(opts: Options) -> Result<()> {
     }
     let (mut running, attached) = start(&opts, services, pins).await?;
     running.dp.keep_on_exit(opts.keep_on_exit);
+    // Before the attached line: the include file BIRD reads is there once lbctl says so.
+    let mut announcer = match &opts.bgp {
+        Some((bird, rise)) => {
+            let name = crate::announce::alive::name_for(&opts.ifaces[0]);
+            let a = crate::announce::Announcer::start(bird.clone(), &name, *rise)?;
+            info!(include = %bird.include.display(), alive = %name, rise = %humantime::format_duration(*rise), "announcing VIPs over BGP through BIRD");
+            Some(a)
+        }
+        None => None,
+    };
     running.log_services();
     let mut facts = answer::Facts {
         started: Instant::now(),
@@ -174,15 +184,6 @@ pub async fn run(opts: Options) -> Result<()> {
         neigh_watch::DEFAULT_REFRESH,
     )
     .await?;
-    let mut announcer = match &opts.bgp {
-        Some((bird, rise)) => {
-            let name = crate::announce::alive::name_for(&opts.ifaces[0]);
-            let a = crate::announce::Announcer::start(bird.clone(), &name, *rise)?;
-            info!(include = %bird.include.display(), alive = %name, rise = %humantime::format_duration(*rise), "announcing VIPs over BGP through BIRD");
-            Some(a)
-        }
-        None => None,
-    };
     let mut announce_tick = tokio::time::interval(ANNOUNCE_EVERY);
     let (vmacs, mut vmac_changes) = VmacWatch::start(
         running
@@ -204,7 +205,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let (moved, mut moved_lines) = MovedFlows::start(running.dp.flow_table_reader()?)?;
     loop {
         // What the listener shows: as the last change left it.
-        publish(&running, &board);
+        publish(&running, &facts, &board);
         tokio::select! {
             _ = term.recv() => {
                 // --keep-on-exit: a hand-over to the next lbctl, nothing given up. A second
@@ -558,7 +559,7 @@ impl MovedFlows {
 }
 
 /// Publishes what the HTTP listener shows: each real's state and health, the last changes.
-fn publish(running: &Running, board: &http::Board) {
+fn publish(running: &Running, facts: &answer::Facts, board: &http::Board) {
     let reals = match answer::reals(running, None) {
         Response::Reals { reals } => reals,
         _ => Vec::new(),
@@ -567,6 +568,28 @@ fn publish(running: &Running, board: &http::Board) {
     published.reals = reals;
     published.changes = running.changes.clone();
     published.real_ids = running.dp.real_ids();
+    published.ha = http::Ha {
+        vrrp: facts
+            .vrrp
+            .iter()
+            .map(|((_, name), (state, _))| (name.clone(), state.clone()))
+            .collect(),
+        bgp: facts.announce.as_ref().map(|a| {
+            let mut addrs: Vec<_> = running
+                .current
+                .services
+                .iter()
+                .map(|s| s.vip.addr)
+                .collect();
+            addrs.sort();
+            addrs.dedup();
+            addrs
+                .into_iter()
+                .map(|x| (x.to_string(), a.announced.contains(&x)))
+                .collect()
+        }),
+        stopping: facts.stopping,
+    };
 }
 
 /// Follows a next hop's MAC: the kernel learnt a new one (a gratuitous ARP, an unsolicited

@@ -60,7 +60,7 @@ impl Datapath {
 
 /// CLOCK_MONOTONIC at the last tick, in nanoseconds: the clock of the datapath's
 /// `bpf_ktime_get_coarse_ns`.
-pub(crate) fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -68,4 +68,100 @@ pub(crate) fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Datapath {
+    /// The id `vip` has in the datapath, once served.
+    pub fn vip_id(&self, vip: &VipSpec) -> Option<u32> {
+        self.services.get(vip).map(|s| s.id)
+    }
+
+    /// A synced flow's entries as this datapath would make them, from what it serves: the
+    /// record's VIP and real (by address, in this LB's ids, MACs and interfaces); the client
+    /// arrives on `ingress`. Refused, by name, when this LB does not serve them.
+    pub fn synced_entries(
+        &self,
+        r: &crate::sync::wire::Record,
+        ingress: u32,
+        now_ns: u64,
+    ) -> Result<crate::sync::flows::Entries, crate::sync::Refused> {
+        use crate::sync::{flows, Refused};
+        let proto = match r.proto {
+            lb_common::PROTO_TCP => crate::declare::spec::Proto::Tcp,
+            lb_common::PROTO_UDP => crate::declare::spec::Proto::Udp,
+            _ => return Err(Refused::UnknownVip),
+        };
+        let spec = VipSpec {
+            addr: r.vip,
+            port: r.vip_port,
+            proto,
+        };
+        let served = self.services.get(&spec).ok_or(Refused::UnknownVip)?;
+        let settings = served.settings.as_ref().ok_or(Refused::UnknownVip)?;
+        if !settings.mode.is_stateful() {
+            return Err(Refused::NotStateful);
+        }
+        let real = served
+            .reals
+            .iter()
+            .find(|x| x.addr == r.real && x.port.unwrap_or(spec.port) == r.real_port)
+            .ok_or(Refused::UnknownReal)?;
+        let real_id = self
+            .id_of_real(&spec, r.real, r.real_port)
+            .ok_or(Refused::UnknownReal)?;
+        let iface = |i: u32| self.ifaces.get(&i, 0).map_err(|_| Refused::NoInterface);
+        let ingress_mac = iface(ingress)?.mac;
+        let egress = if real.ifindex == 0 {
+            ingress
+        } else {
+            real.ifindex
+        };
+        let (timeout, short_timeout) = flows::timeouts(&settings.timeouts, r.proto);
+        let local = flows::Local {
+            mode: settings.mode,
+            vip_id: served.id,
+            real_id,
+            real_mac: real.mac,
+            real_ifindex: real.ifindex,
+            ingress,
+            ingress_mac,
+            egress_mac: iface(egress)?.mac,
+            timeout,
+            short_timeout,
+        };
+        Ok(flows::entries(r, &local, now_ns))
+    }
+
+    /// Puts a flow's two entries in the table (replacing what the keys held): a flow the
+    /// peer LB has (flow sync). The reply entry first, as the datapath does: once a request
+    /// leaves, its answer finds the way back.
+    pub fn install_flow(&mut self, e: &crate::sync::flows::Entries) -> Result<()> {
+        self.flows
+            .insert(e.reply_key, e.reply, 0)
+            .context("writing a synced flow's reply entry")?;
+        self.flows
+            .insert(e.key, e.forward, 0)
+            .context("writing a synced flow's entry")
+    }
+
+    /// Removes a flow's two entries (the peer saw it end), when they are still `real_id`'s.
+    pub fn remove_flow(
+        &mut self,
+        key: &FlowKey,
+        reply_key: &FlowKey,
+        real_id: u32,
+    ) -> Result<bool> {
+        match self.flows.get(key, 0) {
+            Ok(f) if f.real_id == real_id => {}
+            Ok(_) | Err(aya::maps::MapError::KeyNotFound) => return Ok(false),
+            Err(e) => return Err(e).context("reading FLOWS"),
+        }
+        for k in [key, reply_key] {
+            match self.flows.remove(k) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("removing a synced flow's entry"),
+            }
+        }
+        Ok(true)
+    }
 }

@@ -5,7 +5,7 @@ mod attach;
 mod explain;
 mod flows;
 pub use explain::Explanation;
-pub(crate) use flows::monotonic_ns;
+pub use flows::monotonic_ns;
 pub mod layout;
 mod migrate;
 pub use attach::AttachMode;

@@ -14,7 +14,11 @@ use crate::stats::{show::View, Traffic};
 type Labels = Vec<(&'static str, String)>;
 
 /// The text a scrape gets: everything `view` holds, and the time changes took to apply.
-pub fn render(view: &View, apply: Option<&Histogram>) -> Result<String, std::fmt::Error> {
+pub fn render(
+    view: &View,
+    apply: Option<&Histogram>,
+    ha: &super::Ha,
+) -> Result<String, std::fmt::Error> {
     let mut r = Registry::with_prefix("lbctl");
 
     let packets = Family::<Labels, Counter>::default();
@@ -184,6 +188,38 @@ pub fn render(view: &View, apply: Option<&Histogram>) -> Result<String, std::fmt
             h.clone(),
         );
     }
+    let vrrp = Family::<Labels, Gauge>::default();
+    for (name, state) in &ha.vrrp {
+        for s in ["MASTER", "BACKUP", "FAULT", "STOP"] {
+            let l = vec![("instance", name.clone()), ("state", s.to_owned())];
+            vrrp.get_or_create(&l).set(i64::from(state == s));
+        }
+    }
+    r.register(
+        "vrrp_state",
+        "1 for the state keepalived last reported of each VRRP instance (its notify hook, `lbctl notify`), 0 for the others",
+        vrrp,
+    );
+    if let Some(addrs) = &ha.bgp {
+        let announced = Family::<Labels, Gauge>::default();
+        for (addr, on) in addrs {
+            announced
+                .get_or_create(&vec![("address", addr.clone())])
+                .set(i64::from(*on));
+        }
+        r.register(
+            "bgp_announced",
+            "1 while this LB announces the VIP address over BGP (through BIRD), 0 while it is withdrawn",
+            announced,
+        );
+    }
+    let stopping = Gauge::<i64>::default();
+    stopping.set(i64::from(ha.stopping));
+    r.register(
+        "stopping",
+        "1 during a graceful stop (lbctl stop, SIGTERM): the LB no longer serves and hands its traffic over",
+        stopping,
+    );
     let mut text = String::new();
     encode(&mut text, &r)?;
     Ok(text)

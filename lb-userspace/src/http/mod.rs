@@ -45,6 +45,18 @@ pub struct Published {
     pub changes: VecDeque<String>,
     /// The real ids in use: a scrape reads only their counters.
     pub real_ids: Vec<u32>,
+    /// Beyond one machine: VRRP states, BGP announcements, a stop under way.
+    pub ha: Ha,
+}
+
+/// What the daemon knows of its place among several LBs.
+#[derive(Clone, Debug, Default)]
+pub struct Ha {
+    /// Each VRRP instance (or group) keepalived told of, and its state.
+    pub vrrp: Vec<(String, String)>,
+    /// With BGP: each configured VIP address and whether it is announced.
+    pub bgp: Option<Vec<(String, bool)>>,
+    pub stopping: bool,
 }
 
 /// Shared by the daemon (which writes) and the listener (which reads).
@@ -247,7 +259,13 @@ async fn answer(site: &Site, req: Request<hyper::body::Incoming>) -> Answer {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/metrics" => {
             let view = show::View::new(&reading, None, Some(&daemon));
-            match metrics::render(&view, Some(&site.board.apply)) {
+            let ha = site
+                .board
+                .published
+                .lock()
+                .map(|p| p.ha.clone())
+                .unwrap_or_default();
+            match metrics::render(&view, Some(&site.board.apply), &ha) {
                 Ok(text) => reply(
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
