@@ -36,6 +36,12 @@ pub const VIRTUAL_MAC: [u8; 6] = [0, 0, 0x5e, 0, 1, 51];
 /// The dsr VIP and the tunnel VIP (both on port 80 and the session port).
 pub const PAIR_DSR_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
 pub const PAIR_TUNNEL_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 11);
+/// The one-arm VIP (the session port), its SNAT pool address: on both LBs' lo, and a
+/// keepalived virtual address, so the reals' answers reach the master.
+pub const PAIR_ONE_ARM_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 13);
+pub const PAIR_SNAT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 201);
+/// Where each LB listens for flow sync.
+pub const SYNC_PORT: u16 = 7946;
 
 /// The keepalived configuration both LBs run, with `@NAME@`, `@PRIORITY@`, `@LBCTL@` and
 /// `@SOCKET@` to fill in: the documented one.
@@ -276,7 +282,14 @@ impl HaPair {
         for (i, addr) in PAIR_LB_ADDRS.iter().enumerate() {
             let name = format!("lb{}", i + 1);
             let ns = Netns::create(&format!("{p}-{name}"))?;
+            if i == 1 {
+                // lb2's eth0 gets another index than lb1's: sync must not depend on them.
+                ns.ip(&[
+                    "link", "add", "pad0", "type", "veth", "peer", "name", "pad1",
+                ])?;
+            }
             plug(&switch, "br0", &ns, &name, HOST_IFACE, Some(*addr))?;
+            ns.ip(&["addr", "add", &format!("{PAIR_SNAT_ADDR}/32"), "dev", "lo"])?;
             // Only the interface holding an address answers ARP for it: eth0 must not answer
             // for the virtual router's address (it lives on keepalived's macvlan).
             for iface in ["all", HOST_IFACE] {
@@ -321,11 +334,23 @@ impl HaPair {
         })
     }
 
-    /// The lbctl configuration both LBs serve: a dsr and a tunnel VIP, each on port 80 and
-    /// the session port, over the three reals. Written to a file of the lab's.
-    pub fn lbctl_config(&self) -> Result<PathBuf> {
+    /// The lbctl configuration LB `lb` serves: a dsr and a tunnel VIP, each on port 80 and
+    /// the session port, and a one-arm VIP on the session port, over the three reals. lb2's
+    /// lists another VIP first, so its VIPs and reals have other ids than lb1's. Written to
+    /// a file of the lab's.
+    pub fn lbctl_config(&self, lb: usize) -> Result<PathBuf> {
         let reals: Vec<String> = REAL_ADDRS.iter().map(|a| format!("\"{a}\"")).collect();
         let mut text = String::new();
+        if lb == 1 {
+            text += &format!(
+                "[[vip]]\naddress = \"198.18.100.50:{VIP_PORT}/tcp\"\nmode = \"dsr\"\nreals = [{}]\n\n",
+                reals.join(", ")
+            );
+        }
+        text += &format!(
+            "[[vip]]\naddress = \"{PAIR_ONE_ARM_VIP}:{SESSION_PORT}/tcp\"\nmode = \"one-arm\"\nsnat_pool = [\"{PAIR_SNAT_ADDR}\"]\nreals = [{}]\n\n",
+            reals.join(", ")
+        );
         for (vip, mode) in [(PAIR_DSR_VIP, "dsr"), (PAIR_TUNNEL_VIP, "tunnel")] {
             for port in [VIP_PORT, SESSION_PORT] {
                 text += &format!(
@@ -334,9 +359,24 @@ impl HaPair {
                 );
             }
         }
-        let path = std::env::temp_dir().join(format!("{}.toml", self.switch.name()));
+        let path = std::env::temp_dir().join(format!("{}-{lb}.toml", self.switch.name()));
         std::fs::write(&path, text)?;
         Ok(path)
+    }
+
+    /// The flow sync arguments of LB `lb`: it listens on its address, its peer is the other
+    /// LB, the key a file of the lab's.
+    pub fn sync_args(&self, lb: usize) -> Result<Vec<String>> {
+        let key = std::env::temp_dir().join(format!("{}-sync.key", self.switch.name()));
+        std::fs::write(&key, "lab-pair-key-0123456789abcdef\n")?;
+        Ok(vec![
+            "--sync-listen".into(),
+            format!("{}:{SYNC_PORT}", PAIR_LB_ADDRS[lb]),
+            "--sync-peer".into(),
+            format!("{}:{SYNC_PORT}", PAIR_LB_ADDRS[1 - lb]),
+            "--sync-key".into(),
+            key.display().to_string(),
+        ])
     }
 
     /// `lbctl decap attach eth0` on every real, for the tunnel VIP.

@@ -15,7 +15,10 @@ use std::{
 
 use lb_lab::{
     drive_tcp,
-    pair::{HaPair, PAIR_DSR_VIP, PAIR_TUNNEL_VIP, VIRTUAL_MAC},
+    pair::{
+        HaPair, PAIR_DSR_VIP, PAIR_LB_ADDRS, PAIR_ONE_ARM_VIP, PAIR_TUNNEL_VIP, SYNC_PORT,
+        VIRTUAL_MAC,
+    },
     Sessions, SESSION_PORT, VIP_PORT,
 };
 use tests::{lbctl, require_root};
@@ -143,9 +146,9 @@ fn keepalived_moves_the_virtual_router_when_lbctl_is_sick_or_its_host_dies() {
     let lbctl = lbctl();
     let mut pair = HaPair::build().unwrap();
     pair.start_decap(&lbctl).unwrap();
-    let config = pair.lbctl_config().unwrap();
-    for lb in &mut pair.lbs {
-        lb.start_lbctl(&lbctl, &config).unwrap();
+    for i in 0..2 {
+        let config = pair.lbctl_config(i).unwrap();
+        pair.lbs[i].start_lbctl(&lbctl, &config).unwrap();
     }
 
     // The check: serving; a VIP below its quorum is not; nor is a detached datapath.
@@ -224,6 +227,7 @@ fn keepalived_moves_the_virtual_router_when_lbctl_is_sick_or_its_host_dies() {
 
     // lb1 is made whole again (a new lbctl): it comes back as the standby (nopreempt).
     pair.lbs[0].stop_lbctl().unwrap();
+    let config = pair.lbctl_config(0).unwrap();
     pair.lbs[0].start_lbctl(&lbctl, &config).unwrap();
     wait_for("lb1 BACKUP again", Duration::from_secs(15), || {
         states(&pair, &lbctl) == [Some("BACKUP".into()), Some("MASTER".into())]
@@ -240,6 +244,7 @@ fn keepalived_moves_the_virtual_router_when_lbctl_is_sick_or_its_host_dies() {
     new_connections_succeed(&pair, "lb1 active again");
 
     // lb2's lbctl restarted: it takes its pinned state and program over, standby again.
+    let config = pair.lbctl_config(1).unwrap();
     pair.lbs[1].start_lbctl(&lbctl, &config).unwrap();
     wait_for("lb2 BACKUP again", Duration::from_secs(15), || {
         pair.lbs[1].vrrp_state(&lbctl).as_deref() == Some("BACKUP")
@@ -267,13 +272,21 @@ fn keepalived_lb1_first(pair: &mut HaPair, lbctl: &Path) {
     });
 }
 
-/// Both LBs up under keepalived, lb1 MASTER (lb2 BACKUP), each knowing its state.
-fn pair_with_lb1_active(lbctl: &Path) -> HaPair {
+/// Both LBs up under keepalived, lb1 MASTER (lb2 BACKUP), each knowing its state; with
+/// `sync`, syncing their flows.
+fn pair_with_lb1_active(lbctl: &Path, sync: bool) -> HaPair {
     let mut pair = HaPair::build().unwrap();
     pair.start_decap(lbctl).unwrap();
-    let config = pair.lbctl_config().unwrap();
-    for lb in &mut pair.lbs {
-        lb.start_lbctl(lbctl, &config).unwrap();
+    for i in 0..2 {
+        let config = pair.lbctl_config(i).unwrap();
+        let extra = if sync {
+            pair.sync_args(i).unwrap()
+        } else {
+            Vec::new()
+        };
+        pair.lbs[i]
+            .start_lbctl_with(lbctl, &config, &extra)
+            .unwrap();
     }
     keepalived_lb1_first(&mut pair, lbctl);
     pair
@@ -283,7 +296,7 @@ fn pair_with_lb1_active(lbctl: &Path) -> HaPair {
 fn a_graceful_stop_hands_live_sessions_to_the_peer() {
     require_root();
     let lbctl = lbctl();
-    let mut pair = pair_with_lb1_active(&lbctl);
+    let mut pair = pair_with_lb1_active(&lbctl, false);
     let open =
         |vip| Sessions::open_patient(&pair.client, at(vip, SESSION_PORT), 50, PATIENCE).unwrap();
     let (dsr, tunnel) = (open(PAIR_DSR_VIP), open(PAIR_TUNNEL_VIP));
@@ -314,4 +327,123 @@ fn a_graceful_stop_hands_live_sessions_to_the_peer() {
     assert_eq!(pair.lbs[1].vrrp_state(&lbctl).as_deref(), Some("MASTER"));
     all_talk(&[&dsr, &tunnel], &pair, "after lb1's graceful stop");
     new_connections_succeed(&pair, "lb2 active after lb1 stopped");
+}
+
+/// lbctl status's `sync` line of LB `i`.
+fn sync_line(pair: &HaPair, lbctl: &Path, i: usize) -> String {
+    lbctl_cmd(pair, lbctl, i, &["status"])
+        .lines()
+        .find(|l| l.starts_with("sync"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The flows LB `i` installed from its peer, as its status says.
+fn installed(pair: &HaPair, lbctl: &Path, i: usize) -> u64 {
+    let line = sync_line(pair, lbctl, i);
+    line.split("installed ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no installed count in {line:?}"))
+}
+
+/// Sends `bytes` to lb2's sync port from `ns`, from `from` (an address of `ns`).
+fn send_to_lb2(ns: &lb_lab::Netns, from: std::net::Ipv4Addr, bytes: Vec<u8>) {
+    ns.run(move || {
+        let s = std::net::UdpSocket::bind((from, 0)).unwrap();
+        s.send_to(&bytes, (PAIR_LB_ADDRS[1], SYNC_PORT)).unwrap();
+    })
+    .unwrap();
+}
+
+#[test]
+fn with_flow_sync_a_failover_keeps_every_one_arm_session() {
+    use lb_userspace::sync::wire::{self, Header, Record};
+    require_root();
+    let lbctl = lbctl();
+    let mut pair = pair_with_lb1_active(&lbctl, true);
+    wait_for("both LBs synced", Duration::from_secs(15), || {
+        (0..2).all(|i| sync_line(&pair, &lbctl, i).contains(": synced"))
+    });
+    let sessions = Sessions::open_patient(
+        &pair.client,
+        at(PAIR_ONE_ARM_VIP, SESSION_PORT),
+        200,
+        PATIENCE,
+    )
+    .unwrap();
+    all_talk(&[&sessions], &pair, "lb1 active");
+    wait_for(
+        "lb2 installed lb1's 200 flows",
+        Duration::from_secs(10),
+        || installed(&pair, &lbctl, 1) >= 200,
+    );
+
+    // What lb2 takes from no one but its peer, with the key, once: a foreign sender,
+    // garbage, another key, a stale message, a replay. None is installed; each is counted.
+    let key = b"lab-pair-key-0123456789abcdef".to_vec();
+    let header = |seq, sent_ms| Header {
+        kind: wire::KIND_DELTA,
+        boot: 42,
+        seq,
+        sent_ms,
+        round: 0,
+        part: 0,
+        parts: 1,
+    };
+    let flow = Record {
+        op: wire::OP_FLOW,
+        proto: 6,
+        state: wire::STATE_ANSWERED,
+        client: "198.18.0.100".parse().unwrap(),
+        client_port: 1,
+        vip: "198.18.100.99".parse().unwrap(),
+        vip_port: 9000,
+        real: "198.18.0.11".parse().unwrap(),
+        real_port: 9000,
+        src: "198.18.0.201".parse().unwrap(),
+        src_port: 1,
+        client_mac: [2, 0, 0, 0, 0, 1],
+    };
+    let now = wire::now_ms();
+    let good = wire::encode(&key, &header(1, now), &[flow]);
+    let lb1 = PAIR_LB_ADDRS[0];
+    send_to_lb2(&pair.client, lb_lab::CLIENT_ADDR, good.clone());
+    send_to_lb2(
+        &pair.lbs[0].ns,
+        lb1,
+        b"not a sync message at all, but long enough".to_vec(),
+    );
+    send_to_lb2(
+        &pair.lbs[0].ns,
+        lb1,
+        wire::encode(b"another key, 16+ bytes", &header(2, now), &[flow]),
+    );
+    send_to_lb2(
+        &pair.lbs[0].ns,
+        lb1,
+        wire::encode(&key, &header(3, now - 60_000), &[flow]),
+    );
+    send_to_lb2(&pair.lbs[0].ns, lb1, good.clone());
+    send_to_lb2(&pair.lbs[0].ns, lb1, good);
+    wait_for("each counted", Duration::from_secs(5), || {
+        let l = sync_line(&pair, &lbctl, 1);
+        [
+            "foreign 1",
+            "garbage 1",
+            "bad_tag 1",
+            "stale 1",
+            "replayed 1",
+            "unknown_vip 1",
+        ]
+        .iter()
+        .all(|c| l.contains(c))
+    });
+
+    // lb1's host dies: lb2 takes over with lb1's flows, SNAT ports included.
+    let took = fail_over(&mut pair, &lbctl, 0, |pair| pair.cut_wire(0).unwrap());
+    println!("one-arm with flow sync, lb1's host gone: lb2 served after {took:?}");
+    all_talk(&[&sessions], &pair, "after lb1's host died, flows synced");
+    println!("lb2: {}", sync_line(&pair, &lbctl, 1));
 }

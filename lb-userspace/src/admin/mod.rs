@@ -114,6 +114,9 @@ pub struct Status {
     /// A graceful stop is under way.
     #[serde(default)]
     pub stopping: bool,
+    /// Flow sync with the peer LB, when set up: one line.
+    #[serde(default)]
+    pub sync: Option<String>,
 }
 
 /// The BGP announcements.

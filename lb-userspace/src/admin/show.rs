@@ -83,6 +83,9 @@ fn status(s: &Status) -> String {
             line("", format!("BIRD did not take the last change: {e}"));
         }
     }
+    if let Some(line_) = &s.sync {
+        line("sync", line_.clone());
+    }
     if s.stopping {
         line(
             "stopping",

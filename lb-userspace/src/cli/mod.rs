@@ -265,6 +265,22 @@ struct AttachArgs {
     /// How long an address must be eligible without a break before it is announced again.
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration, requires = "bgp_include")]
     bgp_rise: std::time::Duration,
+    /// Sync stateful flows (nat, router, one-arm) with the peer LB at this ADDRESS:PORT (its
+    /// --sync-listen): each LB sends its flows, and installs the peer's, so a failover keeps
+    /// them. Messages are taken only from the peer's address, authenticated with the key of
+    /// --sync-key (docs/beyond-one-machine.md).
+    #[arg(long, value_name = "ADDRESS:PORT", requires_all = ["sync_listen", "sync_key"])]
+    sync_peer: Option<std::net::SocketAddr>,
+    /// This LB's address and port for flow sync (the peer's --sync-peer).
+    #[arg(long, value_name = "ADDRESS:PORT", requires = "sync_peer")]
+    sync_listen: Option<std::net::SocketAddr>,
+    /// A file holding the key both LBs share (at least 16 bytes).
+    #[arg(long, value_name = "FILE", requires = "sync_peer")]
+    sync_key: Option<PathBuf>,
+    /// Until it has had a whole round of the peer's flows, this LB fails `status --check`
+    /// (keepalived does not make it MASTER) unless the peer has been silent this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    sync_wait: std::time::Duration,
     /// Serve the stats over HTTP on this address: `/metrics` for Prometheus, `/` a page
     /// that refreshes itself, `/healthz` for supervisors (e.g. 127.0.0.1:9180). Off unless
     /// given; a loopback address unless --http-public.
@@ -406,6 +422,16 @@ async fn attach(args: AttachArgs) -> Result<()> {
     let pin_dir = args
         .pin_dir
         .unwrap_or_else(|| datapath::pins::default_dir(&args.ifaces[0]));
+    // Checked before anything is touched: a missing or short key refuses the start.
+    let sync = match (args.sync_peer, args.sync_listen, &args.sync_key) {
+        (Some(peer), Some(listen), Some(key)) => Some(crate::sync::peer::Settings {
+            listen,
+            peer,
+            key: crate::sync::peer::read_key(key)?,
+            wait: args.sync_wait,
+        }),
+        _ => None,
+    };
     daemon::run(daemon::Options {
         ifaces: args.ifaces,
         source,
@@ -418,6 +444,7 @@ async fn attach(args: AttachArgs) -> Result<()> {
         flow_log: args.flow_log,
         flow_log_rate: args.flow_log_rate,
         stop_grace: args.stop_grace,
+        sync,
         bgp: args.bgp_include.map(|include| {
             (
                 crate::announce::bird::Bird {

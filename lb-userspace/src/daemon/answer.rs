@@ -24,6 +24,8 @@ pub struct Facts {
     pub stopping: bool,
     /// What is announced over BGP, when lbctl announces.
     pub announce: Option<crate::announce::Shown>,
+    /// Flow sync with the peer, when set up.
+    pub sync: Option<crate::sync::install::Installer>,
 }
 
 /// Whether this LB serves, as keepalived's track script asks it (`lbctl status --check`):
@@ -119,6 +121,7 @@ pub fn status(r: &Running, facts: &Facts) -> Response {
             via: a.alive_iface.clone(),
         }),
         stopping: facts.stopping,
+        sync: facts.sync.as_ref().map(|s| s.line()),
     }))
 }
 

@@ -73,6 +73,8 @@ pub struct Options {
     pub stop_grace: Duration,
     /// Announce the VIPs over BGP through BIRD: how to reach it, and `rise`.
     pub bgp: Option<(crate::announce::bird::Bird, Duration)>,
+    /// Sync stateful flows with the peer LB.
+    pub sync: Option<crate::sync::peer::Settings>,
 }
 
 /// How often what is announced over BGP is looked at again (besides after each change).
@@ -136,6 +138,7 @@ pub async fn run(opts: Options) -> Result<()> {
         vrrp: BTreeMap::new(),
         stopping: false,
         announce: None,
+        sync: None,
     };
     info!(
         ifaces = %opts.ifaces.join(","),
@@ -184,6 +187,21 @@ pub async fn run(opts: Options) -> Result<()> {
         neigh_watch::DEFAULT_REFRESH,
     )
     .await?;
+    let (_sync, mut sync_batches) = match &opts.sync {
+        Some(settings) => {
+            let (sync, batches) =
+                crate::sync::peer::Sync::start(settings.clone(), running.dp.flow_table_reader()?)
+                    .await?;
+            info!(listen = %settings.listen, peer = %settings.peer, "syncing stateful flows with the peer");
+            facts.sync = Some(crate::sync::install::Installer::new(
+                settings.clone(),
+                sync.counts.clone(),
+            ));
+            (Some(sync), batches)
+        }
+        // A channel nothing sends on: the loop's branch never fires.
+        None => (None, tokio::sync::mpsc::channel(1).1),
+    };
     let mut announce_tick = tokio::time::interval(ANNOUNCE_EVERY);
     let (vmacs, mut vmac_changes) = VmacWatch::start(
         running
@@ -298,6 +316,12 @@ pub async fn run(opts: Options) -> Result<()> {
                 }
             }
             Some(now) = vmac_changes.recv() => running.set_vmacs(&now),
+            Some(batch) = sync_batches.recv() => {
+                if let Some(installer) = facts.sync.as_mut() {
+                    let ingress = running.current.interfaces.first().map_or(0, |i| i.ifindex);
+                    installer.apply(&mut running.dp, &batch, ingress);
+                }
+            }
             Some(line) = moved_lines.recv() => running.note_change(line),
             _ = sweep.tick() => {
                 if let Err(e) = running.dp.sweep() {
@@ -589,6 +613,7 @@ fn publish(running: &Running, facts: &answer::Facts, board: &http::Board) {
                 .collect()
         }),
         stopping: facts.stopping,
+        sync: facts.sync.as_ref().map(|s| s.view()),
     };
 }
 

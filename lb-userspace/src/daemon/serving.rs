@@ -38,6 +38,9 @@ pub async fn assess(r: &Running, facts: &Facts) -> Assessment {
     if facts.stopping {
         a.lb.push("stopping (lbctl stop, or SIGTERM): handing the traffic over".to_owned());
     }
+    if let Some(why) = facts.sync.as_ref().and_then(|s| s.not_synced()) {
+        a.lb.push(why);
+    }
     let ours = r.dp.program_id();
     for (name, _) in &facts.attached {
         match (crate::host::neigh::xdp_prog_id(name).await, &ours) {

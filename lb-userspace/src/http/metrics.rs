@@ -213,6 +213,45 @@ pub fn render(
             announced,
         );
     }
+    if let Some(s) = &ha.sync {
+        let records = Family::<Labels, Counter>::default();
+        for (direction, n) in &s.records {
+            records
+                .get_or_create(&vec![("direction", direction.to_string())])
+                .inc_by(*n);
+        }
+        r.register(
+            "sync_records",
+            "Flow sync records: sent to the peer, received from it, installed in the flow table, removed (the peer's flow ended)",
+            records,
+        );
+        let dropped = Family::<Labels, Counter>::default();
+        for (reason, n) in &s.dropped {
+            dropped
+                .get_or_create(&vec![("reason", reason.to_string())])
+                .inc_by(*n);
+        }
+        r.register(
+            "sync_dropped",
+            "Flow sync messages dropped (foreign, garbage, bad_tag, stale, replayed) and records refused (unknown_vip, not_stateful, unknown_real, no_interface), by reason",
+            dropped,
+        );
+        let lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        lag.set(s.lag_ms as f64 / 1000.0);
+        r.register_with_unit(
+            "sync_lag",
+            "From the peer sending its last flow sync message to its arrival here",
+            Unit::Seconds,
+            lag,
+        );
+        let synced = Gauge::<i64>::default();
+        synced.set(i64::from(s.synced));
+        r.register(
+            "sync_synced",
+            "1 once a whole round of the peer's flows arrived",
+            synced,
+        );
+    }
     let stopping = Gauge::<i64>::default();
     stopping.set(i64::from(ha.stopping));
     r.register(

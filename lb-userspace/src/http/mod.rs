@@ -57,6 +57,17 @@ pub struct Ha {
     /// With BGP: each configured VIP address and whether it is announced.
     pub bgp: Option<Vec<(String, bool)>>,
     pub stopping: bool,
+    /// With flow sync: records by direction (sent, received, installed, removed), drops
+    /// and refusals by reason, the last message's lag, whether synced.
+    pub sync: Option<SyncView>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SyncView {
+    pub records: Vec<(&'static str, u64)>,
+    pub dropped: Vec<(&'static str, u64)>,
+    pub lag_ms: u64,
+    pub synced: bool,
 }
 
 /// Shared by the daemon (which writes) and the listener (which reads).

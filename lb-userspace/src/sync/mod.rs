@@ -2,6 +2,9 @@
 //! one-arm) to its peer, which installs them in its own flow table, so that a failover keeps
 //! them. See docs/beyond-one-machine.md.
 
+pub mod flows;
+pub mod install;
+pub mod peer;
 pub mod wire;
 
 /// Why a synced flow was not installed: this LB does not serve what the record names.
@@ -34,4 +37,3 @@ impl Refused {
         }
     }
 }
-pub mod flows;

@@ -6,7 +6,7 @@
 //! A receiver takes a message only when its tag is right (the key), it comes from the
 //! configured peer (checked by the caller), its send time is within [`WINDOW`] of the
 //! receiver's clock, and its sequence number is above every one seen from that sender's run
-//! (`boot`, random per run). Anything else is dropped and counted by its [`Drop`] reason;
+//! (`boot`, random per run). Anything else is dropped and counted by its [`Dropped`] reason;
 //! nothing of it is installed.
 
 use std::net::IpAddr;
@@ -77,7 +77,7 @@ pub struct Record {
 
 /// Why a datagram was not taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Drop {
+pub enum Dropped {
     /// Not from the configured peer.
     Foreign,
     /// Not a sync message: too short, another magic or version, lengths that disagree.
@@ -90,22 +90,22 @@ pub enum Drop {
     Replayed,
 }
 
-impl Drop {
-    pub const ALL: [Drop; 5] = [
-        Drop::Foreign,
-        Drop::Garbage,
-        Drop::BadTag,
-        Drop::Stale,
-        Drop::Replayed,
+impl Dropped {
+    pub const ALL: [Dropped; 5] = [
+        Dropped::Foreign,
+        Dropped::Garbage,
+        Dropped::BadTag,
+        Dropped::Stale,
+        Dropped::Replayed,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            Drop::Foreign => "foreign",
-            Drop::Garbage => "garbage",
-            Drop::BadTag => "bad_tag",
-            Drop::Stale => "stale",
-            Drop::Replayed => "replayed",
+            Dropped::Foreign => "foreign",
+            Dropped::Garbage => "garbage",
+            Dropped::BadTag => "bad_tag",
+            Dropped::Stale => "stale",
+            Dropped::Replayed => "replayed",
         }
     }
 }
@@ -214,20 +214,20 @@ pub fn encode(key: &[u8], header: &Header, records: &[Record]) -> Vec<u8> {
 }
 
 /// Reads and authenticates a datagram (not its freshness: see [`Replay`]).
-pub fn decode(key: &[u8], bytes: &[u8]) -> Result<(Header, Vec<Record>), Drop> {
+pub fn decode(key: &[u8], bytes: &[u8]) -> Result<(Header, Vec<Record>), Dropped> {
     if bytes.len() < HEADER_LEN + TAG_LEN || bytes[..4] != MAGIC || bytes[4] != VERSION {
-        return Err(Drop::Garbage);
+        return Err(Dropped::Garbage);
     }
     let count = usize::from(u16::from_be_bytes([bytes[6], bytes[7]]));
     if count > MAX_RECORDS || bytes.len() != HEADER_LEN + count * RECORD_LEN + TAG_LEN {
-        return Err(Drop::Garbage);
+        return Err(Dropped::Garbage);
     }
     let (body, got) = bytes.split_at(bytes.len() - TAG_LEN);
     // Constant time: the tag is compared by the MAC, not byte by byte here.
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(body);
     if mac.verify_slice(got).is_err() {
-        return Err(Drop::BadTag);
+        return Err(Dropped::BadTag);
     }
     let u64_at = |i: usize| u64::from_be_bytes(body[i..i + 8].try_into().unwrap_or_default());
     let header = Header {
@@ -240,13 +240,13 @@ pub fn decode(key: &[u8], bytes: &[u8]) -> Result<(Header, Vec<Record>), Drop> {
         parts: u16::from_be_bytes([body[38], body[39]]),
     };
     if !matches!(header.kind, KIND_DELTA | KIND_FULL) {
-        return Err(Drop::Garbage);
+        return Err(Dropped::Garbage);
     }
     let records = body[HEADER_LEN..]
         .chunks_exact(RECORD_LEN)
         .map(Record::decode)
         .collect::<Option<Vec<_>>>()
-        .ok_or(Drop::Garbage)?;
+        .ok_or(Dropped::Garbage)?;
     Ok((header, records))
 }
 
@@ -263,12 +263,12 @@ const RUNS: usize = 8;
 impl Replay {
     /// Takes `header` if it is fresh at `now_ms`: within the window and above every
     /// sequence number of its run seen so far.
-    pub fn check(&mut self, header: &Header, now_ms: u64) -> Result<(), Drop> {
+    pub fn check(&mut self, header: &Header, now_ms: u64) -> Result<(), Dropped> {
         if header.sent_ms.abs_diff(now_ms) > WINDOW_MS {
-            return Err(Drop::Stale);
+            return Err(Dropped::Stale);
         }
         match self.runs.iter_mut().find(|(boot, _)| *boot == header.boot) {
-            Some((_, last)) if header.seq <= *last => Err(Drop::Replayed),
+            Some((_, last)) if header.seq <= *last => Err(Dropped::Replayed),
             Some((_, last)) => {
                 *last = header.seq;
                 Ok(())
@@ -348,26 +348,32 @@ mod tests {
         let bytes = encode(KEY, &header(1, 1_000), &[record(0)]);
         assert_eq!(
             decode(b"another key of the right length", &bytes),
-            Err(Drop::BadTag)
+            Err(Dropped::BadTag)
         );
         for i in [0, 9, HEADER_LEN + 5, bytes.len() - 1] {
             let mut altered = bytes.clone();
             altered[i] ^= 0x40;
             let got = decode(KEY, &altered);
             assert!(
-                matches!(got, Err(Drop::BadTag | Drop::Garbage)),
+                matches!(got, Err(Dropped::BadTag | Dropped::Garbage)),
                 "byte {i}: {got:?}"
             );
         }
-        assert_eq!(decode(KEY, &bytes[..bytes.len() - 1]), Err(Drop::Garbage));
-        assert_eq!(decode(KEY, b"GET / HTTP/1.0\r\n\r\n"), Err(Drop::Garbage));
-        assert_eq!(decode(KEY, &[]), Err(Drop::Garbage));
+        assert_eq!(
+            decode(KEY, &bytes[..bytes.len() - 1]),
+            Err(Dropped::Garbage)
+        );
+        assert_eq!(
+            decode(KEY, b"GET / HTTP/1.0\r\n\r\n"),
+            Err(Dropped::Garbage)
+        );
+        assert_eq!(decode(KEY, &[]), Err(Dropped::Garbage));
         // Right length and magic, records not of their kind: garbage, even well tagged.
         let mut bad_op = bytes[..bytes.len() - TAG_LEN].to_vec();
         bad_op[HEADER_LEN] = 9;
         let t = tag(KEY, &bad_op);
         bad_op.extend(t);
-        assert_eq!(decode(KEY, &bad_op), Err(Drop::Garbage));
+        assert_eq!(decode(KEY, &bad_op), Err(Dropped::Garbage));
     }
 
     #[test]
@@ -376,15 +382,15 @@ mod tests {
         let now = 100_000;
         assert_eq!(r.check(&header(1, now), now), Ok(()));
         assert_eq!(r.check(&header(2, now), now), Ok(()));
-        assert_eq!(r.check(&header(2, now), now), Err(Drop::Replayed));
-        assert_eq!(r.check(&header(1, now), now), Err(Drop::Replayed));
+        assert_eq!(r.check(&header(2, now), now), Err(Dropped::Replayed));
+        assert_eq!(r.check(&header(1, now), now), Err(Dropped::Replayed));
         assert_eq!(
             r.check(&header(3, now - WINDOW_MS - 1), now),
-            Err(Drop::Stale)
+            Err(Dropped::Stale)
         );
         assert_eq!(
             r.check(&header(3, now + WINDOW_MS + 1), now),
-            Err(Drop::Stale)
+            Err(Dropped::Stale)
         );
         // A new run starts its own numbering; the old run's old numbers stay refused.
         let restarted = Header {
@@ -392,7 +398,7 @@ mod tests {
             ..header(1, now)
         };
         assert_eq!(r.check(&restarted, now), Ok(()));
-        assert_eq!(r.check(&header(2, now), now), Err(Drop::Replayed));
+        assert_eq!(r.check(&header(2, now), now), Err(Dropped::Replayed));
         assert_eq!(r.check(&header(3, now), now), Ok(()));
     }
 }
