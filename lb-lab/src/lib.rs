@@ -13,6 +13,7 @@ mod lb_process;
 mod netns;
 pub mod pair;
 pub mod programs;
+pub mod push;
 mod servers;
 mod sessions;
 mod topology;

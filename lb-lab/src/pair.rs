@@ -40,6 +40,12 @@ pub const PAIR_TUNNEL_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 11);
 /// keepalived virtual address, so the reals' answers reach the master.
 pub const PAIR_ONE_ARM_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 13);
 pub const PAIR_SNAT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 201);
+/// The nat VIP (port [`PUSH_PORT`], where the reals speak first when told), reached from a
+/// second client whose address the reals route via the virtual router: nat's replies must
+/// cross the LB.
+pub const PAIR_NAT_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 14);
+pub const PUSH_PORT: u16 = 7000;
+pub const NAT_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 102);
 /// Where each LB listens for flow sync.
 pub const SYNC_PORT: u16 = 7946;
 
@@ -245,10 +251,14 @@ fn keepalived(ns: &Netns, conf: &str) -> Result<Daemon> {
 pub struct HaPair {
     pub lbs: Vec<PairLb>,
     decaps: Vec<LbProcess>,
+    /// Each real's push server (nat, the real speaking first).
+    pub push: Vec<crate::push::PushServer>,
     _servers: Vec<Server>,
     _echo: Vec<EchoServer>,
     _switch_port_xdp: PassPrograms,
     pub client: Netns,
+    /// The nat client.
+    pub client2: Netns,
     pub reals: Vec<Netns>,
     pub switch: Netns,
 }
@@ -271,6 +281,22 @@ impl HaPair {
             Some(CLIENT_ADDR),
         )?;
         client.ip(&[
+            "route",
+            "add",
+            "198.18.100.0/24",
+            "via",
+            &VIRTUAL_ROUTER.to_string(),
+        ])?;
+        let client2 = Netns::create(&format!("{p}-client2"))?;
+        plug(
+            &switch,
+            "br0",
+            &client2,
+            "client2",
+            HOST_IFACE,
+            Some(NAT_CLIENT_ADDR),
+        )?;
+        client2.ip(&[
             "route",
             "add",
             "198.18.100.0/24",
@@ -312,6 +338,7 @@ impl HaPair {
         let mut reals = Vec::new();
         let mut servers = Vec::new();
         let mut echo = Vec::new();
+        let mut push = Vec::new();
         for (i, addr) in REAL_ADDRS.iter().enumerate() {
             let name = format!("r{}", i + 1);
             let real = Netns::create(&format!("{p}-{name}"))?;
@@ -320,15 +347,30 @@ impl HaPair {
             let any = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
             servers.push(Server::start_tcp(&real, &name, any(VIP_PORT))?);
             echo.push(EchoServer::start(&real, &name, any(SESSION_PORT))?);
+            push.push(crate::push::PushServer::start(
+                &real,
+                &name,
+                any(PUSH_PORT),
+            )?);
+            // nat: the answers to the nat client go back through the LB.
+            real.ip(&[
+                "route",
+                "add",
+                &format!("{NAT_CLIENT_ADDR}/32"),
+                "via",
+                &VIRTUAL_ROUTER.to_string(),
+            ])?;
             reals.push(real);
         }
         Ok(Self {
             lbs,
             decaps: Vec::new(),
+            push,
             _servers: servers,
             _echo: echo,
             _switch_port_xdp: switch_port_xdp,
             client,
+            client2,
             reals,
             switch,
         })
@@ -347,6 +389,10 @@ impl HaPair {
                 reals.join(", ")
             );
         }
+        text += &format!(
+            "[[vip]]\naddress = \"{PAIR_NAT_VIP}:{PUSH_PORT}/tcp\"\nmode = \"nat\"\nreals = [{}]\n\n",
+            reals.join(", ")
+        );
         text += &format!(
             "[[vip]]\naddress = \"{PAIR_ONE_ARM_VIP}:{SESSION_PORT}/tcp\"\nmode = \"one-arm\"\nsnat_pool = [\"{PAIR_SNAT_ADDR}\"]\nreals = [{}]\n\n",
             reals.join(", ")

@@ -16,9 +16,10 @@ use std::{
 use lb_lab::{
     drive_tcp,
     pair::{
-        HaPair, PAIR_DSR_VIP, PAIR_LB_ADDRS, PAIR_ONE_ARM_VIP, PAIR_TUNNEL_VIP, SYNC_PORT,
-        VIRTUAL_MAC,
+        HaPair, PAIR_DSR_VIP, PAIR_LB_ADDRS, PAIR_NAT_VIP, PAIR_ONE_ARM_VIP, PAIR_TUNNEL_VIP,
+        PUSH_PORT, SYNC_PORT, VIRTUAL_MAC,
     },
+    push::Waiters,
     Sessions, SESSION_PORT, VIP_PORT,
 };
 use tests::{lbctl, require_root};
@@ -358,7 +359,7 @@ fn send_to_lb2(ns: &lb_lab::Netns, from: std::net::Ipv4Addr, bytes: Vec<u8>) {
 }
 
 #[test]
-fn with_flow_sync_a_failover_keeps_every_one_arm_session() {
+fn with_flow_sync_a_failover_keeps_every_one_arm_and_nat_session() {
     use lb_userspace::sync::wire::{self, Header, Record};
     require_root();
     let lbctl = lbctl();
@@ -374,10 +375,12 @@ fn with_flow_sync_a_failover_keeps_every_one_arm_session() {
     )
     .unwrap();
     all_talk(&[&sessions], &pair, "lb1 active");
+    // 200 nat connections whose real will speak first after the failover.
+    let waiting = Waiters::open(&pair.client2, at(PAIR_NAT_VIP, PUSH_PORT), 200, PATIENCE).unwrap();
     wait_for(
-        "lb2 installed lb1's 200 flows",
+        "lb2 installed lb1's 400 flows",
         Duration::from_secs(10),
-        || installed(&pair, &lbctl, 1) >= 200,
+        || installed(&pair, &lbctl, 1) >= 400,
     );
 
     // What lb2 takes from no one but its peer, with the key, once: a foreign sender,
@@ -445,5 +448,15 @@ fn with_flow_sync_a_failover_keeps_every_one_arm_session() {
     let took = fail_over(&mut pair, &lbctl, 0, |pair| pair.cut_wire(0).unwrap());
     println!("one-arm with flow sync, lb1's host gone: lb2 served after {took:?}");
     all_talk(&[&sessions], &pair, "after lb1's host died, flows synced");
+    // The nat reals speak first: their packets reach lb2 first, which has the flows.
+    let pushed: usize = pair.push.iter().map(|p| p.push_all()).sum();
+    assert_eq!(pushed, 200);
+    let outcomes = waiting.answer_pushes();
+    let lost: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of 200 nat sessions lost: {lost:?}",
+        lost.len()
+    );
     println!("lb2: {}", sync_line(&pair, &lbctl, 1));
 }

@@ -196,6 +196,7 @@ pub async fn run(opts: Options) -> Result<()> {
             facts.sync = Some(crate::sync::install::Installer::new(
                 settings.clone(),
                 sync.counts.clone(),
+                sync.from_peer.clone(),
             ));
             (Some(sync), batches)
         }

@@ -71,6 +71,11 @@ pub fn monotonic_ns() -> u64 {
 }
 
 impl Datapath {
+    /// The flow table's entry under `key`, if any.
+    pub fn flow(&self, key: &FlowKey) -> Option<Flow> {
+        self.flows.get(key, 0).ok()
+    }
+
     /// The id `vip` has in the datapath, once served.
     pub fn vip_id(&self, vip: &VipSpec) -> Option<u32> {
         self.services.get(vip).map(|s| s.id)

@@ -22,6 +22,8 @@ use crate::datapath::{monotonic_ns, Datapath};
 pub struct Installer {
     pub settings: Settings,
     pub counts: Arc<Counts>,
+    /// Shared with the sender: what came from the peer, and when it was installed.
+    from_peer: super::peer::FromPeer,
     pub rounds: Rounds,
     /// The flows installed from the peer: forward key → (reply key, real id).
     installed: HashMap<FlowKey, (FlowKey, u32)>,
@@ -34,10 +36,11 @@ pub struct Installer {
 }
 
 impl Installer {
-    pub fn new(settings: Settings, counts: Arc<Counts>) -> Self {
+    pub fn new(settings: Settings, counts: Arc<Counts>, from_peer: super::peer::FromPeer) -> Self {
         Self {
             settings,
             counts,
+            from_peer,
             rounds: Rounds::default(),
             installed: HashMap::new(),
             installed_total: 0,
@@ -58,6 +61,10 @@ impl Installer {
                         Ok(()) => {
                             self.installed
                                 .insert(e.key, (e.reply_key, e.forward.real_id));
+                            self.from_peer
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(e.key, e.forward.last_seen_ns);
                             self.installed_total += 1;
                         }
                         Err(err) => {
@@ -78,7 +85,8 @@ impl Installer {
             let keys = batch.records.iter().map(|r| flows::keys(r).0);
             if let Some(all) = self.rounds.part(&batch.header, keys) {
                 // A whole round: flows installed from the peer that it no longer has ended
-                // there (their end message was lost).
+                // there (their end message was lost), unless this LB's datapath has seen
+                // them since: then they are this LB's now (a failover), and stay.
                 let gone: Vec<FlowKey> = self
                     .installed
                     .keys()
@@ -86,13 +94,39 @@ impl Installer {
                     .copied()
                     .collect();
                 for k in gone {
-                    self.remove(dp, &k);
+                    if self.ours_now(dp, &k) {
+                        self.installed.remove(&k);
+                        self.from_peer
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&k);
+                    } else {
+                        self.remove(dp, &k);
+                    }
                 }
             }
         }
     }
 
+    /// Whether this LB's datapath saw the flow since it was installed from the peer.
+    fn ours_now(&self, dp: &Datapath, key: &FlowKey) -> bool {
+        let at = self
+            .from_peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied();
+        match (dp.flow(key), at) {
+            (Some(f), Some(at)) => f.last_seen_ns > at,
+            _ => false,
+        }
+    }
+
     fn remove(&mut self, dp: &mut Datapath, key: &FlowKey) {
+        self.from_peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
         if let Some((reply_key, real_id)) = self.installed.remove(key) {
             match dp.remove_flow(key, &reply_key, real_id) {
                 Ok(true) => self.removed_total += 1,

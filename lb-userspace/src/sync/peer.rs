@@ -88,10 +88,17 @@ pub struct Batch {
     pub records: Vec<Record>,
 }
 
+/// The flows installed from the peer, and when (the datapath's clock): the sender leaves
+/// them out until this LB's datapath has seen them since (a failover made them this LB's).
+/// Sending them back would keep them alive on the peer after they ended there, and could
+/// undo what the peer saw last (a FIN).
+pub type FromPeer = Arc<Mutex<HashMap<FlowKey, u64>>>;
+
 /// The running sync: the sender thread (stopped on drop) and the receiver task.
 pub struct Sync {
     pub settings: Settings,
     pub counts: Arc<Counts>,
+    pub from_peer: FromPeer,
     stop: Arc<AtomicBool>,
     sender: Option<std::thread::JoinHandle<()>>,
     receiver: tokio::task::JoinHandle<()>,
@@ -110,18 +117,25 @@ impl Sync {
         let send = UdpSocket::bind(SocketAddr::new(settings.listen.ip(), 0))
             .context("opening the flow sync sending socket")?;
         let counts = Arc::new(Counts::default());
+        let from_peer = FromPeer::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel(1024);
         let receiver = tokio::spawn(receive(socket, settings.clone(), counts.clone(), tx));
-        let (s, c, st) = (settings.clone(), counts.clone(), stop.clone());
+        let (s, c, st, fp) = (
+            settings.clone(),
+            counts.clone(),
+            stop.clone(),
+            from_peer.clone(),
+        );
         let sender = std::thread::Builder::new()
             .name("lbctl-sync-send".into())
-            .spawn(move || send_loop(&send, &s, &c, &st, &table))
+            .spawn(move || send_loop(&send, &s, &c, &st, &table, &fp))
             .context("starting the flow sync sender")?;
         Ok((
             Self {
                 settings,
                 counts,
+                from_peer,
                 stop,
                 sender: Some(sender),
                 receiver,
@@ -192,6 +206,7 @@ fn send_loop(
     counts: &Counts,
     stop: &AtomicBool,
     table: &aya::maps::HashMap<aya::maps::MapData, FlowKey, Flow>,
+    from_peer: &FromPeer,
 ) {
     let boot = random_u64();
     let mut seq = 0u64;
@@ -229,7 +244,18 @@ fn send_loop(
         let started = Instant::now();
         let entries: Vec<(FlowKey, Flow)> = table.iter().filter_map(Result::ok).collect();
         let now = flows_now();
-        let current = flows::records(&entries, now);
+        let mut current = flows::records(&entries, now);
+        {
+            let installed = from_peer.lock().unwrap_or_else(|p| p.into_inner());
+            if !installed.is_empty() {
+                let seen: HashMap<FlowKey, u64> =
+                    entries.iter().map(|(k, f)| (*k, f.last_seen_ns)).collect();
+                current.retain(|k, _| match installed.get(k) {
+                    Some(at) => seen.get(k).is_some_and(|s| s > at),
+                    None => true,
+                });
+            }
+        }
         // What changed: new or different flows, and those gone (ended, expired).
         let mut delta: Vec<Record> = current
             .iter()
