@@ -86,6 +86,19 @@ impl AliveIface {
     }
 }
 
+/// Removes the interface `name` an lbctl kept (`--keep-on-exit` with BGP) when no lbctl
+/// holds it: BIRD then withdraws what it announced. Returns whether there was one.
+pub fn remove_kept(name: &str) -> Result<bool> {
+    if crate::host::iface::index(name).is_err() {
+        return Ok(false);
+    }
+    // Taking it (TUNSETIFF on its name), then not keeping it: it goes when closed.
+    let taken = AliveIface::create(name)?;
+    taken.persist(false)?;
+    drop(taken);
+    Ok(true)
+}
+
 /// The name of the interface for lbctl attached to `first_iface`: `lbctl-` and the
 /// interface's name, cut to the kernel's 15 bytes.
 pub fn name_for(first_iface: &str) -> String {

@@ -19,6 +19,9 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
+/// How long birdc may take to reconfigure BIRD.
+const BIRDC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where BIRD listens for birdc, unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/bird/bird.ctl";
 
@@ -65,12 +68,29 @@ impl Bird {
 
     /// `birdc configure`: BIRD reads its configuration again, the include with it.
     fn configure(&self) -> Result<()> {
-        let out = Command::new("birdc")
+        let mut child = Command::new("birdc")
             .arg("-s")
             .arg(&self.socket)
             .arg("configure")
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .context("running birdc (apt-get install bird2)")?;
+        // A BIRD that does not answer must not hold the announcements up for good: the
+        // task tries again.
+        let deadline = std::time::Instant::now() + BIRDC_TIMEOUT;
+        while child.try_wait()?.is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "`birdc -s {} configure` did not answer within {BIRDC_TIMEOUT:?}",
+                    self.socket.display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let out = child.wait_with_output()?;
         let said = String::from_utf8_lossy(&out.stdout);
         // birdc exits 0 even when BIRD refuses the configuration: its answer says.
         if !out.status.success()

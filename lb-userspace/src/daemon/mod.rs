@@ -123,7 +123,21 @@ pub async fn run(opts: Options) -> Result<()> {
             info!(include = %bird.include.display(), alive = %name, rise = %humantime::format_duration(*rise), "announcing VIPs over BGP through BIRD");
             Some(a)
         }
-        None => None,
+        None => {
+            // An lbctl before this one announced and handed over; this one does not
+            // announce: its interface goes, and BIRD withdraws.
+            let name = crate::announce::alive::name_for(&opts.ifaces[0]);
+            match crate::announce::alive::remove_kept(&name) {
+                Ok(true) => {
+                    info!(alive = %name, "removed the BGP interface the last lbctl kept: its announcements end (this one runs without --bgp-include)")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(alive = %name, error = %format!("{e:#}"), "could not remove the BGP interface the last lbctl kept: `ip link del` it, or BIRD goes on announcing")
+                }
+            }
+            None
+        }
     };
     running.log_services();
     let mut facts = answer::Facts {

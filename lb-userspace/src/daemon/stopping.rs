@@ -59,7 +59,8 @@ impl Stopping {
     pub fn ended(&mut self, dp: &Datapath) -> Option<Ended> {
         let now = Instant::now();
         let count = forwarded(dp);
-        if count != self.seen {
+        // A failed read (u64::MAX) counts as traffic every time.
+        if count == u64::MAX || count != self.seen {
             self.seen = count;
             self.last_packet = now;
         }

@@ -156,8 +156,17 @@ pub fn detach_kept(iface: &str, dir: &Path) -> Result<String> {
         }
     }
     pins.remove_all()?;
+    // The BGP announcements a kept lbctl left (their routes go via its interface) end too.
+    let alive = crate::announce::alive::name_for(iface);
+    let withdrawn = match crate::announce::alive::remove_kept(&alive) {
+        Ok(true) => format!("; removed {alive}, so BIRD withdraws its VIPs"),
+        Ok(false) => String::new(),
+        Err(e) => format!(
+            "; could not remove {alive} ({e:#}): `ip link del {alive}` so BIRD withdraws its VIPs"
+        ),
+    };
     Ok(format!(
-        "detached from {iface}; the flows and the rest of {} are removed",
+        "detached from {iface}; the flows and the rest of {} are removed{withdrawn}",
         dir.display()
     ))
 }

@@ -30,7 +30,7 @@ pub struct Installer {
     pub installed_total: u64,
     pub removed_total: u64,
     /// Per [`Refused`], in `Refused::ALL` order.
-    pub refused: [u64; 4],
+    pub refused: [u64; 6],
     pub install_errors: u64,
     started: Instant,
 }
@@ -45,7 +45,7 @@ impl Installer {
             installed: HashMap::new(),
             installed_total: 0,
             removed_total: 0,
-            refused: [0; 4],
+            refused: [0; 6],
             install_errors: 0,
             started: Instant::now(),
         }
@@ -56,7 +56,10 @@ impl Installer {
         let now = monotonic_ns();
         for r in &batch.records {
             match r.op {
-                OP_FLOW => match dp.synced_entries(r, ingress, now) {
+                OP_FLOW => match dp
+                    .synced_entries(r, ingress, now)
+                    .and_then(|e| self.may_install(dp, &e, now).map(|()| e))
+                {
                     Ok(e) => match dp.install_flow(&e) {
                         Ok(()) => {
                             self.installed
@@ -76,7 +79,12 @@ impl Installer {
                 },
                 OP_END => {
                     let (key, _) = flows::keys(r);
-                    self.remove(dp, &key);
+                    // Served here since it came: this LB's now, the peer's end is not its.
+                    if self.ours_now(dp, &key) {
+                        self.untrack(&key);
+                    } else {
+                        self.remove(dp, &key);
+                    }
                 }
                 _ => {}
             }
@@ -95,17 +103,50 @@ impl Installer {
                     .collect();
                 for k in gone {
                     if self.ours_now(dp, &k) {
-                        self.installed.remove(&k);
-                        self.from_peer
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&k);
+                        self.untrack(&k);
                     } else {
                         self.remove(dp, &k);
                     }
                 }
             }
         }
+    }
+
+    /// Whether the peer's copy of a flow may go in: not over a live flow this LB serves
+    /// itself (made here, or served since it came from the peer), nor with a reply entry
+    /// that another live flow holds here (a one-arm SNAT port both LBs gave out).
+    fn may_install(&mut self, dp: &Datapath, e: &flows::Entries, now: u64) -> Result<(), Refused> {
+        if let Some(f) = dp.flow(&e.key).filter(|f| !f.expired(now)) {
+            let from_peer = self
+                .from_peer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&e.key)
+                .copied();
+            match from_peer {
+                Some(at) if f.last_seen_ns > at => {
+                    self.untrack(&e.key);
+                    return Err(Refused::HeldHere);
+                }
+                Some(_) => {}
+                None => return Err(Refused::HeldHere),
+            }
+        }
+        if let Some(r) = dp.flow(&e.reply_key).filter(|r| !r.expired(now)) {
+            if (r.dst, r.dport) != (e.reply.dst, e.reply.dport) {
+                return Err(Refused::Clash);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops treating a flow as the peer's (this LB serves it now).
+    fn untrack(&mut self, key: &FlowKey) {
+        self.installed.remove(key);
+        self.from_peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 
     /// Whether this LB's datapath saw the flow since it was installed from the peer.

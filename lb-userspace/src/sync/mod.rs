@@ -18,14 +18,22 @@ pub enum Refused {
     UnknownReal,
     /// No interface of this LB for the client's or the real's side.
     NoInterface,
+    /// This LB serves a flow of that tuple itself (made here, or served since it came from
+    /// the peer): the peer's copy does not overwrite it.
+    HeldHere,
+    /// The reply entry's key (a one-arm SNAT address and port, or nat's real and client)
+    /// belongs to another live flow here.
+    Clash,
 }
 
 impl Refused {
-    pub const ALL: [Refused; 4] = [
+    pub const ALL: [Refused; 6] = [
         Refused::UnknownVip,
         Refused::NotStateful,
         Refused::UnknownReal,
         Refused::NoInterface,
+        Refused::HeldHere,
+        Refused::Clash,
     ];
 
     pub fn name(self) -> &'static str {
@@ -34,6 +42,8 @@ impl Refused {
             Refused::NotStateful => "not_stateful",
             Refused::UnknownReal => "unknown_real",
             Refused::NoInterface => "no_interface",
+            Refused::HeldHere => "held_here",
+            Refused::Clash => "clash",
         }
     }
 }

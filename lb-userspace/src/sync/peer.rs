@@ -68,7 +68,7 @@ pub struct Counts {
     pub received_records: AtomicU64,
     pub received_messages: AtomicU64,
     /// Per [`Dropped`], in `Dropped::ALL` order.
-    pub dropped: [AtomicU64; 5],
+    pub dropped: [AtomicU64; 6],
     /// Unix ms the peer sent its last message taken at, and when it arrived (ms).
     pub last_sent_ms: AtomicU64,
     pub last_arrived_ms: AtomicU64,
@@ -120,7 +120,9 @@ impl Sync {
         let from_peer = FromPeer::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel(1024);
-        let receiver = tokio::spawn(receive(socket, settings.clone(), counts.clone(), tx));
+        // This run's id: in every message sent, and refused in any received (reflected).
+        let boot = random_u64();
+        let receiver = tokio::spawn(receive(socket, settings.clone(), counts.clone(), tx, boot));
         let (s, c, st, fp) = (
             settings.clone(),
             counts.clone(),
@@ -129,7 +131,7 @@ impl Sync {
         );
         let sender = std::thread::Builder::new()
             .name("lbctl-sync-send".into())
-            .spawn(move || send_loop(&send, &s, &c, &st, &table, &fp))
+            .spawn(move || send_loop(&send, &s, &c, &st, &table, &fp, boot))
             .context("starting the flow sync sender")?;
         Ok((
             Self {
@@ -160,6 +162,7 @@ async fn receive(
     s: Settings,
     counts: Arc<Counts>,
     tx: mpsc::Sender<Batch>,
+    own_boot: u64,
 ) {
     let mut replay = wire::Replay::default();
     let mut buf = vec![0u8; 2048];
@@ -183,6 +186,10 @@ async fn receive(
                 continue;
             }
         };
+        if header.boot == own_boot {
+            counts.count_drop(Dropped::Own);
+            continue;
+        }
         let now = wire::now_ms();
         if let Err(why) = replay.check(&header, now) {
             counts.count_drop(why);
@@ -207,14 +214,22 @@ fn send_loop(
     stop: &AtomicBool,
     table: &aya::maps::HashMap<aya::maps::MapData, FlowKey, Flow>,
     from_peer: &FromPeer,
+    boot: u64,
 ) {
-    let boot = random_u64();
     let mut seq = 0u64;
     let mut round = 0u32;
     let mut sent: HashMap<FlowKey, Record> = HashMap::new();
     let mut last_full = Instant::now() - FULL_EVERY;
     let mut send = |kind: u8, round: u32, chunks: Vec<&[Record]>| {
-        let parts = chunks.len() as u16;
+        // Parts are numbered in 16 bits: a round of more (over 850 k flows) is not sent,
+        // rather than wrap; deltas still are.
+        let Ok(parts) = u16::try_from(chunks.len()) else {
+            warn!(
+                flows = chunks.len() * MAX_RECORDS,
+                "too many flows for a full sync round; only changes are sent"
+            );
+            return;
+        };
         for (part, chunk) in chunks.into_iter().enumerate() {
             seq += 1;
             let header = Header {
@@ -245,14 +260,20 @@ fn send_loop(
         let entries: Vec<(FlowKey, Flow)> = table.iter().filter_map(Result::ok).collect();
         let now = flows_now();
         let mut current = flows::records(&entries, now);
+        // Flows installed from the peer and not served here since: not sent (neither as
+        // flows nor as ends: they did not end).
+        let mut hidden = std::collections::HashSet::new();
         {
             let installed = from_peer.lock().unwrap_or_else(|p| p.into_inner());
             if !installed.is_empty() {
                 let seen: HashMap<FlowKey, u64> =
                     entries.iter().map(|(k, f)| (*k, f.last_seen_ns)).collect();
                 current.retain(|k, _| match installed.get(k) {
-                    Some(at) => seen.get(k).is_some_and(|s| s > at),
-                    None => true,
+                    Some(at) if seen.get(k).is_none_or(|s| s <= at) => {
+                        hidden.insert(*k);
+                        false
+                    }
+                    _ => true,
                 });
             }
         }
@@ -264,7 +285,7 @@ fn send_loop(
             .collect();
         delta.extend(
             sent.iter()
-                .filter(|(k, _)| !current.contains_key(*k))
+                .filter(|(k, _)| !current.contains_key(*k) && !hidden.contains(*k))
                 .map(|(_, r)| Record { op: OP_END, ..*r }),
         );
         if !delta.is_empty() {

@@ -88,15 +88,18 @@ pub enum Dropped {
     Stale,
     /// Its sequence number was seen already from that run.
     Replayed,
+    /// This LB's own message, sent back to it (reflected).
+    Own,
 }
 
 impl Dropped {
-    pub const ALL: [Dropped; 5] = [
+    pub const ALL: [Dropped; 6] = [
         Dropped::Foreign,
         Dropped::Garbage,
         Dropped::BadTag,
         Dropped::Stale,
         Dropped::Replayed,
+        Dropped::Own,
     ];
 
     pub fn name(self) -> &'static str {
@@ -106,6 +109,7 @@ impl Dropped {
             Dropped::BadTag => "bad_tag",
             Dropped::Stale => "stale",
             Dropped::Replayed => "replayed",
+            Dropped::Own => "own",
         }
     }
 }
@@ -239,7 +243,9 @@ pub fn decode(key: &[u8], bytes: &[u8]) -> Result<(Header, Vec<Record>), Dropped
         part: u16::from_be_bytes([body[36], body[37]]),
         parts: u16::from_be_bytes([body[38], body[39]]),
     };
-    if !matches!(header.kind, KIND_DELTA | KIND_FULL) {
+    if !matches!(header.kind, KIND_DELTA | KIND_FULL)
+        || (header.kind == KIND_FULL && header.part >= header.parts)
+    {
         return Err(Dropped::Garbage);
     }
     let records = body[HEADER_LEN..]
