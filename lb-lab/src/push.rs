@@ -123,11 +123,20 @@ impl Waiters {
     }
 
     /// Waits on each connection for its real's push, answers it, and reads the real's
-    /// answer: each connection's outcome (the first thing that went wrong).
-    pub fn answer_pushes(self) -> Vec<Result<(), String>> {
+    /// answer, all within `within`: each connection's outcome (the first thing that went
+    /// wrong).
+    pub fn answer_pushes(self, within: Duration) -> Vec<Result<(), String>> {
+        let deadline = std::time::Instant::now() + within;
         self.conns
             .into_iter()
             .map(|(mut r, real)| {
+                // What is left of the batch's time, at least a moment to read what came.
+                let left = deadline
+                    .saturating_duration_since(std::time::Instant::now())
+                    .max(Duration::from_millis(10));
+                r.get_ref()
+                    .set_read_timeout(Some(left))
+                    .map_err(|e| format!("{e}"))?;
                 let push = read(&mut r, "the push").map_err(|e| format!("{e:#}"))?;
                 if push != format!("push {real}") {
                     return Err(format!("{push:?}, not from {real}"));

@@ -208,6 +208,10 @@ fn talk(
     let mut line = String::new();
     while !stop.load(Ordering::Relaxed) {
         for (i, s) in streams.iter_mut().enumerate() {
+            // Stopping: no more exchanges (each may wait out its read timeout).
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
             let failed = states
                 .lock()
                 .map(|st| st[i].failure.is_some())

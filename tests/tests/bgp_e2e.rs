@@ -214,4 +214,51 @@ fn two_lbs_behind_ecmp_share_the_flows_and_a_dead_lbctl_loses_none() {
     assert!(again < RISE + Duration::from_secs(3), "{again:?}");
     let fresh = drive_tcp(&lab.client, at(CHECKED_VIP, VIP_PORT), 10).unwrap();
     assert!(fresh.iter().all(Result::is_ok), "{fresh:?}");
+
+    // Draining every real of a VIP withdraws its address (nothing takes new flows there).
+    let lbctl_on_lb2 = |args: &[&str]| {
+        let out = std::process::Command::new(&lbctl)
+            .args(args)
+            .arg("--socket")
+            .arg(lab.lbs[1].socket())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "lbctl {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let checked = format!("{CHECKED_VIP}:{VIP_PORT}/tcp");
+    for r in lb_lab::REAL_ADDRS {
+        lbctl_on_lb2(&["real", "drain", &r.to_string(), "--vip", &checked]);
+    }
+    let drained = Instant::now();
+    wait_for(
+        "the drained VIP withdrawn",
+        Duration::from_secs(5),
+        &lab,
+        || lab.router_next_hops(CHECKED_VIP).unwrap().is_empty(),
+    );
+    println!(
+        "{CHECKED_VIP}: every real drained, withdrawn after {:?}",
+        drained.elapsed()
+    );
+
+    // A graceful stop withdraws everything at once, then detaches when nothing arrives
+    // (the sessions end first: with no route left they would only wait out their timeouts).
+    drop((dsr, tunnel));
+    let asked = Instant::now();
+    let said = lbctl_on_lb2(&["stop", "--grace", "10s", "--no-wait"]);
+    assert!(said.contains("stopping"), "{said}");
+    wait_for(
+        "lb2's announcements withdrawn on stop",
+        Duration::from_secs(5),
+        &lab,
+        || {
+            lab.router_next_hops(PAIR_DSR_VIP).unwrap().is_empty()
+                && lab.router_next_hops(PAIR_TUNNEL_VIP).unwrap().is_empty()
+        },
+    );
+    println!(
+        "lbctl stop on lb2: its announcements gone from the router after {:?}",
+        asked.elapsed()
+    );
 }

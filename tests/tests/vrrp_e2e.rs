@@ -339,14 +339,14 @@ fn sync_line(pair: &HaPair, lbctl: &Path, i: usize) -> String {
         .to_owned()
 }
 
-/// The flows LB `i` installed from its peer, as its status says.
-fn installed(pair: &HaPair, lbctl: &Path, i: usize) -> u64 {
+/// The peer's flows LB `i` holds, as its status says.
+fn holding(pair: &HaPair, lbctl: &Path, i: usize) -> u64 {
     let line = sync_line(pair, lbctl, i);
-    line.split("installed ")
+    line.split("holding ")
         .nth(1)
-        .and_then(|r| r.split(',').next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no installed count in {line:?}"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no holding count in {line:?}"))
 }
 
 /// Sends `bytes` to lb2's sync port from `ns`, from `from` (an address of `ns`).
@@ -377,11 +377,9 @@ fn with_flow_sync_a_failover_keeps_every_one_arm_and_nat_session() {
     all_talk(&[&sessions], &pair, "lb1 active");
     // 200 nat connections whose real will speak first after the failover.
     let waiting = Waiters::open(&pair.client2, at(PAIR_NAT_VIP, PUSH_PORT), 200, PATIENCE).unwrap();
-    wait_for(
-        "lb2 installed lb1's 400 flows",
-        Duration::from_secs(10),
-        || installed(&pair, &lbctl, 1) >= 400,
-    );
+    wait_for("lb2 holds lb1's 400 flows", Duration::from_secs(10), || {
+        holding(&pair, &lbctl, 1) == 400
+    });
 
     // What lb2 takes from no one but its peer, with the key, once: a foreign sender,
     // garbage, another key, a stale message, a replay. None is installed; each is counted.
@@ -451,7 +449,7 @@ fn with_flow_sync_a_failover_keeps_every_one_arm_and_nat_session() {
     // The nat reals speak first: their packets reach lb2 first, which has the flows.
     let pushed: usize = pair.push.iter().map(|p| p.push_all()).sum();
     assert_eq!(pushed, 200);
-    let outcomes = waiting.answer_pushes();
+    let outcomes = waiting.answer_pushes(PATIENCE * 2);
     let lost: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
     assert!(
         lost.is_empty(),

@@ -264,8 +264,9 @@ impl Installer {
             None => "not synced yet".into(),
         };
         format!(
-            "with {}: {synced}; sent {}, received {}, installed {}, removed {}, dropped {}; lag {} ms",
+            "with {}: {synced}; holding {} of the peer's flows; sent {}, received {}, installed {}, removed {}, dropped {}; lag {} ms",
             self.settings.peer,
+            self.installed.len(),
             c.sent_records.load(Ordering::Relaxed),
             c.received_records.load(Ordering::Relaxed),
             self.installed_total,
