@@ -69,6 +69,14 @@ pub fn ip_from_bytes(bytes: &[u8; 16], family: u8) -> core::net::IpAddr {
     }
 }
 
+/// `addr` as maps hold it, with its family: the inverse of [`ip_from_bytes`].
+pub fn ip_to_bytes(addr: core::net::IpAddr) -> ([u8; 16], u8) {
+    match addr {
+        core::net::IpAddr::V4(v4) => (v4_in_16(v4.octets()), Family::V4 as u8),
+        core::net::IpAddr::V6(v6) => (v6.octets(), Family::V6 as u8),
+    }
+}
+
 const fn v4_in_16(a: [u8; 4]) -> [u8; 16] {
     [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 }

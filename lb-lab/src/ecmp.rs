@@ -19,7 +19,7 @@ use anyhow::{Context as _, Result};
 
 use crate::{
     lb_process::{spawn_lbctl, LbProcess},
-    netns::{unique_prefix, BpfMount},
+    netns::unique_prefix,
     pair::{Daemon, PairLb, PAIR_DSR_VIP, PAIR_LB_ADDRS, PAIR_TUNNEL_VIP},
     sessions::{EchoServer, SESSION_PORT},
     topology::{configure_direct_return, plug},
@@ -125,14 +125,7 @@ impl EcmpLab {
                 "via",
                 &ROUTER_ADDR.to_string(),
             ])?;
-            lbs.push(PairLb {
-                bird: None,
-                keepalived: None,
-                lbctl: None,
-                bpffs: BpfMount::new(ns.name())?,
-                ns,
-                name: name.clone(),
-            });
+            lbs.push(PairLb::new(ns, &name)?);
             ports.push(name);
         }
         let switch_port_xdp = switch.run(move || {

@@ -56,14 +56,26 @@ pub const KEEPALIVED_CONF: &str = include_str!("../../docs/examples/keepalived-l
 /// One LB of the pair. Field order is drop order.
 pub struct PairLb {
     pub(crate) bird: Option<Daemon>,
-    pub(crate) keepalived: Option<Daemon>,
-    pub(crate) lbctl: Option<LbProcess>,
-    pub(crate) bpffs: BpfMount,
+    keepalived: Option<Daemon>,
+    lbctl: Option<LbProcess>,
+    bpffs: BpfMount,
     pub ns: Netns,
     pub name: String,
 }
 
 impl PairLb {
+    /// An LB in `ns`, with a bpffs of its own; nothing runs yet.
+    pub(crate) fn new(ns: Netns, name: &str) -> Result<Self> {
+        Ok(Self {
+            bird: None,
+            keepalived: None,
+            lbctl: None,
+            bpffs: BpfMount::new(ns.name())?,
+            ns,
+            name: name.to_owned(),
+        })
+    }
+
     pub fn socket(&self) -> PathBuf {
         std::env::temp_dir().join(format!("{}.sock", self.ns.name()))
     }
@@ -321,14 +333,7 @@ impl HaPair {
             for iface in ["all", HOST_IFACE] {
                 ns.sysctl(&format!("net.ipv4.conf.{iface}.arp_ignore"), "1")?;
             }
-            lbs.push(PairLb {
-                bird: None,
-                keepalived: None,
-                lbctl: None,
-                bpffs: BpfMount::new(ns.name())?,
-                ns,
-                name: name.clone(),
-            });
+            lbs.push(PairLb::new(ns, &name)?);
             ports.push(name);
         }
         let switch_port_xdp = switch.run(move || {

@@ -9,7 +9,7 @@
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{SocketAddr, TcpStream},
-    sync::{atomic::Ordering, Arc, Mutex},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -32,36 +32,16 @@ impl PushServer {
         let listener = Server::listen(ns, addr, move |stream, _, stop| {
             let (n, all, stop) = (n.clone(), all.clone(), stop.clone());
             std::thread::spawn(move || {
-                let _ = stream.set_nonblocking(false);
-                let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
-                let mut reader = BufReader::new(&stream);
-                let mut line = String::new();
-                while !stop.load(Ordering::Relaxed) {
-                    match reader.read_line(&mut line) {
-                        Ok(0) => return,
-                        Ok(_) => {
-                            let answer = match line.trim() {
-                                "hello" => {
-                                    if let (Ok(w), Ok(mut all)) = (stream.try_clone(), all.lock()) {
-                                        all.push(w);
-                                    }
-                                    format!("hi {n}\n")
-                                }
-                                _ => format!("ok {n}\n"),
-                            };
-                            if (&stream).write_all(answer.as_bytes()).is_err() {
-                                return;
-                            }
-                            line.clear();
+                super::sessions::serve_lines(&stream, &stop, |line| {
+                    if line == "hello" {
+                        if let (Ok(w), Ok(mut all)) = (stream.try_clone(), all.lock()) {
+                            all.push(w);
                         }
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                            ) => {}
-                        Err(_) => return,
+                        format!("hi {n}\n")
+                    } else {
+                        format!("ok {n}\n")
                     }
-                }
+                });
             });
         })?;
         Ok(Self {

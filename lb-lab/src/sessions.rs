@@ -58,25 +58,33 @@ impl Drop for EchoServer {
 }
 
 fn echo(stream: TcpStream, name: &str, stop: &AtomicBool) {
-    // Errors end this connection only.
-    let _ = stream.set_nonblocking(false);
     // Each answer names the real and the client address:port it sees: a session that
     // survives something (a restart, an upgrade) must keep both (a one-arm SNAT port).
     // No peer address: the connection is gone already, and so is this handler.
     let Ok(peer) = stream.peer_addr().map(|p| p.to_string()) else {
         return;
     };
+    serve_lines(&stream, stop, |_| format!("{name} {peer}\n"));
+}
+
+/// Answers each line the client sends with `answer(line)`, until it closes, an error, or
+/// `stop`: the lab's line servers (echo, push).
+pub(crate) fn serve_lines(
+    stream: &TcpStream,
+    stop: &AtomicBool,
+    mut answer: impl FnMut(&str) -> String,
+) {
+    // Errors end this connection only.
+    let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
-    let mut reader = BufReader::new(&stream);
+    let mut reader = BufReader::new(stream);
     let mut line = String::new();
     while !stop.load(Ordering::Relaxed) {
         match reader.read_line(&mut line) {
             Ok(0) => return,
             Ok(_) => {
-                if (&stream)
-                    .write_all(format!("{name} {peer}\n").as_bytes())
-                    .is_err()
-                {
+                let mut out = stream;
+                if out.write_all(answer(line.trim()).as_bytes()).is_err() {
                     return;
                 }
                 line.clear();

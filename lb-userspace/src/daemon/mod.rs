@@ -5,6 +5,7 @@
 //! second. SIGINT/SIGTERM (or detaching the last interface) stop it.
 
 mod answer;
+mod moved_flows;
 pub mod reconcile;
 mod running;
 mod serving;
@@ -39,6 +40,7 @@ use crate::{
     },
     http,
 };
+use moved_flows::MovedFlows;
 use running::Running;
 use stopping::Stopping;
 
@@ -247,12 +249,12 @@ pub async fn run(opts: Options) -> Result<()> {
                     info!("SIGTERM");
                     break;
                 }
-                stopping = Some(begin_stop(&running, &mut facts, opts.stop_grace, "SIGTERM"));
+                stopping = Some(stopping::begin(&running, &mut facts, opts.stop_grace, "SIGTERM"));
             }
             _ = int.recv() => { info!("SIGINT"); break; }
             _ = announce_tick.tick(), if announcer.is_some() => {
                 if let Some(a) = announcer.as_mut() {
-                    a.update(&eligible(&running, &facts).await);
+                    a.update(&serving::eligible(&running, &facts).await);
                     facts.announce = Some(a.shown());
                 }
             }
@@ -283,7 +285,7 @@ pub async fn run(opts: Options) -> Result<()> {
                     let message = if stopping.is_some() {
                         "already stopping".to_owned()
                     } else {
-                        stopping = Some(begin_stop(&running, &mut facts, grace, "lbctl stop"));
+                        stopping = Some(stopping::begin(&running, &mut facts, grace, "lbctl stop"));
                         format!("stopping: no longer serving (keepalived gives MASTER up, announcements end), forwarding what still arrives for up to {}, then detaching", humantime::format_duration(grace))
                     };
                     if call.reply.send(Response::Done { message }).is_err() {
@@ -363,31 +365,6 @@ pub async fn run(opts: Options) -> Result<()> {
         info!(ifaces = %opts.ifaces.join(","), forwarded = counters.forwarded.packets, replies = counters.replies.packets, "detached");
     }
     Ok(())
-}
-
-/// Which VIP addresses may be announced now: none while the LB does not serve; else those
-/// whose every VIP has its quorum.
-async fn eligible(running: &Running, facts: &answer::Facts) -> BTreeMap<std::net::IpAddr, bool> {
-    let a = serving::assess(running, facts).await;
-    let mut out = BTreeMap::new();
-    for s in &running.current.services {
-        let ok = a.lb.is_empty() && !a.vips_below.contains_key(&s.vip);
-        let e = out.entry(s.vip.addr).or_insert(true);
-        *e &= ok;
-    }
-    out
-}
-
-/// Starts a graceful stop: from now on the LB says it does not serve.
-fn begin_stop(
-    running: &Running,
-    facts: &mut answer::Facts,
-    grace: Duration,
-    by: &'static str,
-) -> Stopping {
-    facts.stopping = true;
-    info!(grace = %humantime::format_duration(grace), by, "stopping gracefully: no longer serving (status --check fails), forwarding what still arrives until nothing has for {} or the grace runs out", humantime::format_duration(stopping::QUIET));
-    Stopping::begin(&running.dp, grace, by)
 }
 
 /// Resolves, loads (taking over what an earlier lbctl left pinned), fills and attaches.
@@ -519,80 +496,6 @@ fn on_health(running: &mut Running, moved: &MovedFlows, event: Event) -> bool {
             // After any DOWN line still being counted for.
             moved.line(line);
             true
-        }
-    }
-}
-
-/// The state changes' lines, in order, through one worker thread: a real that went down
-/// (other schedulers than leastconn) has its flows counted in the flow table there (a walk
-/// takes about 1.7 µs an entry: off the daemon's loop), and its line, with the count, goes
-/// out before any line that came after it; downs that wait together share one walk.
-struct MovedFlows {
-    jobs: std::sync::mpsc::Sender<LineJob>,
-}
-
-enum LineJob {
-    /// A line as it is.
-    Line(String),
-    /// `head` + "; N active flows move", N counted for real `real_id`.
-    Count { real_id: u32, head: String },
-}
-
-impl MovedFlows {
-    /// Starts the worker: its lines come out of the returned receiver, in order.
-    fn start(table: crate::flowlog::FlowTable) -> Result<(Self, mpsc::UnboundedReceiver<String>)> {
-        let (jobs, queue) = std::sync::mpsc::channel::<LineJob>();
-        let (lines, out) = mpsc::unbounded_channel();
-        std::thread::Builder::new()
-            .name("lbctl-moved-flows".into())
-            .spawn(move || {
-                // Ends when the daemon drops its sender.
-                while let Ok(first) = queue.recv() {
-                    let mut batch = vec![first];
-                    batch.extend(queue.try_iter());
-                    let counts = batch
-                        .iter()
-                        .any(|j| matches!(j, LineJob::Count { .. }))
-                        .then(|| {
-                            crate::stats::FlowCount::of(&table, crate::datapath::monotonic_ns())
-                        });
-                    for job in batch {
-                        let line = match (job, &counts) {
-                            (LineJob::Line(l), _) => l,
-                            (LineJob::Count { real_id, head }, Some(Ok(c))) => format!(
-                                "{head}; {} active flows move",
-                                c.per_real.get(&real_id).copied().unwrap_or(0)
-                            ),
-                            (LineJob::Count { head, .. }, Some(Err(e))) => {
-                                warn!(error = %format!("{e:#}"), "counting a down real's flows failed");
-                                format!("{head}; its flows move")
-                            }
-                            (LineJob::Count { head, .. }, None) => format!("{head}; its flows move"),
-                        };
-                        if lines.send(line).is_err() {
-                            // The daemon stopped: nothing left to log to.
-                            return;
-                        }
-                    }
-                }
-            })
-            .context("starting the thread that counts a down real's flows")?;
-        Ok((Self { jobs }, out))
-    }
-
-    /// A line, after those asked before it.
-    fn line(&self, line: String) {
-        self.send(LineJob::Line(line));
-    }
-
-    /// `head` with "; N active flows move", `real_id`'s flows counted.
-    fn count(&self, real_id: u32, head: String) {
-        self.send(LineJob::Count { real_id, head });
-    }
-
-    fn send(&self, job: LineJob) {
-        if self.jobs.send(job).is_err() {
-            warn!("the thread that orders state-change lines stopped; a line is lost");
         }
     }
 }

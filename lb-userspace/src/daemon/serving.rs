@@ -79,3 +79,16 @@ pub async fn assess(r: &Running, facts: &Facts) -> Assessment {
     }
     a
 }
+
+/// Which VIP addresses may be announced now: none while the LB does not serve; else those
+/// whose every VIP has its quorum.
+pub async fn eligible(running: &Running, facts: &Facts) -> BTreeMap<std::net::IpAddr, bool> {
+    let a = assess(running, facts).await;
+    let mut out = BTreeMap::new();
+    for s in &running.current.services {
+        let ok = a.lb.is_empty() && !a.vips_below.contains_key(&s.vip);
+        let e = out.entry(s.vip.addr).or_insert(true);
+        *e &= ok;
+    }
+    out
+}

@@ -88,3 +88,15 @@ impl Stopping {
         }
     }
 }
+
+/// Starts a graceful stop: from now on the LB says it does not serve.
+pub(super) fn begin(
+    running: &super::running::Running,
+    facts: &mut super::answer::Facts,
+    grace: Duration,
+    by: &'static str,
+) -> Stopping {
+    facts.stopping = true;
+    tracing::info!(grace = %humantime::format_duration(grace), by, "stopping gracefully: no longer serving (status --check fails), forwarding what still arrives until nothing has for {} or the grace runs out", humantime::format_duration(QUIET));
+    Stopping::begin(&running.dp, grace, by)
+}

@@ -413,14 +413,7 @@ fn snat_pool(vip: &VipSpec, settings: &VipSettings) -> Result<SnatPool> {
         ..SnatPool::EMPTY
     };
     for (slot, a) in pool.addrs.iter_mut().zip(addrs) {
-        *slot = match a {
-            IpAddr::V4(v4) => {
-                let mut s = [0; 16];
-                s[..4].copy_from_slice(&v4.octets());
-                s
-            }
-            IpAddr::V6(v6) => v6.octets(),
-        };
+        *slot = lb_common::ip_to_bytes(*a).0;
     }
     Ok(pool)
 }

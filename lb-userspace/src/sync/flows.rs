@@ -3,26 +3,15 @@
 //! (client → VIP, rewritten to the real, from the client or the SNAT address) and the reply
 //! entry (real → that source, rewritten back to the client, from the VIP).
 
-use std::{collections::HashMap, net::IpAddr};
+use std::collections::HashMap;
 
 use lb_common::{
-    ip_from_bytes, Flow, FlowKey, FLOW_ANSWERED, FLOW_CLOSING, FLOW_DEC_TTL, FLOW_ONE_WAY,
-    FLOW_REPLY, FLOW_SET_SRC_MAC, PROTO_TCP,
+    ip_from_bytes, ip_to_bytes, Flow, FlowKey, FLOW_ANSWERED, FLOW_CLOSING, FLOW_DEC_TTL,
+    FLOW_ONE_WAY, FLOW_REPLY, FLOW_SET_SRC_MAC, PROTO_TCP,
 };
 
 use super::wire::{Record, OP_FLOW, STATE_ANSWERED, STATE_CLOSING};
 use crate::declare::spec::Mode;
-
-fn bytes(a: IpAddr) -> ([u8; 16], u8) {
-    match a {
-        IpAddr::V4(v4) => {
-            let mut b = [0; 16];
-            b[..4].copy_from_slice(&v4.octets());
-            (b, lb_common::Family::V4 as u8)
-        }
-        IpAddr::V6(v6) => (v6.octets(), lb_common::Family::V6 as u8),
-    }
-}
 
 /// The record of each live stateful flow in `entries` (a walk of the flow table), keyed by
 /// its forward key. Flows whose reply entry is gone (ending) are left out.
@@ -98,10 +87,10 @@ pub struct Entries {
 
 /// The keys of a record's two entries.
 pub fn keys(r: &Record) -> (FlowKey, FlowKey) {
-    let (client, family) = bytes(r.client);
+    let (client, family) = ip_to_bytes(r.client);
     let key = FlowKey {
         src: client,
-        dst: bytes(r.vip).0,
+        dst: ip_to_bytes(r.vip).0,
         sport: r.client_port.to_be_bytes(),
         dport: r.vip_port.to_be_bytes(),
         proto: r.proto,
@@ -109,8 +98,8 @@ pub fn keys(r: &Record) -> (FlowKey, FlowKey) {
         _pad: [0; 2],
     };
     let reply_key = FlowKey {
-        src: bytes(r.real).0,
-        dst: bytes(r.src).0,
+        src: ip_to_bytes(r.real).0,
+        dst: ip_to_bytes(r.src).0,
         sport: r.real_port.to_be_bytes(),
         dport: r.src_port.to_be_bytes(),
         proto: r.proto,
@@ -141,8 +130,8 @@ pub fn entries(r: &Record, l: &Local, now_ns: u64) -> Entries {
         flags |= FLOW_CLOSING;
     }
     let forward = Flow {
-        src: bytes(r.src).0,
-        dst: bytes(r.real).0,
+        src: ip_to_bytes(r.src).0,
+        dst: ip_to_bytes(r.real).0,
         sport: r.src_port.to_be_bytes(),
         dport: r.real_port.to_be_bytes(),
         dst_mac: l.real_mac,

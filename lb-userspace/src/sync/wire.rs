@@ -12,6 +12,7 @@
 use std::net::IpAddr;
 
 use hmac::{Hmac, Mac as _};
+use lb_common::{ip_from_bytes, ip_to_bytes, Family};
 use sha2::Sha256;
 
 const MAGIC: [u8; 4] = *b"LBS1";
@@ -114,36 +115,22 @@ impl Dropped {
     }
 }
 
-fn addr_bytes(a: &IpAddr) -> ([u8; 16], u8) {
-    match a {
-        IpAddr::V4(v4) => {
-            let mut b = [0; 16];
-            b[..4].copy_from_slice(&v4.octets());
-            (b, 4)
-        }
-        IpAddr::V6(v6) => (v6.octets(), 6),
-    }
-}
-
 fn addr_from(b: &[u8], family: u8) -> Option<IpAddr> {
     let b: [u8; 16] = b.try_into().ok()?;
-    match family {
-        4 => Some(IpAddr::from([b[0], b[1], b[2], b[3]])),
-        6 => Some(IpAddr::from(b)),
-        _ => None,
-    }
+    let known = [Family::V4 as u8, Family::V6 as u8].contains(&family);
+    known.then(|| ip_from_bytes(&b, family))
 }
 
 impl Record {
     fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
-        let (client, family) = addr_bytes(&self.client);
+        let (client, family) = ip_to_bytes(self.client);
         out.extend([self.op, self.proto, family, self.state]);
         for (a, port) in [
             (client, self.client_port),
-            (addr_bytes(&self.vip).0, self.vip_port),
-            (addr_bytes(&self.real).0, self.real_port),
-            (addr_bytes(&self.src).0, self.src_port),
+            (ip_to_bytes(self.vip).0, self.vip_port),
+            (ip_to_bytes(self.real).0, self.real_port),
+            (ip_to_bytes(self.src).0, self.src_port),
         ] {
             out.extend(a);
             out.extend(port.to_be_bytes());
