@@ -208,6 +208,11 @@ reasons! {
     /// (IFACES): passed as it came. A tunnel to a second address of this host is not
     /// unwrapped: send the LB's tunnels to the configured one.
     TunnelNotForUs = 33, Pass, "pass_tunnel_not_for_us";
+    /// The established path could not hand a packet to the full path (the tail call into
+    /// `lb_full` failed: FULL_PATH is empty, as it is once the lbctl that filled it is gone
+    /// without having pinned it). Passed: the kernel's stack gets what the LB cannot
+    /// balance. `lbctl doctor` says so; restart lbctl.
+    NoFullPath = 34, Pass, "pass_no_full_path";
 }
 
 impl Reason {

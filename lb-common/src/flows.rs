@@ -49,6 +49,12 @@ pub const FLOW_ANSWERED: u32 = 16;
 pub const FLOW_COUNTED: u32 = 32;
 /// `Flow::flags`: a dsr or tunnel flow: one entry, no reply entry (replies go around).
 pub const FLOW_ONE_WAY: u32 = 64;
+/// `Flow::flags`: a dsr flow, whose packets the established path forwards from its entry
+/// alone (`lb_ebpf::established`). Entries of releases before it have neither this nor
+/// [`FLOW_TUNNEL`], and take the full path, which looks up their VIP's mode.
+pub const FLOW_DSR: u32 = 128;
+/// `Flow::flags`: a tunnel flow (see [`FLOW_DSR`]).
+pub const FLOW_TUNNEL: u32 = 256;
 
 /// Value of the FLOWS map: how to rewrite the packets of one direction of a flow. Every
 /// stateful flow has two entries; each one's key reversed and rewritten gives the other's.
@@ -229,6 +235,8 @@ mod tests {
             (FLOW_ANSWERED, 16),
             (FLOW_COUNTED, 32),
             (FLOW_ONE_WAY, 64),
+            (FLOW_DSR, 128),
+            (FLOW_TUNNEL, 256),
         ];
         for (flag, value) in bits {
             assert_eq!(flag, value);

@@ -89,6 +89,13 @@ pub mod map_names {
     pub const ACTIVE: &str = "ACTIVE";
     pub const SWEPT: &str = "SWEPT";
     pub const OPEN: &str = "OPEN";
+    /// Slot 0: the full path (`program_names::FULL`), which the established path tail-calls.
+    /// Each lbctl fills its own; pinned under a name of its program's (`FULL_PATH.<id>`),
+    /// since a program array nobody holds open or pinned is emptied by the kernel.
+    pub const FULL_PATH: &str = "FULL_PATH";
+    /// Which IPv4 addresses may be the LB's (see `ADDR_FILTER_BITS`). Not pinned: each lbctl
+    /// fills its own from what it serves, before attaching.
+    pub const ADDR_FILTER: &str = "ADDR_FILTER";
     pub const BENCH_FRAME: &str = "BENCH_FRAME";
     pub const BENCH_SEQ: &str = "BENCH_SEQ";
     pub const BENCH_SINK: &str = "BENCH_SINK";
@@ -151,6 +158,9 @@ pub mod map_names {
         CAPTURE_COUNTS,
         AYA_LOGS,
         OBSERVING,
+        // Pinned, but per program and never taken over (see FULL_PATH).
+        FULL_PATH,
+        ADDR_FILTER,
     ];
 }
 
@@ -161,6 +171,10 @@ pub mod map_names {
 pub mod program_names {
     /// The load balancer.
     pub const LB: &str = "lb_xdp";
+    /// The full path of the load balancer (new flows, flows ending, ICMP, IPv6, packets not
+    /// for a VIP): `LB` forwards the packets of established flows itself and tail-calls this
+    /// for the rest, through FULL_PATH. Never attached.
+    pub const FULL: &str = "lb_full";
     /// Passes every frame; attached to veth peers so XDP_TX frames are accepted.
     pub const PASS: &str = "lb_pass";
     /// Runs on real servers of tunnel-mode VIPs: strips the LB's outer IPv4 header.

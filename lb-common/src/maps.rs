@@ -523,3 +523,23 @@ mod tests {
         assert!(draining.keeps_flows() && !draining.is_up());
     }
 }
+
+/// ADDR_FILTER: two bitmaps of IPv4 addresses (by [`addr_filter_bit`]), one word per 64
+/// addresses' bits. The first says which destinations may be the LB's (VIP and SNAT pool
+/// addresses), the second which sources may be (nat/router reals answering): a packet with
+/// neither is no VIP's, and passes without a flow lookup. A bit may be shared by several
+/// addresses (a false "may be": the packet takes the longer way), never missing for one
+/// that is the LB's.
+pub const ADDR_FILTER_BITS: u32 = 1 << 16;
+/// Words of one bitmap.
+pub const ADDR_FILTER_WORDS: u32 = ADDR_FILTER_BITS / 64;
+/// Where the bitmap of destinations starts, and where the one of sources does.
+pub const ADDR_FILTER_DST: u32 = 0;
+pub const ADDR_FILTER_SRC: u32 = ADDR_FILTER_WORDS;
+
+/// The bit of IPv4 address `a` in either bitmap of ADDR_FILTER: its two 16-bit halves
+/// XORed (distinct for the addresses of one /16, as a lab's or a data centre's often are).
+#[inline(always)]
+pub const fn addr_filter_bit(a: [u8; 4]) -> u32 {
+    ((a[0] ^ a[2]) as u32) << 8 | (a[1] ^ a[3]) as u32
+}

@@ -10,8 +10,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     mode_is_stateful, Flow, FlowKey, IfaceConfig, Reason, VipMeta, END_FIN, END_RST, FLOW_ANSWERED,
-    FLOW_CLOSING, FLOW_COUNTED, FLOW_DEC_TTL, FLOW_ONE_WAY, FLOW_REPLY, FLOW_SET_SRC_MAC,
-    HOW_FRESH, HOW_PICKED_UP, HOW_REOPENED, MAX_POOL_ADDRS, MODE_NAT, MODE_ONE_ARM, MODE_ROUTER,
+    FLOW_CLOSING, FLOW_COUNTED, FLOW_DEC_TTL, FLOW_DSR, FLOW_ONE_WAY, FLOW_REPLY, FLOW_SET_SRC_MAC, FLOW_TUNNEL,
+    HOW_FRESH, HOW_PICKED_UP, HOW_REOPENED, MAX_POOL_ADDRS, MODE_DSR, MODE_NAT, MODE_ONE_ARM, MODE_ROUTER, MODE_TUNNEL,
     PROTO_TCP, SCHED_LEASTCONN, SNAT_TRIES,
 };
 
@@ -26,7 +26,7 @@ const EEXIST: i32 = -17;
 /// A flow's last-seen time is refreshed at most this often, so that a busy flow does not
 /// write its shared entries on every packet from every CPU. Well under the shortest timeout
 /// userspace allows (1 s), so a flow is never found expired between its packets.
-const REFRESH_NS: u64 = 200_000_000;
+pub const REFRESH_NS: u64 = 200_000_000;
 
 /// CLOCK_MONOTONIC at the last tick: flow times need milliseconds, not a clock read (the
 /// precise helper reads the TSC: a tenth of an established flow's cost).
@@ -59,20 +59,28 @@ pub fn live(key: &FlowKey, now: u64, out: &mut Flow) -> bool {
         return false;
     }
     if now.saturating_sub(out.last_seen_ns) > REFRESH_NS {
+        refresh(key, entry, out, now);
         out.last_seen_ns = now;
-        // SAFETY: as above; an aligned 8-byte store. Another CPU may store its own `now` at
-        // the same time: either is the flow's last packet to within the refresh interval.
-        unsafe { (*entry).last_seen_ns = now };
-        // A flow one way only (UDP to a sink, a server pushing) keeps its other entry, and
-        // with it a one-arm port, alive too.
-        if out.flags & FLOW_ONE_WAY == 0 {
-            if let Some(partner) = partner(key, out) {
-                // SAFETY: as above.
-                unsafe { (*partner).last_seen_ns = now };
-            }
-        }
     }
     true
+}
+
+/// Stores `now` as the last-seen time of the FLOWS entry `entry` of `key` (`flow`, its copy)
+/// and of its partner.
+#[inline(always)]
+pub fn refresh(key: &FlowKey, entry: *mut Flow, flow: &Flow, now: u64) {
+    // SAFETY: `entry` points into the map's value memory (see `live`); an aligned 8-byte
+    // store. Another CPU may store its own `now` at the same time: either is the flow's last
+    // packet to within the refresh interval.
+    unsafe { (*entry).last_seen_ns = now };
+    // A flow one way only (UDP to a sink, a server pushing) keeps its other entry, and with
+    // it a one-arm port, alive too.
+    if flow.flags & FLOW_ONE_WAY == 0 {
+        if let Some(partner) = partner(key, flow) {
+            // SAFETY: as above.
+            unsafe { (*partner).last_seen_ns = now };
+        }
+    }
 }
 
 /// Marks a flow answered, the first time a reply crosses its reply entry `key` (`flow`, its
@@ -182,6 +190,8 @@ pub fn create(
     if vip.sched == SCHED_LEASTCONN {
         flags |= FLOW_COUNTED;
     }
+    // The established path's mark of a dsr or tunnel flow.
+    flags |= direct_mode_bit(vip.mode);
     let (timeout, short_timeout) = if p.flow.proto == PROTO_TCP {
         (vip.timeouts.tcp, vip.timeouts.tcp_fin)
     } else {
@@ -237,6 +247,19 @@ pub fn create(
         claim(key, reply, now)?;
     }
     insert_request(&p.flow, key, out, new)
+}
+
+/// [`FLOW_DSR`] or [`FLOW_TUNNEL`] for a flow of `mode`, 0 for a stateful one. Computed
+/// without a branch (FLOW_TUNNEL is FLOW_DSR one bit up): a branch per mode here would
+/// multiply the states the verifier walks through the rest of `create`.
+#[inline(always)]
+fn direct_mode_bit(mode: u8) -> u32 {
+    const _: () = assert!(FLOW_TUNNEL == FLOW_DSR << 1);
+    const _: () = assert!(MODE_DSR == 1 && MODE_TUNNEL == 2 && FLOW_DSR == 1 << 7);
+    // dsr 1 → bit 7, tunnel 2 → bit 8; the stateful modes (3..=5) → 0 after the mask. The
+    // shift stays below 32 for any mode byte a VIP entry holds (userspace writes 1..=5).
+    let m = (mode & 15) as u32;
+    (1u32 << (m + 6)) & (FLOW_DSR | FLOW_TUNNEL)
 }
 
 /// What is known of a new flow while its entries go in, and what its flow log event says.

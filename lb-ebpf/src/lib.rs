@@ -31,6 +31,8 @@ pub mod rewrite;
 #[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod emit;
 #[cfg(all(target_arch = "bpf", feature = "datapath"))]
+pub mod established;
+#[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod flow;
 #[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod flowlog;

@@ -1,9 +1,12 @@
 //! Stage 2: is the packet for a VIP served here, or a reply of a flow?
 
-use lb_common::{IfaceConfig, Reason, Settings, VipKey, VipMeta, ENDPOINT_POOL, ENDPOINT_REAL};
+use lb_common::{
+    addr_filter_bit, IfaceConfig, Reason, Settings, VipKey, VipMeta, ADDR_FILTER_DST,
+    ADDR_FILTER_SRC, ENDPOINT_POOL, ENDPOINT_REAL,
+};
 
 use crate::{
-    maps::{ENDPOINTS, IFACES, SETTINGS, VIPS},
+    maps::{ADDR_FILTER, ENDPOINTS, IFACES, SETTINGS, VIPS},
     parse::Parsed,
 };
 
@@ -54,4 +57,21 @@ pub fn is_stateful_reply(p: &Parsed) -> bool {
     // SAFETY: as above.
     unsafe { ENDPOINTS.get(&to) }
         .is_some_and(|e| e.kind == ENDPOINT_POOL && e.port_min <= port && port <= e.port_max)
+}
+
+/// Whether an IPv4 packet may be the LB's: to a VIP or SNAT pool address, or from a real
+/// that answers through the LB (ADDR_FILTER). False: certainly not (`pass_not_vip`).
+#[inline(always)]
+pub fn may_be_ours_v4(p: &Parsed) -> bool {
+    let d = p.flow.dst;
+    let s = p.flow.src;
+    filter_has(ADDR_FILTER_DST, addr_filter_bit([d[0], d[1], d[2], d[3]]))
+        || filter_has(ADDR_FILTER_SRC, addr_filter_bit([s[0], s[1], s[2], s[3]]))
+}
+
+#[inline(always)]
+fn filter_has(bitmap: u32, bit: u32) -> bool {
+    ADDR_FILTER
+        .get(bitmap + bit / 64)
+        .is_some_and(|w| w & (1 << (bit % 64)) != 0)
 }

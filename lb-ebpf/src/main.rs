@@ -8,13 +8,41 @@ mod programs {
         programs::XdpContext,
     };
     use lb_common::Reason;
-    use lb_ebpf::{decap, emit, lookup, observe, packet::Packet, pipeline};
+    use lb_ebpf::{decap, emit, lookup, maps::FULL_PATH, observe, packet::Packet, pipeline};
 
-    /// The load balancer: parse → lookup → schedule → rewrite → emit. While a capture or
-    /// debug lines are on, the same with the packet observed; otherwise the path is exactly
-    /// the balancer's, after one load of the switch.
+    /// The load balancer's established path: a packet of a flow the table knows is
+    /// forwarded here in one inlined pass (`established`); every other packet, and every
+    /// packet while a capture or debug lines are on, goes to the full path, `lb_full`.
     #[xdp]
     pub fn lb_xdp(ctx: XdpContext) -> u32 {
+        if observe::on() {
+            pipeline::no_hint();
+            return full_path(&ctx);
+        }
+        let len = ctx.data_end() - ctx.data();
+        let ingress = ctx.ingress_ifindex() as u32;
+        match pipeline::established(&ctx, ingress) {
+            Ok(Some(sent)) => emit::forwarded(&sent, ingress, len),
+            Ok(None) => full_path(&ctx),
+            Err(reason) => emit::not_forwarded(reason, len),
+        }
+    }
+
+    /// Tail-calls the full path; returns only when that fails.
+    #[inline(always)]
+    fn full_path(ctx: &XdpContext) -> u32 {
+        // SAFETY: a tail call from an XDP program to the XDP program in FULL_PATH slot 0,
+        // with the same context; on success it does not return.
+        unsafe { FULL_PATH.tail_call(ctx, 0) };
+        emit::not_forwarded(Reason::NoFullPath, ctx.data_end() - ctx.data())
+    }
+
+    /// The full path: parse → lookup → schedule → rewrite → emit, for what the established
+    /// path leaves (new flows, flows ending, ICMP, IPv6, packets not for a VIP). While a
+    /// capture or debug lines are on, the same with the packet observed; otherwise the path
+    /// is exactly the balancer's, after one load of the switch.
+    #[xdp]
+    pub fn lb_full(ctx: XdpContext) -> u32 {
         if observe::on() {
             run_observed(&ctx)
         } else {

@@ -2,13 +2,13 @@
 
 use crate::{emit::Sent, flow::New, icmp_nat::Quote, parse::Parsed};
 use aya_ebpf::{
-    btf_maps::{Array, ArrayOfMaps, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    btf_maps::{Array, ArrayOfMaps, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     macros::btf_map,
 };
 use lb_common::{
     CaptureCounts, CaptureRecord, Counter, Endpoint, Flow, FlowEvent, FlowKey, FlowLogBudget,
     FlowLogSettings, IfaceConfig, Observe, RealCounters, RealEntry, Settings, SnatPool, VipKey,
-    VipMeta, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES, MAX_REALS, MAX_VIPS,
+    VipMeta, ADDR_FILTER_WORDS, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES, MAX_REALS, MAX_VIPS,
     RING_MAP_FLAGS, RING_SIZE,
 };
 
@@ -36,6 +36,18 @@ pub static RINGS: ArrayOfMaps<
     Array<u32, { RING_SIZE as usize }, { RING_MAP_FLAGS as usize }>,
     { MAX_VIPS as usize },
 > = ArrayOfMaps::new();
+
+/// Slot 0: the full path (`lb_full`), which the established path (`lb_xdp`) tail-calls for
+/// every packet it does not forward itself. Filled by userspace before attaching. A program
+/// of its own, verified on its own: inlined behind the established path, its states would
+/// multiply with that path's exits past the verifier's limit.
+#[btf_map]
+pub static FULL_PATH: ProgramArray<1> = ProgramArray::new();
+
+/// Which IPv4 addresses may be the LB's: a destination bitmap, then a source bitmap
+/// (`lb_common::ADDR_FILTER_BITS`). Not pinned: filled by userspace before attaching.
+#[btf_map]
+pub static ADDR_FILTER: Array<u64, { 2 * ADDR_FILTER_WORDS as usize }> = Array::new();
 
 /// The flows of stateful VIPs, one entry per direction. Shared by all CPUs: a reply may
 /// arrive on another CPU than its request.
@@ -113,6 +125,9 @@ pub struct Scratch {
     pub ingress_iface: IfaceConfig,
     /// A new flow, while it is created (and logged).
     pub new: New,
+    /// Non-zero when the established path found no entry for the packet's own key: the full
+    /// path does not look again.
+    pub no_entry: u8,
 }
 
 /// This CPU's scratch space.

@@ -14,6 +14,7 @@ use lb_common::{
 use crate::{
     decap,
     emit::Sent,
+    established::{self, Fast},
     flow, flowlog,
     headers::IPPROTO_ICMP,
     icmp,
@@ -28,7 +29,50 @@ use crate::{
 
 const V4: u8 = Family::V4 as u8;
 
-/// Decides what happens to the frame in `ctx`, which arrived on `ingress`.
+/// The established path (`lb_xdp`): the packet in `ctx`, which arrived on `ingress`,
+/// forwarded from its flow's entry (`Some`), or left to the full path (`None`), which parses
+/// it again and counts what is wrong with it. When the flow table has no entry for it, the
+/// full path is told so in the scratch space and does not look again.
+#[inline(always)]
+pub fn established(ctx: &XdpContext, ingress: u32) -> Result<Option<Sent>, Reason> {
+    // SAFETY: data..data_end is the frame the kernel handed this program.
+    let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
+    let Some(scratch) = maps::scratch() else {
+        return Ok(None);
+    };
+    scratch.no_entry = 0;
+    match parse::parse(&pkt, &mut scratch.parsed) {
+        Ok(()) => {}
+        Err(_counted_by_the_full_path) => return Ok(None),
+    }
+    let p = &scratch.parsed;
+    if p.family != V4 || p.flow.proto == IPPROTO_ICMP {
+        return Ok(None);
+    }
+    if !lookup::may_be_ours_v4(p) {
+        return Err(Reason::NotVip);
+    }
+    match established::forward(ctx, &pkt, scratch, ingress)? {
+        Fast::Sent => Ok(Some(scratch.sent)),
+        Fast::NoEntry => {
+            scratch.no_entry = 1;
+            Ok(None)
+        }
+        Fast::Slow => Ok(None),
+    }
+}
+
+/// For a packet the established path does not look at (a capture or debug lines are on):
+/// no hint of an earlier packet's may reach the full path.
+#[inline(always)]
+pub fn no_hint() {
+    if let Some(scratch) = maps::scratch() {
+        scratch.no_entry = 0;
+    }
+}
+
+/// The full path (`lb_full`): decides what happens to the frame in `ctx`, which arrived on
+/// `ingress`.
 ///
 /// The heavy steps are functions of their own, not inlined, called from here or from the
 /// steps: the verifier limits the stack of a whole call chain to 512 bytes, and a function's
@@ -42,19 +86,35 @@ pub fn run(ctx: &XdpContext, ingress: u32) -> Result<Sent, Reason> {
     // SAFETY: data..data_end is the frame the kernel handed this program.
     let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
     let scratch = scratch()?;
-    let p = &mut scratch.parsed;
-    parse(&pkt, p)?;
+    parse_step(&pkt, &mut scratch.parsed)?;
+    full(ctx, scratch, ingress)?;
+    Ok(scratch.sent)
+}
+
+/// Stage 1, on a frame of its own.
+#[inline(never)]
+fn parse_step(pkt: &Packet, p: &mut Parsed) -> Result<(), Reason> {
+    parse::parse(pkt, p)
+}
+
+/// [`run`] once the packet is parsed; what is sent goes to `scratch.sent`.
+#[inline(always)]
+fn full(ctx: &XdpContext, scratch: &mut Scratch, ingress: u32) -> Result<(), Reason> {
+    // SAFETY: data..data_end is the frame the kernel handed this program (unchanged by the
+    // established path, which leaves a packet it rewrote nothing of to this one).
+    let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
+    let p = &scratch.parsed;
     if p.flow.proto == IPPROTO_ICMP {
         let q = &mut scratch.quote;
         icmp_flow(&pkt, p, &mut scratch.key, &mut scratch.flow, q)?;
         icmp_translate_quote(&pkt, q, &scratch.flow)?;
         icmp_translate_outer(&pkt, &scratch.key, &scratch.flow, &mut scratch.sent)?;
-        return Ok(scratch.sent);
+        return Ok(());
     }
     let Some(vip) = lookup::vip(p) else {
-        reply_flow(p, &mut scratch.flow)?;
+        reply_flow(p, scratch.no_entry, &mut scratch.flow)?;
         forward(ctx, &pkt, p, &scratch.flow, &mut scratch.sent)?;
-        return Ok(scratch.sent);
+        return Ok(());
     };
     let mode = vip.mode;
     if mode != MODE_DSR && mode != MODE_TUNNEL && !(mode_is_stateful(mode) && p.family == V4) {
@@ -68,7 +128,7 @@ pub fn run(ctx: &XdpContext, ingress: u32) -> Result<Sent, Reason> {
     }
     if mode_is_stateful(mode) {
         forward(ctx, &pkt, &scratch.parsed, &scratch.flow, &mut scratch.sent)?;
-        return Ok(scratch.sent);
+        return Ok(());
     }
     match direct(ctx, &pkt, scratch, mode) {
         // Sent from here: under `direct`, the call chain's stack would be too deep.
@@ -77,7 +137,7 @@ pub fn run(ctx: &XdpContext, ingress: u32) -> Result<Sent, Reason> {
             let error = icmp::Error::fragmentation_needed(scratch.next_hop_mtu);
             Err(answer(ctx, &iface, error, Reason::IcmpTooBig))
         }
-        done => done.map(|()| scratch.sent),
+        done => done,
     }
 }
 
@@ -139,7 +199,7 @@ fn flow_of(ctx: &XdpContext, scratch: &mut Scratch, vip: &VipMeta) -> Result<(),
             Reason::IcmpTtlExceeded,
         ));
     }
-    let live = flow::live(&p.flow, flow::now(), &mut scratch.flow);
+    let live = scratch.no_entry == 0 && flow::live(&p.flow, flow::now(), &mut scratch.flow);
     // A SYN on the tuple of a closing flow starts a new connection.
     let syn = tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     let closing = scratch.flow.flags & FLOW_CLOSING != 0;
@@ -169,12 +229,6 @@ fn egress_iface(egress: u32, ingress: u32) -> Result<IfaceConfig, Reason> {
     lookup::iface(ifindex).ok_or(Reason::EgressNotAttached)
 }
 
-/// Stage 1, on a frame of its own.
-#[inline(never)]
-fn parse(pkt: &Packet, p: &mut Parsed) -> Result<(), Reason> {
-    parse::parse(pkt, p)
-}
-
 /// This CPU's scratch space (always there: slot 0 of a one-slot per-CPU array).
 #[inline(always)]
 fn scratch() -> Result<&'static mut Scratch, Reason> {
@@ -182,13 +236,13 @@ fn scratch() -> Result<&'static mut Scratch, Reason> {
 }
 
 /// For a packet that is not for a VIP: copies its flow's entry to `flow` when it is a reply of
-/// a stateful flow; [`Reason::NotVip`] when it is not the LB's at all.
+/// a stateful flow (`no_entry`: the established path found none); [`Reason::NotVip`] when it is not the LB's at all.
 #[inline(never)]
-fn reply_flow(p: &Parsed, flow: &mut Flow) -> Result<(), Reason> {
+fn reply_flow(p: &Parsed, no_entry: u8, flow: &mut Flow) -> Result<(), Reason> {
     if lookup::settings().stateful == 0 || p.family != V4 {
         return Err(Reason::NotVip);
     }
-    if flow::live(&p.flow, flow::now(), flow) {
+    if no_entry == 0 && flow::live(&p.flow, flow::now(), flow) {
         return Ok(());
     }
     if lookup::is_stateful_reply(p) {

@@ -153,7 +153,14 @@ fn debug_lines_say_each_packets_addresses_and_verdict_while_on_and_nothing_while
     let dp = seeded();
     let id = prog_id(&dp);
     let lines = Collect::default();
-    let mut logger = aya_log::EbpfLogger::init_from_id_with_logger(id, lines.clone()).unwrap();
+    // The debug lines are written by the full path, which every packet takes while they are on.
+    let full = dp
+        .loaded_program(program_names::FULL)
+        .unwrap()
+        .info()
+        .unwrap()
+        .id();
+    let mut logger = aya_log::EbpfLogger::init_from_id_with_logger(full, lines.clone()).unwrap();
     dp.run_frame(&tcp4(VIP, 80, b"")).unwrap();
     logger.flush();
     assert!(lines.0.lock().unwrap().is_empty(), "off by default");

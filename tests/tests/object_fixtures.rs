@@ -25,7 +25,12 @@ fn lbctl_ships_the_balancer_decap_and_pass_programs_only() {
     let (programs, maps) = contents(lb_userspace::LB_EBPF_OBJECT);
     assert_eq!(
         programs,
-        names(&[program_names::LB, program_names::DECAP, program_names::PASS]),
+        names(&[
+            program_names::LB,
+            program_names::FULL,
+            program_names::DECAP,
+            program_names::PASS,
+        ]),
         "the programs of the object lbctl embeds (its maps: {maps:?})"
     );
     let bench: Vec<&String> = maps.iter().filter(|m| m.starts_with("BENCH")).collect();

@@ -91,6 +91,9 @@ impl Datapath {
             .map(|i| self.attach_lb(&i.name))
             .collect::<Result<Vec<_>>>()?;
         self.detach_left_behind(ifaces)?;
+        if let Some(pins) = &self.pins {
+            self.full_path.unpin_others(pins)?;
+        }
         Ok(how)
     }
 

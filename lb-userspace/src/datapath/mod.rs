@@ -1,9 +1,11 @@
 //! The loaded XDP object and the only code that knows its map names. Everything else speaks
 //! in verbs: `add_vip`, `set_reals`, `attach`, `counters`.
 
+mod addr_filter;
 mod attach;
 mod explain;
 mod flows;
+mod full_path;
 pub use explain::Explanation;
 pub use flows::monotonic_ns;
 pub mod layout;
@@ -158,6 +160,10 @@ pub struct Datapath {
     active: Array<MapData, u64>,
     swept: Array<MapData, u64>,
     open: HashMap<MapData, FlowKey, u32>,
+    /// The full path the established path tail-calls, filled (and pinned).
+    full_path: full_path::FullPath,
+    /// Which IPv4 addresses may be the LB's.
+    addr_filter: addr_filter::AddrFilter,
     /// Every VIP in VIPS: what this lbctl serves, and what it took over and has not
     /// configured (yet).
     services: BTreeMap<VipSpec, ServedVip>,
@@ -276,6 +282,9 @@ impl Datapath {
             // Whatever happens next, the state the old program forwards on stays pinned.
             dp.keep_pins = true;
             dp.recover()?;
+            // The VIPs and endpoints taken over pass this program's filter before it is
+            // swapped in.
+            dp.sync_addr_filter()?;
             dp.takeover = takeover;
             dp.carry_before_swap()?;
         } else {
@@ -315,7 +324,12 @@ impl Datapath {
             })?;
             map_ids.insert(*name, map_id(map).with_context(|| format!("map {name}"))?);
         }
-        for name in [program_names::LB, program_names::PASS, program_names::DECAP] {
+        for name in [
+            program_names::FULL,
+            program_names::LB,
+            program_names::PASS,
+            program_names::DECAP,
+        ] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("the eBPF object has no program {name}"))?
@@ -323,6 +337,7 @@ impl Datapath {
             prog.load()
                 .with_context(|| format!("the kernel rejected program {name}"))?;
         }
+        let full_path = full_path::fill(&mut ebpf, pins.as_ref())?;
         let mut dp = Self {
             vips: take(&mut ebpf, map_names::VIPS)?,
             reals: take(&mut ebpf, map_names::REALS)?,
@@ -338,6 +353,8 @@ impl Datapath {
             active: take(&mut ebpf, map_names::ACTIVE)?,
             swept: take(&mut ebpf, map_names::SWEPT)?,
             open: take(&mut ebpf, map_names::OPEN)?,
+            full_path,
+            addr_filter: addr_filter::AddrFilter::new(take(&mut ebpf, map_names::ADDR_FILTER)?),
             ebpf,
             services: BTreeMap::new(),
             real_ids: BTreeMap::new(),

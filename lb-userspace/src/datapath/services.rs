@@ -1,7 +1,7 @@
 //! The verbs that change what the datapath serves: VIPs, their reals and weights, and what
 //! follows from them (rings, REALS entries, ENDPOINTS).
 
-use super::{ring_map, *};
+use super::{addr_filter, ring_map, *};
 
 impl Datapath {
     /// Starts serving `vip` as `settings` say, with no reals yet (its packets are dropped as
@@ -21,6 +21,10 @@ impl Datapath {
                 .ok_or_else(|| anyhow!("cannot add {vip}: all {MAX_VIPS} VIP slots are in use"))?,
         };
         if settings.mode == Mode::OneArm {
+            // Answers to its pool addresses come from the first flow that uses them.
+            let pool = settings.snat_pool.iter();
+            self.addr_filter
+                .add(pool.map(|a| (*a, addr_filter::Side::Dst)))?;
             self.snat_pools
                 .set(vip_id, snat_pool(&vip, settings)?, 0)
                 .context("writing SNAT_POOLS")?;
@@ -44,6 +48,9 @@ impl Datapath {
                 self.install_ring(vip_id, &[])?;
             }
         }
+        // Its packets must pass the address filter once VIPS has it.
+        self.addr_filter
+            .add([(vip.addr, addr_filter::Side::Dst)])?;
         self.vips
             .insert(vip.key(), meta, 0)
             .context("writing VIPS")?;
@@ -99,6 +106,10 @@ impl Datapath {
         }
         let vip_id = self.services[vip].id;
         if settings.mode == Mode::OneArm {
+            // Answers to its pool addresses come from the first flow that uses them.
+            let pool = settings.snat_pool.iter();
+            self.addr_filter
+                .add(pool.map(|a| (*a, addr_filter::Side::Dst)))?;
             self.snat_pools
                 .set(vip_id, snat_pool(vip, settings)?, 0)
                 .context("writing SNAT_POOLS")?;
@@ -161,6 +172,12 @@ impl Datapath {
                 // A real that is down takes no slot, as a draining one.
                 weight: if real.down { 0 } else { u32::from(real.weight) },
             });
+        }
+        // A nat or router real's answers come back through the LB from the first flow the
+        // new ring sends it: they must pass the address filter before.
+        if matches!(settings.mode, Mode::Nat | Mode::Router) {
+            self.addr_filter
+                .add(reals.iter().map(|r| (r.addr, addr_filter::Side::Src)))?;
         }
         let slots = ring::build(settings.balance, settings.maglev_size, &members);
         // The datapath reads ring[hash % size]: a packet between the two writes must not find
@@ -328,7 +345,7 @@ impl Datapath {
                 .context("removing from ENDPOINTS")?;
             self.endpoint_keys.remove(&key);
         }
-        Ok(())
+        self.sync_addr_filter()
     }
 
     /// How many real ids serving the reals of `wanted` needs that are not free now: `set_reals`

@@ -53,7 +53,13 @@ pub(super) fn observed(s: &mut Section, frame: &[u8], reps: &Repeats) -> Result<
     );
     drop(capture);
     let lines = CountLines::default();
-    let mut logger = aya_log::EbpfLogger::init_from_id_with_logger(prog_id, lines.clone())?;
+    // The full path writes the lines: every packet takes it while they are on.
+    let full_id = dp
+        .dp
+        .loaded_program(lb_common::program_names::FULL)?
+        .info()?
+        .id();
+    let mut logger = aya_log::EbpfLogger::init_from_id_with_logger(full_id, lines.clone())?;
     lb_userspace::capture::set_debug(prog_id, true)?;
     let debug = runs(&mut dp, frame, LOGGED_PER_RUN, || logger.flush())?;
     lb_userspace::capture::set_debug(prog_id, false)?;

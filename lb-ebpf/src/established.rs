@@ -1,0 +1,173 @@
+//! The established path: an IPv4 TCP/UDP packet of a flow the table knows, forwarded in one
+//! inlined pass. The flow table is looked up first, and its entry says everything the packet
+//! needs (mode, real, rewrite), so the VIPS lookup, the scheduler and every BPF-to-BPF call
+//! stay off it: one FLOWS lookup, one IFACES lookup (requests), and array reads.
+//!
+//! Anything the entry cannot settle alone goes the full way ([`Fast::Slow`]): a packet the
+//! full path must see (a SYN on a closing flow, a FIN or RST, a TTL running out, the first
+//! answer, a real gone or moved, an interface other than the one it came in on, a tunnel
+//! packet too big), or an entry written before flows carried their mode ([`FLOW_DSR`],
+//! [`FLOW_TUNNEL`]). The full path then does exactly what it did before this one existed.
+
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use lb_common::{
+    Reason, Flow, FLOW_ANSWERED, FLOW_CLOSING, FLOW_DEC_TTL, FLOW_DSR, FLOW_ONE_WAY, FLOW_REPLY,
+    FLOW_TUNNEL,
+};
+
+use crate::{
+    decap,
+    emit::Sent,
+    flow,
+    maps::{Scratch, FLOWS, IFACES, REALS, TUNNEL_SOURCES},
+    nat,
+    packet::Packet,
+    parse::{Parsed, ETH_LEN, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    rewrite::{self, Tunnel},
+};
+
+/// What the established path did with a packet.
+pub enum Fast {
+    /// Rewritten and sent as `scratch.sent` says.
+    Sent,
+    /// The table has no entry for it: the full path need not look again.
+    NoEntry,
+    /// The full path must decide (see the module's notes). The frame is as it came.
+    Slow,
+}
+
+/// Forwards the parsed IPv4 TCP/UDP packet in `scratch.parsed` if its flow entry alone can
+/// say how. An error: not sent, for this reason, after the frame was changed (a tunnel
+/// header that did not go in after its room was made).
+#[inline(always)]
+pub fn forward(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    scratch: &mut Scratch,
+    ingress: u32,
+) -> Result<Fast, Reason> {
+    let p = &scratch.parsed;
+    let Some(entry) = FLOWS.get_ptr_mut(&p.flow) else {
+        return Ok(Fast::NoEntry);
+    };
+    // SAFETY: `entry` points into the map's value memory, valid while the program runs (see
+    // `flow::live` on what other CPUs may write meanwhile: each field copied holds a value the
+    // flow had).
+    let f = unsafe { entry.read() };
+    // A SYN on a closing flow reopens it, a FIN or RST ends it: the full path's work.
+    if p.tcp_flags & (TCP_FIN | TCP_RST) != 0
+        || (p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && f.flags & FLOW_CLOSING != 0)
+    {
+        return Ok(Fast::Slow);
+    }
+    let now = flow::now();
+    if f.expired(now) {
+        return Ok(Fast::Slow);
+    }
+    let sent = if f.flags & FLOW_REPLY != 0 {
+        if f.flags & FLOW_ANSWERED == 0 || !translate(pkt, p, &f) {
+            return Ok(Fast::Slow);
+        }
+        Sent {
+            real_id: f.real_id,
+            egress: f.egress_ifindex,
+            reply: true,
+        }
+    } else {
+        match request(ctx, pkt, p, &f, ingress)? {
+            Fast::Sent => {}
+            not_sent => return Ok(not_sent),
+        }
+        Sent {
+            real_id: f.real_id,
+            egress: f.egress_ifindex,
+            reply: false,
+        }
+    };
+    if now.saturating_sub(f.last_seen_ns) > flow::REFRESH_NS {
+        flow::refresh(&p.flow, entry, &f, now);
+    }
+    scratch.sent = sent;
+    Ok(Fast::Sent)
+}
+
+/// A request of flow `f`: sent on when its real still keeps it and the frame was addressed
+/// to the LB; [`Fast::Slow`] (nothing written) when the full path must decide.
+#[inline(always)]
+fn request(ctx: &XdpContext, pkt: &Packet, p: &Parsed, f: &Flow, ingress: u32) -> Result<Fast, Reason> {
+    // Only frames leaving where they came in: a real behind another interface needs its
+    // interface's entry, which the full path looks up.
+    if f.egress_ifindex != ingress && f.egress_ifindex != 0 {
+        return Ok(Fast::Slow);
+    }
+    let Some(real) = REALS.get(f.real_id) else {
+        return Ok(Fast::Slow);
+    };
+    // The real of its id, of its VIP and address, up or draining, at the MAC the entry has
+    // (a real taken out or moved, a VIP removed or re-moded: the full path moves the flow).
+    if !real.keeps_flows()
+        || real.vip_id() != f.vip_id
+        || real.addr_bytes() != f.dst
+        || real.mac() != f.dst_mac
+    {
+        return Ok(Fast::Slow);
+    }
+    // SAFETY: IFACES values are plain data in map memory valid while the program runs;
+    // userspace replaces them whole. The reference ends within this function.
+    let Some(iface) = (unsafe { IFACES.get(&ingress) }) else {
+        return Ok(Fast::Slow);
+    };
+    if !iface.is_ours(&p.dst_mac) {
+        return Ok(Fast::Slow);
+    }
+    let done = if f.flags & FLOW_ONE_WAY == 0 {
+        translate(pkt, p, f)
+    } else if f.flags & FLOW_DSR != 0 {
+        rewrite::dsr(pkt, iface.mac, f.dst_mac).is_ok()
+    } else if f.flags & FLOW_TUNNEL != 0 {
+        let src = match TUNNEL_SOURCES.get(f.vip_id) {
+            Some(own) if *own != [0; 4] => *own,
+            _ => iface.ipv4,
+        };
+        return tunnel(ctx, f, iface.mac, iface.mtu, src);
+    } else {
+        // A dsr or tunnel entry of a release before flows carried their mode.
+        false
+    };
+    Ok(if done { Fast::Sent } else { Fast::Slow })
+}
+
+/// A stateful flow's packet rewritten as its entry says; false (nothing written) when its
+/// TTL would run out, for the full path to answer.
+#[inline(always)]
+fn translate(pkt: &Packet, p: &Parsed, f: &Flow) -> bool {
+    if f.flags & FLOW_DEC_TTL != 0 && p.ttl <= 1 {
+        return false;
+    }
+    nat::translate_v4(pkt, p.l4_off, p.flow.proto, f).is_ok()
+}
+
+/// IP-in-IP to the real of `f`, from `src`, out of the interface with `mac` and `mtu`;
+/// [`Fast::Slow`] (nothing written) when it would not fit, for the full path to answer.
+#[inline(always)]
+fn tunnel(ctx: &XdpContext, f: &Flow, mac: [u8; 6], mtu: u16, src: [u8; 4]) -> Result<Fast, Reason> {
+    let inner_len = ctx.data_end() - ctx.data() - ETH_LEN;
+    if inner_len + decap::OUTER_LEN > mtu as usize {
+        return Ok(Fast::Slow);
+    }
+    // SAFETY: adjust_head on our own context; every packet pointer is re-derived below.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(decap::OUTER_LEN as i32)) } != 0 {
+        return Err(Reason::NoHeadroom);
+    }
+    // SAFETY: the frame as it is after adjust_head.
+    let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end()) };
+    let a = f.dst;
+    let t = Tunnel {
+        lb_mac: mac,
+        next_hop_mac: f.dst_mac,
+        src,
+        dst: [a[0], a[1], a[2], a[3]],
+    };
+    rewrite::ipip(&pkt, &t, 4, inner_len)?;
+    Ok(Fast::Sent)
+}
