@@ -281,6 +281,7 @@ mod tests {
         ("drop_no_tailroom", 31),
         ("pass_iface_not_configured", 32),
         ("pass_tunnel_not_for_us", 33),
+        ("pass_no_full_path", 34),
     ];
 
     #[test]

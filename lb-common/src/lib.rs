@@ -90,7 +90,7 @@ pub mod map_names {
     pub const SWEPT: &str = "SWEPT";
     pub const OPEN: &str = "OPEN";
     /// Slot 0: the full path (`program_names::FULL`), which the established path tail-calls.
-    /// Each lbctl fills its own; pinned under a name of its program's (`FULL_PATH.<id>`),
+    /// Each lbctl fills its own; pinned under a name of its program's (`FULL_PATH_<id>`),
     /// since a program array nobody holds open or pinned is emptied by the kernel.
     pub const FULL_PATH: &str = "FULL_PATH";
     /// Which IPv4 addresses may be the LB's (see `ADDR_FILTER_BITS`). Not pinned: each lbctl

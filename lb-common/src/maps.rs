@@ -543,3 +543,22 @@ pub const ADDR_FILTER_SRC: u32 = ADDR_FILTER_WORDS;
 pub const fn addr_filter_bit(a: [u8; 4]) -> u32 {
     ((a[0] ^ a[2]) as u32) << 8 | (a[1] ^ a[3]) as u32
 }
+
+#[cfg(test)]
+mod addr_filter_tests {
+    use super::*;
+
+    #[test]
+    fn the_addresses_of_one_slash_16_have_distinct_filter_bits_within_the_bitmap() {
+        let mut seen = std::collections::BTreeSet::new();
+        for x in 0..=255u8 {
+            for y in 0..=255u8 {
+                let bit = addr_filter_bit([198, 18, x, y]);
+                assert!(bit < ADDR_FILTER_BITS);
+                assert!(seen.insert(bit), "198.18.{x}.{y} shares a bit");
+            }
+        }
+        // The word each bitmap starts at: the source bitmap right after the destinations'.
+        assert_eq!(ADDR_FILTER_SRC, ADDR_FILTER_DST + ADDR_FILTER_WORDS);
+    }
+}

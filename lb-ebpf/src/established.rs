@@ -11,7 +11,7 @@
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{
-    Reason, Flow, FLOW_ANSWERED, FLOW_CLOSING, FLOW_DEC_TTL, FLOW_DSR, FLOW_ONE_WAY, FLOW_REPLY,
+    Flow, Reason, FLOW_ANSWERED, FLOW_CLOSING, FLOW_DEC_TTL, FLOW_DSR, FLOW_ONE_WAY, FLOW_REPLY,
     FLOW_TUNNEL,
 };
 
@@ -50,51 +50,57 @@ pub fn forward(
     let Some(entry) = FLOWS.get_ptr_mut(&p.flow) else {
         return Ok(Fast::NoEntry);
     };
+    // Fields are read where they are needed, not copied whole: the copy of all 80 bytes
+    // was a good part of this path's instructions.
     // SAFETY: `entry` points into the map's value memory, valid while the program runs (see
-    // `flow::live` on what other CPUs may write meanwhile: each field copied holds a value the
-    // flow had).
-    let f = unsafe { entry.read() };
+    // `flow::live` on what other CPUs may write meanwhile: each field read holds a value the
+    // flow had). The reference lives until the refresh below, which this CPU writes after it.
+    let f = unsafe { &*entry };
+    let flags = f.flags;
     // A SYN on a closing flow reopens it, a FIN or RST ends it: the full path's work.
     if p.tcp_flags & (TCP_FIN | TCP_RST) != 0
-        || (p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && f.flags & FLOW_CLOSING != 0)
+        || (p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && flags & FLOW_CLOSING != 0)
     {
         return Ok(Fast::Slow);
     }
     let now = flow::now();
+    let last_seen = f.last_seen_ns;
     if f.expired(now) {
         return Ok(Fast::Slow);
     }
-    let sent = if f.flags & FLOW_REPLY != 0 {
-        if f.flags & FLOW_ANSWERED == 0 || !translate(pkt, p, &f) {
+    let reply = flags & FLOW_REPLY != 0;
+    if reply {
+        if flags & FLOW_ANSWERED == 0 || !translate(pkt, p, f) {
             return Ok(Fast::Slow);
         }
-        Sent {
-            real_id: f.real_id,
-            egress: f.egress_ifindex,
-            reply: true,
-        }
     } else {
-        match request(ctx, pkt, p, &f, ingress)? {
+        match request(ctx, pkt, p, f, ingress)? {
             Fast::Sent => {}
             not_sent => return Ok(not_sent),
         }
-        Sent {
-            real_id: f.real_id,
-            egress: f.egress_ifindex,
-            reply: false,
-        }
-    };
-    if now.saturating_sub(f.last_seen_ns) > flow::REFRESH_NS {
-        flow::refresh(&p.flow, entry, &f, now);
     }
-    scratch.sent = sent;
+    scratch.sent = Sent {
+        real_id: f.real_id,
+        egress: f.egress_ifindex,
+        reply,
+    };
+    if now.saturating_sub(last_seen) > flow::REFRESH_NS {
+        let partner = (flags & FLOW_ONE_WAY == 0).then(|| flow::partner_key(&p.flow, f));
+        flow::refresh(entry, partner.as_ref(), now);
+    }
     Ok(Fast::Sent)
 }
 
 /// A request of flow `f`: sent on when its real still keeps it and the frame was addressed
 /// to the LB; [`Fast::Slow`] (nothing written) when the full path must decide.
 #[inline(always)]
-fn request(ctx: &XdpContext, pkt: &Packet, p: &Parsed, f: &Flow, ingress: u32) -> Result<Fast, Reason> {
+fn request(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    p: &Parsed,
+    f: &Flow,
+    ingress: u32,
+) -> Result<Fast, Reason> {
     // Only frames leaving where they came in: a real behind another interface needs its
     // interface's entry, which the full path looks up.
     if f.egress_ifindex != ingress && f.egress_ifindex != 0 {
@@ -150,7 +156,13 @@ fn translate(pkt: &Packet, p: &Parsed, f: &Flow) -> bool {
 /// IP-in-IP to the real of `f`, from `src`, out of the interface with `mac` and `mtu`;
 /// [`Fast::Slow`] (nothing written) when it would not fit, for the full path to answer.
 #[inline(always)]
-fn tunnel(ctx: &XdpContext, f: &Flow, mac: [u8; 6], mtu: u16, src: [u8; 4]) -> Result<Fast, Reason> {
+fn tunnel(
+    ctx: &XdpContext,
+    f: &Flow,
+    mac: [u8; 6],
+    mtu: u16,
+    src: [u8; 4],
+) -> Result<Fast, Reason> {
     let inner_len = ctx.data_end() - ctx.data() - ETH_LEN;
     if inner_len + decap::OUTER_LEN > mtu as usize {
         return Ok(Fast::Slow);

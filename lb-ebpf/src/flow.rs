@@ -10,9 +10,9 @@ use aya_ebpf::{
 };
 use lb_common::{
     mode_is_stateful, Flow, FlowKey, IfaceConfig, Reason, VipMeta, END_FIN, END_RST, FLOW_ANSWERED,
-    FLOW_CLOSING, FLOW_COUNTED, FLOW_DEC_TTL, FLOW_DSR, FLOW_ONE_WAY, FLOW_REPLY, FLOW_SET_SRC_MAC, FLOW_TUNNEL,
-    HOW_FRESH, HOW_PICKED_UP, HOW_REOPENED, MAX_POOL_ADDRS, MODE_DSR, MODE_NAT, MODE_ONE_ARM, MODE_ROUTER, MODE_TUNNEL,
-    PROTO_TCP, SCHED_LEASTCONN, SNAT_TRIES,
+    FLOW_CLOSING, FLOW_COUNTED, FLOW_DEC_TTL, FLOW_DSR, FLOW_ONE_WAY, FLOW_REPLY, FLOW_SET_SRC_MAC,
+    FLOW_TUNNEL, HOW_FRESH, HOW_PICKED_UP, HOW_REOPENED, MAX_POOL_ADDRS, MODE_DSR, MODE_NAT,
+    MODE_ONE_ARM, MODE_ROUTER, MODE_TUNNEL, PROTO_TCP, SCHED_LEASTCONN, SNAT_TRIES,
 };
 
 use crate::{
@@ -59,28 +59,35 @@ pub fn live(key: &FlowKey, now: u64, out: &mut Flow) -> bool {
         return false;
     }
     if now.saturating_sub(out.last_seen_ns) > REFRESH_NS {
-        refresh(key, entry, out, now);
+        let partner = (out.flags & FLOW_ONE_WAY == 0).then(|| partner_key(key, out));
+        refresh(entry, partner.as_ref(), now);
         out.last_seen_ns = now;
     }
     true
 }
 
-/// Stores `now` as the last-seen time of the FLOWS entry `entry` of `key` (`flow`, its copy)
-/// and of its partner.
+/// Stores `now` as the last-seen time of the FLOWS entry `entry` and of its partner's,
+/// under `partner` (none for a flow one way only).
 #[inline(always)]
-pub fn refresh(key: &FlowKey, entry: *mut Flow, flow: &Flow, now: u64) {
+pub fn refresh(entry: *mut Flow, partner: Option<&FlowKey>, now: u64) {
     // SAFETY: `entry` points into the map's value memory (see `live`); an aligned 8-byte
     // store. Another CPU may store its own `now` at the same time: either is the flow's last
     // packet to within the refresh interval.
     unsafe { (*entry).last_seen_ns = now };
     // A flow one way only (UDP to a sink, a server pushing) keeps its other entry, and with
     // it a one-arm port, alive too.
-    if flow.flags & FLOW_ONE_WAY == 0 {
-        if let Some(partner) = partner(key, flow) {
+    if let Some(key) = partner {
+        if let Some(p) = FLOWS.get_ptr_mut(key) {
             // SAFETY: as above.
-            unsafe { (*partner).last_seen_ns = now };
+            unsafe { (*p).last_seen_ns = now };
         }
     }
+}
+
+/// The key of the other direction's entry of `flow`, the entry of `key`.
+#[inline(always)]
+pub fn partner_key(key: &FlowKey, flow: &Flow) -> FlowKey {
+    flow.rewritten_key(key.proto, key.family).reversed()
 }
 
 /// Marks a flow answered, the first time a reply crosses its reply entry `key` (`flow`, its

@@ -1,6 +1,14 @@
 //! Wire headers as byte-array structs: no alignment requirement, no endianness surprises.
 
 pub const ETH_P_IPV4: [u8; 2] = [0x08, 0x00];
+
+/// A MAC copied byte by byte. Copied whole between the frame and map memory, which the
+/// compiler cannot tell apart, a MAC becomes a call to memmove: a BPF-to-BPF call on every
+/// packet (`tests::program_shape` finds them).
+#[inline(always)]
+pub fn mac(m: &[u8; 6]) -> [u8; 6] {
+    [m[0], m[1], m[2], m[3], m[4], m[5]]
+}
 pub const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
 pub const IPPROTO_FRAGMENT: u8 = 44;
 pub const IPPROTO_ICMP: u8 = 1;

@@ -8,8 +8,8 @@ use aya_ebpf::{
 use lb_common::{
     CaptureCounts, CaptureRecord, Counter, Endpoint, Flow, FlowEvent, FlowKey, FlowLogBudget,
     FlowLogSettings, IfaceConfig, Observe, RealCounters, RealEntry, Settings, SnatPool, VipKey,
-    VipMeta, ADDR_FILTER_WORDS, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES, MAX_REALS, MAX_VIPS,
-    RING_MAP_FLAGS, RING_SIZE,
+    VipMeta, ADDR_FILTER_WORDS, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES, MAX_REALS,
+    MAX_VIPS, RING_MAP_FLAGS, RING_SIZE,
 };
 
 /// The interfaces the program is attached to, by ifindex: the LB's MAC, MTU and IPv4

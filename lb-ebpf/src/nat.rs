@@ -5,7 +5,7 @@ use lb_common::{Flow, Reason, FLOW_DEC_TTL, FLOW_SET_SRC_MAC, PROTO_TCP};
 
 use crate::{
     csum,
-    headers::{l4_check_offset, EthHdr, Ipv4Hdr, L4Ports},
+    headers::{l4_check_offset, mac, EthHdr, Ipv4Hdr, L4Ports},
     packet::Packet,
     parse::ETH_LEN,
 };
@@ -84,9 +84,9 @@ pub fn rewrite_ip(ip: &mut Ipv4Hdr, src: [u8; 4], dst: [u8; 4], dec_ttl: bool) {
 pub fn rewrite_eth(pkt: &Packet, flow: &Flow) -> Result<(), Reason> {
     // SAFETY: ptr_at checked that an EthHdr fits; XDP frames are writable.
     let eth = unsafe { &mut *pkt.ptr_at::<EthHdr>(0)? };
-    eth.dst = flow.dst_mac;
+    eth.dst = mac(&flow.dst_mac);
     if flow.flags & FLOW_SET_SRC_MAC != 0 {
-        eth.src = flow.src_mac;
+        eth.src = mac(&flow.src_mac);
     }
     Ok(())
 }

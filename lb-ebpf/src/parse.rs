@@ -4,7 +4,7 @@ use lb_common::{Family, FlowKey, Reason, PROTO_TCP, PROTO_UDP};
 
 use crate::{
     headers::{
-        is_ipv6_extension, EthHdr, Ipv4Hdr, Ipv6Hdr, L4Ports, TcpHdr, UdpHdr, ETH_P_IPV4,
+        is_ipv6_extension, mac, EthHdr, Ipv4Hdr, Ipv6Hdr, L4Ports, TcpHdr, UdpHdr, ETH_P_IPV4,
         ETH_P_IPV6, IPPROTO_FRAGMENT, IPPROTO_ICMP, IPPROTO_ICMPV6,
     },
     packet::Packet,
@@ -45,8 +45,8 @@ pub const TCP_ACK: u8 = 0x10;
 pub fn parse(pkt: &Packet, out: &mut Parsed) -> Result<(), Reason> {
     // SAFETY: ptr_at checked that an EthHdr fits in the frame.
     let eth = unsafe { &*pkt.ptr_at::<EthHdr>(0)? };
-    out.dst_mac = eth.dst;
-    out.src_mac = eth.src;
+    out.dst_mac = mac(&eth.dst);
+    out.src_mac = mac(&eth.src);
     if eth.ether_type == ETH_P_IPV4 {
         parse_v4(pkt, out)
     } else if eth.ether_type == ETH_P_IPV6 {

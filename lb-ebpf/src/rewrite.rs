@@ -5,7 +5,7 @@ use lb_common::Reason;
 use crate::{
     csum,
     decap::{IPPROTO_IPIP, IPPROTO_IPV6},
-    headers::{EthHdr, Ipv4Hdr, ETH_P_IPV4},
+    headers::{mac, EthHdr, Ipv4Hdr, ETH_P_IPV4},
     packet::Packet,
     parse::ETH_LEN,
 };
@@ -25,8 +25,8 @@ pub struct Tunnel {
 pub fn ipip(pkt: &Packet, t: &Tunnel, family: u8, inner_len: usize) -> Result<(), Reason> {
     // SAFETY: ptr_at checked that an EthHdr fits; XDP frames are writable.
     let eth = unsafe { &mut *pkt.ptr_at::<EthHdr>(0)? };
-    eth.dst = t.next_hop_mac;
-    eth.src = t.lb_mac;
+    eth.dst = mac(&t.next_hop_mac);
+    eth.src = mac(&t.lb_mac);
     eth.ether_type = ETH_P_IPV4;
     let mut h = [0u8; 20];
     h[0] = 0x45;
@@ -57,8 +57,8 @@ const _: () = assert!(core::mem::size_of::<Ipv4Hdr>() == 20);
 pub fn dsr(pkt: &Packet, lb_mac: [u8; 6], real_mac: [u8; 6]) -> Result<(), Reason> {
     // SAFETY: ptr_at checked that an EthHdr fits; XDP frames are writable.
     let eth = unsafe { &mut *pkt.ptr_at::<EthHdr>(0)? };
-    eth.src = lb_mac;
-    eth.dst = real_mac;
+    eth.src = mac(&lb_mac);
+    eth.dst = mac(&real_mac);
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 pub mod bench_object;
 pub mod fixture;
 pub mod frames;
+pub mod program_shape;
 pub mod table;
 pub mod veth_path;
 

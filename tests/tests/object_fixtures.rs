@@ -65,3 +65,29 @@ fn the_benchmark_object_has_the_harness_and_none_of_the_balancers_maps() {
         "the benchmark object has maps of the balancer: {shared:?} (its maps: {maps:?})"
     );
 }
+
+/// The established path's structural goal, counted from its instructions: `lb_xdp` makes no
+/// BPF-to-BPF call, and asks no hash map but the flow table and the interfaces (array
+/// lookups cost an inlined index; hash lookups a call into the kernel and a hash).
+#[test]
+fn the_established_path_makes_no_call_and_asks_only_flows_and_ifaces_of_the_hash_maps() {
+    let shape = tests::program_shape::of(lb_userspace::LB_EBPF_OBJECT, program_names::LB)
+        .expect("lb_xdp's shape");
+    println!("{shape:?}");
+    assert_eq!(shape.bpf_to_bpf_calls, 0, "{shape:?}");
+    assert!(
+        shape.tail_calls >= 1,
+        "the hand-over to the full path: {shape:?}"
+    );
+    let hashed: Vec<&String> = shape
+        .lookups
+        .keys()
+        .filter(|m| ["VIPS", "ENDPOINTS", "OPEN", "FLOWS", "IFACES"].contains(&m.as_str()))
+        .collect();
+    assert_eq!(hashed, ["FLOWS", "IFACES"], "{shape:?}");
+    assert!(!shape.lookups.contains_key("(unknown)"), "{shape:?}");
+    // The full path, for contrast, calls its steps.
+    let full = tests::program_shape::of(lb_userspace::LB_EBPF_OBJECT, program_names::FULL)
+        .expect("lb_full's shape");
+    assert!(full.bpf_to_bpf_calls > 0, "{full:?}");
+}

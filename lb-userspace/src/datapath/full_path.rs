@@ -4,9 +4,9 @@
 //! The kernel empties a program array once no process holds it open and no pin holds it:
 //! after an lbctl exits with `--keep-on-exit`, its program would find no full path (new
 //! flows passed as `pass_no_full_path`). So with a state directory each lbctl pins its own
-//! array under a name of its own (`FULL_PATH.<program id>`), and never takes an earlier
-//! one's over: the earlier program keeps its own full path until this one is swapped in,
-//! and then this one's pin is the only one left.
+//! array under a name of its own (`FULL_PATH_<program id>`; bpffs takes no dots in names),
+//! and never takes an earlier one's over: the earlier program keeps its own full path until
+//! this one is swapped in, and then this one's pin is the only one left.
 
 use std::path::PathBuf;
 
@@ -38,8 +38,11 @@ pub(super) fn fill(ebpf: &mut Ebpf, pins: Option<&StateDir>) -> Result<FullPath>
                 .program(program_names::LB)
                 .ok_or_else(|| anyhow!("the eBPF object has no program {}", program_names::LB))?
                 .try_into()?;
-            let id = lb.info().context("asking the kernel for the balancer's id")?.id();
-            let path = dir.map_path(&format!("{}.{id}", map_names::FULL_PATH));
+            let id = lb
+                .info()
+                .context("asking the kernel for the balancer's id")?
+                .id();
+            let path = dir.map_path(&format!("{}_{id}", map_names::FULL_PATH));
             data.pin(&path)
                 .with_context(|| format!("pinning {}", path.display()))?;
             Some(path)
@@ -60,13 +63,16 @@ impl FullPath {
     /// Once this lbctl's program is attached everywhere: removes the pins of the full paths
     /// of earlier programs (no longer attached), so their arrays go with them.
     pub(super) fn unpin_others(&self, pins: &StateDir) -> Result<()> {
-        let prefix = format!("{}.", map_names::FULL_PATH);
+        let prefix = format!("{}_", map_names::FULL_PATH);
         for entry in std::fs::read_dir(pins.path())
             .with_context(|| format!("reading {}", pins.path().display()))?
         {
             let path = entry?.path();
             let ours = self.pin.as_ref() == Some(&path);
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             if name.starts_with(&prefix) && !ours {
                 if let Err(e) = std::fs::remove_file(&path) {
                     warn!(path = %path.display(), error = %e, "could not unpin an earlier lbctl's full path");

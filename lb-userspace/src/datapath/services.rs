@@ -49,8 +49,7 @@ impl Datapath {
             }
         }
         // Its packets must pass the address filter once VIPS has it.
-        self.addr_filter
-            .add([(vip.addr, addr_filter::Side::Dst)])?;
+        self.addr_filter.add([(vip.addr, addr_filter::Side::Dst)])?;
         self.vips
             .insert(vip.key(), meta, 0)
             .context("writing VIPS")?;
