@@ -193,6 +193,15 @@ fn upgrade_from(layout: u32) {
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .collect();
     pinned.sort();
+    // The running program's full path is pinned besides the maps, under its own name; the
+    // earlier programs' are gone.
+    let full_paths: Vec<String> = pinned
+        .iter()
+        .filter(|n| n.starts_with("FULL_PATH_"))
+        .cloned()
+        .collect();
+    assert_eq!(full_paths.len(), 1, "one full path pinned: {pinned:?}");
+    pinned.retain(|n| !n.starts_with("FULL_PATH_"));
     let mut kept: Vec<&str> = lb_common::map_names::KEPT.to_vec();
     kept.sort_unstable();
     assert_eq!(
