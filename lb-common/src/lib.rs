@@ -96,6 +96,11 @@ pub mod map_names {
     /// Which IPv4 addresses may be the LB's (see `ADDR_FILTER_BITS`). Not pinned: each lbctl
     /// fills its own from what it serves, before attaching.
     pub const ADDR_FILTER: &str = "ADDR_FILTER";
+    /// Per VIP id: the new flows a second per CPU above which its flood guard forwards new
+    /// flows without an entry. Not pinned: each lbctl fills it from its configuration.
+    pub const FLOOD_LIMITS: &str = "FLOOD_LIMITS";
+    /// Per CPU: the new-flow rate the flood guards compare with, and what they guarded.
+    pub const FLOOD_STATE: &str = "FLOOD_STATE";
     pub const BENCH_FRAME: &str = "BENCH_FRAME";
     pub const BENCH_SEQ: &str = "BENCH_SEQ";
     pub const BENCH_SINK: &str = "BENCH_SINK";
@@ -161,6 +166,8 @@ pub mod map_names {
         // Pinned, but per program and never taken over (see FULL_PATH).
         FULL_PATH,
         ADDR_FILTER,
+        FLOOD_LIMITS,
+        FLOOD_STATE,
     ];
 }
 

@@ -226,6 +226,11 @@ pub const HASH_DESTINATION_PORT: u8 = 2;
 /// `VipMeta::flags`: with no real to take a new flow, pass it to the LB's own stack instead
 /// of dropping it.
 pub const VIP_PASS_WHEN_EMPTY: u8 = 1;
+/// `VipMeta::flags`: a dsr or tunnel VIP with a flood guard: while this CPU starts more new
+/// flows a second than the VIP's FLOOD_LIMITS entry, its new flows are forwarded by the ring
+/// without a flow entry (as Katran's LRU bypass), so a flood of new tuples does not evict
+/// the established flows. The entry is the rate; the bit says it is set.
+pub const VIP_FLOOD_GUARD: u8 = 2;
 
 /// Most reals a leastconn VIP weighs against each other per new flow (the datapath's loop).
 pub const MAX_LEASTCONN_REALS: u32 = 256;
@@ -561,4 +566,24 @@ mod addr_filter_tests {
         // The word each bitmap starts at: the source bitmap right after the destinations'.
         assert_eq!(ADDR_FILTER_SRC, ADDR_FILTER_DST + ADDR_FILTER_WORDS);
     }
+}
+
+/// Per CPU (FLOOD_STATE): new flows this CPU started in the current second, and the new
+/// flows a flood guard forwarded without an entry, in all.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloodState {
+    /// When the current one-second window began (bpf_ktime_get_coarse_ns).
+    pub window_start_ns: u64,
+    /// New flows started in it, every VIP's.
+    pub new_flows: u64,
+    /// New flows forwarded by the ring alone, ever.
+    pub guarded: u64,
+}
+const _: () = assert!(size_of::<FloodState>() == 24);
+
+#[cfg(feature = "user")]
+mod flood_pod {
+    // SAFETY: plain-old-data: repr(C), integers only, no padding.
+    unsafe impl aya::Pod for super::FloodState {}
 }

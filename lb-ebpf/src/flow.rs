@@ -166,6 +166,7 @@ pub fn create(
         reply,
         key,
         new,
+        flood_guarded,
         ..
     } = scratch;
     let p = &*p;
@@ -232,6 +233,10 @@ pub fn create(
         created: 0,
     };
     if !stateful {
+        if *flood_guarded != 0 {
+            // Forwarded by the ring alone: no entry, nothing counted as created.
+            return Ok(());
+        }
         return insert_request(&p.flow, key, out, new);
     }
     // Replies go back where the request came from, to the MAC it came from, as from the VIP.

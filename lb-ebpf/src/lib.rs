@@ -33,6 +33,8 @@ pub mod emit;
 #[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod established;
 #[cfg(all(target_arch = "bpf", feature = "datapath"))]
+pub mod flood;
+#[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod flow;
 #[cfg(all(target_arch = "bpf", feature = "datapath"))]
 pub mod flowlog;

@@ -6,10 +6,10 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    CaptureCounts, CaptureRecord, Counter, Endpoint, Flow, FlowEvent, FlowKey, FlowLogBudget,
-    FlowLogSettings, IfaceConfig, Observe, RealCounters, RealEntry, Settings, SnatPool, VipKey,
-    VipMeta, ADDR_FILTER_WORDS, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS, MAX_IFACES, MAX_REALS,
-    MAX_VIPS, RING_MAP_FLAGS, RING_SIZE,
+    CaptureCounts, CaptureRecord, Counter, Endpoint, FloodState, Flow, FlowEvent, FlowKey,
+    FlowLogBudget, FlowLogSettings, IfaceConfig, Observe, RealCounters, RealEntry, Settings,
+    SnatPool, VipKey, VipMeta, ADDR_FILTER_WORDS, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS,
+    MAX_IFACES, MAX_REALS, MAX_VIPS, RING_MAP_FLAGS, RING_SIZE,
 };
 
 /// The interfaces the program is attached to, by ifindex: the LB's MAC, MTU and IPv4
@@ -48,6 +48,14 @@ pub static FULL_PATH: ProgramArray<1> = ProgramArray::new();
 /// (`lb_common::ADDR_FILTER_BITS`). Not pinned: filled by userspace before attaching.
 #[btf_map]
 pub static ADDR_FILTER: Array<u64, { 2 * ADDR_FILTER_WORDS as usize }> = Array::new();
+
+/// Per VIP id: its flood guard's new flows a second per CPU (`VIP_FLOOD_GUARD`). Not pinned.
+#[btf_map]
+pub static FLOOD_LIMITS: Array<u32, { MAX_VIPS as usize }> = Array::new();
+
+/// Per CPU: new flows this second, and flows guarded (`lb_common::FloodState`). Not pinned.
+#[btf_map]
+pub static FLOOD_STATE: PerCpuArray<FloodState, 1> = PerCpuArray::new();
 
 /// The flows of stateful VIPs, one entry per direction. Shared by all CPUs: a reply may
 /// arrive on another CPU than its request.
@@ -128,6 +136,9 @@ pub struct Scratch {
     /// Non-zero when the established path found no entry for the packet's own key: the full
     /// path does not look again.
     pub no_entry: u8,
+    /// Non-zero when the new flow being created goes without an entry (`flood`), as the
+    /// pipeline found for this packet.
+    pub flood_guarded: u8,
 }
 
 /// This CPU's scratch space.

@@ -15,7 +15,7 @@ use crate::{
     decap,
     emit::Sent,
     established::{self, Fast},
-    flow, flowlog,
+    flood, flow, flowlog,
     headers::IPPROTO_ICMP,
     icmp,
     icmp_nat::{self, Quote},
@@ -115,6 +115,15 @@ fn full(ctx: &XdpContext, scratch: &mut Scratch, ingress: u32) -> Result<(), Rea
         reply_flow(p, scratch.no_entry, &mut scratch.flow)?;
         forward(ctx, &pkt, p, &scratch.flow, &mut scratch.sent)?;
         return Ok(());
+    };
+    // A packet of no flow's entry to a VIP starts a new flow: counted for the flood guards,
+    // and held out of the flow table when its VIP's guard is up. Decided here, in the
+    // program's own frame: in the flow stage the stack would pass the verifier's limit.
+    // (Reopened flows had an entry, and observed packets do not know: neither is guarded.)
+    scratch.flood_guarded = if scratch.no_entry != 0 {
+        u8::from(flood::guards(&vip, flow::now()))
+    } else {
+        0
     };
     let mode = vip.mode;
     if mode != MODE_DSR && mode != MODE_TUNNEL && !(mode_is_stateful(mode) && p.family == V4) {

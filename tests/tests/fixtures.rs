@@ -579,3 +579,80 @@ fn replacing_the_reals_takes_effect_for_new_packets() {
     dp.set_reals(&v, &[]).unwrap();
     assert_eq!(dp.run_frame(&frame).unwrap().0, XDP_DROP);
 }
+
+/// The flood guard: above its rate of new flows a second on a CPU, a guarded dsr VIP's new
+/// flows are forwarded by the ring without a flow entry (each of their packets to the same
+/// real); a VIP without a guard keeps making entries at the same rate.
+#[test]
+fn above_its_rate_a_flood_guarded_vip_forwards_new_flows_by_the_ring_without_entries() {
+    require_root();
+    let mut dp = Datapath::load().unwrap();
+    dp.set_interface(IFINDEX_A, lb_iface()).unwrap();
+    let guarded = vip("198.18.100.10:80/tcp");
+    let open = vip("198.18.100.10:81/tcp");
+    let reals: Vec<Real> = (1..=3u8)
+        .map(|i| {
+            Real::on_segment(
+                IpAddr::from([198, 18, 0, 10 + i]),
+                [0x02, 0, 0, 0, 0, 0x0a + i],
+            )
+        })
+        .collect();
+    let mut settings = VipSettings::new(Mode::Dsr);
+    settings.flood_guard = 5;
+    dp.add_vip(guarded, &settings).unwrap();
+    dp.set_reals(&guarded, &reals).unwrap();
+    dp.add_vip(open, &VipSettings::new(Mode::Dsr)).unwrap();
+    dp.set_reals(&open, &reals).unwrap();
+    let frame = |sport: u16, port: u16| {
+        build(|w| {
+            eth()
+                .ipv4(CLIENT, VIP, 64)
+                .tcp(sport, port, 1, 1000)
+                .write(w, b"")
+                .unwrap()
+        })
+    };
+    let entries = |dp: &Datapath, port: u16| {
+        dp.flows()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| u16::from_be_bytes(k.dport) == port)
+            .count()
+    };
+    // 40 new flows well within a second: the first 5 on a CPU get entries, the rest do not
+    // (at most 2 CPUs × 5, or 20 should the one-second window roll over once meanwhile).
+    for sport in 0..40u16 {
+        let (action, out) = dp.run_frame(&frame(30000 + sport, 80)).unwrap();
+        assert_eq!(action, XDP_TX, "a guarded new flow is still forwarded");
+        assert!(
+            reals.iter().any(|r| r.mac == out[..6]),
+            "to one of the reals"
+        );
+        let (_, again) = dp.run_frame(&frame(30000 + sport, 80)).unwrap();
+        assert_eq!(
+            again[..6],
+            out[..6],
+            "every packet of the flow to the same real"
+        );
+    }
+    let with_entries = entries(&dp, 80);
+    let guarded_flows = dp.flood_guarded().unwrap();
+    assert!(
+        (5..=20).contains(&with_entries),
+        "{with_entries} of 40 flows have entries"
+    );
+    // Each guarded flow's second packet was a new flow again (it has no entry).
+    assert!(guarded_flows >= 2 * 20, "{guarded_flows} guarded");
+    // The VIP without a guard makes an entry for every new flow at the same rate.
+    for sport in 0..40u16 {
+        let (action, _) = dp.run_frame(&frame(30000 + sport, 81)).unwrap();
+        assert_eq!(action, XDP_TX);
+    }
+    assert_eq!(entries(&dp, 81), 40);
+    assert_eq!(
+        dp.flood_guarded().unwrap(),
+        guarded_flows,
+        "nothing guarded there"
+    );
+}

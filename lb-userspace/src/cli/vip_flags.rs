@@ -54,6 +54,11 @@ pub struct VipFlags {
     /// --check`, BGP announcements).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub quorum: u16,
+    /// dsr and tunnel: above N new flows a second on a CPU, forward new flows by the ring
+    /// without a flow entry, so a flood of new connections cannot evict established ones
+    /// [default: no guard].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub flood_guard: u32,
     /// Seconds a TCP flow lives without packets (nat, router, one-arm).
     #[arg(long, value_name = "SECONDS", default_value_t = Timeouts::DEFAULT.tcp)]
     pub tcp_timeout: u32,
@@ -83,6 +88,7 @@ impl VipFlags {
             check: self.check.clone(),
             pass_when_empty: self.pass_when_empty,
             quorum: self.quorum,
+            flood_guard: self.flood_guard,
         }
     }
 }

@@ -35,7 +35,8 @@ use aya::{
 use lb_common::{
     map_names, program_names, Counter, Endpoint, Flow, FlowKey, IfaceConfig, RealCounters,
     RealEntry, Settings, SnatPool, VipKey, VipMeta, ENDPOINT_POOL, ENDPOINT_REAL, MAX_POOL_ADDRS,
-    MAX_REALS, MAX_VIPS, REAL_DOWN, REAL_DRAIN, REAL_RETIRED, REAL_UP, VIP_PASS_WHEN_EMPTY,
+    MAX_REALS, MAX_VIPS, REAL_DOWN, REAL_DRAIN, REAL_RETIRED, REAL_UP, VIP_FLOOD_GUARD,
+    VIP_PASS_WHEN_EMPTY,
 };
 use tracing::warn;
 use xdp_netlink::{XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_FLAGS_UPDATE_IF_NOEXIST};
@@ -164,6 +165,9 @@ pub struct Datapath {
     full_path: full_path::FullPath,
     /// Which IPv4 addresses may be the LB's.
     addr_filter: addr_filter::AddrFilter,
+    /// Each VIP's flood guard rate, and each CPU's new-flow rate and guarded flows.
+    flood_limits: Array<MapData, u32>,
+    flood_state: PerCpuArray<MapData, lb_common::FloodState>,
     /// Every VIP in VIPS: what this lbctl serves, and what it took over and has not
     /// configured (yet).
     services: BTreeMap<VipSpec, ServedVip>,
@@ -355,6 +359,8 @@ impl Datapath {
             open: take(&mut ebpf, map_names::OPEN)?,
             full_path,
             addr_filter: addr_filter::AddrFilter::new(take(&mut ebpf, map_names::ADDR_FILTER)?),
+            flood_limits: take(&mut ebpf, map_names::FLOOD_LIMITS)?,
+            flood_state: take(&mut ebpf, map_names::FLOOD_STATE)?,
             ebpf,
             services: BTreeMap::new(),
             real_ids: BTreeMap::new(),
@@ -434,6 +440,13 @@ impl Datapath {
             )
             .context("writing FLOW_LOG")?;
         Ok(ring)
+    }
+
+    /// New flows the flood guards forwarded without a flow entry, over all CPUs, since this
+    /// program was loaded.
+    pub fn flood_guarded(&self) -> Result<u64> {
+        let per_cpu = self.flood_state.get(&0, 0).context("reading FLOOD_STATE")?;
+        Ok(per_cpu.iter().map(|s| s.guarded).sum())
     }
 
     /// The kernel's id of the balancer's program: what `ip link` shows attached.

@@ -30,6 +30,7 @@ impl Datapath {
                 .context("writing SNAT_POOLS")?;
         }
         self.write_tunnel_source(vip_id, settings)?;
+        self.write_flood_limit(vip_id, settings)?;
         let mut meta = VipMeta {
             sched: settings.balance.code(),
             hash: settings.hash.code(),
@@ -114,6 +115,7 @@ impl Datapath {
                 .context("writing SNAT_POOLS")?;
         }
         self.write_tunnel_source(vip_id, settings)?;
+        self.write_flood_limit(vip_id, settings)?;
         // set_reals writes the new scheduler's VIPS entry with the ring built for it, in the
         // order the ring's size needs.
         let served = self
@@ -270,6 +272,13 @@ impl Datapath {
             .context("writing TUNNEL_SOURCES")
     }
 
+    /// A dsr or tunnel VIP's flood guard rate (0: none), before its VIPS entry says it has one.
+    fn write_flood_limit(&mut self, vip_id: u32, settings: &VipSettings) -> Result<()> {
+        self.flood_limits
+            .set(vip_id, settings.flood_guard, 0)
+            .context("writing FLOOD_LIMITS")
+    }
+
     /// A fresh real id starts its counters at zero, not at the last real's that had it.
     fn reset_real_counters(&mut self, id: u32) -> Result<()> {
         let zero = vec![RealCounters::default(); possible_cpus()? as usize];
@@ -399,11 +408,14 @@ impl Datapath {
 }
 
 fn vip_flags(settings: &VipSettings) -> u8 {
+    let mut flags = 0;
     if settings.pass_when_empty {
-        VIP_PASS_WHEN_EMPTY
-    } else {
-        0
+        flags |= VIP_PASS_WHEN_EMPTY;
     }
+    if settings.flood_guard != 0 {
+        flags |= VIP_FLOOD_GUARD;
+    }
+    flags
 }
 
 fn endpoint_key(addr: IpAddr, port: u16, proto: u8) -> VipKey {

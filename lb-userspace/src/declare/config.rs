@@ -81,6 +81,8 @@ macro_rules! with_vip_settings {
             when_empty: Option<FromText<WhenEmpty>>,
             #[serde(default)]
             quorum: Option<u16>,
+            #[serde(default)]
+            flood_guard: Option<u32>,
         }
     };
 }
@@ -139,6 +141,7 @@ impl VipTable {
             check: self.check.or_else(|| d.check.clone()).and_then(|c| c.0 .0),
             pass_when_empty: self.when_empty.or(d.when_empty).is_some_and(|w| w.0 .0),
             quorum: self.quorum.or(d.quorum).unwrap_or(1),
+            flood_guard: self.flood_guard.or(d.flood_guard).unwrap_or(0),
         };
         let reals = self.reals.into_iter().map(|r| r.0).collect();
         (self.address.into_inner().0, settings, reals)

@@ -40,6 +40,11 @@ pub struct VipSettings {
     /// withdrawn. At least 1, at most the number of reals.
     #[serde(default = "one")]
     pub quorum: u16,
+    /// dsr and tunnel: new flows a second per CPU above which new flows are forwarded by the
+    /// ring without a flow entry, so a flood of new tuples does not evict established flows
+    /// (Katran's LRU bypass). 0: no guard.
+    #[serde(default)]
+    pub flood_guard: u32,
 }
 
 fn one() -> u16 {
@@ -61,6 +66,7 @@ impl VipSettings {
             check: None,
             pass_when_empty: false,
             quorum: 1,
+            flood_guard: 0,
         }
     }
 }
@@ -158,6 +164,12 @@ pub fn validate(services: &[Service], cpus: u32) -> Result<(), Invalid> {
                     ));
                 }
             }
+        }
+        if s.settings.flood_guard != 0 && !matches!(mode, Mode::Dsr | Mode::Tunnel) {
+            return Err(fail(
+                "flood_guard",
+                format!("is for dsr and tunnel VIPs; a {mode} flow needs its entries to translate its replies, so its new flows cannot go without them"),
+            ));
         }
         if let Some(source) = s.settings.tunnel_source {
             if mode != Mode::Tunnel {
@@ -350,6 +362,22 @@ mod tests {
             service("[2001:2::10]:80/tcp", Mode::Dsr, &["2001:2::11"]),
         ];
         validate(&all, 4).unwrap();
+    }
+
+    #[test]
+    fn a_flood_guard_only_for_dsr_and_tunnel() {
+        for mode in [Mode::Dsr, Mode::Tunnel] {
+            let mut s = service("198.18.100.10:80/tcp", mode, &["198.18.0.11"]);
+            s.settings.flood_guard = 1000;
+            validate(&[s], 4).unwrap();
+        }
+        for mode in [Mode::Nat, Mode::Router] {
+            let mut s = service("198.18.100.10:80/tcp", mode, &["198.18.0.11"]);
+            s.settings.flood_guard = 1000;
+            let e = problem(s);
+            assert_eq!(e.field, "flood_guard");
+            assert!(e.problem.contains("dsr and tunnel"), "{e}");
+        }
     }
 
     #[test]

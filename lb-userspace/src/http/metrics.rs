@@ -165,6 +165,13 @@ pub fn render(
         "Entries the flow table holds before the oldest are evicted",
         capacity,
     );
+    let guarded = Counter::<u64>::default();
+    guarded.inc_by(view.flood_guarded);
+    r.register(
+        "flood_guarded",
+        "New flows a flood guard forwarded by the ring without a flow entry (dsr and tunnel VIPs with flood_guard, above its rate of new flows a second on a CPU)",
+        guarded,
+    );
     let flow_log = Family::<Labels, Counter>::default();
     for (outcome, n) in [
         ("sent", view.flow_log.sent),

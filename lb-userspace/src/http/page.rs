@@ -153,6 +153,7 @@ mod tests {
             flow_entries: 5,
             flow_capacity: 10,
             flow_log: Default::default(),
+            flood_guarded: 0,
             vips: vec![crate::stats::show::VipView {
                 vip: "198.18.100.10:80/tcp".into(),
                 mode: "dsr",

@@ -177,6 +177,8 @@ pub struct Stats {
     pub flow_capacity: u32,
     /// Flow log events sent, and dropped (over the rate, ring full), summed over CPUs.
     pub flow_log: FlowLogCounts,
+    /// New flows the flood guards forwarded without an entry, summed over CPUs.
+    pub flood_guarded: u64,
     pub vips: Vec<VipRow>,
 }
 
@@ -202,6 +204,7 @@ struct ProgramMaps {
     active: Option<Array<MapData, u64>>,
     swept: Option<Array<MapData, u64>>,
     flow_log: Option<PerCpuArray<MapData, FlowLogBudget>>,
+    flood: Option<PerCpuArray<MapData, lb_common::FloodState>>,
 }
 
 /// The counters of the lbctl program on `eth0` of the lab host `ns` (the LB, or a real's
@@ -324,6 +327,9 @@ fn program_maps(iface: &str, prog_id: u32) -> Result<ProgramMaps> {
         flow_log: open(map_names::FLOW_LOG_BUDGET)?
             .map(PerCpuArray::try_from)
             .transpose()?,
+        flood: open(map_names::FLOOD_STATE)?
+            .map(PerCpuArray::try_from)
+            .transpose()?,
     })
 }
 
@@ -349,6 +355,15 @@ fn read(prog_id: u32, maps: &ProgramMaps, how: &How) -> Result<Stats> {
                     ring_full: s.ring_full + b.ring_full,
                 }),
             None => FlowLogCounts::default(),
+        },
+        flood_guarded: match &maps.flood {
+            Some(m) => m
+                .get(&0, 0)
+                .context("reading FLOOD_STATE")?
+                .iter()
+                .map(|s| s.guarded)
+                .sum(),
+            None => 0,
         },
         vips: Vec::new(),
     };

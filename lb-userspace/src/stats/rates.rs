@@ -109,6 +109,7 @@ mod tests {
             flow_entries: 0,
             flow_capacity: 0,
             flow_log: Default::default(),
+            flood_guarded: 0,
             vips: vec![VipRow {
                 vip: "198.18.100.10:80/tcp".into(),
                 mode: "nat",

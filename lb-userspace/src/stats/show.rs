@@ -70,6 +70,8 @@ pub struct View {
     pub flow_entries: u64,
     pub flow_capacity: u32,
     pub flow_log: super::FlowLogCounts,
+    /// New flows the flood guards forwarded without an entry.
+    pub flood_guarded: u64,
     pub vips: Vec<VipView>,
 }
 
@@ -118,6 +120,7 @@ impl View {
             flow_entries: stats.flow_entries,
             flow_capacity: stats.flow_capacity,
             flow_log: stats.flow_log,
+            flood_guarded: stats.flood_guarded,
             vips,
         }
     }
@@ -184,9 +187,10 @@ impl View {
         }
         let _ = writeln!(
             out,
-            "\nflow table: {} of {} entries; forwarded per CPU: {}",
+            "\nflow table: {} of {} entries ({} new flows forwarded without one by a flood guard); forwarded per CPU: {}",
             self.flow_entries,
             self.flow_capacity,
+            self.flood_guarded,
             self.per_cpu
                 .iter()
                 .map(u64::to_string)
@@ -289,6 +293,7 @@ mod tests {
             flow_entries: 3,
             flow_capacity: 262_144,
             flow_log: Default::default(),
+            flood_guarded: 0,
             vips: vec![VipRow {
                 vip: "198.18.100.10:80/tcp".into(),
                 mode: "dsr",

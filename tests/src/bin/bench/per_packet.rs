@@ -310,6 +310,7 @@ fn measure(quick: bool) -> Result<Section> {
         y_label: "ns per packet".into(),
         kind: PlotKind::Bars(bars),
     });
+    flood_guard(&mut s, &frame, &reps)?;
     flow_logs(&mut s, &frame, &reps, floor)?;
     observe::observed(&mut s, &frame, &reps)?;
     flow_table_scale(&mut s, &frame, &reps)?;
@@ -558,6 +559,37 @@ const NEW: Vary = Vary {
     addr_at: SADDR_LOW_AT,
     modulo: 0,
 };
+
+/// A flood of new flows to a dsr VIP, with its flood guard engaged (a rate of 1: every new
+/// flow after a CPU's first in a second goes without an entry) and without (the flood fills
+/// the table, and every new flow then evicts one), in the same run.
+fn flood_guard(s: &mut Section, frame: &[u8], reps: &Repeats) -> Result<()> {
+    let table = NEW_FLOW_TABLE;
+    let repeat = reps.new_flow.min(table / 4 / RUNS as u32);
+    let mut cost = Vec::new();
+    for guard in [0, 1] {
+        let mut settings = VipSettings::new(Mode::Dsr);
+        settings.flood_guard = guard;
+        let mut dp = datapath(&settings, Some(table))?;
+        // The flood so far: without the guard it fills the table; with it, nothing is written.
+        run_new(&mut dp, frame, table + table / 8)?;
+        cost.push(new_flows(&mut dp, frame, repeat)?);
+    }
+    s.push(
+        Figure::new(
+            "dsr, maglev, new flow under a flood, flood guard on",
+            cost[1],
+            Unit::Ns,
+        )
+        .note(format!(
+            "{:+.0} ns against the guard off in the same run ({:.0} ns, the table full, each new \
+             flow evicting one): forwarded by the ring, no entry written, none evicted",
+            cost[1] - cost[0],
+            cost[0]
+        )),
+    );
+    Ok(())
+}
 
 fn new_flows(dp: &mut BalancerBench, frame: &[u8], repeat: u32) -> Result<f64> {
     time(dp, BenchProgram::Balancer, frame, Some(NEW), repeat)
