@@ -656,3 +656,60 @@ fn above_its_rate_a_flood_guarded_vip_forwards_new_flows_by_the_ring_without_ent
         "nothing guarded there"
     );
 }
+
+/// The established path forwards from a flow's entry alone, without the VIP's: when the
+/// VIP changes mode or goes, its reals are retired, so its flows' entries settle nothing
+/// more. Re-moded, the same tuple's next packet is a flow of the new mode; removed, it is
+/// passed as not a VIP.
+#[test]
+fn an_established_flow_follows_its_vip_re_moded_and_is_passed_once_the_vip_is_removed() {
+    require_root();
+    let mut dp = Datapath::load().unwrap();
+    dp.set_interface(IFINDEX_A, lb_iface()).unwrap();
+    let v = vip("198.18.100.10:80/tcp");
+    let reals = [Real::on_segment(
+        IpAddr::from([198, 18, 0, 11]),
+        [0x02, 0, 0, 0, 0, 0x0b],
+    )];
+    dp.add_vip(v, &VipSettings::new(Mode::Dsr)).unwrap();
+    dp.set_reals(&v, &reals).unwrap();
+    let frame = tcp4(VIP, 80, b"x");
+    for _ in 0..2 {
+        let (action, out) = dp.run_frame(&frame).unwrap();
+        assert_eq!(action, XDP_TX);
+        assert_eq!(
+            (out.len(), &out[..6]),
+            (frame.len(), &reals[0].mac[..]),
+            "dsr"
+        );
+    }
+    dp.change_vip(&v, &VipSettings::new(Mode::Tunnel), &reals)
+        .unwrap();
+    for _ in 0..2 {
+        let (action, out) = dp.run_frame(&frame).unwrap();
+        assert_eq!(action, XDP_TX);
+        assert_eq!(
+            out.len(),
+            frame.len() + 20,
+            "IP-in-IP once the VIP is a tunnel's"
+        );
+        assert_eq!(out[14 + 9], 4, "the outer header's protocol: IP-in-IP");
+    }
+    let not_vip = |dp: &Datapath| {
+        dp.counters()
+            .unwrap()
+            .reasons
+            .iter()
+            .find(|(r, _)| *r == Reason::NotVip)
+            .map_or(0, |(_, c)| c.packets)
+    };
+    let before = not_vip(&dp);
+    dp.remove_vip(&v).unwrap();
+    let (action, out) = dp.run_frame(&frame).unwrap();
+    assert_eq!(
+        (action, out),
+        (XDP_PASS, frame.clone()),
+        "passed as it came"
+    );
+    assert_eq!(not_vip(&dp), before + 1, "counted as not a VIP");
+}

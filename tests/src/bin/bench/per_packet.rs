@@ -444,7 +444,11 @@ fn flow_table_scale(s: &mut Section, frame: &[u8], reps: &Repeats) -> Result<()>
                 last / first,
                 Unit::Times,
             )
-            .target("≤ 1.5×", last / first <= 1.5),
+            // The goals: a flow's one entry (dsr, tunnel) 3×, two entries 3.5×.
+            .target(
+                format!("≤ {}×", scale_goal(mode)),
+                last / first <= scale_goal(mode),
+            ),
         );
         series.push(Series {
             name: mode.to_string(),
@@ -468,6 +472,17 @@ const VIP_IP: [u8; 4] = [198, 18, 100, 40];
 
 /// The cases profiled with perf (their notes say where the time goes).
 const PROFILED: [&str; 2] = ["dsr, maglev", "nat, maglev"];
+
+/// What an established flow may cost with 1 M flows in the table, against 1 k: beyond the
+/// CPU caches each lookup is a memory access, one entry's for dsr and tunnel, and the
+/// stateful modes refresh a second.
+fn scale_goal(mode: Mode) -> f64 {
+    if mode.is_stateful() {
+        3.5
+    } else {
+        3.0
+    }
+}
 
 /// The maps lookups of which hash a key (the rest are arrays: an inlined index).
 const HASH_MAPS: &[&str] = &["VIPS", "ENDPOINTS", "OPEN", "FLOWS", "IFACES"];
