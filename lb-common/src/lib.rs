@@ -101,6 +101,9 @@ pub mod map_names {
     pub const FLOOD_LIMITS: &str = "FLOOD_LIMITS";
     /// Per CPU: the new-flow rate the flood guards compare with, and what they guarded.
     pub const FLOOD_STATE: &str = "FLOOD_STATE";
+    /// IFACES by ifindex modulo `IFACE_SLOTS`, for the established path. Not pinned: each
+    /// lbctl fills it as it sets its interfaces.
+    pub const IFACE_SLOTS: &str = "IFACE_SLOTS";
     pub const BENCH_FRAME: &str = "BENCH_FRAME";
     pub const BENCH_SEQ: &str = "BENCH_SEQ";
     pub const BENCH_SINK: &str = "BENCH_SINK";
@@ -168,6 +171,7 @@ pub mod map_names {
         ADDR_FILTER,
         FLOOD_LIMITS,
         FLOOD_STATE,
+        IFACE_SLOTS,
     ];
 }
 

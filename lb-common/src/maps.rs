@@ -100,6 +100,21 @@ pub struct IfaceConfig {
 }
 const _: () = assert!(size_of::<IfaceConfig>() == 24);
 
+/// Slots of IFACE_SLOTS: an interface's entry is at its ifindex modulo this.
+pub const IFACE_SLOTS: u32 = 256;
+
+/// Value of IFACE_SLOTS: the IFACES entry of the interface `ifindex`, in the array slot its
+/// ifindex picks, so that the established path finds it by an index instead of a hash. Two
+/// interfaces sharing a slot: the later one has it, and the other's packets take the full
+/// path, which asks IFACES. `ifindex` 0: the slot is empty.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfaceSlot {
+    pub ifindex: u32,
+    pub config: IfaceConfig,
+}
+const _: () = assert!(size_of::<IfaceSlot>() == 28);
+
 /// Virtual MACs per interface (IfaceConfig::vmacs): one VRRP instance per address family.
 pub const MAX_VMACS: usize = 2;
 
@@ -586,4 +601,6 @@ const _: () = assert!(size_of::<FloodState>() == 24);
 mod flood_pod {
     // SAFETY: plain-old-data: repr(C), integers only, no padding.
     unsafe impl aya::Pod for super::FloodState {}
+    // SAFETY: as above: a u32 and IfaceConfig (byte arrays and a u16), no padding.
+    unsafe impl aya::Pod for super::IfaceSlot {}
 }

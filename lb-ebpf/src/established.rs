@@ -1,7 +1,8 @@
 //! The established path: an IPv4 TCP/UDP packet of a flow the table knows, forwarded in one
 //! inlined pass. The flow table is looked up first, and its entry says everything the packet
 //! needs (mode, real, rewrite), so the VIPS lookup, the scheduler and every BPF-to-BPF call
-//! stay off it: one FLOWS lookup, one IFACES lookup (requests), and array reads.
+//! stay off it: one FLOWS lookup (the one hash lookup), and array reads (the interface's
+//! entry by its ifindex's slot, the real's by id, counters).
 //!
 //! Anything the entry cannot settle alone goes the full way ([`Fast::Slow`]): a packet the
 //! full path must see (a SYN on a closing flow, a FIN or RST, a TTL running out, the first
@@ -12,14 +13,14 @@
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{
     Flow, Reason, FLOW_ANSWERED, FLOW_CLOSING, FLOW_DEC_TTL, FLOW_DSR, FLOW_ONE_WAY, FLOW_REPLY,
-    FLOW_TUNNEL,
+    FLOW_TUNNEL, IFACE_SLOTS as IFACE_SLOTS_LEN,
 };
 
 use crate::{
     decap,
     emit::Sent,
     flow,
-    maps::{Scratch, FLOWS, IFACES, REALS, TUNNEL_SOURCES},
+    maps::{Scratch, FLOWS, IFACE_SLOTS, REALS, TUNNEL_SOURCES},
     nat,
     packet::Packet,
     parse::{Parsed, ETH_LEN, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
@@ -118,11 +119,15 @@ fn request(
     {
         return Ok(Fast::Slow);
     }
-    // SAFETY: IFACES values are plain data in map memory valid while the program runs;
-    // userspace replaces them whole. The reference ends within this function.
-    let Some(iface) = (unsafe { IFACES.get(&ingress) }) else {
+    // The interface's entry by an array index, not a hash: an interface whose slot another
+    // one holds takes the full path.
+    let Some(slot) = IFACE_SLOTS.get(ingress % IFACE_SLOTS_LEN) else {
         return Ok(Fast::Slow);
     };
+    if slot.ifindex != ingress {
+        return Ok(Fast::Slow);
+    }
+    let iface = &slot.config;
     if !iface.is_ours(&p.dst_mac) {
         return Ok(Fast::Slow);
     }

@@ -5,17 +5,23 @@ use aya_ebpf::{
     btf_maps::{Array, ArrayOfMaps, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     macros::btf_map,
 };
+use lb_common::IFACE_SLOTS as IFACE_SLOTS_LEN;
 use lb_common::{
     CaptureCounts, CaptureRecord, Counter, Endpoint, FloodState, Flow, FlowEvent, FlowKey,
-    FlowLogBudget, FlowLogSettings, IfaceConfig, Observe, RealCounters, RealEntry, Settings,
-    SnatPool, VipKey, VipMeta, ADDR_FILTER_WORDS, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_FLOWS,
-    MAX_IFACES, MAX_REALS, MAX_VIPS, RING_MAP_FLAGS, RING_SIZE,
+    FlowLogBudget, FlowLogSettings, IfaceConfig, IfaceSlot, Observe, RealCounters, RealEntry,
+    Settings, SnatPool, VipKey, VipMeta, ADDR_FILTER_WORDS, COUNTER_SLOTS, MAX_ENDPOINTS,
+    MAX_FLOWS, MAX_IFACES, MAX_REALS, MAX_VIPS, RING_MAP_FLAGS, RING_SIZE,
 };
 
 /// The interfaces the program is attached to, by ifindex: the LB's MAC, MTU and IPv4
 /// address on each. Written by userspace before attaching.
 #[btf_map]
 pub static IFACES: HashMap<u32, IfaceConfig, { MAX_IFACES as usize }> = HashMap::new();
+
+/// IFACES by ifindex modulo its size (`lb_common::IfaceSlot`), for the established path.
+/// Not pinned: filled by userspace with IFACES, before attaching.
+#[btf_map]
+pub static IFACE_SLOTS: Array<IfaceSlot, { IFACE_SLOTS_LEN as usize }> = Array::new();
 
 /// Slot 0: program-wide settings.
 #[btf_map]

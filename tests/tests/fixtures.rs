@@ -713,3 +713,40 @@ fn an_established_flow_follows_its_vip_re_moded_and_is_passed_once_the_vip_is_re
     );
     assert_eq!(not_vip(&dp), before + 1, "counted as not a VIP");
 }
+
+/// The established path finds the interface's entry in the array slot its ifindex picks
+/// (IFACE_SLOTS): when a later interface takes the slot, the first one's packets still go,
+/// the full way (which asks IFACES).
+#[test]
+fn an_interface_whose_slot_another_took_still_forwards_its_flows() {
+    require_root();
+    let mut dp = Datapath::load().unwrap();
+    dp.set_interface(IFINDEX_A, lb_iface()).unwrap();
+    let v = vip("198.18.100.10:80/tcp");
+    let reals = [Real::on_segment(
+        IpAddr::from([198, 18, 0, 11]),
+        [0x02, 0, 0, 0, 0, 0x0b],
+    )];
+    dp.add_vip(v, &VipSettings::new(Mode::Dsr)).unwrap();
+    dp.set_reals(&v, &reals).unwrap();
+    let frame = tcp4(VIP, 80, b"x");
+    let (action, first) = dp.run_frame(&frame).unwrap();
+    assert_eq!(action, XDP_TX);
+    // An entry that would take the frame too (the LB's MAC as a virtual MAC) but send it
+    // from another MAC: used by mistake, it shows in the output.
+    let other = IfaceConfig {
+        mac: [0x02, 0, 0, 0, 0, 0x77],
+        vmacs: [LB_MAC, [0; 6]],
+        ..lb_iface()
+    };
+    dp.set_interface(IFINDEX_A + lb_common::IFACE_SLOTS, other)
+        .unwrap();
+    for _ in 0..2 {
+        let (action, out) = dp.run_frame(&frame).unwrap();
+        assert_eq!(
+            (action, &out),
+            (XDP_TX, &first),
+            "as before, from the LB's own MAC"
+        );
+    }
+}

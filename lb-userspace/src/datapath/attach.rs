@@ -253,7 +253,16 @@ impl Datapath {
     pub fn set_interface(&mut self, ifindex: u32, config: IfaceConfig) -> Result<()> {
         self.ifaces
             .insert(ifindex, config, 0)
-            .context("writing IFACES")
+            .context("writing IFACES")?;
+        // The established path's copy, by index (a later interface of the same slot wins;
+        // the other's packets take the full path, which asks IFACES).
+        self.iface_slots
+            .set(
+                ifindex % lb_common::IFACE_SLOTS,
+                lb_common::IfaceSlot { ifindex, config },
+                0,
+            )
+            .context("writing IFACE_SLOTS")
     }
 
     /// Attaches the pass-everything program to `iface`: what a veth peer needs to accept the

@@ -168,6 +168,7 @@ pub struct Datapath {
     /// Each VIP's flood guard rate, and each CPU's new-flow rate and guarded flows.
     flood_limits: Array<MapData, u32>,
     flood_state: PerCpuArray<MapData, lb_common::FloodState>,
+    iface_slots: Array<MapData, lb_common::IfaceSlot>,
     /// Every VIP in VIPS: what this lbctl serves, and what it took over and has not
     /// configured (yet).
     services: BTreeMap<VipSpec, ServedVip>,
@@ -361,6 +362,7 @@ impl Datapath {
             addr_filter: addr_filter::AddrFilter::new(take(&mut ebpf, map_names::ADDR_FILTER)?),
             flood_limits: take(&mut ebpf, map_names::FLOOD_LIMITS)?,
             flood_state: take(&mut ebpf, map_names::FLOOD_STATE)?,
+            iface_slots: take(&mut ebpf, map_names::IFACE_SLOTS)?,
             ebpf,
             services: BTreeMap::new(),
             real_ids: BTreeMap::new(),

@@ -157,8 +157,8 @@ fn measure(quick: bool) -> Result<Section> {
         .collect();
     s.notes.push(format!(
         "The established path (lb_xdp, counted from its instructions): {} BPF-to-BPF calls; \
-         hash maps asked: {} (a request asks FLOWS and IFACES once each, a reply FLOWS once; \
-         the second FLOWS site refreshes a stateful flow's partner, at most every 200 ms); \
+         hash maps asked: {} (a packet asks FLOWS once; the second FLOWS site refreshes a \
+         stateful flow's partner, at most every 200 ms); \
          array lookups (an inlined index): {}; {} tail-call site(s) into the full path \
          (lb_full) for every other packet. Goal: no call, at most two hash lookups.",
         shape.bpf_to_bpf_calls,
