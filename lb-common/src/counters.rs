@@ -211,7 +211,7 @@ reasons! {
     /// The established path could not hand a packet to the full path (the tail call into
     /// `lb_full` failed: FULL_PATH is empty, as it is once the lbctl that filled it is gone
     /// without having pinned it). Passed: the kernel's stack gets what the LB cannot
-    /// balance. `lbctl doctor` says so; restart lbctl.
+    /// balance (`lbctl stats --reasons` shows it). Restart lbctl, which fills its own.
     NoFullPath = 34, Pass, "pass_no_full_path";
 }
 
