@@ -388,3 +388,20 @@ fn a_real_marked_down_takes_no_new_flows_and_its_flows_move() {
         }
     }
 }
+
+/// A SYN retransmitted (the client heard nothing back yet) finds its flow's entry: the
+/// established path sends it to the same real and counts nothing; the flow is counted once,
+/// and its end ends the count once.
+#[test]
+fn leastconn_counts_a_retransmitted_syn_once() {
+    let (dp, v) = short_leastconn(&[real(1, 1), real(2, 1)]);
+    let first = sent_to(&dp, &segment(CLIENT, 10000, Tcp::Syn));
+    for _ in 0..3 {
+        assert_eq!(sent_to(&dp, &segment(CLIENT, 10000, Tcp::Syn)), first);
+    }
+    let on = IpAddr::from([198, 18, 0, 10 + first]);
+    assert_eq!(dp.active_flows(&v, on, None).unwrap(), 1);
+    sent_to(&dp, &segment(CLIENT, 10000, Tcp::Fin));
+    sent_to(&dp, &segment(CLIENT, 10000, Tcp::Fin));
+    assert_eq!(dp.active_flows(&v, on, None).unwrap(), 0);
+}
