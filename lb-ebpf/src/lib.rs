@@ -3,8 +3,10 @@
 //! The stages that touch only packet bytes (`packet`, `parse`, `hash`, `rewrite`, `nat`,
 //! `icmp`, `icmp_nat`, `decap`) are plain functions over a byte range, so they compile and are
 //! tested on the host against etherparse-built frames. The stages that touch maps (`lookup`,
-//! `schedule`, `flow`, `emit`) and the path through them (`pipeline`) are proven by the
-//! `BPF_PROG_TEST_RUN` fixtures in the `tests` crate.
+//! `schedule`, `flow`, `flood`, `emit`) and the paths through them are proven by the
+//! `BPF_PROG_TEST_RUN` fixtures in the `tests` crate: `established`, a known flow's packets
+//! in one inlined pass (program `lb_xdp`), and `pipeline`, the full path it tail-calls for
+//! every other packet (program `lb_full`).
 #![cfg_attr(not(test), no_std)]
 // Atomics on map values CPUs share: leastconn's counters (`schedule::count`), flow flags
 // (`flow::set_flags`).
