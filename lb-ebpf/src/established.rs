@@ -6,8 +6,8 @@
 //!
 //! Anything the entry cannot settle alone goes the full way ([`Fast::Slow`]): a packet the
 //! full path must see (a SYN on a closing flow, a FIN or RST, a TTL running out, the first
-//! answer, a real gone or moved, an interface other than the one it came in on, a tunnel
-//! packet too big), or an entry written before flows carried their mode ([`FLOW_DSR`],
+//! answer, a real gone or moved, a dsr or tunnel real behind another interface than the
+//! packet's, a tunnel packet too big), or an entry written before flows carried their mode ([`FLOW_DSR`],
 //! [`FLOW_TUNNEL`]). The full path then does exactly what it did before this one existed.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
@@ -102,11 +102,6 @@ fn request(
     f: &Flow,
     ingress: u32,
 ) -> Result<Fast, Reason> {
-    // Only frames leaving where they came in: a real behind another interface needs its
-    // interface's entry, which the full path looks up.
-    if f.egress_ifindex != ingress && f.egress_ifindex != 0 {
-        return Ok(Fast::Slow);
-    }
     let Some(real) = REALS.get(f.real_id) else {
         return Ok(Fast::Slow);
     };
@@ -131,8 +126,14 @@ fn request(
     if !iface.is_ours(&p.dst_mac) {
         return Ok(Fast::Slow);
     }
+    // A stateful flow's entry has both MACs to write (the egress interface's taken when it
+    // was made): it leaves from any interface. dsr and tunnel write the egress interface's
+    // MAC (and address, MTU): a real behind another interface than the packet's needs that
+    // interface's entry, which the full path looks up.
     let done = if f.flags & FLOW_ONE_WAY == 0 {
         translate(pkt, p, f)
+    } else if f.egress_ifindex != ingress && f.egress_ifindex != 0 {
+        return Ok(Fast::Slow);
     } else if f.flags & FLOW_DSR != 0 {
         rewrite::dsr(pkt, iface.mac, f.dst_mac).is_ok()
     } else if f.flags & FLOW_TUNNEL != 0 {
