@@ -128,13 +128,12 @@ pub mod map_names {
     pub const OBSERVING: &str = ".bss";
 
     /// The maps pinned while lbctl runs, which a restarted or upgraded lbctl takes over:
-    /// what is served (VIPs, reals, rings, interfaces), the flows and what they hold (SNAT
+    /// what is served (VIPs, reals, interfaces), the flows and what they hold (SNAT
     /// ports, leastconn counts, round-robin cursors), and the counters. Not pinned: the
     /// per-CPU scratch space, which holds nothing between packets.
     pub const KEPT: &[&str] = &[
         VIPS,
         REALS,
-        RINGS,
         COUNTERS,
         REAL_COUNTERS,
         IFACES,
@@ -172,6 +171,8 @@ pub mod map_names {
         FLOOD_LIMITS,
         FLOOD_STATE,
         IFACE_SLOTS,
+        // Built from the configuration by each lbctl before attaching (from layout 5).
+        RINGS,
     ];
 }
 

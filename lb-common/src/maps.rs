@@ -2,19 +2,21 @@
 
 use core::mem::size_of;
 
-/// Most VIPs one program serves (VIPS hash capacity, VIP_COUNTERS and RINGS length). The
-/// per-VIP arrays cost little; each VIP's ring exists only once the VIP does, and costs
-/// 512 KiB of kernel memory (an array map stores each 4-byte slot in 8).
+/// Most VIPs one program serves (VIPS hash capacity, REAL_COUNTERS and RINGS length). The
+/// per-VIP arrays cost little; each VIP's ring exists only once the VIP does, sized to it
+/// (8 bytes a slot: an array map stores each 4-byte slot in 8; a Maglev table of 1031 slots
+/// for 10 reals takes 12 KiB).
 pub const MAX_VIPS: u32 = 16_384;
 /// Most reals across all VIPs, a real of two VIPs counted twice (REALS array length).
 pub const MAX_REALS: u32 = 16_384;
-/// Slots of each VIP's ring map: the largest Maglev table (a prime, as Maglev's construction
-/// requires), round-robin sequence or leastconn candidate list a VIP can have.
+/// Most slots of a VIP's ring map: the largest Maglev table (a prime, as Maglev's
+/// construction requires), round-robin sequence or leastconn candidate list a VIP can have.
 pub const RING_SIZE: u32 = 65537;
-/// Flags of each ring map: `BPF_F_MMAPABLE`, so userspace fills a fresh ring with one memory
-/// copy instead of 65,537 map updates (a reload or a health change swaps rings quickly).
+/// Flags of each ring map: `BPF_F_MMAPABLE`, so userspace writes a ring in place through a
+/// memory mapping instead of a map update per slot, and `BPF_F_INNER_MAP`, so each VIP's
+/// ring map is its own size (the kernel then checks an inner map's slots, not its count).
 /// The kernel requires an inner map to have the flags of the template, so both sides use this.
-pub const RING_MAP_FLAGS: u32 = 1 << 10;
+pub const RING_MAP_FLAGS: u32 = (1 << 10) | (1 << 12);
 /// Seed of the flow hash. Fixed, so two LBs with the same config pick the same real for a flow.
 pub const FLOW_HASH_SEED: u32 = 0x5eed_1b01;
 

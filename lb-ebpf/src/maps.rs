@@ -35,8 +35,9 @@ pub static VIPS: HashMap<VipKey, VipMeta, { MAX_VIPS as usize }> = HashMap::new(
 #[btf_map]
 pub static REALS: Array<RealEntry, { MAX_REALS as usize }> = Array::new();
 
-/// One lookup ring per VIP id: flow-hash slot → real id. Each VIP's ring is its own inner map,
-/// so userspace replaces a whole ring at once and no packet sees a half-written one.
+/// One lookup ring per VIP id: flow-hash slot → real id. Each VIP's ring is its own inner map
+/// of its own size (the template's `RING_SIZE` is the most), rewritten in place by userspace
+/// one 4-byte slot at a time: a packet reads a slot of the old ring or of the new one.
 #[btf_map]
 pub static RINGS: ArrayOfMaps<
     Array<u32, { RING_SIZE as usize }, { RING_MAP_FLAGS as usize }>,

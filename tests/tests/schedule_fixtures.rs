@@ -156,7 +156,7 @@ fn hash_fields_choose_what_keeps_flows_together() {
 #[test]
 fn maglev_spreads_by_weight_in_a_table_of_the_vips_size() {
     let settings = VipSettings {
-        maglev_size: 251,
+        maglev_size: Some(251),
         ..balanced(Balance::Maglev)
     };
     let (dp, _) = vip_with(settings, &[real(1, 1), real(2, 3)]);
@@ -404,4 +404,111 @@ fn leastconn_counts_a_retransmitted_syn_once() {
     sent_to(&dp, &segment(CLIENT, 10000, Tcp::Fin));
     sent_to(&dp, &segment(CLIENT, 10000, Tcp::Fin));
     assert_eq!(dp.active_flows(&v, on, None).unwrap(), 0);
+}
+
+#[test]
+fn a_round_robin_sequence_outgrowing_its_ring_map_moves_to_a_larger_one() {
+    pin_to_cpu0();
+    // Weights 1 + 1: a sequence of 2 in a ring map of 2 slots.
+    let (mut dp, v) = vip_with(balanced(Balance::Roundrobin), &[real(1, 1), real(2, 1)]);
+    let before: Vec<u8> = (0..4)
+        .map(|i| sent_to(&dp, &segment(CLIENT, 21000 + i, Tcp::Syn)))
+        .collect();
+    assert_eq!(
+        tally(before.iter().copied()),
+        BTreeMap::from([(1, 2), (2, 2)])
+    );
+    // Weights 1 + 99: a sequence of 100, past the map's 2 slots: a new ring map.
+    dp.set_weight(&v, IpAddr::from([198, 18, 0, 12]), None, 99)
+        .unwrap();
+    let picks = (0..400).map(|i| sent_to(&dp, &segment(CLIENT, 22000 + i, Tcp::Syn)));
+    assert_eq!(tally(picks), BTreeMap::from([(1, 4), (2, 396)]));
+    // The flows made before kept their reals.
+    for (i, p) in before.iter().enumerate() {
+        assert_eq!(
+            sent_to(&dp, &segment(CLIENT, 21000 + i as u16, Tcp::Ack)),
+            *p
+        );
+    }
+    // Back to 1 + 1, in place in the larger map: the slots past the sequence are not read.
+    dp.set_weight(&v, IpAddr::from([198, 18, 0, 12]), None, 1)
+        .unwrap();
+    let picks = (0..400).map(|i| sent_to(&dp, &segment(CLIENT, 23000 + i, Tcp::Syn)));
+    assert_eq!(tally(picks), BTreeMap::from([(1, 200), (2, 200)]));
+}
+
+#[test]
+fn a_batch_serves_its_new_vips_when_it_ends_and_old_ones_until_then() {
+    pin_to_cpu0();
+    let (mut dp, v) = vip_with(balanced(Balance::Roundrobin), &[real(1, 1)]);
+    let other = vip("198.18.100.31:80/tcp");
+    let to_other =
+        hop(CLIENT_MAC, LB_MAC, CLIENT, [198, 18, 100, 31]).tcp(24000, 80, Tcp::Syn, b"");
+    dp.batch(|dp| {
+        dp.add_vip(other, &balanced(Balance::Roundrobin))?;
+        dp.set_reals(&other, &[real(3, 1)])?;
+        // Not in VIPS until its ring is in RINGS: passed as any address not a VIP's.
+        assert_eq!(
+            dp.run_frame(&to_other)?.0,
+            XDP_PASS,
+            "a VIP of an unfinished batch"
+        );
+        // The served VIP's sequence outgrows its ring map (1 slot → 3): its old ring serves
+        // until the batch ends.
+        dp.set_reals(&v, &[real(1, 1), real(2, 2)])?;
+        for i in 0..6 {
+            assert_eq!(
+                sent_to(dp, &segment(CLIENT, 25000 + i, Tcp::Syn)),
+                1,
+                "the old ring"
+            );
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        sent_to(&dp, &to_other),
+        3,
+        "the new VIP once the batch ended"
+    );
+    let picks = (0..300).map(|i| sent_to(&dp, &segment(CLIENT, 26000 + i, Tcp::Syn)));
+    assert_eq!(tally(picks), BTreeMap::from([(1, 100), (2, 200)]));
+}
+
+#[test]
+fn a_maglev_table_is_sized_by_the_configured_reals_up_or_not() {
+    pin_to_cpu0();
+    let mut reals: Vec<Real> = (1..=3).map(|i| real(i, 1)).collect();
+    let (mut dp, v) = vip_with(balanced(Balance::Maglev), &reals);
+    // Three reals: 300 slots wanted, 521 (the first size past it).
+    assert_eq!(dp.ring_len(&v), Some(521));
+    let picks: Vec<u8> = (0..300)
+        .map(|i| sent_to(&dp, &segment(CLIENT, 27000 + i, Tcp::Syn)))
+        .collect();
+    assert_eq!(tally(picks.iter().copied()).len(), 3, "{picks:?}");
+    // A real going down leaves the size alone: a check flapping never resizes the table.
+    reals[2].down = true;
+    dp.set_reals(&v, &reals).unwrap();
+    assert_eq!(dp.ring_len(&v), Some(521));
+    let picks = (0..300).map(|i| sent_to(&dp, &segment(CLIENT, 28000 + i, Tcp::Syn)));
+    assert!(
+        !tally(picks).contains_key(&3),
+        "a down real takes no new flow"
+    );
+    // Six configured reals: 600 wanted, 1031; a size set in the configuration wins.
+    reals.extend((4..=6).map(|i| real(i, 1)));
+    dp.set_reals(&v, &reals).unwrap();
+    assert_eq!(dp.ring_len(&v), Some(1031));
+    let set = VipSettings {
+        maglev_size: Some(251),
+        ..balanced(Balance::Maglev)
+    };
+    dp.change_vip(&v, &set, &reals).unwrap();
+    assert_eq!(dp.ring_len(&v), Some(251));
+    let picks = (0..600).map(|i| sent_to(&dp, &segment(CLIENT, 29000 + i, Tcp::Syn)));
+    assert_eq!(
+        tally(picks).len(),
+        5,
+        "five reals up share a table shrunk in place"
+    );
 }

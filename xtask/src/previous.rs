@@ -17,6 +17,7 @@ pub const RELEASES: &[(u32, &str, &[&str])] = &[
     // From here the eBPF object is behind lb-userspace's `ebpf` feature.
     (2, "0bc213fd68d34f12bc148d7416ae3cb164ddd20c", &["ebpf"]),
     (3, "2650c10be8f1dd63dd85b0ecdeb675e7a766f52d", &["ebpf"]),
+    (4, "336db6f95039783f5cb90962ec28f212b2a0eac5", &["ebpf"]),
 ];
 
 /// The environment variable the upgrade test finds layout `n`'s lbctl in.

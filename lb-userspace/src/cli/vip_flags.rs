@@ -11,7 +11,6 @@ use crate::{
         spec::{Balance, HashFields, Mode, PortRange},
     },
     health::check::Check,
-    tables::maglev,
 };
 
 #[derive(Args, Clone, Debug)]
@@ -26,9 +25,10 @@ pub struct VipFlags {
     #[arg(long, value_enum, default_value_t = HashFields::FiveTuple)]
     pub hash: HashFields,
     /// maglev and source: the table's size, a prime; larger spreads finer (at least the
-    /// number of reals; 100 slots per real or more is good).
-    #[arg(long, value_name = "PRIME", default_value_t = maglev::DEFAULT_SIZE)]
-    pub maglev_size: u32,
+    /// number of reals; 100 slots per real or more is good) [default: the first of 257, 521,
+    /// 1031 … 65537 with 100 slots per real].
+    #[arg(long, value_name = "PRIME")]
+    pub maglev_size: Option<u32>,
     /// one-arm: LB-owned source addresses for the flows [default: the address of the
     /// interface the reals are reached through].
     #[arg(long, value_name = "ADDRESS,...", value_delimiter = ',')]

@@ -66,18 +66,21 @@ pub fn plan(served: &BTreeMap<VipSpec, Target>, target: &BTreeMap<VipSpec, Targe
 
 /// Runs `ops` on the datapath, in order; stops at the first that fails.
 pub fn apply(dp: &mut Datapath, ops: &[Op]) -> anyhow::Result<()> {
-    for op in ops {
-        match op {
-            Op::Remove(vip) => dp.remove_vip(vip)?,
-            Op::Change(vip, t) => dp.change_vip(vip, &t.settings, &t.reals)?,
-            Op::SetReals(vip, reals) => dp.set_reals(vip, reals)?,
-            Op::Add(vip, t) => {
-                dp.add_vip(*vip, &t.settings)?;
-                dp.set_reals(vip, &t.reals)?;
+    // One batch: the new rings go into RINGS with one wait on the kernel, not one each.
+    dp.batch(|dp| {
+        for op in ops {
+            match op {
+                Op::Remove(vip) => dp.remove_vip(vip)?,
+                Op::Change(vip, t) => dp.change_vip(vip, &t.settings, &t.reals)?,
+                Op::SetReals(vip, reals) => dp.set_reals(vip, reals)?,
+                Op::Add(vip, t) => {
+                    dp.add_vip(*vip, &t.settings)?;
+                    dp.set_reals(vip, &t.reals)?;
+                }
             }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// What the datapath serves now, as targets.

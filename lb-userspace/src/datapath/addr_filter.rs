@@ -91,7 +91,7 @@ impl Datapath {
     /// (a pool address, key port 0, as a destination; a real as a source).
     pub(super) fn sync_addr_filter(&mut self) -> Result<()> {
         let vips = self.services.keys().map(|v| (v.addr, Side::Dst));
-        let endpoints = self.endpoint_keys.iter().map(|k| {
+        let endpoints = self.endpoints_written.keys().map(|k| {
             let addr = lb_common::ip_from_bytes(&k.addr_bytes(), k.family());
             (addr, if k.port() == 0 { Side::Dst } else { Side::Src })
         });

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use lb_common::map_names::{self, *};
 
 /// The layout this lbctl pins.
-pub const CURRENT: u32 = 4;
+pub const CURRENT: u32 = 5;
 
 /// The oldest layout this lbctl takes over (migrating it to `CURRENT`).
 pub const OLDEST: u32 = 1;
@@ -146,6 +146,29 @@ const LAYOUT_4: &[(&str, Shape)] = &[
     (LAYOUT, shape(ARRAY, 4, 4, 1)),
 ];
 
+/// Layout 5: RINGS is no longer pinned. Each VIP's ring map is its own size (inner maps of
+/// RINGS are `BPF_F_INNER_MAP`, which a layout-4 RINGS cannot take) and rewritten in place;
+/// every lbctl builds the rings from its configuration before attaching, as it always
+/// rebuilt them, into a RINGS of its own (its program holds it while attached).
+const LAYOUT_5: &[(&str, Shape)] = &[
+    (VIPS, shape(HASH, 20, 24, 16384)),
+    (REALS, shape(ARRAY, 4, 40, 16384)),
+    (COUNTERS, shape(PERCPU_ARRAY, 4, 16, 64)),
+    (REAL_COUNTERS, shape(PERCPU_ARRAY, 4, 48, 16384)),
+    (IFACES, shape(HASH, 4, 24, 64)),
+    (SETTINGS, shape(ARRAY, 4, 8, 1)),
+    (FLOWS, sized_at_load(LRU_HASH, 40, 80)),
+    (SNAT_POOLS, shape(ARRAY, 4, 136, 16384)),
+    (SNAT_CURSOR, shape(PERCPU_ARRAY, 4, 4, 1)),
+    (ENDPOINTS, shape(HASH, 20, 8, 8192)),
+    (ACTIVE, shape(ARRAY, 4, 8, 16384)),
+    (SWEPT, shape(ARRAY, 4, 8, 16384)),
+    (OPEN, sized_at_load(HASH, 40, 4)),
+    (RR_CURSOR, shape(PERCPU_ARRAY, 4, 4, 16384)),
+    (TUNNEL_SOURCES, shape(ARRAY, 4, 4, 16384)),
+    (LAYOUT, shape(ARRAY, 4, 4, 1)),
+];
+
 /// The pinned maps of `layout`, by name; `None` for a layout this lbctl does not know.
 pub fn maps(layout: u32) -> Option<BTreeMap<&'static str, Shape>> {
     let table = match layout {
@@ -153,6 +176,7 @@ pub fn maps(layout: u32) -> Option<BTreeMap<&'static str, Shape>> {
         2 => LAYOUT_2,
         3 => LAYOUT_3,
         4 => LAYOUT_4,
+        5 => LAYOUT_5,
         _ => return None,
     };
     Some(table.iter().copied().collect())
@@ -188,6 +212,8 @@ pub fn step(from: u32, name: &str) -> Step {
         (2, map_names::VIP_COUNTERS) => Step::Dropped,
         // Larger values: made anew and filled from the interfaces, as at every start.
         (3, map_names::IFACES) => Step::Replaced,
+        // Built from the configuration by every lbctl, into a RINGS of its own.
+        (4, map_names::RINGS) => Step::Dropped,
         _ => Step::Kept,
     }
 }

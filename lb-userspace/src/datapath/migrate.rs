@@ -419,15 +419,11 @@ impl Datapath {
     /// Returns once every program run that started before has ended: a map-in-map update
     /// makes the kernel wait for that (a ring slot no VIP uses gets an empty ring).
     fn wait_for_running_programs(&mut self) -> Result<()> {
-        let used: std::collections::BTreeSet<u32> = self.services.values().map(|s| s.id).collect();
         let free = (0..lb_common::MAX_VIPS)
             .rev()
-            .find(|id| !used.contains(id))
+            .find(|id| !self.vip_ids_used.contains(id))
             .context("no free VIP id to wait with")?;
-        let empty = super::ring_map::filled(&[])?;
-        self.rings
-            .set(free, &empty, 0)
-            .context("waiting for running programs (a RINGS update)")
+        self.rings.wait_for_programs(free)
     }
 }
 
@@ -435,6 +431,7 @@ impl Datapath {
 fn dropped_note(name: &str) -> String {
     match name {
         map_names::VIP_COUNTERS => "VIP_COUNTERS not carried over: from layout 3 on the datapath counts per real (REAL_COUNTERS), and a VIP's count cannot be split among its reals, so per-VIP totals start again from zero".to_string(),
+        map_names::RINGS => "RINGS unpinned: from layout 5 on each lbctl builds the rings from its configuration into a RINGS of its own, each ring its own size".to_string(),
         other => format!("{other} not carried over"),
     }
 }

@@ -16,6 +16,7 @@ pub mod pins;
 pub mod program;
 mod recover;
 mod ring_map;
+mod rings;
 mod services;
 mod testrun;
 mod xdp_netlink;
@@ -28,7 +29,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::{Array, ArrayOfMaps, HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{xdp::XdpLinkId, TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
@@ -49,6 +50,17 @@ use crate::{
     stats::CounterTable,
     tables::ring,
 };
+
+/// Kernel writes that must follow a VIP's new ring into RINGS: its VIPS entry (whose ring
+/// size is the new ring's), and its reals that leave the ring or go down (the old ring still
+/// sends new flows to them until then). Each by key, the last write wins.
+#[derive(Default)]
+struct AfterRing {
+    /// VIP id → its VIPS key and entry.
+    metas: BTreeMap<u32, (VipKey, VipMeta)>,
+    /// Real id → the id of the VIP whose ring it waits for, and its REALS entry.
+    reals: BTreeMap<u32, (u32, RealEntry)>,
+}
 
 /// A backend server as the datapath needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -148,8 +160,8 @@ pub struct Datapath {
     ebpf: Ebpf,
     vips: HashMap<MapData, VipKey, VipMeta>,
     reals: Array<MapData, RealEntry>,
-    /// Inner maps are built by `ring_map`.
-    rings: ArrayOfMaps<MapData, MapData>,
+    /// RINGS and each VIP's ring map.
+    rings: rings::Rings,
     counters: PerCpuArray<MapData, Counter>,
     real_counters: PerCpuArray<MapData, RealCounters>,
     ifaces: HashMap<MapData, u32, IfaceConfig>,
@@ -178,7 +190,14 @@ pub struct Datapath {
     /// Leastconn flows swept idle, per real id (SWEPT as last written).
     swept_counts: BTreeMap<u32, u64>,
     /// What ENDPOINTS holds, as last written.
-    endpoint_keys: BTreeSet<VipKey>,
+    endpoints_written: BTreeMap<VipKey, Endpoint>,
+    /// The VIP ids of `services`, and the real ids of `real_ids`: in use.
+    vip_ids_used: BTreeSet<u32>,
+    real_ids_used: BTreeSet<u32>,
+    /// Writes that wait for a VIP's new ring map to go into RINGS.
+    after_ring: AfterRing,
+    /// Inside `batch`: waiting ring maps go in when it ends, not after each verb.
+    batching: bool,
     /// The program's attachments, by interface.
     links: BTreeMap<String, XdpLinkId>,
     /// Where maps are pinned, if they are.
@@ -346,7 +365,9 @@ impl Datapath {
         let mut dp = Self {
             vips: take(&mut ebpf, map_names::VIPS)?,
             reals: take(&mut ebpf, map_names::REALS)?,
-            rings: take(&mut ebpf, map_names::RINGS)?,
+            rings: rings::Rings::new(ebpf.take_map(map_names::RINGS).ok_or_else(|| {
+                anyhow!("the eBPF object has no map RINGS: lbctl was built wrong")
+            })?)?,
             counters: take(&mut ebpf, map_names::COUNTERS)?,
             real_counters: take(&mut ebpf, map_names::REAL_COUNTERS)?,
             ifaces: take(&mut ebpf, map_names::IFACES)?,
@@ -368,7 +389,11 @@ impl Datapath {
             real_ids: BTreeMap::new(),
             next_real_id: 1,
             swept_counts: BTreeMap::new(),
-            endpoint_keys: BTreeSet::new(),
+            endpoints_written: BTreeMap::new(),
+            vip_ids_used: BTreeSet::new(),
+            real_ids_used: BTreeSet::new(),
+            after_ring: AfterRing::default(),
+            batching: false,
             links: BTreeMap::new(),
             pins,
             keep_pins: false,

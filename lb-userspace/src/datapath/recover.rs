@@ -26,6 +26,7 @@ impl Datapath {
                 ring: Vec::new(),
             };
             self.services.insert(vip, found);
+            self.vip_ids_used.insert(meta.vip_id);
         }
         // Reals up or draining first: a real removed before and added again has a freed
         // id (retired; down in layouts before 3) and a live one; the live one is its id.
@@ -49,9 +50,9 @@ impl Datapath {
                 self.adopt_real(vip, id, &entry)?;
             }
         }
-        for key in self.endpoints.keys() {
-            self.endpoint_keys
-                .insert(key.context("reading the pinned ENDPOINTS")?);
+        for entry in self.endpoints.iter() {
+            let (key, endpoint) = entry.context("reading the pinned ENDPOINTS")?;
+            self.endpoints_written.insert(key, endpoint);
         }
         Ok(())
     }
@@ -74,6 +75,7 @@ impl Datapath {
     fn adopt_real(&mut self, vip: VipSpec, id: u32, entry: &RealEntry) -> Result<()> {
         let real = Real::from_entry(entry);
         self.real_ids.insert(real_key(&vip, &real), id);
+        self.real_ids_used.insert(id);
         if let Some(served) = self.services.get_mut(&vip) {
             served.reals.push(real);
         }
@@ -92,10 +94,12 @@ impl Datapath {
             .filter(|(v, s)| s.settings.is_none() && !kept.contains(v))
             .map(|(v, _)| *v)
             .collect();
-        for vip in unclaimed {
-            self.remove_vip(&vip)?;
-        }
-        Ok(())
+        self.batch(|dp| {
+            for vip in &unclaimed {
+                dp.remove_vip(vip)?;
+            }
+            Ok(())
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 //! The verbs that change what the datapath serves: VIPs, their reals and weights, and what
 //! follows from them (rings, REALS entries, ENDPOINTS).
 
-use super::{addr_filter, ring_map, *};
+use super::{addr_filter, *};
 
 impl Datapath {
     /// Starts serving `vip` as `settings` say, with no reals yet (its packets are dropped as
@@ -13,11 +13,10 @@ impl Datapath {
         // Found in the pinned maps of an earlier lbctl: it keeps its id, and its ring serves
         // until set_reals swaps in the new one.
         let adopted = self.services.get(&vip).map(|s| (s.id, s.meta));
-        let used: BTreeSet<u32> = self.services.values().map(|s| s.id).collect();
         let vip_id = match adopted {
             Some((id, _)) => id,
             None => (0..MAX_VIPS)
-                .find(|id| !used.contains(id))
+                .find(|id| !self.vip_ids_used.contains(id))
                 .ok_or_else(|| anyhow!("cannot add {vip}: all {MAX_VIPS} VIP slots are in use"))?,
         };
         if settings.mode == Mode::OneArm {
@@ -44,16 +43,14 @@ impl Datapath {
                 self.remove_vip(&vip)?;
                 return self.add_vip(vip, settings);
             }
-            None => {
-                // The ring goes in before the VIP entry: no packet finds a VIP without one.
-                self.install_ring(vip_id, &[])?;
-            }
+            // An empty ring until set_reals: its VIPS entry waits for it (no packet finds a
+            // VIP without a ring).
+            None => self.rings.write(vip_id, &[], 1)?,
         }
         // Its packets must pass the address filter once VIPS has it.
         self.addr_filter.add([(vip.addr, addr_filter::Side::Dst)])?;
-        self.vips
-            .insert(vip.key(), meta, 0)
-            .context("writing VIPS")?;
+        // A VIP taken over keeps its entry (and old ring) until its new ring is in.
+        self.after_ring.metas.insert(vip_id, (vip.key(), meta));
         let reals = self
             .services
             .remove(&vip)
@@ -67,8 +64,9 @@ impl Datapath {
             ring: Vec::new(),
         };
         self.services.insert(vip, served);
-        self.write_settings()?;
-        self.sync_endpoints()?;
+        self.vip_ids_used.insert(vip_id);
+        self.sync_served()?;
+        self.end_verb()?;
         Ok(vip_id)
     }
 
@@ -80,13 +78,19 @@ impl Datapath {
             .get(vip)
             .ok_or_else(|| anyhow!("VIP {vip} is not configured"))?
             .id;
-        // The VIP first: from here no packet is scheduled for it.
-        self.vips.remove(&vip.key()).context("removing from VIPS")?;
+        // The VIP first: from here no packet is scheduled for it. (One added in this batch
+        // is not in VIPS yet.)
+        self.after_ring.metas.remove(&vip_id);
+        match self.vips.remove(&vip.key()) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(e).context("removing from VIPS"),
+        }
         self.retire_reals(vip, vip_id, &BTreeSet::new())?;
-        self.install_ring(vip_id, &[])?;
+        self.rings.remove(vip_id);
         self.services.remove(vip);
-        self.write_settings()?;
-        self.sync_endpoints()
+        self.vip_ids_used.remove(&vip_id);
+        self.sync_served()?;
+        self.end_verb()
     }
 
     /// Gives `vip` new settings and `reals` in one ring swap. Within a mode the VIP keeps
@@ -141,6 +145,12 @@ impl Datapath {
         })
     }
 
+    /// The slots of `vip`'s ring as last written: its Maglev table's size, its round-robin
+    /// sequence's length, its leastconn candidates.
+    pub fn ring_len(&self, vip: &VipSpec) -> Option<usize> {
+        self.services.get(vip).map(|s| s.ring.len())
+    }
+
     /// The settings and id of `vip`, which this lbctl serves.
     fn configured(&self, vip: &VipSpec) -> Result<(&VipSettings, u32)> {
         self.services
@@ -165,7 +175,7 @@ impl Datapath {
             if real.down {
                 going_down.push((id, entry));
             } else {
-                self.reals.set(id, entry, 0).context("writing REALS")?;
+                self.write_real(id, entry)?;
             }
             members.push(ring::Member {
                 id,
@@ -180,7 +190,8 @@ impl Datapath {
             self.addr_filter
                 .add(reals.iter().map(|r| (r.addr, addr_filter::Side::Src)))?;
         }
-        let slots = ring::build(settings.balance, settings.maglev_size, &members);
+        let maglev_size = settings.maglev_size_for(reals.len());
+        let slots = ring::build(settings.balance, maglev_size, &members);
         // The datapath reads ring[hash % size]: a packet between the two writes must not find
         // a size larger than the ring it sees. Growing: ring first; shrinking: size first.
         let old_size = meta.ring_size;
@@ -188,22 +199,27 @@ impl Datapath {
         if meta.ring_size < old_size {
             self.write_meta(vip, meta)?;
         }
-        self.install_ring(meta.vip_id, &slots)?;
+        self.rings.write(
+            meta.vip_id,
+            &slots,
+            ring_capacity(settings.balance, slots.len()),
+        )?;
         if let Some(served) = self.services.get_mut(vip) {
-            served.ring = slots.clone();
+            served.ring = slots;
         }
         if meta.ring_size >= old_size {
             self.write_meta(vip, meta)?;
         }
         for (id, entry) in going_down {
-            self.reals.set(id, entry, 0).context("writing REALS")?;
+            self.write_real_after_ring(meta.vip_id, id, entry)?;
         }
         let kept: BTreeSet<RealKey> = reals.iter().map(|r| real_key(vip, r)).collect();
         self.retire_reals(vip, meta.vip_id, &kept)?;
         if let Some(served) = self.services.get_mut(vip) {
             served.reals = reals.to_vec();
         }
-        self.sync_endpoints()
+        self.sync_served()?;
+        self.end_verb()
     }
 
     /// Changes one real's weight (0: drain). Refused for static-rr VIPs, whose weights are
@@ -252,11 +268,11 @@ impl Datapath {
                 .get(vip)
                 .and_then(|s| s.reals.iter().find(|r| real_key(vip, r) == key))
             {
-                self.reals
-                    .set(id, old.entry().with_vip(vip_id).with_state(retired), 0)
-                    .context("writing REALS")?;
+                let entry = old.entry().with_vip(vip_id).with_state(retired);
+                self.write_real_after_ring(vip_id, id, entry)?;
             }
             self.real_ids.remove(&key);
+            self.real_ids_used.remove(&id);
         }
         Ok(())
     }
@@ -288,12 +304,89 @@ impl Datapath {
             .context("zeroing REAL_COUNTERS")
     }
 
+    /// `vip`'s VIPS entry: written now if its ring is in RINGS, else once it is.
     fn write_meta(&mut self, vip: &VipSpec, meta: VipMeta) -> Result<()> {
-        self.vips
-            .insert(vip.key(), meta, 0)
-            .context("writing VIPS")?;
+        if self.rings.is_live(meta.vip_id) {
+            self.after_ring.metas.remove(&meta.vip_id);
+            self.vips
+                .insert(vip.key(), meta, 0)
+                .context("writing VIPS")?;
+        } else {
+            self.after_ring.metas.insert(meta.vip_id, (vip.key(), meta));
+        }
         if let Some(served) = self.services.get_mut(vip) {
             served.meta = meta;
+        }
+        Ok(())
+    }
+
+    /// A REALS entry a ring is about to send flows to: written now (and any write waiting
+    /// for a ring dropped: this one is newer).
+    fn write_real(&mut self, id: u32, entry: RealEntry) -> Result<()> {
+        self.after_ring.reals.remove(&id);
+        self.reals.set(id, entry, 0).context("writing REALS")
+    }
+
+    /// A REALS entry for a real that must stay able to take flows while VIP `vip_id`'s old
+    /// ring may send it some (one leaving the ring, or going down): written now if the new
+    /// ring is in, else once it is.
+    fn write_real_after_ring(&mut self, vip_id: u32, id: u32, entry: RealEntry) -> Result<()> {
+        if self.rings.is_live(vip_id) {
+            self.write_real(id, entry)
+        } else {
+            self.after_ring.reals.insert(id, (vip_id, entry));
+            Ok(())
+        }
+    }
+
+    /// After a change of what is served: SETTINGS, ENDPOINTS and ADDR_FILTER follow, now or,
+    /// inside a batch, when it ends (they are sums over every VIP).
+    fn sync_served(&mut self) -> Result<()> {
+        if self.batching {
+            return Ok(());
+        }
+        self.write_settings()?;
+        self.sync_endpoints()
+    }
+
+    /// The end of a verb: outside a batch, waiting rings go in.
+    fn end_verb(&mut self) -> Result<()> {
+        if self.batching {
+            return Ok(());
+        }
+        self.install_rings()
+    }
+
+    /// Runs `change` as one: the ring maps it makes go into RINGS together when it ends (one
+    /// wait on the kernel for them all, where each verb alone waits once), and the sums over
+    /// every VIP (SETTINGS, ENDPOINTS, ADDR_FILTER) are written once. Until then a VIP added
+    /// is not in VIPS, and a VIP whose ring outgrew its map keeps its old ring; rings that
+    /// fit their maps are rewritten at once. What `change` did before failing is still
+    /// installed.
+    pub fn batch<T>(&mut self, change: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.batching {
+            return change(self);
+        }
+        self.batching = true;
+        let result = change(self);
+        self.batching = false;
+        let installed = self
+            .write_settings()
+            .and_then(|()| self.sync_endpoints())
+            .and_then(|()| self.install_rings());
+        let value = result?;
+        installed?;
+        Ok(value)
+    }
+
+    /// Puts the waiting ring maps into RINGS (one update), then writes what waited for them.
+    fn install_rings(&mut self) -> Result<()> {
+        self.rings.install_waiting()?;
+        for (_, (key, meta)) in std::mem::take(&mut self.after_ring.metas) {
+            self.vips.insert(key, meta, 0).context("writing VIPS")?;
+        }
+        for (id, (_, entry)) in std::mem::take(&mut self.after_ring.reals) {
+            self.reals.set(id, entry, 0).context("writing REALS")?;
         }
         Ok(())
     }
@@ -336,14 +429,17 @@ impl Datapath {
             }
         }
         for (key, endpoint) in &want {
+            if self.endpoints_written.get(key) == Some(endpoint) {
+                continue;
+            }
             self.endpoints
                 .insert(key, endpoint, 0)
                 .context("writing ENDPOINTS")?;
-            self.endpoint_keys.insert(*key);
+            self.endpoints_written.insert(*key, *endpoint);
         }
         let stale: Vec<VipKey> = self
-            .endpoint_keys
-            .iter()
+            .endpoints_written
+            .keys()
             .filter(|k| !want.contains_key(*k))
             .copied()
             .collect();
@@ -351,7 +447,7 @@ impl Datapath {
             self.endpoints
                 .remove(&key)
                 .context("removing from ENDPOINTS")?;
-            self.endpoint_keys.remove(&key);
+            self.endpoints_written.remove(&key);
         }
         self.sync_addr_filter()
     }
@@ -363,7 +459,7 @@ impl Datapath {
             .into_iter()
             .filter(|k| !self.real_ids.contains_key(k))
             .count();
-        let free = (MAX_REALS - 1) as usize - self.real_ids.len();
+        let free = (MAX_REALS - 1) as usize - self.real_ids_used.len();
         new.saturating_sub(free)
     }
 
@@ -375,10 +471,9 @@ impl Datapath {
         // Id 0 stays empty: it is what an unfilled ring slot points at. Ids are taken in
         // turn, not lowest first: a freed id comes back only after all the others, when
         // nothing of its old real (flows, leastconn counts) is likely left.
-        let used: BTreeSet<u32> = self.real_ids.values().copied().collect();
         let id = (0..MAX_REALS - 1)
             .map(|i| (self.next_real_id - 1 + i) % (MAX_REALS - 1) + 1)
-            .find(|id| !used.contains(id))
+            .find(|id| !self.real_ids_used.contains(id))
             .ok_or_else(|| {
                 anyhow!(
                     "cannot add real {}: all {} real slots are in use",
@@ -393,17 +488,21 @@ impl Datapath {
         self.swept_counts.insert(id, swept);
         self.reset_real_counters(id)?;
         self.real_ids.insert(key, id);
+        self.real_ids_used.insert(id);
         Ok(id)
     }
+}
 
-    /// Builds the ring in a fresh map and swaps it in with one update of RINGS: no packet
-    /// sees a half-written ring.
-    fn install_ring(&mut self, vip_id: u32, slots: &[u32]) -> Result<()> {
-        let ring = ring_map::filled(slots)?;
-        self.rings
-            .set(vip_id, &ring, 0)
-            .context("installing a ring in RINGS")?;
-        Ok(())
+/// Slots of the ring map a ring of `len` slots gets when it needs a new one: a Maglev table
+/// its own size (the size changes only with the configured reals); a round-robin sequence
+/// or leastconn list, which weights and health change, room to grow to the next power of
+/// two (a map never shrinks while its VIP is served).
+fn ring_capacity(balance: Balance, len: usize) -> u32 {
+    match balance {
+        Balance::Maglev | Balance::Source => len as u32,
+        Balance::Roundrobin | Balance::StaticRr | Balance::Leastconn => {
+            (len.next_power_of_two() as u32).min(lb_common::RING_SIZE)
+        }
     }
 }
 

@@ -13,7 +13,6 @@ use crate::{
         spec::{Balance, HashFields, Mode, PortRange, RealSpec, VipSpec},
     },
     health::check::Check,
-    tables::maglev,
 };
 
 /// Why a configuration file was rejected.
@@ -114,10 +113,7 @@ impl VipTable {
                 .hash
                 .or(d.hash)
                 .map_or(HashFields::FiveTuple, |h| h.0 .0),
-            maglev_size: self
-                .maglev_size
-                .or(d.maglev_size)
-                .unwrap_or(maglev::DEFAULT_SIZE),
+            maglev_size: self.maglev_size.or(d.maglev_size),
             timeouts: Timeouts {
                 tcp: self.tcp_timeout.or(d.tcp_timeout).unwrap_or(built_in.tcp),
                 tcp_fin: self

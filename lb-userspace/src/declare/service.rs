@@ -18,8 +18,9 @@ pub struct VipSettings {
     pub balance: Balance,
     /// maglev: what the flow hash covers.
     pub hash: HashFields,
-    /// maglev and source: the table's size, a prime.
-    pub maglev_size: u32,
+    /// maglev and source: the table's size, a prime; `None`: chosen from the VIP's configured
+    /// reals (`maglev::size_for`).
+    pub maglev_size: Option<u32>,
     #[serde(with = "crate::declare::text_serde::timeouts")]
     pub timeouts: Timeouts,
     /// One-arm: the LB-owned addresses flows get as their source. Empty: the IPv4 address of
@@ -58,7 +59,7 @@ impl VipSettings {
             mode,
             balance: Balance::Maglev,
             hash: HashFields::FiveTuple,
-            maglev_size: maglev::DEFAULT_SIZE,
+            maglev_size: None,
             timeouts: Timeouts::DEFAULT,
             snat_pool: Vec::new(),
             snat_ports: PortRange::SNAT_DEFAULT,
@@ -68,6 +69,12 @@ impl VipSettings {
             quorum: 1,
             flood_guard: 0,
         }
+    }
+
+    /// The Maglev table size of this VIP with `reals` configured reals: its own, else the one
+    /// `maglev::size_for` chooses.
+    pub fn maglev_size_for(&self, reals: usize) -> u32 {
+        self.maglev_size.unwrap_or_else(|| maglev::size_for(reals))
     }
 }
 
@@ -271,17 +278,14 @@ fn check_balance(s: &Service) -> Result<(), (&'static str, String)> {
         ));
     }
     if consistent {
-        if set.maglev_size > RING_SIZE {
+        let size = set.maglev_size_for(s.reals.len());
+        if size > RING_SIZE {
             return Err((
                 "maglev_size",
-                format!(
-                    "{} is more than the {RING_SIZE} slots a VIP's table has",
-                    set.maglev_size
-                ),
+                format!("{size} is more than the {RING_SIZE} slots a VIP's table has"),
             ));
         }
-        maglev::check_size(set.maglev_size, s.reals.len())
-            .map_err(|e| ("maglev_size", e.to_string()))?;
+        maglev::check_size(size, s.reals.len()).map_err(|e| ("maglev_size", e.to_string()))?;
         // A real's share of the table is its share of the weights: at least one slot each.
         let total: u64 = s.reals.iter().map(|r| u64::from(r.weight)).sum();
         if let Some(light) = s
@@ -290,18 +294,18 @@ fn check_balance(s: &Service) -> Result<(), (&'static str, String)> {
             .filter(|r| r.weight > 0)
             .min_by_key(|r| r.weight)
         {
-            if u64::from(set.maglev_size) * u64::from(light.weight) < total {
+            if u64::from(size) * u64::from(light.weight) < total {
                 return Err((
                     "maglev_size",
                     format!(
-                        "{} slots would give real {light} no slot at all (its weight against the total {total}): use at least {} slots",
-                        set.maglev_size,
+                        "{size} slots{} would give real {light} no slot at all (its weight against the total {total}): set maglev_size, a prime, to at least {}",
+                        if set.maglev_size.is_none() { " (the size chosen for its reals)" } else { "" },
                         total.div_ceil(u64::from(light.weight))
                     ),
                 ));
             }
         }
-    } else if set.maglev_size != maglev::DEFAULT_SIZE {
+    } else if set.maglev_size.is_some() {
         return Err((
             "maglev_size",
             format!("sizes a maglev table; balance {} has none", set.balance),
@@ -459,7 +463,7 @@ mod tests {
         assert_eq!(problem(s).field, "udp_timeout");
 
         let mut s = service("198.18.100.10:80/tcp", Mode::Dsr, &["198.18.0.11"]);
-        s.settings.maglev_size = 65536;
+        s.settings.maglev_size = Some(65536);
         let e = problem(s);
         assert!(
             e.field == "maglev_size" && e.problem.contains("not a prime"),
@@ -470,7 +474,7 @@ mod tests {
             Mode::Dsr,
             &["198.18.0.11", "198.18.0.12,weight=256"],
         );
-        s.settings.maglev_size = 251;
+        s.settings.maglev_size = Some(251);
         let e = problem(s);
         assert!(e.problem.contains("no slot at all"), "{e}");
         let mut s = service("198.18.100.10:80/tcp", Mode::Dsr, &["198.18.0.11"]);

@@ -11,8 +11,27 @@
 
 use std::io::Cursor;
 
-/// The table size a VIP gets unless configured: a prime, 655 slots per real at 100 reals.
-pub const DEFAULT_SIZE: u32 = 65537;
+/// The largest table a VIP can have (a ring map's slots): a prime.
+pub const MAX_SIZE: u32 = 65537;
+
+/// The table sizes a VIP gets unless configured: the first prime past each power of two from
+/// 256 (a few steps: a VIP's table is resized only when its reals outgrow it).
+pub const SIZES: [u32; 9] = [257, 521, 1031, 2053, 4099, 8209, 16411, 32771, MAX_SIZE];
+
+/// Slots per configured real a table gets unless configured: Maglev's paper keeps every real
+/// within about 1 % of its share from 100 on.
+pub const SLOTS_PER_REAL: u32 = 100;
+
+/// The table size of a VIP with `reals` configured reals (up or not: a health check flapping
+/// never resizes a table, and two LBs with one config build the same one): the smallest of
+/// `SIZES` with `SLOTS_PER_REAL` slots per real, else the largest.
+pub fn size_for(reals: usize) -> u32 {
+    let want = (reals as u64).max(1) * u64::from(SLOTS_PER_REAL);
+    SIZES
+        .into_iter()
+        .find(|s| u64::from(*s) >= want)
+        .unwrap_or(MAX_SIZE)
+}
 
 const SEED_OFFSET: u32 = 0x6d61_676c; // "magl"
 const SEED_SKIP: u32 = 0x6576_3031; // "ev01"
@@ -133,6 +152,28 @@ pub fn build(members: &[Member], size: u32) -> Option<Vec<u32>> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn sizes_are_primes_past_powers_of_two_and_grow_with_the_reals() {
+        for (i, size) in SIZES.into_iter().enumerate() {
+            assert!(is_prime(size), "{size} is not a prime");
+            let power = 256u32 << i;
+            assert!(
+                size > power && !(power + 1..size).any(is_prime),
+                "{size} is not the first prime past {power}"
+            );
+        }
+        assert_eq!(size_for(0), 257);
+        assert_eq!(size_for(2), 257);
+        assert_eq!(size_for(3), 521);
+        assert_eq!(size_for(10), 1031);
+        assert_eq!(size_for(100), 16411);
+        assert_eq!(size_for(328), MAX_SIZE);
+        assert_eq!(size_for(100_000), MAX_SIZE);
+        for n in 1..=327 {
+            assert!(u64::from(size_for(n)) >= n as u64 * u64::from(SLOTS_PER_REAL));
+        }
+    }
+
     fn members(n: usize) -> Vec<Member> {
         (0..n)
             .map(|i| Member {
@@ -161,8 +202,8 @@ mod tests {
     fn equal_weights_get_m_over_n_within_one_slot() {
         for n in [1, 2, 3, 7, 10, 100, 1000] {
             let m = members(n);
-            let t = build(&m, DEFAULT_SIZE).unwrap();
-            let ideal = DEFAULT_SIZE as f64 / n as f64;
+            let t = build(&m, MAX_SIZE).unwrap();
+            let ideal = MAX_SIZE as f64 / n as f64;
             for (i, c) in counts(&t, n).into_iter().enumerate() {
                 assert!(
                     (c as f64 - ideal).abs() <= 1.0,
@@ -179,9 +220,9 @@ mod tests {
             r.weight = 1 + (i as u32 % 10);
         }
         let total: u32 = m.iter().map(|r| r.weight).sum();
-        let t = build(&m, DEFAULT_SIZE).unwrap();
+        let t = build(&m, MAX_SIZE).unwrap();
         for (i, c) in counts(&t, m.len()).into_iter().enumerate() {
-            let ideal = DEFAULT_SIZE as f64 * m[i].weight as f64 / total as f64;
+            let ideal = MAX_SIZE as f64 * m[i].weight as f64 / total as f64;
             assert!(
                 ((c as f64 - ideal) / ideal).abs() < 0.01,
                 "real {i} (weight {}) has {c} slots, ideal {ideal:.1}",
@@ -205,14 +246,14 @@ mod tests {
     #[test]
     fn deterministic_and_independent_of_listing_order() {
         let m = members(50);
-        let t = build(&m, DEFAULT_SIZE).unwrap();
-        assert_eq!(Some(&t), build(&m, DEFAULT_SIZE).as_ref());
+        let t = build(&m, MAX_SIZE).unwrap();
+        assert_eq!(Some(&t), build(&m, MAX_SIZE).as_ref());
         // Another LB listing the same reals in another order sends every slot to the same
         // real.
         let mut shuffled = m.clone();
         shuffled.reverse();
         shuffled.swap(3, 17);
-        let u = build(&shuffled, DEFAULT_SIZE).unwrap();
+        let u = build(&shuffled, MAX_SIZE).unwrap();
         assert!(moved(&t, &m, &u, &shuffled).is_empty());
     }
 
@@ -220,7 +261,7 @@ mod tests {
     fn removing_one_of_n_moves_little_beyond_its_own_slots() {
         for n in [5, 10, 50, 100] {
             let all = members(n);
-            let before = build(&all, DEFAULT_SIZE).unwrap();
+            let before = build(&all, MAX_SIZE).unwrap();
             for gone in [0, n / 2, n - 1] {
                 let rest: Vec<Member> = all
                     .iter()
@@ -228,10 +269,10 @@ mod tests {
                     .filter(|(i, _)| *i != gone)
                     .map(|(_, r)| r.clone())
                     .collect();
-                let after = build(&rest, DEFAULT_SIZE).unwrap();
+                let after = build(&rest, MAX_SIZE).unwrap();
                 let own = before.iter().filter(|s| **s as usize == gone).count();
                 let changed = moved(&before, &all, &after, &rest).len();
-                let beyond = (changed - own) as f64 / DEFAULT_SIZE as f64;
+                let beyond = (changed - own) as f64 / MAX_SIZE as f64;
                 assert!(
                     beyond < 0.02,
                     "n={n}, removing {gone}: {:.2}% moved beyond its own slots",
@@ -245,10 +286,10 @@ mod tests {
     fn adding_one_moves_under_twice_its_share() {
         for n in [5, 10, 50, 100] {
             let all = members(n + 1);
-            let before = build(&all[..n], DEFAULT_SIZE).unwrap();
-            let after = build(&all, DEFAULT_SIZE).unwrap();
+            let before = build(&all[..n], MAX_SIZE).unwrap();
+            let after = build(&all, MAX_SIZE).unwrap();
             let changed = moved(&before, &all[..n], &after, &all).len() as f64;
-            let ideal = DEFAULT_SIZE as f64 / (n + 1) as f64;
+            let ideal = MAX_SIZE as f64 / (n + 1) as f64;
             assert!(
                 changed < 2.0 * ideal,
                 "n={n}: {changed} slots moved, ideal {ideal:.0}"

@@ -44,6 +44,9 @@ pub struct Figure {
 pub enum Unit {
     Ns,
     Ms,
+    Seconds,
+    /// Memory, in MiB.
+    MiB,
     PacketsPerSec,
     ConnectionsPerSec,
     RequestsPerSec,
@@ -121,6 +124,8 @@ impl Figure {
             Unit::Ns if v >= 1e4 => format!("{:.1} µs", v / 1e3),
             Unit::Ns => format!("{v:.0} ns"),
             Unit::Ms => format!("{v:.2} ms"),
+            Unit::Seconds => format!("{v:.2} s"),
+            Unit::MiB => format!("{v:.1} MiB"),
             Unit::PacketsPerSec => format!("{} pps", si(v)),
             Unit::ConnectionsPerSec => format!("{} conn/s", si(v)),
             Unit::RequestsPerSec => format!("{} req/s", si(v)),
