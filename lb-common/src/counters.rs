@@ -44,6 +44,16 @@ impl RealCounters {
             picked_up: self.picked_up + other.picked_up,
         }
     }
+
+    /// `self − earlier`, field by field, never below 0 (what counters grew by).
+    pub const fn minus(self, earlier: Self) -> Self {
+        Self {
+            requests: self.requests.minus(earlier.requests),
+            replies: self.replies.minus(earlier.replies),
+            new_flows: self.new_flows.saturating_sub(earlier.new_flows),
+            picked_up: self.picked_up.saturating_sub(earlier.picked_up),
+        }
+    }
 }
 
 impl Counter {
@@ -52,6 +62,14 @@ impl Counter {
         Self {
             packets: self.packets + other.packets,
             bytes: self.bytes + other.bytes,
+        }
+    }
+
+    /// `self − earlier`, never below 0.
+    pub const fn minus(self, earlier: Self) -> Self {
+        Self {
+            packets: self.packets.saturating_sub(earlier.packets),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
         }
     }
 }

@@ -2,13 +2,17 @@
 
 use core::mem::size_of;
 
-/// Most VIPs one program serves (VIPS hash capacity, REAL_COUNTERS and RINGS length). The
+/// Most VIPs one program serves (VIPS hash capacity, RINGS and the other per-VIP arrays). The
 /// per-VIP arrays cost little; each VIP's ring exists only once the VIP does, sized to it
 /// (8 bytes a slot: an array map stores each 4-byte slot in 8; a Maglev table of 1031 slots
 /// for 10 reals takes 12 KiB).
 pub const MAX_VIPS: u32 = 16_384;
-/// Most reals across all VIPs, a real of two VIPs counted twice (REALS array length).
-pub const MAX_REALS: u32 = 16_384;
+/// Most reals across all VIPs, a real of two VIPs counted twice (REALS, ACTIVE, SWEPT and
+/// REAL_COUNTERS length): 10 000 VIPs of 10 reals each, and room. REAL_COUNTERS, per CPU,
+/// is the largest: 6 MiB a CPU.
+pub const MAX_REALS: u32 = 131_072;
+/// MAX_REALS up to layout 4 of the pinned state.
+pub const MAX_REALS_LAYOUT_4: u32 = 16_384;
 /// Most slots of a VIP's ring map: the largest Maglev table (a prime, as Maglev's
 /// construction requires), round-robin sequence or leastconn candidate list a VIP can have.
 pub const RING_SIZE: u32 = 65537;

@@ -512,3 +512,22 @@ fn a_maglev_table_is_sized_by_the_configured_reals_up_or_not() {
         "five reals up share a table shrunk in place"
     );
 }
+
+#[test]
+fn a_real_whose_id_is_past_16_383_forwards_as_any() {
+    pin_to_cpu0();
+    // One VIP's 16 400 reals take ids 1 to 16 400 (layout 4 held 16 383).
+    let many: Vec<Real> = (0..16_400u16)
+        .map(|i| Real {
+            port: Some(1000 + i),
+            ..Real::on_segment(IpAddr::from([198, 18, 1, 1]), [2, 0, 0, 1, 0, 1])
+        })
+        .collect();
+    let (mut dp, _) = vip_with(balanced(Balance::Maglev), &many);
+    let other = vip("198.18.100.31:80/tcp");
+    dp.add_vip(other, &balanced(Balance::Maglev)).unwrap();
+    dp.set_reals(&other, &[real(7, 1)]).unwrap();
+    let to_other =
+        hop(CLIENT_MAC, LB_MAC, CLIENT, [198, 18, 100, 31]).tcp(24000, 80, Tcp::Syn, b"");
+    assert_eq!(sent_to(&dp, &to_other), 7, "the real of id 16 401");
+}

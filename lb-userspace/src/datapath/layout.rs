@@ -149,20 +149,23 @@ const LAYOUT_4: &[(&str, Shape)] = &[
 /// Layout 5: RINGS is no longer pinned. Each VIP's ring map is its own size (inner maps of
 /// RINGS are `BPF_F_INNER_MAP`, which a layout-4 RINGS cannot take) and rewritten in place;
 /// every lbctl builds the rings from its configuration before attaching, as it always
-/// rebuilt them, into a RINGS of its own (its program holds it while attached).
+/// rebuilt them, into a RINGS of its own (its program holds it while attached). The maps
+/// per real id hold 131 072 reals (MAX_REALS), up from 16 384: replaced, their entries
+/// carried over (those the old program keeps counting, ACTIVE and REAL_COUNTERS, topped up
+/// after the swap).
 const LAYOUT_5: &[(&str, Shape)] = &[
     (VIPS, shape(HASH, 20, 24, 16384)),
-    (REALS, shape(ARRAY, 4, 40, 16384)),
+    (REALS, shape(ARRAY, 4, 40, 131072)),
     (COUNTERS, shape(PERCPU_ARRAY, 4, 16, 64)),
-    (REAL_COUNTERS, shape(PERCPU_ARRAY, 4, 48, 16384)),
+    (REAL_COUNTERS, shape(PERCPU_ARRAY, 4, 48, 131072)),
     (IFACES, shape(HASH, 4, 24, 64)),
     (SETTINGS, shape(ARRAY, 4, 8, 1)),
     (FLOWS, sized_at_load(LRU_HASH, 40, 80)),
     (SNAT_POOLS, shape(ARRAY, 4, 136, 16384)),
     (SNAT_CURSOR, shape(PERCPU_ARRAY, 4, 4, 1)),
     (ENDPOINTS, shape(HASH, 20, 8, 8192)),
-    (ACTIVE, shape(ARRAY, 4, 8, 16384)),
-    (SWEPT, shape(ARRAY, 4, 8, 16384)),
+    (ACTIVE, shape(ARRAY, 4, 8, 131072)),
+    (SWEPT, shape(ARRAY, 4, 8, 131072)),
     (OPEN, sized_at_load(HASH, 40, 4)),
     (RR_CURSOR, shape(PERCPU_ARRAY, 4, 4, 16384)),
     (TUNNEL_SOURCES, shape(ARRAY, 4, 4, 16384)),
@@ -214,6 +217,10 @@ pub fn step(from: u32, name: &str) -> Step {
         (3, map_names::IFACES) => Step::Replaced,
         // Built from the configuration by every lbctl, into a RINGS of its own.
         (4, map_names::RINGS) => Step::Dropped,
+        // Larger: made anew, their entries carried over.
+        (4, map_names::REALS | map_names::REAL_COUNTERS | map_names::ACTIVE | map_names::SWEPT) => {
+            Step::Replaced
+        }
         _ => Step::Kept,
     }
 }

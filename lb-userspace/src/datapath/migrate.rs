@@ -19,7 +19,7 @@
 
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{Array, Map, MapData, MapInfo, PerCpuArray, PerCpuValues};
-use lb_common::{map_names, Counter, RealEntry, Reason, REAL_DOWN, REAL_RETIRED};
+use lb_common::{map_names, Counter, RealCounters, RealEntry, Reason, REAL_DOWN, REAL_RETIRED};
 
 use super::{
     layout::{self, Shape, Step, CURRENT},
@@ -54,9 +54,29 @@ pub struct Takeover {
 struct Older {
     name: &'static str,
     layout: u32,
-    /// Its counters, slot by slot, per CPU, as copied before the swap.
-    counters: PerCpuArray<MapData, Counter>,
-    copied: Vec<Vec<Counter>>,
+    carried: Carried,
+}
+
+/// What was copied of an older map before the swap, and what to top up after it: what the
+/// old program added since (only maps the program writes).
+enum Carried {
+    /// COUNTERS of layout 1, slot by slot, per CPU.
+    Counters {
+        map: PerCpuArray<MapData, Counter>,
+        copied: Vec<Vec<Counter>>,
+    },
+    /// REAL_COUNTERS (layouts 3 and 4), per real id, per CPU.
+    RealCounters {
+        map: PerCpuArray<MapData, RealCounters>,
+        copied: Vec<Vec<RealCounters>>,
+    },
+    /// ACTIVE (layouts up to 4): each real's leastconn flows (the program adds 1 and −1).
+    Active {
+        map: Array<MapData, u64>,
+        copied: Vec<u64>,
+    },
+    /// Written by userspace alone (REALS, SWEPT): copied whole, nothing to top up.
+    Whole,
 }
 
 impl StateDir {
@@ -184,12 +204,26 @@ pub fn downgrade(dir: &StateDir, to: u32) -> Result<String> {
             CURRENT - 1
         );
     }
+    // Layouts up to 4 hold 16 384 reals: their maps per real id are shrunk back (checked
+    // first, so a refused downgrade changes nothing).
+    if to <= 4 {
+        check_real_ids_fit(dir)?;
+    }
     let mut unpinned = Vec::new();
+    let mut shrunk = Vec::new();
     for name in layout::maps(CURRENT)
         .context("the current layout has a table")?
         .keys()
     {
         if kept_through(to, name) {
+            continue;
+        }
+        if to <= 4
+            && SHRUNK_FOR_LAYOUT_4.contains(name)
+            && layout::maps(to).is_some_and(|m| m.contains_key(name))
+        {
+            shrink_for_layout_4(dir, name)?;
+            shrunk.push(*name);
             continue;
         }
         let path = dir.map_path(name);
@@ -209,11 +243,77 @@ pub fn downgrade(dir: &StateDir, to: u32) -> Result<String> {
         let mut map: Array<MapData, u32> = Array::try_from(Map::Array(data))?;
         map.set(0, to, 0).context("writing LAYOUT")?;
     }
+    let shrunk = if shrunk.is_empty() {
+        String::new()
+    } else {
+        format!("; {} copied into maps of its size", shrunk.join(", "))
+    };
     Ok(format!(
-        "{} is layout {to} now, for the lbctl that pins it to take over: flows, VIP and real ids and SNAT ports stay; unpinned {} (that lbctl makes its own: the counters in them start again from zero). Starting this lbctl again migrates it back",
+        "{} is layout {to} now, for the lbctl that pins it to take over: flows, VIP and real ids and SNAT ports stay; unpinned {} (that lbctl makes its own: the counters in them start again from zero){shrunk}. Starting this lbctl again migrates it back",
         dir.path().display(),
         unpinned.join(", ")
     ))
+}
+
+/// The maps per real id that layout 5 made larger and a downgrade copies back into maps of
+/// layout 4's size (REAL_COUNTERS, counters, starts again from zero instead).
+const SHRUNK_FOR_LAYOUT_4: [&str; 3] = [map_names::REALS, map_names::ACTIVE, map_names::SWEPT];
+
+/// Refuses a downgrade to a layout of 16 384 reals while a real holds a larger id.
+fn check_real_ids_fit(dir: &StateDir) -> Result<()> {
+    let path = dir.map_path(map_names::REALS);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let reals: Array<MapData, RealEntry> = Array::try_from(Map::Array(data))?;
+    let used = (lb_common::MAX_REALS_LAYOUT_4..reals.len())
+        .filter(|id| {
+            reals
+                .get(id, 0)
+                .is_ok_and(|e| !matches!(e.state(), lb_common::REAL_UNUSED | REAL_RETIRED))
+        })
+        .count();
+    if used > 0 {
+        bail!(
+            "{used} reals have ids past the {} layouts up to 4 hold: remove reals until at most {} are configured (each VIP's counted apart), restart this lbctl, then downgrade",
+            lb_common::MAX_REALS_LAYOUT_4 - 1,
+            lb_common::MAX_REALS_LAYOUT_4 - 1
+        );
+    }
+    Ok(())
+}
+
+/// Replaces the pinned map `name` (per real id) by one of layout 4's size holding its first
+/// entries. The program still running keeps the larger one until the older lbctl swaps its
+/// own in; what it changes there after this copy (leastconn counts) is lost.
+fn shrink_for_layout_4(dir: &StateDir, name: &str) -> Result<()> {
+    let path = dir.map_path(name);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let value_size = data.info()?.value_size();
+    let def = aya_obj::Map::new_from_params(
+        2, // BPF_MAP_TYPE_ARRAY
+        4,
+        value_size,
+        lb_common::MAX_REALS_LAYOUT_4,
+        0,
+    );
+    let small =
+        MapData::create(def, name, None).with_context(|| format!("creating a smaller {name}"))?;
+    match name {
+        map_names::REALS => copy_into::<RealEntry>(data, small, &path),
+        _ => copy_into::<u64>(data, small, &path),
+    }
+}
+
+/// Copies the first entries of array `from` into the smaller array `to`, and pins `to` at
+/// `path` in place of `from`.
+fn copy_into<V: aya::Pod>(from: MapData, to: MapData, path: &std::path::Path) -> Result<()> {
+    let from: Array<MapData, V> = Array::try_from(Map::Array(from))?;
+    let mut to: Array<MapData, V> = Array::try_from(Map::Array(to))?;
+    for id in 0..to.len() {
+        to.set(id, from.get(&id, 0)?, 0)?;
+    }
+    std::fs::remove_file(path).with_context(|| format!("unpinning {}", path.display()))?;
+    to.pin(path)
+        .with_context(|| format!("pinning {}", path.display()))
 }
 
 /// Layouts before 3 have no retired state: a removed real was written down (which an older
@@ -262,18 +362,40 @@ impl Datapath {
             }
             let data =
                 MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-            let older = match (takeover.from, *name) {
+            let carried = match (takeover.from, *name) {
                 (1, map_names::COUNTERS) => {
-                    let counters: PerCpuArray<MapData, Counter> =
+                    let map: PerCpuArray<MapData, Counter> =
                         PerCpuArray::try_from(Map::PerCpuArray(data))?;
-                    let copied = read_counters(&counters)?;
+                    let copied = read_counters(&map)?;
                     add_counters(&copied, &mut self.counters, layout_1_counter_slot)?;
-                    Older {
-                        name,
-                        layout: takeover.from,
-                        counters,
-                        copied,
+                    Carried::Counters { map, copied }
+                }
+                (_, map_names::REALS) => {
+                    let old: Array<MapData, RealEntry> = Array::try_from(Map::Array(data))?;
+                    for id in 0..old.len() {
+                        let entry = old.get(&id, 0).context("reading the older REALS")?;
+                        if entry.state() != lb_common::REAL_UNUSED {
+                            self.reals.set(id, entry, 0).context("writing REALS")?;
+                        }
                     }
+                    Carried::Whole
+                }
+                (_, map_names::SWEPT) => {
+                    let old: Array<MapData, u64> = Array::try_from(Map::Array(data))?;
+                    copy_u64s(&old, &mut self.swept)?;
+                    Carried::Whole
+                }
+                (_, map_names::ACTIVE) => {
+                    let map: Array<MapData, u64> = Array::try_from(Map::Array(data))?;
+                    let copied = copy_u64s(&map, &mut self.active)?;
+                    Carried::Active { map, copied }
+                }
+                (_, map_names::REAL_COUNTERS) => {
+                    let map: PerCpuArray<MapData, RealCounters> =
+                        PerCpuArray::try_from(Map::PerCpuArray(data))?;
+                    let copied = read_real_counters(&map)?;
+                    add_real_counters(&copied, &mut self.real_counters)?;
+                    Carried::RealCounters { map, copied }
                 }
                 // What the interfaces are is asked of the host at every start, and the new
                 // map is filled so before the swap: nothing to carry.
@@ -282,7 +404,11 @@ impl Datapath {
                     bail!("map {name} of layout {layout}: this lbctl does not know how to carry it over")
                 }
             };
-            takeover.older.push(older);
+            takeover.older.push(Older {
+                name,
+                layout: takeover.from,
+                carried,
+            });
         }
         Ok(())
     }
@@ -334,9 +460,32 @@ impl Datapath {
         for older in &takeover.older {
             // Only what the old program counted since the copy: the race with this program's
             // counting is on that difference alone.
-            let now = read_counters(&older.counters)?;
-            let since = difference(&now, &older.copied);
-            add_counters(&since, &mut self.counters, layout_1_counter_slot)?;
+            match &older.carried {
+                Carried::Counters { map, copied } => {
+                    let since = difference(&read_counters(map)?, copied);
+                    add_counters(&since, &mut self.counters, layout_1_counter_slot)?;
+                }
+                Carried::RealCounters { map, copied } => {
+                    let since = real_difference(&read_real_counters(map)?, copied);
+                    add_real_counters(&since, &mut self.real_counters)?;
+                }
+                Carried::Active { map, copied } => {
+                    for (id, then) in copied.iter().enumerate() {
+                        let id = id as u32;
+                        let since = map
+                            .get(&id, 0)
+                            .context("reading the older ACTIVE")?
+                            .wrapping_sub(*then);
+                        if since != 0 {
+                            let now = self.active.get(&id, 0).context("reading ACTIVE")?;
+                            self.active
+                                .set(id, now.wrapping_add(since), 0)
+                                .context("writing ACTIVE")?;
+                        }
+                    }
+                }
+                Carried::Whole => {}
+            }
             carried.push(format!(
                 "{} of layout {} carried over",
                 older.name, older.layout
@@ -443,6 +592,62 @@ fn read_counters(map: &PerCpuArray<MapData, Counter>) -> Result<Vec<Vec<Counter>
             let values = map.get(&slot, 0).context("reading the older COUNTERS")?;
             Ok(values.iter().copied().collect())
         })
+        .collect()
+}
+
+/// Copies every slot of `old` into the same slot of `new` (no larger); returns what it copied.
+fn copy_u64s(old: &Array<MapData, u64>, new: &mut Array<MapData, u64>) -> Result<Vec<u64>> {
+    (0..old.len())
+        .map(|i| {
+            let v = old.get(&i, 0).context("reading an older map")?;
+            if v != 0 {
+                new.set(i, v, 0).context("writing its larger successor")?;
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+/// Every real id's counters, per CPU.
+fn read_real_counters(map: &PerCpuArray<MapData, RealCounters>) -> Result<Vec<Vec<RealCounters>>> {
+    (0..map.len())
+        .map(|id| {
+            let values = map.get(&id, 0).context("reading the older REAL_COUNTERS")?;
+            Ok(values.iter().copied().collect())
+        })
+        .collect()
+}
+
+/// Adds `counts` (per real id, per CPU) into the same ids of `new`.
+fn add_real_counters(
+    counts: &[Vec<RealCounters>],
+    new: &mut PerCpuArray<MapData, RealCounters>,
+) -> Result<()> {
+    for (id, old_values) in counts.iter().enumerate() {
+        if old_values.iter().all(|c| *c == RealCounters::default()) {
+            continue;
+        }
+        let id = id as u32;
+        let new_values = new.get(&id, 0).context("reading REAL_COUNTERS")?;
+        let sum: Vec<RealCounters> = old_values
+            .iter()
+            .zip(new_values.iter())
+            .map(|(a, b)| a.plus(*b))
+            .collect();
+        let sum = PerCpuValues::try_from(sum).context("per-CPU counters")?;
+        new.set(id, sum, 0).context("writing REAL_COUNTERS")?;
+    }
+    Ok(())
+}
+
+/// `now − then` per real id, per CPU (counters only grow).
+fn real_difference(
+    now: &[Vec<RealCounters>],
+    then: &[Vec<RealCounters>],
+) -> Vec<Vec<RealCounters>> {
+    now.iter()
+        .zip(then)
+        .map(|(n, t)| n.iter().zip(t).map(|(n, t)| n.minus(*t)).collect())
         .collect()
 }
 
@@ -562,7 +767,12 @@ mod tests {
     #[test]
     fn maps_kept_in_place_are_pinned_at_load_the_rest_after_the_swap() {
         assert!(kept_through(1, map_names::FLOWS));
-        assert!(kept_through(1, map_names::REALS));
+        assert!(
+            !kept_through(1, map_names::REALS),
+            "replaced by a larger one in layout 5"
+        );
+        assert!(kept_through(4, map_names::VIPS));
+        assert!(!kept_through(4, map_names::ACTIVE));
         assert!(
             !kept_through(1, map_names::COUNTERS),
             "replaced in layout 2"

@@ -305,12 +305,13 @@ impl Datapath {
         if adopting {
             // Whatever happens next, the state the old program forwards on stays pinned.
             dp.keep_pins = true;
+            // First: REALS and SWEPT replaced by larger maps are read back from their copies.
+            dp.takeover = takeover;
+            dp.carry_before_swap()?;
             dp.recover()?;
             // The VIPs and endpoints taken over pass this program's filter before it is
             // swapped in.
             dp.sync_addr_filter()?;
-            dp.takeover = takeover;
-            dp.carry_before_swap()?;
         } else {
             dp.write_layout()?;
             if let Some(dir) = &dp.pins {

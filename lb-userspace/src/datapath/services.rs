@@ -218,7 +218,11 @@ impl Datapath {
         if let Some(served) = self.services.get_mut(vip) {
             served.reals = reals.to_vec();
         }
-        self.sync_served()?;
+        // Only a stateful VIP's reals are in ENDPOINTS (and ADDR_FILTER's sources); SETTINGS
+        // follows the modes alone.
+        if matches!(settings.mode, Mode::Nat | Mode::Router | Mode::OneArm) {
+            self.sync_served()?;
+        }
         self.end_verb()
     }
 
