@@ -24,17 +24,19 @@ pub struct BenchFrame {
     /// Non-zero: each repeat takes the next value of a per-CPU count, written (low half) as
     /// the source port at this offset, so repeats are different flows.
     pub vary_sport_at: u32,
-    /// Non-zero: the count's high half is written here too (the source address's last two
-    /// bytes), so a run of millions has no flow twice. Zero: the address stays (its
-    /// checksum stays right, for traffic that meets the kernel's stack).
+    /// Non-zero: the count's high half is added here too (to the source address's last two
+    /// bytes), so a run of millions has no flow twice. Zero: the address stays.
     pub vary_addr_at: u32,
     /// Non-zero: the count goes 1..=this and wraps, so the run cycles over this many flows
     /// (established after their first packet).
     pub vary_modulo: u32,
     /// The frame's length, to undo a tunnel's outer header between repeats.
     pub len: u32,
+    /// Non-zero, with `vary_addr_at`: the IPv4 header checksum at this offset follows the
+    /// varied address (RFC 1624), for traffic that meets a kernel stack, which checks it.
+    pub vary_csum_at: u32,
 }
-const _: () = assert!(core::mem::size_of::<BenchFrame>() == BENCH_FRAME_LEN + 16);
+const _: () = assert!(core::mem::size_of::<BenchFrame>() == BENCH_FRAME_LEN + 20);
 
 /// Value of BENCH_REDIRECT: where the bare-redirect benchmark program sends every frame.
 #[repr(C)]

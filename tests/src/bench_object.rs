@@ -53,13 +53,15 @@ pub enum BenchAttach {
 }
 
 /// How a benchmark frame changes from repeat to repeat: a per-CPU count written as the source
-/// port at `sport_at`, its high half at `addr_at` (0: not written), wrapping at `modulo`
-/// (0: never). No `Vary` at all: every repeat is the same frame.
+/// port at `sport_at`, its high half added at `addr_at` (0: not written), wrapping at
+/// `modulo` (0: never); the IPv4 header checksum at `csum_at` kept right (0: left). No `Vary`
+/// at all: every repeat is the same frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Vary {
     pub sport_at: usize,
     pub addr_at: usize,
     pub modulo: u32,
+    pub csum_at: usize,
 }
 
 impl BenchObject {
@@ -115,7 +117,7 @@ impl BenchObject {
         let mut bytes = [0u8; BENCH_FRAME_LEN];
         bytes.copy_from_slice(&frame[..BENCH_FRAME_LEN]);
         let vary = vary.unwrap_or_default();
-        for at in [vary.sport_at, vary.addr_at] {
+        for at in [vary.sport_at, vary.addr_at, vary.csum_at] {
             if at + 2 > BENCH_FRAME_LEN {
                 bail!("a varied field must lie in the first {BENCH_FRAME_LEN} bytes, not at {at}");
             }
@@ -126,6 +128,7 @@ impl BenchObject {
             vary_addr_at: vary.addr_at as u32,
             vary_modulo: vary.modulo,
             len: frame.len() as u32,
+            vary_csum_at: vary.csum_at as u32,
         };
         self.frame.set(0, value, 0).context("writing BENCH_FRAME")
     }

@@ -45,6 +45,21 @@ pub const FLOWS: u32 = 50_000;
 pub const BATCH: u32 = 64;
 /// Ethernet 14 + IPv4 20: the UDP source port.
 const SPORT_AT: usize = 34;
+/// Ethernet 14 + IPv4 12 + 2: the source address's last two bytes.
+const SADDR_LOW_AT: usize = 28;
+/// Ethernet 14 + IPv4 10: the IPv4 header checksum.
+const IP_CSUM_AT: usize = 24;
+
+/// Which flows the generator's frames belong to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tuples {
+    /// [`FLOWS`] flows over and over: established after their first frame.
+    Cycled,
+    /// A new flow every frame: the source port and the source address's last two bytes
+    /// count on (2^32 tuples, no repeat in a run; the address from 198.18.0.100 up, within
+    /// the generator's /24 for runs of up to 10 M frames).
+    New,
+}
 
 /// What sits on the LB's eth0.
 #[derive(Clone, Copy, Debug)]
@@ -174,17 +189,26 @@ impl VethPath {
     }
 
     /// Sends `frames` frames from the generator (on CPU `cpu`), and counts what arrived.
-    pub fn send(&mut self, frames: u32, cpu: usize) -> Result<Sent> {
+    pub fn send(&mut self, frames: u32, cpu: usize, tuples: Tuples) -> Result<Sent> {
         let before = self.sink()?.sink_count()?;
         let mut gen = self
             .gen
             .take()
             .ok_or_else(|| anyhow!("the generator was lost by an earlier failed run"))?;
         let (frame, ifindex) = (self.frame.clone(), self.gen_ifindex);
-        let vary = Vary {
-            sport_at: SPORT_AT,
-            addr_at: 0,
-            modulo: FLOWS,
+        let vary = match tuples {
+            Tuples::Cycled => Vary {
+                sport_at: SPORT_AT,
+                addr_at: 0,
+                modulo: FLOWS,
+                csum_at: 0,
+            },
+            Tuples::New => Vary {
+                sport_at: SPORT_AT,
+                addr_at: SADDR_LOW_AT,
+                modulo: 0,
+                csum_at: IP_CSUM_AT,
+            },
         };
         let (gen, took) = self.ns[GEN_NS].run(move || {
             crate::fixture::pin_to_cpu(cpu);
@@ -197,6 +221,16 @@ impl VethPath {
         std::thread::sleep(Duration::from_millis(50));
         let arrived = self.sink()?.sink_count()? - before;
         Ok(Sent { took, arrived })
+    }
+
+    /// Packets the balancer did not forward for `reason`, when it is the forwarder.
+    pub fn lb_counted(&self, reason: lb_common::Reason) -> Result<u64> {
+        let (_, lb) = self
+            .programs
+            .iter()
+            .find(|(ns, _)| *ns == LB_NS)
+            .ok_or_else(|| anyhow!("nothing is loaded on the LB"))?;
+        Ok(lb.counters()?.reason(reason).packets)
     }
 
     /// Packets the balancer forwarded (its global counter), when it is the forwarder.

@@ -60,9 +60,26 @@ pub fn restore(ctx: &XdpContext) {
     if frame.vary_addr_at == 0 {
         return;
     }
-    if let Ok(addr) = pkt.ptr_at::<[u8; 2]>(frame.vary_addr_at as usize) {
+    let Ok(addr) = pkt.ptr_at::<[u8; 2]>(frame.vary_addr_at as usize) else {
+        return;
+    };
+    // SAFETY: ptr_at checked that the two bytes are in the frame.
+    let old = u16::from_be_bytes(unsafe { *addr });
+    let new = old.wrapping_add((n >> 16) as u16);
+    // SAFETY: as above.
+    unsafe { *addr = new.to_be_bytes() };
+    if frame.vary_csum_at == 0 {
+        return;
+    }
+    if let Ok(csum) = pkt.ptr_at::<[u8; 2]>(frame.vary_csum_at as usize) {
         // SAFETY: ptr_at checked that the two bytes are in the frame.
-        unsafe { *addr = ((n >> 16) as u16).to_be_bytes() };
+        let hc = u16::from_be_bytes(unsafe { *csum });
+        // RFC 1624: HC' = ~(~HC + ~m + m'), folded to 16 bits.
+        let mut sum = u32::from(!hc) + u32::from(!old) + u32::from(new);
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        // SAFETY: as above.
+        unsafe { *csum = (!(sum as u16)).to_be_bytes() };
     }
 }
 

@@ -3,8 +3,9 @@
 //! each mode, and nftables DNAT (the kernel NAT many users would pick instead).
 
 use anyhow::{anyhow, Context as _, Result};
+use lb_common::Reason;
 use lb_userspace::declare::spec::Mode;
-use tests::veth_path::{Forwarder, VethPath, BATCH, FLOWS};
+use tests::veth_path::{Forwarder, Tuples, VethPath, BATCH, FLOWS};
 
 use crate::{
     per_packet::median,
@@ -27,7 +28,10 @@ pub fn run(opts: &Opts) -> Result<Section> {
              divided by the generator's time, is the figure (median of {RUNS} runs, after a \
              warm-up run that makes the flows). Generator, LB and sink share CPU {CPU} (veth \
              hands frames on in the sending CPU's softirq), so the figures compare forwarders \
-             on one path; they are not a NIC's line rate."
+             on one path; they are not a NIC's line rate. Then the same with every frame a \
+             new flow (source port and source address counting on, the IPv4 checksum kept \
+             right), where nftables makes a conntrack entry per frame and the balancer a \
+             flow entry."
         ),
     );
     let mut bars = Vec::new();
@@ -42,22 +46,9 @@ pub fn run(opts: &Opts) -> Result<Section> {
         Forwarder::Balancer(Mode::OneArm),
         Forwarder::Nftables,
     ] {
-        let mut path = VethPath::build(fwd)
-            .with_context(|| format!("building the path for {}", fwd.name()))?;
-        let mut rates = Vec::new();
-        let mut shares = Vec::new();
-        for round in 0..=RUNS {
-            let sent = path.send(frames, CPU)?;
-            if round > 0 {
-                rates.push(sent.arrived as f64 / sent.took.as_secs_f64());
-                shares.push(sent.arrived as f64 / f64::from(frames));
-            }
-        }
-        let pps = median(rates);
-        let mut f = Figure::new(fwd.name(), pps, Unit::PacketsPerSec).note(format!(
-            "{:.1} % of sent frames arrived",
-            median(shares) * 100.0
-        ));
+        let (pps, share, _) = measure(fwd, frames, Tuples::Cycled)?;
+        let mut f = Figure::new(fwd.name(), pps, Unit::PacketsPerSec)
+            .note(format!("{:.1} % of sent frames arrived", share * 100.0));
         match fwd {
             Forwarder::Redirect => limit = Some(pps),
             Forwarder::Nftables => nft = Some(pps),
@@ -83,6 +74,7 @@ pub fn run(opts: &Opts) -> Result<Section> {
             met: f.value >= 0.5 * limit && ratio >= 4.0,
         });
     }
+    new_flows(&mut s, frames)?;
     s.plots.push(Plot {
         file: "forwarding.png".into(),
         title: "veth path: packets/s arriving at the sink (one CPU)".into(),
@@ -90,4 +82,77 @@ pub fn run(opts: &Opts) -> Result<Section> {
         kind: PlotKind::Bars(bars),
     });
     Ok(s)
+}
+
+/// Packets per second arriving at the sink through `fwd` (median of RUNS runs after a
+/// warm-up run), the share of sent frames that arrived, and the path (for its counters).
+fn measure(fwd: Forwarder, frames: u32, tuples: Tuples) -> Result<(f64, f64, VethPath)> {
+    let mut path =
+        VethPath::build(fwd).with_context(|| format!("building the path for {}", fwd.name()))?;
+    let mut rates = Vec::new();
+    let mut shares = Vec::new();
+    for round in 0..=RUNS {
+        let sent = path.send(frames, CPU, tuples)?;
+        if round > 0 {
+            rates.push(sent.arrived as f64 / sent.took.as_secs_f64());
+            shares.push(sent.arrived as f64 / f64::from(frames));
+        }
+    }
+    Ok((median(rates), median(shares), path))
+}
+
+/// Every frame a new flow: the balancer in each mode against nftables DNAT, whose conntrack
+/// makes an entry per flow as the balancer's flow table does (dsr and tunnel too: no flood
+/// guard is set).
+fn new_flows(s: &mut Section, frames: u32) -> Result<()> {
+    let (nft, nft_share, _) = measure(Forwarder::Nftables, frames, Tuples::New)?;
+    let mut rows = Vec::new();
+    for mode in [
+        Mode::Dsr,
+        Mode::Tunnel,
+        Mode::Nat,
+        Mode::Router,
+        Mode::OneArm,
+    ] {
+        let fwd = Forwarder::Balancer(mode);
+        let (pps, share, path) = measure(fwd, frames, Tuples::New)?;
+        let ratio = pps / nft;
+        let exhausted = path.lb_counted(Reason::SnatExhausted)?;
+        let exhausted = if exhausted > 0 {
+            format!(
+                "; {exhausted} new flows counted drop_snat_exhausted: the pool's ports are held \
+                 for the UDP timeout, and the first run took them all"
+            )
+        } else {
+            String::new()
+        };
+        rows.push(
+            Figure::new(
+                format!("{}, every frame a new flow", fwd.name()),
+                pps,
+                Unit::PacketsPerSec,
+            )
+            .note(format!(
+                "{ratio:.1}× nftables; {:.1} % of sent frames arrived{exhausted}",
+                share * 100.0
+            ))
+            .target("≥ 3× nftables DNAT (conntrack), same run", ratio >= 3.0),
+        );
+    }
+    s.push(
+        Figure::new(
+            format!("{}, every frame a new flow", Forwarder::Nftables.name()),
+            nft,
+            Unit::PacketsPerSec,
+        )
+        .note(format!(
+            "{:.1} % of sent frames arrived; each frame a new conntrack entry (the source port \
+             and the source address's last two bytes count on: 2^32 tuples, none twice)",
+            nft_share * 100.0
+        )),
+    );
+    for f in rows {
+        s.push(f);
+    }
+    Ok(())
 }

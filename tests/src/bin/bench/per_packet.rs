@@ -397,6 +397,7 @@ fn flow_table_scale(s: &mut Section, frame: &[u8], reps: &Repeats) -> Result<()>
             let vary = Vary {
                 sport_at: SPORT_AT,
                 addr_at: SADDR_LOW_AT,
+                csum_at: 0,
                 modulo: flows,
             };
             dp.reset_seq()?;
@@ -572,6 +573,7 @@ fn time(
 const NEW: Vary = Vary {
     sport_at: SPORT_AT,
     addr_at: SADDR_LOW_AT,
+    csum_at: 0,
     modulo: 0,
 };
 
