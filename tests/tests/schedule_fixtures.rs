@@ -531,3 +531,33 @@ fn a_real_whose_id_is_past_16_383_forwards_as_any() {
         hop(CLIENT_MAC, LB_MAC, CLIENT, [198, 18, 100, 31]).tcp(24000, 80, Tcp::Syn, b"");
     assert_eq!(sent_to(&dp, &to_other), 7, "the real of id 16 401");
 }
+
+#[test]
+fn a_flow_moving_cpu_while_the_ring_changes_keeps_its_real() {
+    // Flows made on CPU 0; the ring rewritten (weights and a real added, in place and into a
+    // larger map); their next packets on CPU 1 (RSS moved them): the one flow table is
+    // every CPU's, so each keeps its real.
+    pin_to_cpu(0);
+    let (mut dp, v) = vip_with(balanced(Balance::Roundrobin), &[real(1, 1), real(2, 1)]);
+    let first: Vec<u8> = (0..20)
+        .map(|i| sent_to(&dp, &segment(CLIENT, 31000 + i, Tcp::Syn)))
+        .collect();
+    assert_eq!(
+        tally(first.iter().copied()),
+        BTreeMap::from([(1, 10), (2, 10)])
+    );
+    dp.set_reals(&v, &[real(1, 1), real(2, 5), real(3, 10)])
+        .unwrap();
+    pin_to_cpu(1);
+    for (i, p) in first.iter().enumerate() {
+        assert_eq!(
+            sent_to(&dp, &segment(CLIENT, 31000 + i as u16, Tcp::Ack)),
+            *p,
+            "flow {i} on the other CPU"
+        );
+    }
+    // New flows on CPU 1 follow the new ring.
+    let picks = (0..160).map(|i| sent_to(&dp, &segment(CLIENT, 32000 + i, Tcp::Syn)));
+    assert_eq!(tally(picks), BTreeMap::from([(1, 10), (2, 50), (3, 100)]));
+    pin_to_cpu0();
+}
