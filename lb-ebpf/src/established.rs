@@ -70,6 +70,18 @@ pub fn forward(
         return Ok(Fast::Slow);
     }
     let reply = flags & FLOW_REPLY != 0;
+    // A refresh (every REFRESH_NS) finds the flow's other entry first: a request whose reply
+    // entry is gone (the LRU evicted it while the request lived) goes the full way, which
+    // puts it back before the real answers.
+    let refresh_due = now.saturating_sub(last_seen) > flow::REFRESH_NS;
+    let mut partner = None;
+    if refresh_due && flags & FLOW_ONE_WAY == 0 {
+        match FLOWS.get_ptr_mut(&flow::partner_key(&p.flow, f)) {
+            Some(other) => partner = Some(other),
+            None if !reply => return Ok(Fast::Slow),
+            None => {}
+        }
+    }
     if reply {
         if flags & FLOW_ANSWERED == 0 || !translate(pkt, p, f) {
             return Ok(Fast::Slow);
@@ -85,9 +97,15 @@ pub fn forward(
         egress: f.egress_ifindex,
         reply,
     };
-    if now.saturating_sub(last_seen) > flow::REFRESH_NS {
-        let partner = (flags & FLOW_ONE_WAY == 0).then(|| flow::partner_key(&p.flow, f));
-        flow::refresh(entry, partner.as_ref(), now);
+    if refresh_due {
+        // SAFETY: `entry` and `other` point into the map's value memory (see `flow::live`);
+        // aligned 8-byte stores, which another CPU may make at once with its own `now`.
+        unsafe {
+            (*entry).last_seen_ns = now;
+            if let Some(other) = partner {
+                (*other).last_seen_ns = now;
+            }
+        }
     }
     Ok(Fast::Sent)
 }

@@ -261,6 +261,57 @@ pub fn create(
     insert_request(&p.flow, key, out, new)
 }
 
+/// Puts back the reply entry of the live request entry in `scratch.flow` (of the packet in
+/// `scratch.parsed`, which came in on `ingress`, whose LB side is `scratch.ingress_iface`)
+/// when the table lost it: the kernel's LRU evicts either entry of a flow, and without this one the real's
+/// answers would find no flow. Built as `create` builds it, from the same packet's fields.
+/// Not inlined: it runs only behind the established path's check.
+#[inline(never)]
+pub fn restore_reply(scratch: &mut Scratch, ingress: u32) {
+    let Scratch {
+        parsed: p,
+        flow: request,
+        reply,
+        key,
+        ingress_iface,
+        ..
+    } = scratch;
+    if request.flags & (FLOW_REPLY | FLOW_ONE_WAY) != 0 {
+        return;
+    }
+    // Field by field into the scratch space: whole values built first would take this
+    // function's stack past what the deepest call chain has left.
+    key.src = request.dst;
+    key.dst = request.src;
+    key.sport = request.dport;
+    key.dport = request.sport;
+    key.proto = p.flow.proto;
+    key.family = p.flow.family;
+    key._pad = [0; 2];
+    if FLOWS.get_ptr(&*key).is_some() {
+        return;
+    }
+    reply.src = p.flow.dst;
+    reply.dst = p.flow.src;
+    reply.sport = p.flow.dport;
+    reply.dport = p.flow.sport;
+    reply.dst_mac = p.src_mac;
+    reply.src_mac = ingress_iface.mac;
+    reply.flags = request.flags | FLOW_REPLY;
+    reply.egress_ifindex = ingress;
+    reply.vip_id = request.vip_id;
+    reply.real_id = request.real_id;
+    reply.timeout = request.timeout;
+    reply.short_timeout = request.short_timeout;
+    reply.last_seen_ns = now();
+    match FLOWS.insert(&*key, &*reply, BPF_NOEXIST as u64) {
+        // Put back, or another CPU put it back first.
+        Ok(()) | Err(EEXIST) => {}
+        // Not put back (a full table that evicted nothing): the next refresh tries again.
+        Err(_errno) => {}
+    }
+}
+
 /// [`FLOW_DSR`] or [`FLOW_TUNNEL`] for a flow of `mode`, 0 for a stateful one. Computed
 /// without a branch (FLOW_TUNNEL is FLOW_DSR one bit up): a branch per mode here would
 /// multiply the states the verifier walks through the rest of `create`.

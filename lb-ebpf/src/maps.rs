@@ -146,6 +146,9 @@ pub struct Scratch {
     /// Non-zero when the new flow being created goes without an entry (`flood`), as the
     /// pipeline found for this packet.
     pub flood_guarded: u8,
+    /// Non-zero when the flow stage found the packet's flow live (not made anew): a stateful
+    /// flow's reply entry is then checked for (`flow::restore_reply`).
+    pub was_live: u8,
 }
 
 /// This CPU's scratch space.

@@ -136,6 +136,11 @@ fn full(ctx: &XdpContext, scratch: &mut Scratch, ingress: u32) -> Result<(), Rea
         done => done?,
     }
     if mode_is_stateful(mode) {
+        // A flow whose reply entry was evicted while its request lived: put back (called
+        // here, not in the flow stage: its chain of calls has no stack left).
+        if scratch.was_live != 0 {
+            flow::restore_reply(scratch, ingress);
+        }
         forward(ctx, &pkt, &scratch.parsed, &scratch.flow, &mut scratch.sent)?;
         return Ok(());
     }
@@ -214,6 +219,7 @@ fn flow_of(ctx: &XdpContext, scratch: &mut Scratch, vip: &VipMeta) -> Result<(),
     let closing = scratch.flow.flags & FLOW_CLOSING != 0;
     let reopen =
         live && ((syn && closing) || !flow::real_keeps(&scratch.parsed.flow, &mut scratch.flow));
+    scratch.was_live = u8::from(live && !reopen);
     if !live || reopen {
         flow::create(vip, &iface, ingress, scratch, reopen)?;
         if scratch.new.created != 0 {

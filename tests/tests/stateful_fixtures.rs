@@ -2,7 +2,7 @@
 //! table, rows are a conversation: each may depend on the flows the rows before it created.
 //! Every expected frame is built independently with etherparse, checksums included.
 
-use lb_common::{Reason, FLOW_ANSWERED, FLOW_CLOSING};
+use lb_common::{Flow, Reason, FLOW_ANSWERED, FLOW_CLOSING, FLOW_REPLY};
 use lb_userspace::{
     datapath::{Datapath, Real},
     declare::{service::VipSettings, spec::Mode},
@@ -519,4 +519,57 @@ fn a_real_that_leaves_and_comes_back_starts_from_zero() {
     let reals = dp.real_counters(&nat).unwrap();
     assert_eq!(reals.len(), 1);
     assert_eq!(reals[0].1, lb_common::RealCounters::default());
+}
+
+#[test]
+fn a_flow_whose_reply_entry_was_evicted_gets_it_back_from_its_next_request() {
+    let mut dp = seeded_stateful();
+    let to_real = |flags| client_to_lb(VIP_NAT).tcp(42100, 80, flags, b"");
+    let answer = || real_b_to_lb().tcp(8080, 42100, Tcp::Ack, b"");
+    dp.run_frame(&to_real(Tcp::Syn)).unwrap();
+    assert_eq!(dp.run_frame(&answer()).unwrap().0, XDP_TX, "answered");
+    // The LRU evicts the reply entry; the request's stays.
+    let entries = entries_of(&dp, 42100);
+    let (reply_key, reply) = entries
+        .iter()
+        .find(|(_, f)| f.flags & FLOW_REPLY != 0)
+        .copied()
+        .expect("a reply entry");
+    assert!(dp.evict_flow_entry(&reply_key).unwrap());
+    let before = dp.counters().unwrap();
+    assert_eq!(
+        dp.run_frame(&answer()).unwrap().0,
+        XDP_PASS,
+        "no flow for the answer"
+    );
+    assert_eq!(
+        delta(&before, &dp.counters().unwrap())[0].0,
+        Reason::NoFlow.label()
+    );
+    // The request's next refresh (200 ms on) finds its partner gone: the full path puts it
+    // back as it was, and the answers are translated again.
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    assert_eq!(dp.run_frame(&to_real(Tcp::Ack)).unwrap().0, XDP_REDIRECT);
+    let restored = dp.flow(&reply_key).expect("the reply entry is back");
+    assert_eq!(
+        Flow {
+            last_seen_ns: 0,
+            ..restored
+        },
+        Flow {
+            last_seen_ns: 0,
+            ..reply
+        },
+        "as the flow's creation made it"
+    );
+    let (action, out) = dp.run_frame(&answer()).unwrap();
+    assert_eq!(action, XDP_TX, "the answer reaches the client again");
+    let (action_before, out_before) = {
+        // The same answer through a flow that never lost an entry, for the bytes.
+        let fresh = seeded_stateful();
+        let to_real = |flags| client_to_lb(VIP_NAT).tcp(42100, 80, flags, b"");
+        fresh.run_frame(&to_real(Tcp::Syn)).unwrap();
+        fresh.run_frame(&answer()).unwrap()
+    };
+    assert_eq!((action, out), (action_before, out_before));
 }

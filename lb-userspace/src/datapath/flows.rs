@@ -149,6 +149,16 @@ impl Datapath {
             .context("writing a synced flow's entry")
     }
 
+    /// Removes the one entry under `key`, as the kernel's LRU evicts one entry of a flow and
+    /// leaves the other: what the datapath must then mend. Returns whether it was there.
+    pub fn evict_flow_entry(&mut self, key: &FlowKey) -> Result<bool> {
+        match self.flows.remove(key) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(e).context("removing a flow entry"),
+        }
+    }
+
     /// Removes a flow's two entries (the peer saw it end), when they are still `real_id`'s.
     pub fn remove_flow(
         &mut self,
