@@ -94,6 +94,11 @@ impl Datapath {
         if let Some(pins) = &self.pins {
             self.full_path.unpin_others(pins)?;
         }
+        // The earlier program no longer runs here: what waited for it goes in.
+        if self.holding {
+            self.holding = false;
+            self.install_rings()?;
+        }
         Ok(how)
     }
 

@@ -205,9 +205,16 @@ pub fn downgrade(dir: &StateDir, to: u32) -> Result<String> {
         );
     }
     // Layouts up to 4 hold 16 384 reals: their maps per real id are shrunk back (checked
-    // first, so a refused downgrade changes nothing).
+    // first, so a refused downgrade changes nothing), the smaller maps made and filled
+    // before any pin changes.
+    let mut smaller = Vec::new();
     if to <= 4 {
         check_real_ids_fit(dir)?;
+        for name in SHRUNK_FOR_LAYOUT_4 {
+            if !kept_through(to, name) && layout::maps(to).is_some_and(|m| m.contains_key(name)) {
+                smaller.push((name, shrunk_copy(dir, name)?));
+            }
+        }
     }
     let mut unpinned = Vec::new();
     let mut shrunk = Vec::new();
@@ -218,12 +225,12 @@ pub fn downgrade(dir: &StateDir, to: u32) -> Result<String> {
         if kept_through(to, name) {
             continue;
         }
-        if to <= 4
-            && SHRUNK_FOR_LAYOUT_4.contains(name)
-            && layout::maps(to).is_some_and(|m| m.contains_key(name))
-        {
-            shrink_for_layout_4(dir, name)?;
-            shrunk.push(*name);
+        if let Some(at) = smaller.iter().position(|(n, _)| n == name) {
+            let (name, map) = smaller.swap_remove(at);
+            let path = dir.map_path(name);
+            std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+            map.pin(&path)?;
+            shrunk.push(name);
             continue;
         }
         let path = dir.map_path(name);
@@ -281,10 +288,10 @@ fn check_real_ids_fit(dir: &StateDir) -> Result<()> {
     Ok(())
 }
 
-/// Replaces the pinned map `name` (per real id) by one of layout 4's size holding its first
-/// entries. The program still running keeps the larger one until the older lbctl swaps its
-/// own in; what it changes there after this copy (leastconn counts) is lost.
-fn shrink_for_layout_4(dir: &StateDir, name: &str) -> Result<()> {
+/// A map of layout 4's size holding the first entries of the pinned map `name` (per real
+/// id), to pin in its place. The program still running keeps the larger one until the older
+/// lbctl swaps its own in; what it changes there after this copy (leastconn counts) is lost.
+fn shrunk_copy(dir: &StateDir, name: &str) -> Result<Smaller> {
     let path = dir.map_path(name);
     let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
     let value_size = data.info()?.value_size();
@@ -297,23 +304,36 @@ fn shrink_for_layout_4(dir: &StateDir, name: &str) -> Result<()> {
     );
     let small =
         MapData::create(def, name, None).with_context(|| format!("creating a smaller {name}"))?;
-    match name {
-        map_names::REALS => copy_into::<RealEntry>(data, small, &path),
-        _ => copy_into::<u64>(data, small, &path),
+    Ok(match name {
+        map_names::REALS => Smaller::Reals(copy_into(data, small)?),
+        _ => Smaller::Counts(copy_into(data, small)?),
+    })
+}
+
+/// A map per real id of layout 4's size, filled, not pinned yet.
+enum Smaller {
+    Reals(Array<MapData, RealEntry>),
+    Counts(Array<MapData, u64>),
+}
+
+impl Smaller {
+    fn pin(self, path: &std::path::Path) -> Result<()> {
+        match self {
+            Self::Reals(map) => map.pin(path),
+            Self::Counts(map) => map.pin(path),
+        }
+        .with_context(|| format!("pinning {}", path.display()))
     }
 }
 
-/// Copies the first entries of array `from` into the smaller array `to`, and pins `to` at
-/// `path` in place of `from`.
-fn copy_into<V: aya::Pod>(from: MapData, to: MapData, path: &std::path::Path) -> Result<()> {
+/// Copies the first entries of array `from` into the smaller array `to`.
+fn copy_into<V: aya::Pod>(from: MapData, to: MapData) -> Result<Array<MapData, V>> {
     let from: Array<MapData, V> = Array::try_from(Map::Array(from))?;
     let mut to: Array<MapData, V> = Array::try_from(Map::Array(to))?;
     for id in 0..to.len() {
         to.set(id, from.get(&id, 0)?, 0)?;
     }
-    std::fs::remove_file(path).with_context(|| format!("unpinning {}", path.display()))?;
-    to.pin(path)
-        .with_context(|| format!("pinning {}", path.display()))
+    Ok(to)
 }
 
 /// Layouts before 3 have no retired state: a removed real was written down (which an older

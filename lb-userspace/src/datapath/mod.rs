@@ -60,6 +60,9 @@ struct AfterRing {
     metas: BTreeMap<u32, (VipKey, VipMeta)>,
     /// Real id → the id of the VIP whose ring it waits for, and its REALS entry.
     reals: BTreeMap<u32, (u32, RealEntry)>,
+    /// Real ids retired: free for another real once their entries are written, not before
+    /// (the old ring may still send flows to them).
+    freed: BTreeSet<u32>,
 }
 
 /// A backend server as the datapath needs it.
@@ -198,6 +201,13 @@ pub struct Datapath {
     after_ring: AfterRing,
     /// Inside `batch`: waiting ring maps go in when it ends, not after each verb.
     batching: bool,
+    /// Taking over state an earlier lbctl's program still runs on, until this program is
+    /// swapped in: that program reads VIPS and REALS with rings of its own, which this lbctl
+    /// does not change, so a VIPS entry whose ring grew, and REALS entries of reals leaving
+    /// or going down, wait for the swap (`attach_all`).
+    holding: bool,
+    /// Each VIP's ring size as VIPS holds it now (what a running program indexes by).
+    sizes_written: BTreeMap<u32, u32>,
     /// The program's attachments, by interface.
     links: BTreeMap<String, XdpLinkId>,
     /// Where maps are pinned, if they are.
@@ -305,6 +315,7 @@ impl Datapath {
         if adopting {
             // Whatever happens next, the state the old program forwards on stays pinned.
             dp.keep_pins = true;
+            dp.holding = true;
             // First: REALS and SWEPT replaced by larger maps are read back from their copies.
             dp.takeover = takeover;
             dp.carry_before_swap()?;
@@ -395,6 +406,8 @@ impl Datapath {
             real_ids_used: BTreeSet::new(),
             after_ring: AfterRing::default(),
             batching: false,
+            holding: false,
+            sizes_written: BTreeMap::new(),
             links: BTreeMap::new(),
             pins,
             keep_pins: false,

@@ -27,6 +27,7 @@ impl Datapath {
             };
             self.services.insert(vip, found);
             self.vip_ids_used.insert(meta.vip_id);
+            self.sizes_written.insert(meta.vip_id, meta.ring_size);
         }
         // Reals up or draining first: a real removed before and added again has a freed
         // id (retired; down in layouts before 3) and a live one; the live one is its id.

@@ -32,7 +32,10 @@ const ELEM_STRIDE: usize = size_of::<u32>().next_multiple_of(8);
 
 /// A ring map, mapped into this process.
 pub(super) struct RingMap {
-    map: MapData,
+    /// This process's descriptor of the map, until it is in RINGS: from then on RINGS and
+    /// the mapping hold the map (a mapping keeps its map's file open), and a served VIP
+    /// costs no descriptor.
+    map: Option<MapData>,
     /// The mapping of the map's values: `capacity` slots of `ELEM_STRIDE` bytes.
     base: NonNull<u8>,
     /// Bytes mapped.
@@ -43,7 +46,7 @@ pub(super) struct RingMap {
 // SAFETY: the mapping belongs to this value alone (made in `new`, unmapped in `drop`); the
 // kernel side of it is the map, which any thread may use.
 unsafe impl Send for RingMap {}
-// SAFETY: `&RingMap` only reads (`capacity`, the fd); writes take `&mut`.
+// SAFETY: `&RingMap` only reads (`capacity`, the fd) or stores atomically; writes take `&mut`.
 unsafe impl Sync for RingMap {}
 
 impl RingMap {
@@ -79,7 +82,7 @@ impl RingMap {
         }
         let base = NonNull::new(base.cast::<u8>()).context("mmap returned a null mapping")?;
         Ok(Self {
-            map,
+            map: Some(map),
             base,
             len,
             capacity,
@@ -91,8 +94,17 @@ impl RingMap {
         self.capacity
     }
 
-    pub(super) fn raw_fd(&self) -> RawFd {
-        self.map.fd().as_fd().as_raw_fd()
+    /// The map's descriptor, while this process holds one (see `map`).
+    pub(super) fn raw_fd(&self) -> Result<RawFd> {
+        self.map
+            .as_ref()
+            .map(|m| m.fd().as_fd().as_raw_fd())
+            .context("a ring map already in RINGS has no descriptor left")
+    }
+
+    /// Closes the descriptor: the map is in RINGS.
+    pub(super) fn release_fd(&mut self) {
+        self.map = None;
     }
 
     /// Writes `ring` over the first slots, each slot one atomic store (see the module's
@@ -141,7 +153,9 @@ impl Drop for RingMap {
 }
 
 /// Puts each `(index, map fd)` into the map-of-maps `outer` with one `BPF_MAP_UPDATE_BATCH`:
-/// one RCU grace period for them all, where an update each waits for one each.
+/// one RCU grace period for them all (Linux 6.8 on; 5.19 to 6.7 wait once per map), where an
+/// update each waits for one each. Kernels before 5.19 have no batch updates of maps of
+/// maps: lbctl needs 5.19 or later.
 pub(super) fn install_all(outer: &MapData, rings: &[(u32, RawFd)]) -> Result<()> {
     if rings.is_empty() {
         return Ok(());
@@ -181,7 +195,8 @@ pub(super) fn install_all(outer: &MapData, rings: &[(u32, RawFd)]) -> Result<()>
         )
     };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| {
+        let error = std::io::Error::last_os_error();
+        return Err(error).with_context(|| {
             format!(
                 "installing {} ring maps in RINGS (one batch; {} went in)",
                 keys.len(),

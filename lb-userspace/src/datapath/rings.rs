@@ -50,6 +50,12 @@ impl Rings {
     /// Writes `ring` as VIP `vip_id`'s: in place if its ring map holds it, else into a new map
     /// of `capacity` slots (at least the ring's), which waits to go into RINGS.
     pub(super) fn write(&mut self, vip_id: u32, ring: &[u32], capacity: u32) -> Result<()> {
+        if ring.len() > RING_SIZE as usize {
+            bail!(
+                "a ring of {} slots is larger than the {RING_SIZE} a ring map holds",
+                ring.len()
+            );
+        }
         if let Some(map) = self.maps.get_mut(&vip_id) {
             if map.capacity() as usize >= ring.len() {
                 return map.write(ring);
@@ -72,6 +78,11 @@ impl Rings {
         self.emptied.insert(vip_id);
     }
 
+    /// Ring maps waiting to go into RINGS.
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// Whether some ring map waits to go into RINGS (or some slot to be emptied).
     pub(super) fn has_waiting(&self) -> bool {
         !self.waiting.is_empty() || !self.emptied.is_empty()
@@ -86,14 +97,18 @@ impl Rings {
         let mut batch: Vec<(u32, std::os::fd::RawFd)> = self
             .waiting
             .iter()
-            .map(|id| (*id, self.maps[id].raw_fd()))
-            .collect();
+            .map(|id| Ok((*id, self.maps[id].raw_fd()?)))
+            .collect::<Result<_>>()?;
         if !self.emptied.is_empty() {
-            let empty = self.empty_map()?.raw_fd();
+            let empty = self.empty_map()?.raw_fd()?;
             batch.extend(self.emptied.iter().map(|id| (*id, empty)));
         }
         ring_map::install_all(&self.outer, &batch)?;
-        self.waiting.clear();
+        for id in std::mem::take(&mut self.waiting) {
+            if let Some(map) = self.maps.get_mut(&id) {
+                map.release_fd();
+            }
+        }
         self.emptied.clear();
         Ok(())
     }
@@ -101,7 +116,7 @@ impl Rings {
     /// Waits until no program still runs with what RINGS held before: puts the empty ring in
     /// `free_id`'s slot (a VIP id nothing serves), an update that waits for a grace period.
     pub(super) fn wait_for_programs(&mut self, free_id: u32) -> Result<()> {
-        let empty = self.empty_map()?.raw_fd();
+        let empty = self.empty_map()?.raw_fd()?;
         ring_map::install_all(&self.outer, &[(free_id, empty)])
             .context("waiting for running programs (a RINGS update)")
     }

@@ -85,6 +85,7 @@ impl Datapath {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(e) => return Err(e).context("removing from VIPS"),
         }
+        self.sizes_written.remove(&vip_id);
         self.retire_reals(vip, vip_id, &BTreeSet::new())?;
         self.rings.remove(vip_id);
         self.services.remove(vip);
@@ -106,7 +107,10 @@ impl Datapath {
         if old.mode != settings.mode {
             self.remove_vip(vip)?;
             self.add_vip(*vip, settings)?;
-            return self.set_reals(vip, reals);
+            self.set_reals(vip, reals)?;
+            // Served again at once, not when a batch ends: until then its packets, its
+            // established flows' too, would go to the LB's own stack.
+            return self.install_rings();
         }
         let vip_id = self.services[vip].id;
         if settings.mode == Mode::OneArm {
@@ -204,6 +208,11 @@ impl Datapath {
             &slots,
             ring_capacity(settings.balance, slots.len()),
         )?;
+        // Each waiting ring map holds a file descriptor: a batch puts them in by the
+        // hundred, not all at its end.
+        if self.rings.waiting() >= RINGS_PER_INSTALL {
+            self.install_rings()?;
+        }
         if let Some(served) = self.services.get_mut(vip) {
             served.ring = slots;
         }
@@ -276,7 +285,12 @@ impl Datapath {
                 self.write_real_after_ring(vip_id, id, entry)?;
             }
             self.real_ids.remove(&key);
-            self.real_ids_used.remove(&id);
+            // Free for another real once its entry says retired (see `AfterRing::freed`).
+            if self.after_ring.reals.contains_key(&id) {
+                self.after_ring.freed.insert(id);
+            } else {
+                self.real_ids_used.remove(&id);
+            }
         }
         Ok(())
     }
@@ -308,13 +322,15 @@ impl Datapath {
             .context("zeroing REAL_COUNTERS")
     }
 
-    /// `vip`'s VIPS entry: written now if its ring is in RINGS, else once it is.
+    /// `vip`'s VIPS entry: written now if its ring is in RINGS (and, while an earlier
+    /// program runs on, no larger than the ring it has), else once it is.
     fn write_meta(&mut self, vip: &VipSpec, meta: VipMeta) -> Result<()> {
-        if self.rings.is_live(meta.vip_id) {
+        if self.rings.is_live(meta.vip_id) && !self.held(&meta) {
             self.after_ring.metas.remove(&meta.vip_id);
             self.vips
                 .insert(vip.key(), meta, 0)
                 .context("writing VIPS")?;
+            self.sizes_written.insert(meta.vip_id, meta.ring_size);
         } else {
             self.after_ring.metas.insert(meta.vip_id, (vip.key(), meta));
         }
@@ -322,6 +338,16 @@ impl Datapath {
             served.meta = meta;
         }
         Ok(())
+    }
+
+    /// Whether `meta` must wait for the swap: an earlier program still runs and its ring of
+    /// this VIP (sized by the entry it reads) is smaller, or it has none.
+    fn held(&self, meta: &VipMeta) -> bool {
+        self.holding
+            && self
+                .sizes_written
+                .get(&meta.vip_id)
+                .is_none_or(|written| meta.ring_size > *written)
     }
 
     /// A REALS entry a ring is about to send flows to: written now (and any write waiting
@@ -335,7 +361,7 @@ impl Datapath {
     /// ring may send it some (one leaving the ring, or going down): written now if the new
     /// ring is in, else once it is.
     fn write_real_after_ring(&mut self, vip_id: u32, id: u32, entry: RealEntry) -> Result<()> {
-        if self.rings.is_live(vip_id) {
+        if self.rings.is_live(vip_id) && !self.holding {
             self.write_real(id, entry)
         } else {
             self.after_ring.reals.insert(id, (vip_id, entry));
@@ -383,14 +409,27 @@ impl Datapath {
         Ok(value)
     }
 
-    /// Puts the waiting ring maps into RINGS (one update), then writes what waited for them.
-    fn install_rings(&mut self) -> Result<()> {
+    /// Puts the waiting ring maps into RINGS (one update), then writes what waited for them
+    /// (while an earlier program runs on, what must wait for the swap waits on).
+    pub(super) fn install_rings(&mut self) -> Result<()> {
         self.rings.install_waiting()?;
-        for (_, (key, meta)) in std::mem::take(&mut self.after_ring.metas) {
+        let metas = std::mem::take(&mut self.after_ring.metas);
+        for (id, (key, meta)) in metas {
+            if self.held(&meta) {
+                self.after_ring.metas.insert(id, (key, meta));
+                continue;
+            }
             self.vips.insert(key, meta, 0).context("writing VIPS")?;
+            self.sizes_written.insert(id, meta.ring_size);
+        }
+        if self.holding {
+            return Ok(());
         }
         for (id, (_, entry)) in std::mem::take(&mut self.after_ring.reals) {
             self.reals.set(id, entry, 0).context("writing REALS")?;
+        }
+        for id in std::mem::take(&mut self.after_ring.freed) {
+            self.real_ids_used.remove(&id);
         }
         Ok(())
     }
@@ -496,6 +535,9 @@ impl Datapath {
         Ok(id)
     }
 }
+
+/// New ring maps a batch lets wait (each an open file descriptor) before it puts them in.
+const RINGS_PER_INSTALL: usize = 256;
 
 /// Slots of the ring map a ring of `len` slots gets when it needs a new one: a Maglev table
 /// its own size (the size changes only with the configured reals); a round-robin sequence
