@@ -190,6 +190,8 @@ pub struct Datapath {
     real_ids: BTreeMap<RealKey, u32>,
     /// Where the search for a free real id starts (ids are handed out in turn).
     next_real_id: u32,
+    /// Where the search for a free VIP id starts (likewise).
+    next_vip_id: u32,
     /// Leastconn flows swept idle, per real id (SWEPT as last written).
     swept_counts: BTreeMap<u32, u64>,
     /// What ENDPOINTS holds, as last written.
@@ -400,6 +402,7 @@ impl Datapath {
             services: BTreeMap::new(),
             real_ids: BTreeMap::new(),
             next_real_id: 1,
+            next_vip_id: 0,
             swept_counts: BTreeMap::new(),
             endpoints_written: BTreeMap::new(),
             vip_ids_used: BTreeSet::new(),

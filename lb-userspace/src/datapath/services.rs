@@ -15,9 +15,17 @@ impl Datapath {
         let adopted = self.services.get(&vip).map(|s| (s.id, s.meta));
         let vip_id = match adopted {
             Some((id, _)) => id,
-            None => (0..MAX_VIPS)
-                .find(|id| !self.vip_ids_used.contains(id))
-                .ok_or_else(|| anyhow!("cannot add {vip}: all {MAX_VIPS} VIP slots are in use"))?,
+            // From where the last search ended: adding many VIPs stays linear.
+            None => {
+                let id = (0..MAX_VIPS)
+                    .map(|i| (self.next_vip_id + i) % MAX_VIPS)
+                    .find(|id| !self.vip_ids_used.contains(id))
+                    .ok_or_else(|| {
+                        anyhow!("cannot add {vip}: all {MAX_VIPS} VIP slots are in use")
+                    })?;
+                self.next_vip_id = (id + 1) % MAX_VIPS;
+                id
+            }
         };
         if settings.mode == Mode::OneArm {
             // Answers to its pool addresses come from the first flow that uses them.
@@ -261,10 +269,12 @@ impl Datapath {
     /// Reals of `vip` not in `kept`: retired, so their flows move; their ids free for reuse,
     /// last (a flow also names its real's VIP and address, checked with the id).
     fn retire_reals(&mut self, vip: &VipSpec, vip_id: u32, kept: &BTreeSet<RealKey>) -> Result<()> {
+        // This VIP's reals only: the ids are ordered by VIP first.
         let gone: Vec<(RealKey, u32)> = self
             .real_ids
-            .iter()
-            .filter(|(k, _)| k.0 == *vip && !kept.contains(*k))
+            .range((*vip, IpAddr::from([0u8; 4]), 0)..)
+            .take_while(|(k, _)| k.0 == *vip)
+            .filter(|(k, _)| !kept.contains(*k))
             .map(|(k, id)| (*k, *id))
             .collect();
         // Until a takeover from a layout before 3 ends, the old lbctl may take the state back

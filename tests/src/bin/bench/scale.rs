@@ -8,7 +8,10 @@
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::IpAddr,
-    os::unix::net::UnixStream,
+    os::{
+        fd::{AsFd as _, AsRawFd as _},
+        unix::net::UnixStream,
+    },
     time::Instant,
 };
 
@@ -319,7 +322,8 @@ fn reals_of_vip(i: usize, n: usize) -> Vec<Real> {
         .collect()
 }
 
-/// What the kernel counts for the maps this process holds open (fdinfo `memlock`).
+/// What the kernel counts for the maps this process holds open and for every VIP ring map
+/// (fdinfo `memlock`): lbctl keeps no descriptor of a ring map once it is in RINGS.
 struct MapsMemory {
     maps: usize,
     total: u64,
@@ -333,6 +337,22 @@ fn maps_memlock() -> Result<MapsMemory> {
         total: 0,
         per_cpu: 0,
     };
+    let mut add = |text: &str| -> Result<()> {
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let bytes = field("memlock:").context("a map's fdinfo without memlock")?;
+        memory.maps += 1;
+        memory.total += bytes;
+        // BPF_MAP_TYPE_PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH.
+        if matches!(field("map_type:"), Some(5 | 6 | 10)) {
+            memory.per_cpu += bytes;
+        }
+        Ok(())
+    };
+    let mut held = std::collections::BTreeSet::new();
     for entry in std::fs::read_dir("/proc/self/fdinfo").context("reading /proc/self/fdinfo")? {
         let Ok(text) = std::fs::read_to_string(entry?.path()) else {
             // An fd closed since the listing.
@@ -341,21 +361,27 @@ fn maps_memlock() -> Result<MapsMemory> {
         if !text.contains("map_type:") {
             continue;
         }
-        let bytes = text
+        if let Some(id) = text
             .lines()
-            .find_map(|l| l.strip_prefix("memlock:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .context("a map's fdinfo without memlock")?;
-        let map_type = text
-            .lines()
-            .find_map(|l| l.strip_prefix("map_type:"))
-            .and_then(|v| v.trim().parse::<u32>().ok());
-        memory.maps += 1;
-        memory.total += bytes;
-        // BPF_MAP_TYPE_PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH.
-        if matches!(map_type, Some(5 | 6 | 10)) {
-            memory.per_cpu += bytes;
+            .find_map(|l| l.strip_prefix("map_id:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        {
+            held.insert(id);
         }
+        add(&text)?;
+    }
+    // The ring maps, which only RINGS and lbctl's mappings hold.
+    for info in aya::maps::loaded_maps() {
+        let info = info.context("listing the kernel's maps")?;
+        if info.name_as_str() != Some("lb_ring") || held.contains(&info.id()) {
+            continue;
+        }
+        let Ok(fd) = info.fd() else {
+            // Freed since the listing.
+            continue;
+        };
+        let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+        add(&std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?)?;
     }
     Ok(memory)
 }
