@@ -70,16 +70,15 @@ pub fn forward(
         return Ok(Fast::Slow);
     }
     let reply = flags & FLOW_REPLY != 0;
-    // A refresh (every REFRESH_NS) finds the flow's other entry first: a request whose reply
-    // entry is gone (the LRU evicted it while the request lived) goes the full way, which
-    // puts it back before the real answers.
+    // A refresh (every REFRESH_NS) finds the flow's other entry first: a packet whose flow
+    // lost its other entry (the LRU evicted it while this one lived) goes the full way,
+    // which puts it back.
     let refresh_due = now.saturating_sub(last_seen) > flow::REFRESH_NS;
     let mut partner = None;
     if refresh_due && flags & FLOW_ONE_WAY == 0 {
         match FLOWS.get_ptr_mut(&flow::partner_key(&p.flow, f)) {
             Some(other) => partner = Some(other),
-            None if !reply => return Ok(Fast::Slow),
-            None => {}
+            None => return Ok(Fast::Slow),
         }
     }
     if reply {

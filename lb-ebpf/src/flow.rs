@@ -312,6 +312,67 @@ pub fn restore_reply(scratch: &mut Scratch, ingress: u32) {
     }
 }
 
+/// Puts back the request entry of the live reply entry in `scratch.flow` (of the answer in
+/// `scratch.parsed`, from the real) when the table lost it, as `create` builds it: the
+/// answer's source is the real, its destination what the request left with (the client, or
+/// the one-arm pool address and port); the real's MAC and interface are its REALS entry's,
+/// the request came in where the reply entry sends answers. Not inlined: it runs only
+/// behind the established path's check.
+#[inline(never)]
+pub fn restore_request(scratch: &mut Scratch) {
+    let Scratch {
+        parsed: p,
+        flow: reply,
+        reply: request,
+        key,
+        ..
+    } = scratch;
+    if reply.flags & FLOW_REPLY == 0 || reply.flags & FLOW_ONE_WAY != 0 {
+        return;
+    }
+    // Field by field into the scratch space, as in `restore_reply`.
+    key.src = reply.dst;
+    key.dst = reply.src;
+    key.sport = reply.dport;
+    key.dport = reply.sport;
+    key.proto = p.flow.proto;
+    key.family = p.flow.family;
+    key._pad = [0; 2];
+    if FLOWS.get_ptr(&*key).is_some() {
+        return;
+    }
+    let Some(real) = REALS.get(reply.real_id) else {
+        return;
+    };
+    let egress = if real.ifindex() == 0 {
+        reply.egress_ifindex
+    } else {
+        real.ifindex()
+    };
+    let Some(iface) = lookup::iface(egress) else {
+        return;
+    };
+    request.src = p.flow.dst;
+    request.dst = p.flow.src;
+    request.sport = p.flow.dport;
+    request.dport = p.flow.sport;
+    request.dst_mac = real.mac();
+    request.src_mac = iface.mac;
+    request.flags = reply.flags & !FLOW_REPLY;
+    request.egress_ifindex = egress;
+    request.vip_id = reply.vip_id;
+    request.real_id = reply.real_id;
+    request.timeout = reply.timeout;
+    request.short_timeout = reply.short_timeout;
+    request.last_seen_ns = now();
+    match FLOWS.insert(&*key, &*request, BPF_NOEXIST as u64) {
+        // Put back, or another CPU (or the client's next packet) put one there first.
+        Ok(()) | Err(EEXIST) => {}
+        // Not put back (a full table that evicted nothing): the next refresh tries again.
+        Err(_errno) => {}
+    }
+}
+
 /// [`FLOW_DSR`] or [`FLOW_TUNNEL`] for a flow of `mode`, 0 for a stateful one. Computed
 /// without a branch (FLOW_TUNNEL is FLOW_DSR one bit up): a branch per mode here would
 /// multiply the states the verifier walks through the rest of `create`.

@@ -113,7 +113,9 @@ fn full(ctx: &XdpContext, scratch: &mut Scratch, ingress: u32) -> Result<(), Rea
     }
     let Some(vip) = lookup::vip(p) else {
         reply_flow(p, scratch.no_entry, &mut scratch.flow)?;
-        forward(ctx, &pkt, p, &scratch.flow, &mut scratch.sent)?;
+        // A flow whose request entry was evicted while its reply entry lived: put back.
+        flow::restore_request(scratch);
+        forward(ctx, &pkt, &scratch.parsed, &scratch.flow, &mut scratch.sent)?;
         return Ok(());
     };
     // A packet of no flow's entry to a VIP starts a new flow: counted for the flood guards,

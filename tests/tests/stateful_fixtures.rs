@@ -573,3 +573,39 @@ fn a_flow_whose_reply_entry_was_evicted_gets_it_back_from_its_next_request() {
     };
     assert_eq!((action, out), (action_before, out_before));
 }
+
+#[test]
+fn a_flow_whose_request_entry_was_evicted_gets_it_back_from_the_reals_next_answer() {
+    let mut dp = seeded_stateful();
+    let to_real = |flags| client_to_lb(VIP_NAT).tcp(42200, 80, flags, b"");
+    let answer = || real_b_to_lb().tcp(8080, 42200, Tcp::Ack, b"");
+    dp.run_frame(&to_real(Tcp::Syn)).unwrap();
+    assert_eq!(dp.run_frame(&answer()).unwrap().0, XDP_TX, "answered");
+    let (action_then, out_then) = dp.run_frame(&to_real(Tcp::Ack)).unwrap();
+    // The LRU evicts the request entry; the reply's stays (a server pushing, say).
+    let (request_key, request) = entries_of(&dp, 42200)
+        .into_iter()
+        .find(|(_, f)| f.flags & FLOW_REPLY == 0)
+        .expect("a request entry");
+    assert!(dp.evict_flow_entry(&request_key).unwrap());
+    // The answer's next refresh (200 ms on) finds its partner gone: the full path puts it
+    // back as it was, and the client's packets go on to the same real, the same bytes.
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    assert_eq!(dp.run_frame(&answer()).unwrap().0, XDP_TX);
+    let restored = dp.flow(&request_key).expect("the request entry is back");
+    assert_eq!(
+        Flow {
+            last_seen_ns: 0,
+            ..restored
+        },
+        Flow {
+            last_seen_ns: 0,
+            ..request
+        },
+        "as the flow's creation made it"
+    );
+    assert_eq!(
+        dp.run_frame(&to_real(Tcp::Ack)).unwrap(),
+        (action_then, out_then)
+    );
+}
