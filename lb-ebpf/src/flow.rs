@@ -261,112 +261,59 @@ pub fn create(
     insert_request(&p.flow, key, out, new)
 }
 
-/// Puts back the reply entry of the live request entry in `scratch.flow` (of the packet in
-/// `scratch.parsed`, which came in on `ingress`, whose LB side is `scratch.ingress_iface`)
-/// when the table lost it: the kernel's LRU evicts either entry of a flow, and without this one the real's
-/// answers would find no flow. Built as `create` builds it, from the same packet's fields.
-/// Not inlined: it runs only behind the established path's check.
+/// Puts back the other entry of the live flow entry in `scratch.flow` when the table lost
+/// it: the kernel's LRU evicts either entry of a flow, and without the other one the flow's
+/// packets that way would find none. Built as `create` builds it, from the packet in
+/// `scratch.parsed` (which came in on `ingress`) turned around: a reply entry sends answers
+/// back where this request came from (its MAC, this interface); a request entry sends to the
+/// real by its REALS entry, out where the reply entry's answers came in. Not inlined: it runs
+/// only behind the established path's check.
 #[inline(never)]
-pub fn restore_reply(scratch: &mut Scratch, ingress: u32) {
+pub fn restore_partner(scratch: &mut Scratch, ingress: u32) {
     let Scratch {
         parsed: p,
-        flow: request,
-        reply,
-        key,
-        ingress_iface,
-        ..
-    } = scratch;
-    if request.flags & (FLOW_REPLY | FLOW_ONE_WAY) != 0 {
-        return;
-    }
-    // Field by field into the scratch space: whole values built first would take this
-    // function's stack past what the deepest call chain has left.
-    key.src = request.dst;
-    key.dst = request.src;
-    key.sport = request.dport;
-    key.dport = request.sport;
-    key.proto = p.flow.proto;
-    key.family = p.flow.family;
-    key._pad = [0; 2];
-    if FLOWS.get_ptr(&*key).is_some() {
-        return;
-    }
-    reply.src = p.flow.dst;
-    reply.dst = p.flow.src;
-    reply.sport = p.flow.dport;
-    reply.dport = p.flow.sport;
-    reply.dst_mac = p.src_mac;
-    reply.src_mac = ingress_iface.mac;
-    reply.flags = request.flags | FLOW_REPLY;
-    reply.egress_ifindex = ingress;
-    reply.vip_id = request.vip_id;
-    reply.real_id = request.real_id;
-    reply.timeout = request.timeout;
-    reply.short_timeout = request.short_timeout;
-    reply.last_seen_ns = now();
-    match FLOWS.insert(&*key, &*reply, BPF_NOEXIST as u64) {
-        // Put back, or another CPU put it back first.
-        Ok(()) | Err(EEXIST) => {}
-        // Not put back (a full table that evicted nothing): the next refresh tries again.
-        Err(_errno) => {}
-    }
-}
-
-/// Puts back the request entry of the live reply entry in `scratch.flow` (of the answer in
-/// `scratch.parsed`, from the real) when the table lost it, as `create` builds it: the
-/// answer's source is the real, its destination what the request left with (the client, or
-/// the one-arm pool address and port); the real's MAC and interface are its REALS entry's,
-/// the request came in where the reply entry sends answers. Not inlined: it runs only
-/// behind the established path's check.
-#[inline(never)]
-pub fn restore_request(scratch: &mut Scratch) {
-    let Scratch {
-        parsed: p,
-        flow: reply,
-        reply: request,
+        flow,
+        reply: other,
         key,
         ..
     } = scratch;
-    if reply.flags & FLOW_REPLY == 0 || reply.flags & FLOW_ONE_WAY != 0 {
+    if flow.flags & FLOW_ONE_WAY != 0 {
         return;
     }
-    // Field by field into the scratch space, as in `restore_reply`.
-    key.src = reply.dst;
-    key.dst = reply.src;
-    key.sport = reply.dport;
-    key.dport = reply.sport;
-    key.proto = p.flow.proto;
-    key.family = p.flow.family;
-    key._pad = [0; 2];
+    *key = partner_key(&p.flow, flow);
     if FLOWS.get_ptr(&*key).is_some() {
         return;
     }
-    let Some(real) = REALS.get(reply.real_id) else {
-        return;
-    };
-    let egress = if real.ifindex() == 0 {
-        reply.egress_ifindex
+    let (dst_mac, egress) = if flow.flags & FLOW_REPLY == 0 {
+        (p.src_mac, ingress)
     } else {
-        real.ifindex()
+        let Some(real) = REALS.get(flow.real_id) else {
+            return;
+        };
+        let egress = if real.ifindex() == 0 {
+            flow.egress_ifindex
+        } else {
+            real.ifindex()
+        };
+        (real.mac(), egress)
     };
     let Some(iface) = lookup::iface(egress) else {
         return;
     };
-    request.src = p.flow.dst;
-    request.dst = p.flow.src;
-    request.sport = p.flow.dport;
-    request.dport = p.flow.sport;
-    request.dst_mac = real.mac();
-    request.src_mac = iface.mac;
-    request.flags = reply.flags & !FLOW_REPLY;
-    request.egress_ifindex = egress;
-    request.vip_id = reply.vip_id;
-    request.real_id = reply.real_id;
-    request.timeout = reply.timeout;
-    request.short_timeout = reply.short_timeout;
-    request.last_seen_ns = now();
-    match FLOWS.insert(&*key, &*request, BPF_NOEXIST as u64) {
-        // Put back, or another CPU (or the client's next packet) put one there first.
+    *other = Flow {
+        src: p.flow.dst,
+        dst: p.flow.src,
+        sport: p.flow.dport,
+        dport: p.flow.sport,
+        dst_mac,
+        src_mac: iface.mac,
+        flags: flow.flags ^ FLOW_REPLY,
+        egress_ifindex: egress,
+        last_seen_ns: now(),
+        ..*flow
+    };
+    match FLOWS.insert(&*key, &*other, BPF_NOEXIST as u64) {
+        // Put back, or another CPU (or this flow's next packet) put one there first.
         Ok(()) | Err(EEXIST) => {}
         // Not put back (a full table that evicted nothing): the next refresh tries again.
         Err(_errno) => {}

@@ -147,7 +147,7 @@ pub struct Scratch {
     /// pipeline found for this packet.
     pub flood_guarded: u8,
     /// Non-zero when the flow stage found the packet's flow live (not made anew): a stateful
-    /// flow's reply entry is then checked for (`flow::restore_reply`).
+    /// flow's reply entry is then checked for (`flow::restore_partner`).
     pub was_live: u8,
 }
 

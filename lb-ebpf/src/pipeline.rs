@@ -114,7 +114,7 @@ fn full(ctx: &XdpContext, scratch: &mut Scratch, ingress: u32) -> Result<(), Rea
     let Some(vip) = lookup::vip(p) else {
         reply_flow(p, scratch.no_entry, &mut scratch.flow)?;
         // A flow whose request entry was evicted while its reply entry lived: put back.
-        flow::restore_request(scratch);
+        flow::restore_partner(scratch, ingress);
         forward(ctx, &pkt, &scratch.parsed, &scratch.flow, &mut scratch.sent)?;
         return Ok(());
     };
@@ -141,7 +141,7 @@ fn full(ctx: &XdpContext, scratch: &mut Scratch, ingress: u32) -> Result<(), Rea
         // A flow whose reply entry was evicted while its request lived: put back (called
         // here, not in the flow stage: its chain of calls has no stack left).
         if scratch.was_live != 0 {
-            flow::restore_reply(scratch, ingress);
+            flow::restore_partner(scratch, ingress);
         }
         forward(ctx, &pkt, &scratch.parsed, &scratch.flow, &mut scratch.sent)?;
         return Ok(());

@@ -410,10 +410,7 @@ impl Datapath {
         self.batching = true;
         let result = change(self);
         self.batching = false;
-        let installed = self
-            .write_settings()
-            .and_then(|()| self.sync_endpoints())
-            .and_then(|()| self.install_rings());
+        let installed = self.sync_served().and_then(|()| self.install_rings());
         let value = result?;
         installed?;
         Ok(value)
