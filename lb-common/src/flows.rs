@@ -55,6 +55,14 @@ pub const FLOW_ONE_WAY: u32 = 64;
 pub const FLOW_DSR: u32 = 128;
 /// `Flow::flags`: a tunnel flow (see [`FLOW_DSR`]).
 pub const FLOW_TUNNEL: u32 = 256;
+/// `Flow::flags`: a FIN crossed this entry: the side whose packets it translates has
+/// closed. [`FLOW_CLOSING`] goes on both entries at the first FIN of either side; this bit
+/// on each says which sides did, so both having it means the connection ended both ways.
+pub const FLOW_FIN_SEEN: u32 = 512;
+/// `Flow::flags`: the flow's SYN carried a TCP timestamp option, so the client's later
+/// SYNs carry newer ones (one-arm reuses such a flow's pool port for the same client at
+/// once: see `SnatPool`).
+pub const FLOW_TIMESTAMPS: u32 = 1024;
 
 /// Value of the FLOWS map: how to rewrite the packets of one direction of a flow. Every
 /// stateful flow has two entries; each one's key reversed and rewritten gives the other's.

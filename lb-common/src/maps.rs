@@ -39,6 +39,9 @@ pub const MAX_ENDPOINTS: u32 = 8192;
 pub const MAX_POOL_ADDRS: usize = 8;
 /// How many ports the one-arm allocator tries before it gives up on a new flow.
 pub const SNAT_TRIES: u32 = 16;
+/// Of those, how many are the client's own (see `SnatPool`): its port from each of up to
+/// this many pool addresses, then the ports after it.
+pub const SNAT_CLIENT_TRIES: u32 = 4;
 
 /// Forwarding mode of a VIP: direct server return, destination MAC rewrite only.
 pub const MODE_DSR: u8 = 1;
@@ -292,6 +295,16 @@ impl VipMeta {
 }
 
 /// Value of the SNAT_POOLS array (index: VIP id): where one-arm flows get their source.
+///
+/// A new flow tries first the client's own source port, mapped into the pool's range
+/// ([`SnatPool::client_port`]), from each pool address in turn starting at the one its
+/// client and VIP addresses pick ([`SnatPool::client_slot`]); then ports of its CPU's slice
+/// ([`SnatPool::cpu_slice`]). A client thus keeps meeting the (address, port) tuples its own
+/// earlier flows used, as it would meet its own tuples with nat: a real holding such a tuple
+/// in TIME_WAIT accepts the client's new SYN on it when its TCP timestamp is newer, and the
+/// timestamps of one client towards one VIP only grow. Another client's SYN on it would be
+/// refused (its timestamps start elsewhere), so only the same client gets a closed flow's
+/// tuple before the flow's FIN timeout is over.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnatPool {
@@ -320,6 +333,44 @@ impl SnatPool {
         let cpus = if cpus == 0 { 1 } else { cpus };
         let span = size / cpus;
         (self.port_min as u32 + (cpu % cpus) * span, span)
+    }
+
+    /// The number of ports of the range.
+    pub const fn ports(&self) -> u32 {
+        (self.port_max as u32 + 1).wrapping_sub(self.port_min as u32)
+    }
+
+    /// The pool port a client's source port `port` maps to: the port of the range that
+    /// `port` equals modulo its size (itself when the range holds it). One-to-one over any
+    /// run of ports no longer than the range: a client's ephemeral range (28 232 ports on
+    /// Linux) fits the default 31 744, so the client's flows keep ports apart as it does.
+    pub const fn client_port(&self, port: u16) -> u32 {
+        let size = self.ports();
+        if size == 0 {
+            // Never written (userspace checks min <= max); a check the datapath needs.
+            return self.port_min as u32;
+        }
+        self.port_min as u32 + (port as u32 + size - self.port_min as u32 % size) % size
+    }
+
+    /// Where a client's walk over the pool addresses starts (before the modulo by `count`):
+    /// a mix of the client's and the VIP's address words, so that clients spread over the
+    /// addresses and a client's flows to one VIP always start at the same one.
+    pub const fn client_slot(client: &[u8; 16], vip: &[u8; 16]) -> u32 {
+        let mut mixed = 0u32;
+        let mut i = 0;
+        while i < 16 {
+            let c = u32::from_le_bytes([client[i], client[i + 1], client[i + 2], client[i + 3]]);
+            let v = u32::from_le_bytes([vip[i], vip[i + 1], vip[i + 2], vip[i + 3]]);
+            mixed = (mixed ^ c ^ v.rotate_left(16)).wrapping_mul(0x9e37_79b1);
+            i += 4;
+        }
+        // Murmur3's finaliser: every input bit reaches the low bits the modulo keeps.
+        mixed ^= mixed >> 16;
+        mixed = mixed.wrapping_mul(0x85eb_ca6b);
+        mixed ^= mixed >> 13;
+        mixed = mixed.wrapping_mul(0xc2b2_ae35);
+        mixed ^ (mixed >> 16)
     }
 }
 
@@ -505,6 +556,54 @@ mod tests {
             )
         );
         assert_eq!((k.port(), k.family()), (8080, Family::V4 as u8));
+    }
+
+    #[test]
+    fn client_ports_map_one_to_one_and_stay_when_in_range() {
+        for (min, max) in [(1024u16, 32767u16), (1024, 65535), (40000, 40009), (5, 5)] {
+            let pool = SnatPool {
+                port_min: min,
+                port_max: max,
+                ..SnatPool::EMPTY
+            };
+            let size = max as u32 - min as u32 + 1;
+            for p in [min, max, min.saturating_add(1).min(max)] {
+                assert_eq!(pool.client_port(p), p as u32, "{p} in {min}-{max}");
+            }
+            // Linux's ephemeral range, and a run of `size` ports from anywhere: distinct ports,
+            // all in the range, each equal to its client port modulo the size.
+            for first in [32768u32, 0, 60999, 65535 - size.min(65535) + 1] {
+                let mut seen = std::collections::BTreeSet::new();
+                for p in first..(first + size.min(28232)).min(65536) {
+                    let q = pool.client_port(p as u16);
+                    assert!((min as u32..=max as u32).contains(&q), "{p} -> {q}");
+                    assert_eq!(q % size, p % size, "{p} -> {q}");
+                    assert!(seen.insert(q), "{p} -> {q} twice in {min}-{max}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn client_slots_spread_clients_and_depend_on_the_vip() {
+        let addr = |a: [u8; 4]| {
+            let mut x = [0u8; 16];
+            x[..4].copy_from_slice(&a);
+            x
+        };
+        let vip = addr([198, 18, 100, 10]);
+        // 256 clients of one /24 over 8 pool addresses: every address gets some, none most.
+        let mut per = [0u32; 8];
+        for last in 0..=255u8 {
+            per[(SnatPool::client_slot(&addr([198, 18, 0, last]), &vip) % 8) as usize] += 1;
+        }
+        assert!(per.iter().all(|&n| (12..=64).contains(&n)), "{per:?}");
+        // The same client to another VIP: not always the same start.
+        let client = addr([198, 18, 0, 100]);
+        let starts: std::collections::BTreeSet<u32> = (1..=32u8)
+            .map(|v| SnatPool::client_slot(&client, &addr([198, 18, 100, v])) % 8)
+            .collect();
+        assert!(starts.len() > 3, "{starts:?}");
     }
 
     #[test]

@@ -9,14 +9,15 @@ use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns},
 };
 use lb_common::{
-    mode_is_stateful, Flow, FlowKey, IfaceConfig, Reason, VipMeta, END_FIN, END_RST, FLOW_ANSWERED,
-    FLOW_CLOSING, FLOW_COUNTED, FLOW_DEC_TTL, FLOW_DSR, FLOW_ONE_WAY, FLOW_REPLY, FLOW_SET_SRC_MAC,
-    FLOW_TUNNEL, HOW_FRESH, HOW_PICKED_UP, HOW_REOPENED, MAX_POOL_ADDRS, MODE_DSR, MODE_NAT,
-    MODE_ONE_ARM, MODE_ROUTER, MODE_TUNNEL, PROTO_TCP, SCHED_LEASTCONN, SNAT_TRIES,
+    mode_is_stateful, Flow, FlowKey, IfaceConfig, Reason, SnatPool, VipMeta, END_FIN, END_RST,
+    FLOW_ANSWERED, FLOW_CLOSING, FLOW_COUNTED, FLOW_DEC_TTL, FLOW_DSR, FLOW_FIN_SEEN, FLOW_ONE_WAY,
+    FLOW_REPLY, FLOW_SET_SRC_MAC, FLOW_TIMESTAMPS, FLOW_TUNNEL, HOW_FRESH, HOW_PICKED_UP,
+    HOW_REOPENED, MAX_POOL_ADDRS, MODE_DSR, MODE_NAT, MODE_ONE_ARM, MODE_ROUTER, MODE_TUNNEL,
+    PROTO_TCP, SCHED_LEASTCONN, SNAT_CLIENT_TRIES, SNAT_TRIES,
 };
 
 use crate::{
-    emit, lookup,
+    emit, flowlog, lookup,
     maps::{Scratch, FLOWS, OPEN, REALS, SNAT_CURSOR, SNAT_POOLS},
     parse::{Parsed, TCP_FIN, TCP_RST, TCP_SYN},
     schedule,
@@ -254,11 +255,41 @@ pub fn create(
     // The reply entry goes in first: once a request leaves, its answer must find it.
     *key = reply_key(p, out);
     if vip.mode == MODE_ONE_ARM {
-        claim_snat(vip.vip_id, key, out, reply, now)?;
-    } else {
-        claim(key, reply, now)?;
+        // Its pool tuple is claimed by `finish_one_arm`, which the pipeline calls next.
+        return Ok(());
     }
+    claim(key, reply, now)?;
     insert_request(&p.flow, key, out, new)
+}
+
+/// The rest of `create` for a one-arm flow (`scratch.snat_pending`): marks it
+/// `FLOW_TIMESTAMPS` if its SYN had them, claims its pool tuple for the reply entry, then
+/// inserts the request entry and logs the new flow. Called from
+/// the pipeline's own frame, not from `create`: the verifier walks a function once per state
+/// it is called in, and `create` is walked in many (one per mode and path into it), each of
+/// which would walk the allocator's sixteen tries again; and the flow stage's chain of calls
+/// has no stack left for it.
+#[inline(never)]
+pub fn finish_one_arm(scratch: &mut Scratch) -> Result<(), Reason> {
+    let Scratch {
+        parsed: p,
+        flow: out,
+        reply,
+        key,
+        new,
+        syn_timestamps,
+        ..
+    } = scratch;
+    if *syn_timestamps != 0 {
+        out.flags |= FLOW_TIMESTAMPS;
+        reply.flags |= FLOW_TIMESTAMPS;
+    }
+    claim_snat(out.vip_id, key, out, reply, new.now)?;
+    insert_request(&p.flow, key, out, new)?;
+    if new.created != 0 {
+        flowlog::new_flow(&p.flow, out, new);
+    }
+    Ok(())
 }
 
 /// Puts back the other entry of the live flow entry in `scratch.flow` when the table lost
@@ -307,7 +338,8 @@ pub fn restore_partner(scratch: &mut Scratch, ingress: u32) {
         dport: p.flow.sport,
         dst_mac,
         src_mac: iface.mac,
-        flags: flow.flags ^ FLOW_REPLY,
+        // Which sides closed is each entry's own: the rebuilt one knows none.
+        flags: (flow.flags ^ FLOW_REPLY) & !FLOW_FIN_SEEN,
         egress_ifindex: egress,
         last_seen_ns: now(),
         ..*flow
@@ -475,7 +507,9 @@ fn claim(key: &FlowKey, reply: &Flow, now: u64) -> Result<(), Reason> {
                 // SAFETY: a pointer into the map's value memory (see `live`). The addresses
                 // and ports compared are never written in place; the times and flags another
                 // CPU writes meanwhile are read before or after the write.
-                Some(held) => unsafe { same_peer(&*held, reply) || unheld(key, &*held, now) },
+                Some(held) => unsafe {
+                    same_peer(&*held, reply) || claimable(key, &*held, reply, now)
+                },
             };
             if !free {
                 return Err(Reason::FlowClash);
@@ -494,27 +528,65 @@ fn same_peer(a: &Flow, b: &Flow) -> bool {
     a.src == b.src && a.dst == b.dst && a.sport == b.sport && a.dport == b.dport
 }
 
-/// Whether the reply entry `held` of `key` is free to take: it has expired, and so has the
-/// request entry it belongs to (or that entry is gone, or is another flow's now).
+/// Whether the reply entry `held`, another flow's, under `key` (a pool tuple towards a
+/// real), may become `reply`'s, a new flow's: when the other flow is over for the real.
+/// That is, when it expired (idle past its timeout, or its FIN timeout after a FIN) or its
+/// request entry is gone or translates to another tuple; or, for the same client to the same
+/// VIP address with TCP timestamps on both SYNs, as soon as both sides sent their FIN: the
+/// real holds the tuple in TIME_WAIT (or has closed it), and takes this client's new SYN
+/// there, its timestamp being newer. (Another client's would not be: a real answers a SYN
+/// with an older timestamp in TIME_WAIT with the old connection's ACK, and the connection
+/// stalls until the client retries.) Not the same client: the FIN timeout must pass.
 #[inline(always)]
-fn unheld(key: &FlowKey, held: &Flow, now: u64) -> bool {
-    if !held.expired(now) {
+fn claimable(key: &FlowKey, held: &Flow, reply: &Flow, now: u64) -> bool {
+    const CLOSED_WITH_TIMESTAMPS: u32 = FLOW_FIN_SEEN | FLOW_TIMESTAMPS;
+    let same_client = reply.flags & FLOW_TIMESTAMPS != 0
+        && held.flags & CLOSED_WITH_TIMESTAMPS == CLOSED_WITH_TIMESTAMPS
+        && held.dst == reply.dst
+        && held.src == reply.src;
+    if !same_client && !held.expired(now) {
         return false;
     }
     let request = held.rewritten_key(key.proto, key.family).reversed();
     match FLOWS.get_ptr(&request) {
         None => true,
-        // SAFETY: as in `claim`: addresses and ports are never written in place, times and
-        // flags read before or after another CPU's write.
-        Some(r) => unsafe { (*r).expired(now) || (*r).src != key.dst || (*r).sport != key.dport },
+        // SAFETY: a pointer into the map's value memory (see `live`): addresses and ports are
+        // never written in place, times and flags read before or after another CPU's write.
+        Some(r) => unsafe {
+            let r = &*r;
+            let elsewhere = r.src != key.dst || r.sport != key.dport;
+            let client_closed = same_client && r.flags & FLOW_FIN_SEEN != 0;
+            elsewhere || r.expired(now) || client_closed
+        },
+    }
+}
+
+/// Takes the entry `held` for this CPU, when no other CPU took it since its last-seen time
+/// read `seen`: a compare-and-swap of that time to one nanosecond off, which only one CPU
+/// of any racing for it wins (a CPU refreshing the entry meanwhile makes all of them lose).
+/// Without it two CPUs could both find a tuple claimable and give it to two new flows.
+#[inline(always)]
+fn take(held: *mut Flow, seen: u64) -> bool {
+    // SAFETY: `held` points into the map's value memory (see `live`); `last_seen_ns` is an
+    // aligned u64 (asserted in lb-common), as BPF's 64-bit cmpxchg needs.
+    unsafe {
+        let at = core::ptr::addr_of_mut!((*held).last_seen_ns);
+        core::intrinsics::atomic_cxchg::<
+            u64,
+            { core::intrinsics::AtomicOrdering::Relaxed },
+            { core::intrinsics::AtomicOrdering::Relaxed },
+        >(at, seen, seen ^ 1)
+        .1
     }
 }
 
 /// One-arm: finds a free (pool address, port) towards the real for a new flow, inserts the
-/// reply entry under it, and makes it `request`'s source. Each CPU allocates only from its
-/// own slice of the port range, so two CPUs never race for a port; within a slice, a port is
-/// free when no live flow holds it (towards this real's address and port: the same port is
-/// reused towards other reals).
+/// reply entry `reply` under it (`key` holds the real's side and receives the pool's), and
+/// makes it `request`'s source. Tried in turn (see `SnatPool`): the client's own port from
+/// each pool address, starting at the client's; then this CPU's slice of the range from
+/// where its last search ended. A tuple is free when no entry holds it, or the flow of the
+/// entry that does is over for its real ([`claimable`]): the same port serves every real
+/// (and every real port) at once.
 #[inline(always)]
 fn claim_snat(
     vip_id: u32,
@@ -534,47 +606,64 @@ fn claim_snat(
     let cursor = SNAT_CURSOR.get_ptr_mut(0).ok_or(Reason::SnatExhausted)?;
     // SAFETY: this CPU's own slot; one program runs on a CPU at a time (see `maps::scratch`).
     let start = unsafe { *cursor };
+    let size = pool.ports();
+    if size == 0 {
+        return Err(Reason::SnatExhausted);
+    }
+    // The reply entry goes back to the client (`dst`) from the VIP (`src`).
+    let slot = SnatPool::client_slot(&reply.dst, &reply.src);
+    let own = pool.client_port(u16::from_be_bytes(reply.dport)) - pool.port_min as u32;
     let mut i = 0;
     while i < SNAT_TRIES {
-        let n = start.wrapping_add(i);
-        let port = (first + n % span) as u16;
+        let n = start.wrapping_add(i).wrapping_sub(SNAT_CLIENT_TRIES);
+        // Arithmetic, not branches, on `count`: a branch on it would split the verifier's
+        // states by its value at every try, and the walk would outgrow its limit. (`i` is
+        // known at each try: the test of it is no split.) With fewer addresses than client
+        // tries, the client's tries go on to its next ports.
+        let (index, port) = if i < SNAT_CLIENT_TRIES {
+            let next = own.wrapping_add(i / count) % size;
+            (slot.wrapping_add(i), pool.port_min as u32 + next)
+        } else {
+            (n / span, first + n % span)
+        };
         // Masked: the verifier does not know a 32-bit remainder's upper half is zero, and
         // would find the index unbounded below its bounds check; a 32-bit AND it follows.
         // Below MAX_POOL_ADDRS the mask changes nothing (userspace writes count <= it).
-        let index = (n / span) % count & (MAX_POOL_ADDRS as u32 - 1);
+        let index = index % count & (MAX_POOL_ADDRS as u32 - 1);
         const _: () = assert!(MAX_POOL_ADDRS.is_power_of_two());
         let Some(addr) = pool.addrs.get(index as usize) else {
             return Err(Reason::SnatExhausted);
         };
         key.dst = *addr;
-        key.dport = port.to_be_bytes();
-        match FLOWS.insert(&*key, reply, BPF_NOEXIST as u64) {
-            Ok(()) => {
+        key.dport = (port as u16).to_be_bytes();
+        let claimed = match FLOWS.insert(&*key, reply, BPF_NOEXIST as u64) {
+            Ok(()) => true,
+            Err(EEXIST) => match FLOWS.get_ptr_mut(&*key) {
+                // SAFETY: as in `claimable`; `seen` is read before the checks, so that a CPU
+                // taking the entry after them makes `take` fail.
+                Some(held) => unsafe {
+                    let seen = (*held).last_seen_ns;
+                    claimable(key, &*held, reply, now)
+                        && take(held, seen)
+                        && FLOWS.insert(&*key, reply, BPF_EXIST as u64).is_ok()
+                },
+                None => false,
+            },
+            Err(_errno) => return Err(Reason::FlowInsert),
+        };
+        if claimed {
+            if i >= SNAT_CLIENT_TRIES {
                 // SAFETY: as above.
                 unsafe { *cursor = n.wrapping_add(1) };
-                request.src = *addr;
-                request.sport = key.dport;
-                return Ok(());
             }
-            Err(EEXIST) => {
-                let free = FLOWS
-                    .get_ptr(&*key)
-                    // SAFETY: as in `claim`.
-                    .is_some_and(|held| unsafe { unheld(key, &*held, now) });
-                if free && FLOWS.insert(&*key, reply, BPF_EXIST as u64).is_ok() {
-                    // SAFETY: as above.
-                    unsafe { *cursor = n.wrapping_add(1) };
-                    request.src = *addr;
-                    request.sport = key.dport;
-                    return Ok(());
-                }
-            }
-            Err(_errno) => return Err(Reason::FlowInsert),
+            request.src = *addr;
+            request.sport = key.dport;
+            return Ok(());
         }
         i += 1;
     }
-    // SAFETY: as above. The next flow starts past the ports found taken.
-    unsafe { *cursor = start.wrapping_add(SNAT_TRIES) };
+    // SAFETY: as above. The next search of this CPU's slice starts past the ports found taken.
+    unsafe { *cursor = start.wrapping_add(SNAT_TRIES - SNAT_CLIENT_TRIES) };
     Err(Reason::SnatExhausted)
 }
 
@@ -607,25 +696,31 @@ pub fn track_tcp(key: &FlowKey, flow: &Flow, tcp_flags: u8) -> u8 {
         let _partner_gone = one_way || FLOWS.remove(&partner).is_ok();
         return if removed && !closing { END_RST } else { 0 };
     }
+    // A FIN: this entry's side has closed (each entry marks its own side's, for
+    // `claimable`), and the flow closes, both entries, at the first FIN of either side.
+    const OWN_SIDE_CLOSED: u32 = FLOW_CLOSING | FLOW_FIN_SEEN;
+    if flow.flags & OWN_SIDE_CLOSED == OWN_SIDE_CLOSED {
+        return 0;
+    }
+    let marked = mark(key, OWN_SIDE_CLOSED);
     if closing {
         return 0;
     }
-    let first = close(key);
     if !one_way {
-        close(&partner);
+        mark(&partner, FLOW_CLOSING);
     }
-    if first {
+    if marked {
         END_FIN
     } else {
         0
     }
 }
 
-/// Marks `key`'s entry closing; true when this call did.
+/// Sets `bits` on `key`'s entry; true when this call set one.
 #[inline(always)]
-fn close(key: &FlowKey) -> bool {
+fn mark(key: &FlowKey, bits: u32) -> bool {
     match FLOWS.get_ptr_mut(key) {
-        Some(entry) => set_flags(entry, FLOW_CLOSING),
+        Some(entry) => set_flags(entry, bits),
         None => false,
     }
 }

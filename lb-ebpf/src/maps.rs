@@ -149,6 +149,12 @@ pub struct Scratch {
     /// Non-zero when the flow stage found the packet's flow live (not made anew): a stateful
     /// flow's reply entry is then checked for (`flow::restore_partner`).
     pub was_live: u8,
+    /// Non-zero when the packet is a one-arm VIP's SYN with a TCP timestamp option
+    /// (`parse::syn_timestamp`): its flow's entries get `FLOW_TIMESTAMPS`.
+    pub syn_timestamps: u8,
+    /// Non-zero when the flow stage created a one-arm flow whose pool tuple
+    /// `flow::finish_one_arm` is still to claim.
+    pub snat_pending: u8,
 }
 
 /// This CPU's scratch space.

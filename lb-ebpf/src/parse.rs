@@ -217,9 +217,44 @@ fn not_tcp_udp_v6(next_hdr: u8) -> Reason {
     }
 }
 
+/// The 4 option bytes that open a TCP timestamp option after an MSS option: with
+/// SACK-permitted before it (Linux, FreeBSD) or two NOPs (Linux without SACK, macOS).
+const TS_AFTER_SACK: u32 = 0x0402_080a;
+const TS_AFTER_NOPS: u32 = 0x0101_080a;
+
+/// Whether the TCP SYN whose header is at `l4_off` carries a timestamp option where the
+/// common stacks put it: right after the MSS option (Linux: `MSS, SACK-permitted, TS` or
+/// `MSS, NOP, NOP, TS`), or after MSS and a NOP-padded window scale (macOS and the BSDs:
+/// `MSS, NOP, WS, ...`). Options laid out otherwise read as none: the caller then takes
+/// the safe side (for one-arm, a port held its full FIN timeout). Fixed places, not a walk
+/// over the options: a loop over 40 bytes costs the verifier more than this program has.
+#[inline(always)]
+pub fn syn_timestamp(pkt: &Packet, l4_off: usize) -> bool {
+    let Ok(tcp) = pkt.ptr_at::<TcpHdr>(l4_off) else {
+        return false;
+    };
+    // SAFETY: ptr_at checked that a whole TCP header fits at l4_off.
+    let options_len = (unsafe { (*tcp).data_off } >> 4) as usize * 4;
+    let Ok(options) = pkt.ptr_at::<[[u8; 4]; 3]>(l4_off + 20) else {
+        return false;
+    };
+    // SAFETY: ptr_at checked that the 12 bytes fit in the frame.
+    let [mss, second, third] = unsafe { *options };
+    if mss[0] != 2 || mss[1] != 4 {
+        return false;
+    }
+    let (second, third) = (u32::from_be_bytes(second), u32::from_be_bytes(third));
+    // The option's 10 bytes must lie within the header its data offset declares.
+    let linux = (second == TS_AFTER_SACK || second == TS_AFTER_NOPS) && options_len >= 20 + 16;
+    let bsd = second >> 8 == 0x01_0303
+        && (third == TS_AFTER_SACK || third == TS_AFTER_NOPS)
+        && options_len >= 20 + 20;
+    linux || bsd
+}
+
 #[cfg(test)]
 mod tests {
-    use etherparse::PacketBuilder;
+    use etherparse::{PacketBuilder, TcpOptionElement};
 
     use super::*;
 
@@ -241,6 +276,134 @@ mod tests {
         let mut out = Vec::new();
         b.write(&mut out, payload).unwrap();
         out
+    }
+
+    fn syn_with(options: &[TcpOptionElement]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv4([198, 18, 0, 100], [198, 18, 100, 10], 64)
+            .tcp(40000, 80, 1, 1000)
+            .syn()
+            .options(options)
+            .unwrap();
+        let mut out = Vec::new();
+        b.write(&mut out, &[]).unwrap();
+        out
+    }
+
+    fn has_timestamp(frame: &mut [u8]) -> bool {
+        let range = frame.as_mut_ptr_range();
+        // SAFETY: the range is the live buffer `frame`, borrowed for the call.
+        let pkt = unsafe { Packet::new(range.start as usize, range.end as usize) };
+        syn_timestamp(&pkt, 34)
+    }
+
+    #[test]
+    fn a_syn_timestamp_is_found_where_linux_and_the_bsds_put_it() {
+        use TcpOptionElement::*;
+        let ts = || Timestamp(123_456, 0);
+        let cases = [
+            (
+                "linux",
+                vec![
+                    MaximumSegmentSize(1460),
+                    SelectiveAcknowledgementPermitted,
+                    ts(),
+                    Noop,
+                    WindowScale(7),
+                ],
+                true,
+            ),
+            (
+                "linux without SACK",
+                vec![
+                    MaximumSegmentSize(1460),
+                    Noop,
+                    Noop,
+                    ts(),
+                    Noop,
+                    WindowScale(7),
+                ],
+                true,
+            ),
+            (
+                "macOS",
+                vec![
+                    MaximumSegmentSize(1460),
+                    Noop,
+                    WindowScale(6),
+                    Noop,
+                    Noop,
+                    ts(),
+                    SelectiveAcknowledgementPermitted,
+                ],
+                true,
+            ),
+            (
+                "FreeBSD",
+                vec![
+                    MaximumSegmentSize(1460),
+                    Noop,
+                    WindowScale(6),
+                    SelectiveAcknowledgementPermitted,
+                    ts(),
+                ],
+                true,
+            ),
+            (
+                "linux, timestamps off",
+                vec![
+                    MaximumSegmentSize(1460),
+                    Noop,
+                    Noop,
+                    SelectiveAcknowledgementPermitted,
+                    Noop,
+                    WindowScale(7),
+                ],
+                false,
+            ),
+            (
+                "windows",
+                vec![
+                    MaximumSegmentSize(1460),
+                    Noop,
+                    WindowScale(8),
+                    Noop,
+                    Noop,
+                    SelectiveAcknowledgementPermitted,
+                ],
+                false,
+            ),
+            ("no options", vec![], false),
+            (
+                "timestamp first",
+                vec![ts(), MaximumSegmentSize(1460)],
+                false,
+            ),
+        ];
+        for (what, options, expected) in cases {
+            let mut frame = syn_with(&options);
+            assert_eq!(has_timestamp(&mut frame), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_timestamp_past_the_declared_header_or_the_frame_is_none() {
+        use TcpOptionElement::*;
+        let options = [
+            MaximumSegmentSize(1460),
+            SelectiveAcknowledgementPermitted,
+            Timestamp(1, 0),
+        ];
+        let whole = syn_with(&options);
+        // Data offset lowered to 8 words: the option's last bytes are outside the header.
+        let mut short_header = whole.clone();
+        short_header[34 + 12] = 8 << 4;
+        assert!(!has_timestamp(&mut short_header));
+        // The frame cut inside the options.
+        let mut cut = whole[..34 + 20 + 10].to_vec();
+        assert!(!has_timestamp(&mut cut));
+        let mut frame = whole;
+        assert!(has_timestamp(&mut frame));
     }
 
     #[test]

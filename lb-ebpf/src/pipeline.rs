@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     mode_is_stateful, Family, Flow, FlowKey, IfaceConfig, Reason, VipMeta, FLOW_CLOSING,
-    FLOW_REPLY, MODE_DSR, MODE_ROUTER, MODE_TUNNEL, PROTO_TCP, VIP_PASS_WHEN_EMPTY,
+    FLOW_REPLY, MODE_DSR, MODE_ONE_ARM, MODE_ROUTER, MODE_TUNNEL, PROTO_TCP, VIP_PASS_WHEN_EMPTY,
 };
 
 use crate::{
@@ -131,11 +131,22 @@ fn full(ctx: &XdpContext, scratch: &mut Scratch, ingress: u32) -> Result<(), Rea
     if mode != MODE_DSR && mode != MODE_TUNNEL && !(mode_is_stateful(mode) && p.family == V4) {
         return Err(unsupported(mode));
     }
+    if mode == MODE_ONE_ARM {
+        note_syn_timestamps(&pkt, scratch);
+    } else {
+        scratch.syn_timestamps = 0;
+    }
+    scratch.snat_pending = 0;
     match flow_of(ctx, scratch, &vip) {
         Err(Reason::NoReal) if vip.flags & VIP_PASS_WHEN_EMPTY != 0 => {
             return Err(Reason::NoRealPass)
         }
         done => done?,
+    }
+    // Tested with the mode: paths of other modes then skip the call without the verifier
+    // walking it (it does not know what the scratch map holds, but knows `mode` here).
+    if mode == MODE_ONE_ARM && scratch.snat_pending != 0 {
+        flow::finish_one_arm(scratch)?;
     }
     if mode_is_stateful(mode) {
         // A flow whose reply entry was evicted while its request lived: put back (called
@@ -155,6 +166,16 @@ fn full(ctx: &XdpContext, scratch: &mut Scratch, ingress: u32) -> Result<(), Rea
         }
         done => done,
     }
+}
+
+/// Notes whether the one-arm packet in `scratch` is a SYN with a TCP timestamp option,
+/// which lets its client reuse a pool port at once (`flow::claim_snat`). Not inlined: its
+/// frame then counts only here, not on the flow stage's chain of calls.
+#[inline(never)]
+fn note_syn_timestamps(pkt: &Packet, scratch: &mut Scratch) {
+    let p = &scratch.parsed;
+    let syn = p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    scratch.syn_timestamps = u8::from(syn && parse::syn_timestamp(pkt, p.l4_off));
 }
 
 /// Why a VIP of `mode` cannot take the packet: a stateful mode's VIP got an IPv6 packet, or
@@ -224,6 +245,8 @@ fn flow_of(ctx: &XdpContext, scratch: &mut Scratch, vip: &VipMeta) -> Result<(),
     scratch.was_live = u8::from(live && !reopen);
     if !live || reopen {
         flow::create(vip, &iface, ingress, scratch, reopen)?;
+        // A one-arm flow's entries are not in yet: see `flow::finish_one_arm`.
+        scratch.snat_pending = u8::from(vip.mode == MODE_ONE_ARM);
         if scratch.new.created != 0 {
             flowlog::new_flow(&scratch.parsed.flow, &scratch.flow, &scratch.new);
         }

@@ -79,9 +79,14 @@ pub const IFINDEX_UNATTACHED: u32 = 9;
 pub const VIP6_NAT: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20];
 pub const POOL_IP: [u8; 4] = [198, 18, 0, 201];
 pub const POOL2_IP: [u8; 4] = [198, 18, 0, 202];
-/// First source port of CPU 0's slice of the pools' ranges.
-pub const POOL_PORT: u16 = 1024;
 pub const EXHAUST_PORT: u16 = 2000;
+
+/// The port a one-arm flow from client port `port` (1024 or above) gets first from the
+/// seed's 1024-32767 pool: the port of the range equal to it modulo the range's 31 744
+/// ports (so a port in the range is kept).
+pub const fn pool_port(port: u16) -> u16 {
+    (1024 + (port as u32 - 1024) % 31_744) as u16
+}
 
 /// The stateful seed: nat VIPs 198.18.100.20:80/tcp and :53/udp over 198.18.1.11:8080 and
 /// :5353 behind IFINDEX_B, router 198.18.100.21:80/tcp over 198.18.1.11 (same port), one-arm

@@ -52,6 +52,26 @@ impl Hop {
         build(|v| b.write(v, payload).unwrap())
     }
 
+    /// A SYN with the options Linux sends: MSS, SACK permitted, a timestamp `tsval`, window
+    /// scale.
+    pub fn syn_with_timestamp(&self, sport: u16, dport: u16, tsval: u32) -> Vec<u8> {
+        use etherparse::TcpOptionElement::*;
+        let options = [
+            MaximumSegmentSize(1460),
+            SelectiveAcknowledgementPermitted,
+            Timestamp(tsval, 0),
+            Noop,
+            WindowScale(7),
+        ];
+        let b = PacketBuilder::ethernet2(self.src_mac, self.dst_mac)
+            .ipv4(self.src, self.dst, self.ttl)
+            .tcp(sport, dport, 7, 64240)
+            .syn()
+            .options(&options)
+            .unwrap();
+        build(|v| b.write(v, &[]).unwrap())
+    }
+
     pub fn udp(&self, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
         build(|v| {
             PacketBuilder::ethernet2(self.src_mac, self.dst_mac)

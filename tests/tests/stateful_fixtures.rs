@@ -26,7 +26,7 @@ fn rows() -> Vec<Row> {
     let q = b"query";
     let quoted_at_real = udp_ip(CLIENT, REAL_B_IP, 40000, 5353, q);
     let quoted_at_client = udp_ip(CLIENT, VIP_NAT, 40000, 53, q);
-    let one_arm_quoted_at_real = udp_ip(POOL_IP, REAL_IP, POOL_PORT + 2, 5353, q);
+    let one_arm_quoted_at_real = udp_ip(POOL_IP, REAL_IP, pool_port(40000), 5353, q);
     let one_arm_quoted_at_client = udp_ip(CLIENT, VIP_ONE_ARM, 40000, 53, q);
     let late = client_to_lb(VIP_ROUTER)
         .ttl(1)
@@ -142,24 +142,32 @@ fn rows() -> Vec<Row> {
         ),
         // one-arm: the source becomes the pool's, on the ingress interface's segment.
         row(
-            "one-arm: SYN to the real from the pool address and CPU 0's first port",
+            "one-arm: SYN to the real from the pool address and the client's port, mapped into \
+             the pool's range",
             client_to_lb(VIP_ONE_ARM).tcp(40000, 80, Tcp::Syn, b""),
             XDP_TX,
-            hop(LB_MAC, REAL_MAC, POOL_IP, REAL_IP).tcp(POOL_PORT, 8080, Tcp::Syn, b""),
+            hop(LB_MAC, REAL_MAC, POOL_IP, REAL_IP).tcp(pool_port(40000), 8080, Tcp::Syn, b""),
             Request,
         ),
         row(
             "one-arm: the answer to the pool port goes to the client from the VIP",
-            hop(REAL_MAC, LB_MAC, REAL_IP, POOL_IP).tcp(8080, POOL_PORT, Tcp::Ack, b""),
+            hop(REAL_MAC, LB_MAC, REAL_IP, POOL_IP).tcp(8080, pool_port(40000), Tcp::Ack, b""),
             XDP_TX,
             hop(LB_MAC, CLIENT_MAC, VIP_ONE_ARM, CLIENT).tcp(80, 40000, Tcp::Ack, b""),
             Reply,
         ),
         row(
-            "one-arm: another client port gets the next port",
+            "one-arm: another client port, its own pool port",
             client_to_lb(VIP_ONE_ARM).tcp(40001, 80, Tcp::Syn, b""),
             XDP_TX,
-            hop(LB_MAC, REAL_MAC, POOL_IP, REAL_IP).tcp(POOL_PORT + 1, 8080, Tcp::Syn, b""),
+            hop(LB_MAC, REAL_MAC, POOL_IP, REAL_IP).tcp(pool_port(40001), 8080, Tcp::Syn, b""),
+            Request,
+        ),
+        row(
+            "one-arm: a client port inside the pool's range is kept as it is",
+            client_to_lb(VIP_ONE_ARM).tcp(5000, 80, Tcp::Syn, b""),
+            XDP_TX,
+            hop(LB_MAC, REAL_MAC, POOL_IP, REAL_IP).tcp(5000, 8080, Tcp::Syn, b""),
             Request,
         ),
         untouched(
@@ -169,10 +177,11 @@ fn rows() -> Vec<Row> {
             Reason::NoFlow,
         ),
         row(
-            "one-arm udp: to the real's port 5353 from the next pool port",
+            "one-arm udp: to the real's port 5353 from the client's pool port (a port per \
+             protocol)",
             client_to_lb(VIP_ONE_ARM).udp(40000, 53, q),
             XDP_TX,
-            hop(LB_MAC, REAL_MAC, POOL_IP, REAL_IP).udp(POOL_PORT + 2, 5353, q),
+            hop(LB_MAC, REAL_MAC, POOL_IP, REAL_IP).udp(pool_port(40000), 5353, q),
             Request,
         ),
         row(
@@ -182,19 +191,6 @@ fn rows() -> Vec<Row> {
             hop(LB_MAC, CLIENT_MAC, VIP_ONE_ARM, CLIENT)
                 .port_unreachable(&one_arm_quoted_at_client),
             Reply,
-        ),
-        row(
-            "one-arm: a pool with one port per CPU gives CPU 0 its port",
-            client_to_lb(VIP_EXHAUST).tcp(41000, 80, Tcp::Syn, b""),
-            XDP_TX,
-            hop(LB_MAC, REAL_MAC, POOL2_IP, REAL_IP).tcp(EXHAUST_PORT, 80, Tcp::Syn, b""),
-            Request,
-        ),
-        untouched(
-            "one-arm: ... and then has none left",
-            client_to_lb(VIP_EXHAUST).tcp(41001, 80, Tcp::Syn, b""),
-            XDP_DROP,
-            Reason::SnatExhausted,
         ),
         row(
             "nat: a flow from client port 40100",
@@ -385,39 +381,144 @@ fn short_lived_one_arm() -> Datapath {
     dp
 }
 
+/// The port a one-arm frame leaves from.
+fn port_of(out: &[u8]) -> u16 {
+    u16::from_be_bytes([out[34], out[35]])
+}
+
 #[test]
 fn snat_ports_are_freed_when_their_flow_ends_or_expires() {
     pin_to_cpu0();
     let dp = short_lived_one_arm();
+    let cpus = lb_userspace::datapath::possible_cpus().unwrap() as u16;
     let syn = |sport| client_to_lb(VIP_EXHAUST).tcp(sport, 80, Tcp::Syn, b"");
-    let port_of = |out: &[u8]| u16::from_be_bytes([out[34], out[35]]);
-
-    let (action, out) = dp.run_frame(&syn(41000)).unwrap();
-    assert_eq!((action, port_of(&out)), (XDP_TX, EXHAUST_PORT));
+    // As many flows as the pool has ports (one per CPU) take them all, each the port its
+    // client port is modulo the range's size.
+    let mut first = None;
+    for sport in 41000..41000 + cpus {
+        let (action, out) = dp.run_frame(&syn(sport)).unwrap();
+        let own = EXHAUST_PORT + (sport - EXHAUST_PORT) % cpus;
+        assert_eq!(
+            (action, port_of(&out)),
+            (XDP_TX, own),
+            "client port {sport}"
+        );
+        first.get_or_insert(own);
+    }
+    let first = first.unwrap();
+    let before = dp.counters().unwrap();
     assert_eq!(
-        dp.run_frame(&syn(41001)).unwrap().0,
+        dp.run_frame(&syn(41000 + cpus)).unwrap().0,
         XDP_DROP,
         "no port left"
     );
+    assert_eq!(
+        delta(&before, &dp.counters().unwrap())[0].0,
+        Reason::SnatExhausted.label()
+    );
 
     // The real resets the first flow: its port is free at once.
-    let rst = hop(REAL_MAC, LB_MAC, REAL_IP, POOL2_IP).tcp(80, EXHAUST_PORT, Tcp::Rst, b"");
+    let rst = hop(REAL_MAC, LB_MAC, REAL_IP, POOL2_IP).tcp(80, first, Tcp::Rst, b"");
     assert_eq!(dp.run_frame(&rst).unwrap().0, XDP_TX);
-    let (action, out) = dp.run_frame(&syn(41001)).unwrap();
-    assert_eq!((action, port_of(&out)), (XDP_TX, EXHAUST_PORT));
+    let (action, out) = dp.run_frame(&syn(41000 + cpus)).unwrap();
+    assert_eq!((action, port_of(&out)), (XDP_TX, first));
 
-    // Idle past the VIP's 1 s timeout: the flow is gone and its port is someone else's.
+    // Idle past the VIP's 1 s timeout: the flows are gone and their ports someone else's.
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let before = dp.counters().unwrap();
-    let late_answer = hop(REAL_MAC, LB_MAC, REAL_IP, POOL2_IP).tcp(80, EXHAUST_PORT, Tcp::Ack, b"");
+    let late_answer = hop(REAL_MAC, LB_MAC, REAL_IP, POOL2_IP).tcp(80, first, Tcp::Ack, b"");
     assert_eq!(dp.run_frame(&late_answer).unwrap().0, XDP_PASS);
     assert_eq!(
         delta(&before, &dp.counters().unwrap())[0].0,
         Reason::NoFlow.label(),
         "an expired flow answers nothing"
     );
-    let (action, out) = dp.run_frame(&syn(41002)).unwrap();
-    assert_eq!((action, port_of(&out)), (XDP_TX, EXHAUST_PORT));
+    let (action, out) = dp.run_frame(&syn(41000 + 2 * cpus)).unwrap();
+    assert_eq!((action, port_of(&out)), (XDP_TX, first));
+}
+
+/// One-arm, after a flow ended both ways (a FIN from each side, so the real holds its pool
+/// tuple in TIME_WAIT or has closed it): the tuple is the same client's again at once when
+/// its SYNs carry TCP timestamps (newer ones, which the real's TIME_WAIT accepts). Another
+/// client, a SYN without timestamps, or a flow only one side has closed waits out the FIN
+/// timeout (120 s here): the next port is taken instead.
+#[test]
+fn a_closed_one_arm_flows_pool_port_is_its_clients_again_at_once_and_no_one_elses() {
+    pin_to_cpu0();
+    let dp = seeded_stateful();
+    const OTHER_CLIENT: [u8; 4] = [198, 18, 0, 101];
+    let from = |client| hop(CLIENT_MAC, LB_MAC, client, VIP_ONE_ARM);
+    let open = |client, sport, timestamps: bool| {
+        let syn = if timestamps {
+            from(client).syn_with_timestamp(sport, 80, 1000 + sport as u32)
+        } else {
+            from(client).tcp(sport, 80, Tcp::Syn, b"")
+        };
+        let (action, out) = dp.run_frame(&syn).unwrap();
+        assert_eq!(action, XDP_TX, "SYN from {client:?}:{sport}");
+        port_of(&out)
+    };
+    let real_fin = |port| {
+        let fin = hop(REAL_MAC, LB_MAC, REAL_IP, POOL_IP).tcp(8080, port, Tcp::Fin, b"");
+        assert_eq!(dp.run_frame(&fin).unwrap().0, XDP_TX);
+    };
+    let client_fin = |client, sport| {
+        let fin = from(client).tcp(sport, 80, Tcp::Fin, b"");
+        assert_eq!(dp.run_frame(&fin).unwrap().0, XDP_TX);
+    };
+    // Client ports p and p - 31 744 map to the same pool port.
+    let twin = |sport: u16| sport - 31_744;
+
+    // Closed both ways, timestamps: the same client's next flow gets the port at once, and
+    // the real's answers on it reach that flow.
+    let port = open(CLIENT, 40010, true);
+    assert_eq!(port, pool_port(40010));
+    real_fin(port);
+    client_fin(CLIENT, 40010);
+    assert_eq!(
+        open(CLIENT, twin(40010), true),
+        port,
+        "reused by its client"
+    );
+    let answer = hop(REAL_MAC, LB_MAC, REAL_IP, POOL_IP).tcp(8080, port, Tcp::Ack, b"");
+    let back = hop(LB_MAC, CLIENT_MAC, VIP_ONE_ARM, CLIENT).tcp(80, twin(40010), Tcp::Ack, b"");
+    assert_eq!(dp.run_frame(&answer).unwrap(), (XDP_TX, back));
+
+    // ... but not another client's.
+    let port = open(CLIENT, 40020, true);
+    real_fin(port);
+    client_fin(CLIENT, 40020);
+    assert_eq!(
+        open(OTHER_CLIENT, twin(40020), true),
+        port + 1,
+        "another client"
+    );
+
+    // No timestamps on the old flow's SYN, or on the new one: held.
+    let port = open(CLIENT, 40030, false);
+    real_fin(port);
+    client_fin(CLIENT, 40030);
+    assert_eq!(open(CLIENT, twin(40030), true), port + 1, "old SYN without");
+    let port = open(CLIENT, 40040, true);
+    real_fin(port);
+    client_fin(CLIENT, 40040);
+    assert_eq!(
+        open(CLIENT, twin(40040), false),
+        port + 1,
+        "new SYN without"
+    );
+
+    // Only the real has closed (the client may still send): held; once the client closed
+    // too, its SYN from the same port (a new connection on the closing flow's tuple) gets it.
+    let port = open(CLIENT, 40050, true);
+    real_fin(port);
+    assert_eq!(open(CLIENT, twin(40050), true), port + 1, "one side closed");
+    client_fin(CLIENT, 40050);
+    assert_eq!(
+        open(CLIENT, 40050, true),
+        port,
+        "both closed: reopened on it"
+    );
 }
 
 #[test]
@@ -441,20 +542,29 @@ fn a_ttl_that_would_expire_makes_no_flow() {
 fn a_flow_one_way_only_keeps_its_snat_port() {
     pin_to_cpu0();
     let dp = short_lived_one_arm();
+    let cpus = lb_userspace::datapath::possible_cpus().unwrap() as u16;
     let syn = |sport| client_to_lb(VIP_EXHAUST).tcp(sport, 80, Tcp::Syn, b"");
-    let (action, _) = dp.run_frame(&syn(41000)).unwrap();
+    let (action, out) = dp.run_frame(&syn(41000)).unwrap();
     assert_eq!(action, XDP_TX);
+    let held = port_of(&out);
     // The client keeps sending for 2.4 s, past the 1 s timeout, and the real never answers:
-    // each packet refreshes both entries, so the port stays this flow's.
+    // each packet refreshes both entries, so the port stays this flow's. New flows whose
+    // client port maps to it (and whose SYNs are never answered either) get another, or none.
     let data = client_to_lb(VIP_EXHAUST).tcp(41000, 80, Tcp::Ack, b"x");
-    for _ in 0..8 {
+    for i in 1..=8 {
         std::thread::sleep(std::time::Duration::from_millis(300));
-        assert_eq!(dp.run_frame(&data).unwrap().0, XDP_TX);
+        let (action, out) = dp.run_frame(&data).unwrap();
         assert_eq!(
-            dp.run_frame(&syn(41001)).unwrap().0,
-            XDP_DROP,
-            "the port is still held"
+            (action, port_of(&out)),
+            (XDP_TX, held),
+            "the flow keeps its port"
         );
+        let (action, out) = dp.run_frame(&syn(41000 + i * cpus)).unwrap();
+        if action == XDP_TX {
+            assert_ne!(port_of(&out), held, "the port is still held");
+        } else {
+            assert_eq!(action, XDP_DROP);
+        }
     }
 }
 

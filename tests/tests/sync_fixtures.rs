@@ -68,9 +68,9 @@ fn a_synced_flow_is_translated_by_the_peer_as_by_the_lb_that_made_it() {
     // The next packets, each way, leave the standby exactly as they leave the active.
     let next = [
         // one-arm: the real answers the pool port, the client goes on.
-        hop(REAL_MAC, LB_MAC, REAL_IP, POOL_IP).tcp(8080, POOL_PORT, Tcp::Ack, b""),
+        hop(REAL_MAC, LB_MAC, REAL_IP, POOL_IP).tcp(8080, pool_port(40000), Tcp::Ack, b""),
         client_to_lb(VIP_ONE_ARM).tcp(40000, 80, Tcp::Ack, b"more"),
-        hop(REAL_MAC, LB_MAC, REAL_IP, POOL_IP).udp(5353, POOL_PORT + 1, b"answer"),
+        hop(REAL_MAC, LB_MAC, REAL_IP, POOL_IP).udp(5353, pool_port(40001), b"answer"),
         // nat: the real speaks first.
         hop(REAL_B_MAC, LB_B_MAC, REAL_B_IP, CLIENT).tcp(8080, 40002, Tcp::Ack, b"hello"),
         client_to_lb(VIP_NAT).tcp(40002, 80, Tcp::Ack, b""),
